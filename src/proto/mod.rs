@@ -1,0 +1,7 @@
+//! The sans-IO WebSocket protocol core (RFC 6455): bytes in; "need more bytes", an event or an error out.
+//!
+//! Nothing in this module performs I/O or depends on a runtime. Replies the
+//! peer is owed (pong, close) are returned to the caller as values.
+
+pub mod mask;
+pub mod utf8;
