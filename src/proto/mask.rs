@@ -19,6 +19,14 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// Unmasks a text payload in place and reports whether every byte is ASCII,
+/// so the caller can skip UTF-8 validation for the common case.
+#[inline]
+pub fn unmask_text(buf: &mut [u8], key: [u8; 4], offset: usize) -> bool {
+    apply_mask(buf, key, offset);
+    buf.is_ascii()
+}
+
 /// The key as seen by a buffer that starts `offset` bytes into the payload.
 #[inline]
 pub fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
