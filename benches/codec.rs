@@ -22,7 +22,9 @@ fn validate(c: &mut Criterion) {
     let mixed = "héllo wörld κόσμε 𝄞 ".repeat(64 * 1024 / 30);
     for (name, text) in [("ascii", &ascii), ("mixed", &mixed)] {
         g.throughput(Throughput::Bytes(text.len() as u64));
-        g.bench_function(name, |b| b.iter(|| utf8::validate(black_box(text.as_bytes()))));
+        g.bench_function(name, |b| {
+            b.iter(|| utf8::validate(black_box(text.as_bytes())))
+        });
     }
     g.finish();
 }

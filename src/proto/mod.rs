@@ -3,5 +3,6 @@
 //! Nothing in this module performs I/O or depends on a runtime. Replies the
 //! peer is owed (pong, close) are returned to the caller as values.
 
+pub mod handshake;
 pub mod mask;
 pub mod utf8;
