@@ -5,7 +5,33 @@
 //! - [`proto`]: the sans-IO WebSocket protocol core (RFC 6455): handshake
 //!   bytes, frame codec, SIMD unmasking, incremental UTF-8 validation and
 //!   close codes. No sockets, no runtime; bytes in, events out.
+//! - [`pubsub`]: the per-core topic registry and the lock-free cross-core
+//!   interest table (no I/O).
+//! - `shard`: one pinned thread per core with its own monoio runtime,
+//!   SO_REUSEPORT listener, connection slab, timer wheel and inbox; the
+//!   [`Server`] and its thread-safe [`ServerHandle`].
+//! - `conn`: one connection: readiness-driven reads into the core's scratch
+//!   buffer, the outbox and its gathered writes.
+//! - [`handler`]: the embedding API, [`Handler`] and [`Ws`].
+//! - [`config`]: [`Config`] with every limit and its default.
 
 #![warn(missing_docs)]
 
+pub mod config;
+mod conn;
+pub mod handler;
 pub mod proto;
+pub mod pubsub;
+mod shard;
+
+pub use config::{Config, SlowConsumerPolicy};
+pub use conn::{ConnId, SendStatus};
+pub use handler::{
+    Handler, HttpCtx, HttpRequest, HttpResponse, Message, PublishResult, Rejection, UpgradeRequest,
+    Ws,
+};
+pub use proto::{CloseCode, PreparedFrame};
+pub use shard::{
+    CoreStats, CoreView, DriverKind, HandleError, PublishReport, Server, ServerHandle,
+    StatsSnapshot,
+};

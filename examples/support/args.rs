@@ -1,0 +1,37 @@
+// Shared by the examples: `--listen ADDR` and `--cores N`.
+
+use std::net::SocketAddr;
+
+/// Reads `--listen ADDR` (default 127.0.0.1:9001) and `--cores N`
+/// (default: the CPUs of the affinity mask) into a config.
+pub fn config_from_args() -> shardcast::Config {
+    let mut config = shardcast::Config::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => {
+                let v = args.next().unwrap_or_default();
+                config = config.listen(v.parse::<SocketAddr>().unwrap_or_else(|e| {
+                    eprintln!("--listen {v}: {e}");
+                    std::process::exit(2)
+                }));
+            }
+            "--cores" => {
+                let v = args.next().unwrap_or_default();
+                config = config.cores(v.parse().unwrap_or_else(|e| {
+                    eprintln!("--cores {v}: {e}");
+                    std::process::exit(2)
+                }));
+            }
+            "-h" | "--help" => {
+                println!("usage: [--listen ADDR] [--cores N]");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other}; usage: [--listen ADDR] [--cores N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    config
+}

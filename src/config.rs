@@ -1,0 +1,191 @@
+//! Engine configuration: cores, address and every limit, each with a documented default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::proto::CloseCode;
+
+/// What happens when a message would push a connection's outbox past
+/// [`Config::outbox_limit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Drop the new message for that connection only; the send reports
+    /// [`SendStatus::Dropped`](crate::SendStatus::Dropped).
+    DropMessage,
+    /// Close the connection with this code (1008 or 1013 are the usual ones)
+    /// and reason; what is already queued is discarded.
+    Close(CloseCode, String),
+}
+
+/// Configuration of a shardcast engine.
+///
+/// Build it with [`Config::new`] and the setters; every field documents its
+/// default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address every core listens on (each with its own SO_REUSEPORT socket).
+    /// Port 0 picks a free port, shared by all cores.
+    /// Default: `127.0.0.1:9001`.
+    pub listen: SocketAddr,
+    /// Number of cores (threads) to run. Default: the number of CPUs in the
+    /// process's affinity mask (so `taskset -c 0` gives one core).
+    pub cores: Option<usize>,
+    /// Pin each core's thread to one CPU of the affinity mask.
+    /// Default: `true`.
+    pub pin: bool,
+    /// Largest message, reassembled across fragments; larger ones close the
+    /// connection with 1009. Default: 16 MiB.
+    pub max_message_size: usize,
+    /// Largest single frame. Default: 16 MiB.
+    pub max_frame_size: usize,
+    /// Largest HTTP request head (handshake); larger gets 431.
+    /// Default: 8 KiB.
+    pub max_header_bytes: usize,
+    /// Largest plain-HTTP request body accepted by [`Handler::http`](crate::Handler::http).
+    /// Default: 1 MiB.
+    pub max_http_body: usize,
+    /// A connection that has not completed its handshake by then is closed.
+    /// Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// A connection from which nothing (not even a pong) arrived for this
+    /// long is closed with 1001. Default: 120 s.
+    pub idle_timeout: Duration,
+    /// Send a ping after this long without traffic from the client, so dead
+    /// peers are found and proxies keep the connection. Zero disables.
+    /// Default: 30 s.
+    pub ping_interval: Duration,
+    /// After a close frame is sent, how long to wait for the peer's close
+    /// before dropping the TCP connection. Default: 5 s.
+    pub close_timeout: Duration,
+    /// Bytes a connection may have queued for sending before
+    /// [`Config::slow_consumer`] applies. Default: 1 MiB.
+    pub outbox_limit: usize,
+    /// A connection that reported backpressure gets its `drain` callback when
+    /// its queued bytes fall to this level or below. Default: 64 KiB.
+    pub outbox_low_water: usize,
+    /// Policy when the outbox limit would be exceeded.
+    /// Default: [`SlowConsumerPolicy::Close`] with 1013 "slow consumer".
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Most connections over all cores; the next handshake gets 503.
+    /// Default: 1,000,000.
+    pub max_connections: usize,
+    /// Allowed `Origin` values (exact, case-insensitive); others get 403.
+    /// Empty allows any origin, including none. Default: empty.
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, most preferred first; the first one
+    /// the client offers is selected. Default: none.
+    pub subprotocols: Vec<String>,
+    /// Listen backlog of each core's socket. Default: 1024.
+    pub backlog: i32,
+    /// Buckets of the cross-core interest table (a power of two).
+    /// Default: 65,536.
+    pub interest_buckets: usize,
+    /// Graceful shutdown waits this long for close handshakes before it drops
+    /// what is left. Default: 5 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            cores: None,
+            pin: true,
+            max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
+            max_header_bytes: 8 << 10,
+            max_http_body: 1 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            ping_interval: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            outbox_limit: 1 << 20,
+            outbox_low_water: 64 << 10,
+            slow_consumer: SlowConsumerPolicy::Close(
+                CloseCode::TRY_AGAIN_LATER,
+                "slow consumer".to_string(),
+            ),
+            max_connections: 1_000_000,
+            allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
+            backlog: 1024,
+            interest_buckets: 1 << 16,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl Config {
+    /// The default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the number of cores.
+    pub fn cores(mut self, cores: usize) -> Self {
+        self.cores = Some(cores);
+        self
+    }
+
+    setters! {
+        /// Sets [`Config::listen`].
+        listen: SocketAddr;
+        /// Sets [`Config::pin`].
+        pin: bool;
+        /// Sets [`Config::max_message_size`].
+        max_message_size: usize;
+        /// Sets [`Config::max_frame_size`].
+        max_frame_size: usize;
+        /// Sets [`Config::max_header_bytes`].
+        max_header_bytes: usize;
+        /// Sets [`Config::max_http_body`].
+        max_http_body: usize;
+        /// Sets [`Config::handshake_timeout`].
+        handshake_timeout: Duration;
+        /// Sets [`Config::idle_timeout`].
+        idle_timeout: Duration;
+        /// Sets [`Config::ping_interval`].
+        ping_interval: Duration;
+        /// Sets [`Config::close_timeout`].
+        close_timeout: Duration;
+        /// Sets [`Config::outbox_limit`].
+        outbox_limit: usize;
+        /// Sets [`Config::outbox_low_water`].
+        outbox_low_water: usize;
+        /// Sets [`Config::slow_consumer`].
+        slow_consumer: SlowConsumerPolicy;
+        /// Sets [`Config::max_connections`].
+        max_connections: usize;
+        /// Sets [`Config::allowed_origins`].
+        allowed_origins: Vec<String>;
+        /// Sets [`Config::subprotocols`].
+        subprotocols: Vec<String>;
+        /// Sets [`Config::backlog`].
+        backlog: i32;
+        /// Sets [`Config::interest_buckets`].
+        interest_buckets: usize;
+        /// Sets [`Config::shutdown_timeout`].
+        shutdown_timeout: Duration;
+    }
+
+    /// The number of cores this configuration runs: [`Config::cores`] or
+    /// the CPUs of the affinity mask.
+    pub fn effective_cores(&self) -> usize {
+        self.cores
+            .unwrap_or_else(|| core_affinity::get_core_ids().map_or(1, |c| c.len()))
+            .max(1)
+    }
+}

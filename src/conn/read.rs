@@ -1,0 +1,472 @@
+//! A connection's task: handshake, then readiness → read into the core's scratch buffer → decode in place → callbacks.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+
+use crate::conn::{sys, Conn, State};
+use crate::handler::{Handler, HttpCtx, HttpRequest, Message, UpgradeRequest};
+use crate::proto::handshake::{self, HandshakeLimits, Parsed};
+use crate::proto::{CloseCode, Decoded, Decoder, PreparedFrame, Reply, Role};
+use crate::shard::core::Core;
+
+/// Reads per readiness before yielding to other connections.
+const READS_PER_WAKE: usize = 4;
+
+/// Serves one accepted connection until it is gone.
+pub(crate) async fn serve<H: Handler>(core: Rc<Core<H>>, stream: TcpStream, peer: SocketAddr) {
+    let fd = stream.as_raw_fd();
+    sys::set_nodelay(fd);
+    let stream = Rc::new(stream);
+    let gen = core.next_gen();
+    let now = core.now();
+    let key = core
+        .conns
+        .borrow_mut()
+        .insert(Conn::new(gen, stream.clone(), fd, peer, now)) as u32;
+    core.stats().opened(&core.mesh);
+    let deadline = now + secs(core.config.handshake_timeout);
+    core.wheel.borrow_mut().insert(deadline, key, gen);
+
+    match handshake(&core, &stream, key, peer).await {
+        Some(leftover) => frames(&core, &stream, key, leftover).await,
+        None => linger(&core, &stream, key).await,
+    }
+    finish(&core, key, gen);
+}
+
+pub(crate) fn secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Reads the HTTP request and answers it. Returns the bytes that followed
+/// the request head when the connection was upgraded.
+async fn handshake<H: Handler>(
+    core: &Rc<Core<H>>,
+    stream: &TcpStream,
+    key: u32,
+    peer: SocketAddr,
+) -> Option<Vec<u8>> {
+    let fd = stream.as_raw_fd();
+    let mut limits = HandshakeLimits::default();
+    limits.max_header_bytes = core.config.max_header_bytes;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        stream.readable(false).await.ok()?;
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        match sys::recv_into_vec(fd, &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => core.stats().bytes_in.bump(n as u64),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(_) => return None,
+        }
+        let parsed = match handshake::parse_request(&buf, &limits) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut out = Vec::new();
+                e.write_response(&mut out);
+                reject(core, key, &out, e.status());
+                return None;
+            }
+        };
+        let Parsed::Complete {
+            value: req,
+            consumed,
+        } = parsed
+        else {
+            continue;
+        };
+
+        if !req.is_websocket_upgrade() {
+            // Plain HTTP on the WebSocket port: wait for the body, answer, close.
+            let len = match req.content_length() {
+                Ok(len) => len.unwrap_or(0),
+                Err(e) => {
+                    let mut out = Vec::new();
+                    e.write_response(&mut out);
+                    reject(core, key, &out, e.status());
+                    return None;
+                }
+            };
+            if len > core.config.max_http_body as u64 {
+                reject_with(core, key, 413, "request body too large\n");
+                return None;
+            }
+            let end = consumed + len as usize;
+            if buf.len() < end {
+                buf.reserve(end - buf.len());
+                continue;
+            }
+            let handle = core.handle.clone();
+            let publish = |topic: &str, frame: Bytes| core.publish(topic, frame, None, None);
+            let mut ctx = HttpCtx {
+                publish: &publish,
+                handle: &handle,
+            };
+            let hreq = HttpRequest {
+                request: &req,
+                body: &buf[consumed..end],
+                peer,
+            };
+            let resp = core.handler.http(&hreq, &mut ctx);
+            let headers: Vec<(&str, &str)> = resp
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain([("Connection", "close")])
+                .collect();
+            let mut out = Vec::with_capacity(128 + resp.body.len());
+            let body: &[u8] = if resp.status < 200 || resp.status == 204 || resp.status == 304 {
+                &[]
+            } else {
+                &resp.body
+            };
+            handshake::write_http_response(&mut out, resp.status, &resp.content_type, &headers, body);
+            core.stats().http_requests.bump(1);
+            send_and_close(core, key, &out);
+            return None;
+        }
+
+        let upgrade_key = match req.validate_upgrade() {
+            Ok(k) => k,
+            Err(e) => {
+                let mut out = Vec::new();
+                e.write_response(&mut out);
+                reject(core, key, &out, e.status());
+                return None;
+            }
+        };
+        let cfg = &core.config;
+        if !cfg.allowed_origins.is_empty() {
+            let ok = req.origin().is_some_and(|o| {
+                cfg.allowed_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+            });
+            if !ok {
+                reject_with(core, key, 403, "origin not allowed\n");
+                return None;
+            }
+        }
+        if core.shutting_down.get() {
+            reject_with(core, key, 503, "server shutting down\n");
+            return None;
+        }
+        if core.mesh.upgraded_total() >= cfg.max_connections {
+            reject_with(core, key, 503, "server full\n");
+            return None;
+        }
+        let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
+        let mut ureq = UpgradeRequest {
+            request: &req,
+            peer,
+            protocol: req.select_protocol(&supported).map(str::to_owned),
+        };
+        let data = match core.handler.upgrade(&mut ureq) {
+            Ok(d) => d,
+            Err(rej) => {
+                reject_with(core, key, rej.status, &rej.reason);
+                return None;
+            }
+        };
+        // Only a protocol the client offered may be selected (RFC 6455 §4.2.2).
+        let protocol = ureq
+            .protocol
+            .filter(|p| req.protocols().any(|o| o == p.as_str()));
+        let mut out = Vec::with_capacity(160);
+        handshake::write_switching_protocols(&mut out, &upgrade_key, protocol.as_deref(), &[]);
+        {
+            let mut conns = core.conns.borrow_mut();
+            let c = &mut conns[key as usize];
+            c.queued += out.len();
+            c.outbox.push_back(Bytes::from(out));
+            c.state = State::Open;
+            c.data = Some(data);
+            c.last_rx = core.now();
+        }
+        core.flush_conn(key);
+        core.stats().upgraded(&core.mesh);
+        drop(req);
+        buf.drain(..consumed);
+        return Some(buf);
+    }
+}
+
+/// Answers a refused handshake with `status` and a short body.
+fn reject_with<H: Handler>(core: &Rc<Core<H>>, key: u32, status: u16, reason: &str) {
+    let mut out = Vec::new();
+    handshake::write_rejection(&mut out, status, reason);
+    reject(core, key, &out, status);
+}
+
+fn reject<H: Handler>(core: &Rc<Core<H>>, key: u32, response: &[u8], status: u16) {
+    core.stats().rejected(status);
+    send_and_close(core, key, response);
+}
+
+/// Writes a short response directly (the socket buffer of a connection
+/// that never received anything has room), then half-closes so the client
+/// reads the answer before the FIN.
+fn send_and_close<H: Handler>(core: &Rc<Core<H>>, key: u32, response: &[u8]) {
+    let mut conns = core.conns.borrow_mut();
+    let c = &mut conns[key as usize];
+    let _ = sys::send_parts(c.fd, &[response]);
+    sys::shutdown(c.fd, libc::SHUT_WR);
+    c.state = State::Closing;
+    c.closing_since = core.now();
+    core.wheel
+        .borrow_mut()
+        .insert(core.now() + secs(core.config.close_timeout), key, c.gen);
+}
+
+/// After our side closed: read and discard until the peer closes too (or
+/// the close timeout shuts the socket), so unread bytes never turn our FIN
+/// into a reset that would destroy the response.
+async fn linger<H: Handler>(core: &Rc<Core<H>>, stream: &TcpStream, key: u32) {
+    let fd = stream.as_raw_fd();
+    {
+        let conns = core.conns.borrow();
+        if conns[key as usize].state != State::Closing {
+            return; // the peer left during the handshake
+        }
+    }
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        let mut scratch = core.scratch.borrow_mut();
+        match sys::recv(fd, &mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// What one pass of decoding left behind.
+struct Step {
+    consumed: usize,
+    needed: usize,
+    /// The close handshake is complete (the peer's close arrived): stop.
+    done: bool,
+    /// The input violated the protocol: nothing more can be decoded.
+    failed: bool,
+}
+
+/// The message loop of an upgraded connection.
+async fn frames<H: Handler>(core: &Rc<Core<H>>, stream: &TcpStream, key: u32, mut rbuf: Vec<u8>) {
+    let fd = stream.as_raw_fd();
+    let mut dec = Decoder::new(Role::Server);
+    let handler = core.handler.clone();
+    core.with_ws(key, |ws| handler.open(ws));
+    let mut failed = false;
+    let mut needed = 0usize;
+    if !rbuf.is_empty() {
+        let step = process(core, key, &mut dec, &mut rbuf);
+        if step.done {
+            return;
+        }
+        rbuf.drain(..step.consumed);
+        needed = step.needed;
+        failed = step.failed;
+    }
+    if rbuf.is_empty() {
+        rbuf = Vec::new();
+    }
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        for _ in 0..READS_PER_WAKE {
+            if failed {
+                // After a protocol error nothing can be decoded: read and
+                // discard until the peer's FIN or the close timeout.
+                let mut scratch = core.scratch.borrow_mut();
+                match sys::recv(fd, &mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                }
+            }
+            let full;
+            let step;
+            if rbuf.is_empty() {
+                // Common case: no partial frame. Read into the core's shared
+                // buffer and decode in place; keep only an unfinished tail.
+                let mut scratch = core.scratch.borrow_mut();
+                let n = match sys::recv(fd, &mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                };
+                full = n == scratch.len();
+                core.note_rx(key, n);
+                step = process(core, key, &mut dec, &mut scratch[..n]);
+                if !step.done && step.consumed < n {
+                    let tail = &scratch[step.consumed..n];
+                    rbuf.reserve_exact(tail.len().max(step.needed.min(core.limits_cap())));
+                    rbuf.extend_from_slice(tail);
+                }
+            } else {
+                // A frame is partly here: read straight behind it.
+                let want = needed
+                    .saturating_sub(rbuf.len())
+                    .clamp(4096, core.limits_cap());
+                rbuf.reserve(want);
+                let n = match sys::recv_into_vec(fd, &mut rbuf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                };
+                full = rbuf.len() == rbuf.capacity();
+                core.note_rx(key, n);
+                step = process(core, key, &mut dec, &mut rbuf);
+                if !step.done {
+                    rbuf.drain(..step.consumed);
+                }
+                if rbuf.is_empty() || step.done {
+                    // Idle connections hold no buffer.
+                    rbuf = Vec::new();
+                }
+            }
+            if step.done {
+                return;
+            }
+            needed = step.needed;
+            failed = step.failed;
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+/// Decodes and dispatches every whole message in `input`.
+fn process<H: Handler>(core: &Rc<Core<H>>, key: u32, dec: &mut Decoder, input: &mut [u8]) -> Step {
+    let handler = core.handler.clone();
+    let mut pos = 0;
+    loop {
+        let state = core.conns.borrow()[key as usize].state;
+        let decoded = dec.decode(&mut input[pos..], &core.limits);
+        match decoded {
+            Ok(Decoded::Incomplete { consumed, needed }) => {
+                return Step {
+                    consumed: pos + consumed,
+                    needed,
+                    done: false,
+                    failed: false,
+                };
+            }
+            Ok(Decoded::Message {
+                consumed,
+                message,
+                reply,
+            }) => {
+                let st = core.stats();
+                match message {
+                    crate::proto::Message::Text(t) => {
+                        st.messages_in.bump(1);
+                        if state == State::Open {
+                            core.with_ws(key, |ws| handler.message(ws, Message::Text(t)));
+                        }
+                    }
+                    crate::proto::Message::Binary(b) => {
+                        st.messages_in.bump(1);
+                        if state == State::Open {
+                            core.with_ws(key, |ws| handler.message(ws, Message::Binary(b)));
+                        }
+                    }
+                    crate::proto::Message::Ping(_) | crate::proto::Message::Pong(_) => {}
+                    // Only produced when RSV1 is allowed, which needs a
+                    // negotiated permessage-deflate; never offered yet.
+                    crate::proto::Message::Compressed { .. } => {}
+                    crate::proto::Message::Close(frame) => {
+                        let (code, reason) = frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
+                        let mut conns = core.conns.borrow_mut();
+                        let c = &mut conns[key as usize];
+                        c.close_code.get_or_insert((code, reason.into()));
+                        if c.state == State::Open {
+                            if let Some(Reply::Close(rc, rr)) = reply {
+                                core.begin_close(key, c, rc, rr, false);
+                            }
+                            drop(conns);
+                            core.flush_conn(key);
+                        }
+                        return Step {
+                            consumed: pos + consumed,
+                            needed: 0,
+                            done: true,
+                            failed: false,
+                        };
+                    }
+                }
+                if let Some(Reply::Pong(p)) = reply {
+                    core.send_control(key, PreparedFrame::pong(p).into_bytes());
+                }
+                pos += consumed;
+            }
+            Err(e) => {
+                core.stats().protocol_errors.bump(1);
+                let code = e.close_code();
+                let reason = e.to_string();
+                let mut conns = core.conns.borrow_mut();
+                let c = &mut conns[key as usize];
+                if c.state == State::Open {
+                    core.begin_close(key, c, code, &reason, false);
+                    drop(conns);
+                    core.flush_conn(key);
+                }
+                return Step {
+                    consumed: input.len(),
+                    needed: 0,
+                    done: false,
+                    failed: true,
+                };
+            }
+        }
+    }
+}
+
+/// The connection is gone: tell the application, drop its subscriptions
+/// and its slab entry.
+fn finish<H: Handler>(core: &Rc<Core<H>>, key: u32, gen: u32) {
+    // Whatever is still queued (e.g. our close echo) gets one last write.
+    core.flush_conn(key);
+    let (was_open, code, reason) = {
+        let mut conns = core.conns.borrow_mut();
+        let c = &mut conns[key as usize];
+        debug_assert_eq!(c.gen, gen);
+        let was_open = c.data.is_some() && !c.close_notified;
+        c.close_notified = true;
+        let (code, reason) = c
+            .close_code
+            .take()
+            .unwrap_or((CloseCode::ABNORMAL, "".into()));
+        c.state = State::Closing;
+        c.outbox.clear();
+        c.queued = 0;
+        (was_open, code, reason)
+    };
+    if was_open {
+        let handler = core.handler.clone();
+        core.with_ws(key, |ws| handler.close(ws, code, &reason));
+        core.stats().closed_upgraded(&core.mesh);
+    }
+    core.remove_subscriptions(key);
+    let c = core.conns.borrow_mut().remove(key as usize);
+    sys::shutdown(c.fd, libc::SHUT_RDWR);
+    core.stats().closed();
+    if core.shutting_down.get() && core.conns.borrow().is_empty() {
+        core.drained.notify();
+    }
+}

@@ -1,0 +1,212 @@
+//! Non-blocking socket calls made after io_uring (or epoll) reported readiness.
+//!
+//! Reads go into a per-core scratch buffer only once the socket is readable,
+//! so an idle connection holds no buffer; writes gather a connection's queued
+//! frames into one `sendmsg`. Both are plain non-blocking syscalls on the
+//! core's own thread.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Most iovecs one `sendmsg` takes (Linux's `UIO_MAXIOV`).
+pub const MAX_IOVECS: usize = 1024;
+
+/// Reads into `buf` without blocking.
+///
+/// Returns `Ok(0)` at end of stream and `Err(WouldBlock)` when nothing is
+/// available.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for
+        // the duration of the call, and `recv` writes at most that many.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reads into the spare capacity of `buf` without blocking, extending its
+/// length by what was read.
+pub fn recv_into_vec(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    loop {
+        // SAFETY: the spare capacity is allocated and writable for
+        // `spare.len()` bytes; `recv` initialises exactly the `n` bytes it
+        // reports, and only those are added to the length below.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: `recv` initialised `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes `parts` (each a byte slice that stays alive for the call) in one
+/// `sendmsg` without blocking. Returns the number of bytes written.
+pub fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let mut iov: [libc::iovec; 64] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 64];
+    let n = parts.len().min(iov.len());
+    for (v, p) in iov.iter_mut().zip(parts) {
+        v.iov_base = p.as_ptr() as *mut _;
+        v.iov_len = p.len();
+    }
+    send_iovecs(fd, &iov[..n])
+}
+
+/// Writes the given iovecs in one `sendmsg` without blocking.
+///
+/// The caller guarantees every iovec points to memory that is readable for
+/// its length until this call returns (the call is synchronous).
+pub fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    debug_assert!(iov.len() <= MAX_IOVECS);
+    // SAFETY: a zeroed msghdr is a valid "no address, no control data" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    loop {
+        // SAFETY: `msg` points at `iov`, whose entries the caller guarantees
+        // are readable for the duration of this synchronous call; the kernel
+        // only reads them. MSG_NOSIGNAL turns a closed peer into EPIPE
+        // instead of SIGPIPE.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// An iovec for a `Bytes` frame; valid while the frame is kept alive.
+#[inline]
+pub fn iovec_of(b: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_ptr() as *mut _,
+        iov_len: b.len(),
+    }
+}
+
+/// Shuts down one or both directions so that a task waiting for readiness
+/// on the socket wakes up (with end of stream or an error).
+pub fn shutdown(fd: RawFd, how: libc::c_int) {
+    // SAFETY: shutdown on any fd is memory safe; errors (e.g. ENOTCONN for a
+    // peer that already left) are irrelevant here.
+    unsafe {
+        libc::shutdown(fd, how);
+    }
+}
+
+/// Sets TCP_NODELAY: fanout frames must not wait for Nagle's algorithm.
+pub fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn recv_reports_would_block_then_data_then_eof() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 16];
+        let e = recv(a.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        b.write_all(b"hello").unwrap();
+        assert_eq!(recv(a.as_raw_fd(), &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        drop(b);
+        assert_eq!(recv(a.as_raw_fd(), &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn recv_into_vec_appends_to_spare_capacity() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"abcdef").unwrap();
+        let mut v = Vec::with_capacity(4);
+        v.extend_from_slice(b"xy");
+        assert_eq!(recv_into_vec(a.as_raw_fd(), &mut v).unwrap(), 2);
+        assert_eq!(v, b"xyab");
+        v.reserve(16);
+        assert_eq!(recv_into_vec(a.as_raw_fd(), &mut v).unwrap(), 4);
+        assert_eq!(v, b"xyabcdef");
+    }
+
+    #[test]
+    fn send_iovecs_gathers_frames_in_order() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let frames = [
+            Bytes::from_static(b"one "),
+            Bytes::from(vec![b't'; 3]),
+            Bytes::from_static(b" three"),
+        ];
+        let iov: Vec<_> = frames.iter().map(|f| iovec_of(f)).collect();
+        let n = send_iovecs(a.as_raw_fd(), &iov).unwrap();
+        assert_eq!(n, frames.iter().map(Bytes::len).sum::<usize>());
+        let mut got = vec![0u8; n];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"one ttt three");
+        assert_eq!(send_parts(a.as_raw_fd(), &[b"x", b"yz"]).unwrap(), 3);
+    }
+
+    #[test]
+    fn send_to_a_full_socket_would_block_and_a_closed_one_is_epipe() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let big = vec![0u8; 1 << 20];
+        let mut total = 0;
+        let err = loop {
+            match send_parts(a.as_raw_fd(), &[&big]) {
+                Ok(n) => total += n,
+                Err(e) => break e,
+            }
+            assert!(total < 1 << 30, "socket never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop(b);
+        let err = send_parts(a.as_raw_fd(), &[b"x"]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+    }
+}

@@ -1,0 +1,7 @@
+//! Topics: the per-core registry of local subscribers and the cross-core interest table.
+
+pub mod interest;
+pub mod registry;
+
+pub use interest::InterestTable;
+pub use registry::{Registry, SubscriberKey, Subscribed, Unsubscribed};

@@ -1,0 +1,250 @@
+//! The per-core topic registry: which local connections subscribe to which topics (no I/O).
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use slab::Slab;
+
+/// A subscriber's key inside one core (the slab index of its connection).
+pub type SubscriberKey = u32;
+
+/// What a subscribe changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The subscriber was added; `first` is true when it is the topic's first
+    /// subscriber on this core (the core must now announce its interest).
+    Added {
+        /// The topic had no subscriber on this core before.
+        first: bool,
+    },
+    /// The subscriber already had this topic.
+    AlreadySubscribed,
+}
+
+/// What an unsubscribe changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// The subscriber was removed; `last` is true when no subscriber is left
+    /// on this core (the core must withdraw its interest).
+    Removed {
+        /// The topic has no subscriber left on this core.
+        last: bool,
+    },
+    /// The subscriber did not have this topic.
+    NotSubscribed,
+}
+
+struct Topic {
+    name: Arc<str>,
+    subscribers: Vec<SubscriberKey>,
+}
+
+/// One core's topics and their subscribers.
+///
+/// Subscribe, unsubscribe and the removal of a closed subscriber are O(1) in
+/// the number of the topic's subscribers (swap-remove with back-pointers), so
+/// a topic with 100k subscribers does not make churn quadratic. Publishing
+/// borrows the subscriber list as a slice.
+#[derive(Default)]
+pub struct Registry {
+    by_name: FxHashMap<Arc<str>, u32>,
+    topics: Slab<Topic>,
+    /// For each subscriber key: (topic index, position in that topic's list).
+    /// Why here and not in the connection: the registry stays self-contained
+    /// and testable without connections.
+    subscriptions: Vec<Vec<(u32, u32)>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `sub` to `topic`.
+    pub fn subscribe(&mut self, sub: SubscriberKey, topic: &str) -> Subscribed {
+        let t = match self.by_name.get(topic) {
+            Some(&t) => t,
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                let t = self.topics.insert(Topic {
+                    name: name.clone(),
+                    subscribers: Vec::new(),
+                }) as u32;
+                self.by_name.insert(name, t);
+                t
+            }
+        };
+        let list = self.list_mut(sub);
+        if list.iter().any(|&(tt, _)| tt == t) {
+            return Subscribed::AlreadySubscribed;
+        }
+        let subs = &mut self.topics[t as usize].subscribers;
+        let pos = subs.len() as u32;
+        subs.push(sub);
+        let first = pos == 0;
+        self.subscriptions[sub as usize].push((t, pos));
+        Subscribed::Added { first }
+    }
+
+    /// Removes `sub` from `topic`.
+    pub fn unsubscribe(&mut self, sub: SubscriberKey, topic: &str) -> Unsubscribed {
+        let Some(&t) = self.by_name.get(topic) else {
+            return Unsubscribed::NotSubscribed;
+        };
+        let Some(list) = self.subscriptions.get_mut(sub as usize) else {
+            return Unsubscribed::NotSubscribed;
+        };
+        let Some(i) = list.iter().position(|&(tt, _)| tt == t) else {
+            return Unsubscribed::NotSubscribed;
+        };
+        let (_, pos) = list.swap_remove(i);
+        if list.is_empty() {
+            // Give the memory back: most connections hold few topics.
+            *list = Vec::new();
+        }
+        let last = self.detach(t, pos);
+        Unsubscribed::Removed { last }
+    }
+
+    /// Removes every subscription of `sub` (its connection closed), calling
+    /// `emptied` with each topic that has no local subscriber left.
+    pub fn remove_subscriber(&mut self, sub: SubscriberKey, mut emptied: impl FnMut(&str)) {
+        let Some(list) = self.subscriptions.get_mut(sub as usize) else {
+            return;
+        };
+        let list = std::mem::take(list);
+        for (t, pos) in list {
+            let name = self.topics[t as usize].name.clone();
+            if self.detach(t, pos) {
+                emptied(&name);
+            }
+        }
+    }
+
+    /// The local subscribers of `topic` (empty when none).
+    pub fn subscribers(&self, topic: &str) -> &[SubscriberKey] {
+        match self.by_name.get(topic) {
+            Some(&t) => &self.topics[t as usize].subscribers,
+            None => &[],
+        }
+    }
+
+    /// Whether `sub` subscribes to `topic`.
+    pub fn is_subscribed(&self, sub: SubscriberKey, topic: &str) -> bool {
+        match (self.by_name.get(topic), self.subscriptions.get(sub as usize)) {
+            (Some(&t), Some(list)) => list.iter().any(|&(tt, _)| tt == t),
+            _ => false,
+        }
+    }
+
+    /// The topics `sub` subscribes to.
+    pub fn topics_of(&self, sub: SubscriberKey) -> impl Iterator<Item = &str> + '_ {
+        self.subscriptions
+            .get(sub as usize)
+            .into_iter()
+            .flatten()
+            .map(|&(t, _)| &*self.topics[t as usize].name)
+    }
+
+    /// How many topics `sub` subscribes to.
+    pub fn subscription_count(&self, sub: SubscriberKey) -> usize {
+        self.subscriptions.get(sub as usize).map_or(0, Vec::len)
+    }
+
+    /// Number of topics with at least one local subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Total number of (subscriber, topic) pairs.
+    pub fn subscription_total(&self) -> usize {
+        self.topics.iter().map(|(_, t)| t.subscribers.len()).sum()
+    }
+
+    fn list_mut(&mut self, sub: SubscriberKey) -> &mut Vec<(u32, u32)> {
+        let i = sub as usize;
+        if self.subscriptions.len() <= i {
+            self.subscriptions.resize_with(i + 1, Vec::new);
+        }
+        &mut self.subscriptions[i]
+    }
+
+    /// Removes the entry at `pos` of topic `t`, fixing the back-pointer of
+    /// the subscriber moved into its place. Returns whether `t` is now empty
+    /// (and was dropped).
+    fn detach(&mut self, t: u32, pos: u32) -> bool {
+        let topic = &mut self.topics[t as usize];
+        topic.subscribers.swap_remove(pos as usize);
+        if let Some(&moved) = topic.subscribers.get(pos as usize) {
+            let entry = self.subscriptions[moved as usize]
+                .iter_mut()
+                .find(|(tt, _)| *tt == t)
+                .expect("registry back-pointer for a moved subscriber");
+            entry.1 = pos;
+        }
+        if topic.subscribers.is_empty() {
+            let topic = self.topics.remove(t as usize);
+            self.by_name.remove(&topic.name);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_subscriber_are_reported() {
+        let mut r = Registry::new();
+        assert_eq!(r.subscribe(1, "a"), Subscribed::Added { first: true });
+        assert_eq!(r.subscribe(2, "a"), Subscribed::Added { first: false });
+        assert_eq!(r.subscribe(2, "a"), Subscribed::AlreadySubscribed);
+        assert_eq!(r.unsubscribe(1, "a"), Unsubscribed::Removed { last: false });
+        assert_eq!(r.unsubscribe(1, "a"), Unsubscribed::NotSubscribed);
+        assert_eq!(r.unsubscribe(2, "a"), Unsubscribed::Removed { last: true });
+        assert_eq!(r.topic_count(), 0);
+        assert!(r.subscribers("a").is_empty());
+    }
+
+    #[test]
+    fn swap_remove_keeps_back_pointers_right() {
+        let mut r = Registry::new();
+        for s in 0..100 {
+            r.subscribe(s, "t");
+            r.subscribe(s, &format!("own{s}"));
+        }
+        // Remove from the middle repeatedly; every remaining subscriber must
+        // still be removable, which needs correct positions.
+        for s in (0..100).step_by(3) {
+            assert_eq!(r.unsubscribe(s, "t"), Unsubscribed::Removed { last: false });
+        }
+        let mut left: Vec<u32> = r.subscribers("t").to_vec();
+        left.sort();
+        let expect: Vec<u32> = (0..100).filter(|s| s % 3 != 0).collect();
+        assert_eq!(left, expect);
+        for s in expect {
+            assert!(r.is_subscribed(s, "t"));
+            r.remove_subscriber(s, |_| {});
+        }
+        assert!(r.subscribers("t").is_empty());
+        assert_eq!(r.subscription_total(), 34); // the own* topics of 0,3,..,99
+    }
+
+    #[test]
+    fn remove_subscriber_reports_emptied_topics() {
+        let mut r = Registry::new();
+        r.subscribe(7, "x");
+        r.subscribe(7, "y");
+        r.subscribe(8, "y");
+        let mut emptied = Vec::new();
+        r.remove_subscriber(7, |t| emptied.push(t.to_string()));
+        assert_eq!(emptied, vec!["x".to_string()]);
+        assert_eq!(r.subscribers("y"), &[8]);
+        assert_eq!(r.subscription_count(7), 0);
+        assert_eq!(r.topics_of(8).collect::<Vec<_>>(), vec!["y"]);
+    }
+}

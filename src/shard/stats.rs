@@ -1,0 +1,215 @@
+//! Per-core counters, written only by their own core and summed when read.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::shard::Mesh;
+
+/// A counter with a single writer (its core): an increment is a plain load
+/// and store, not a locked read-modify-write, and readers on other threads
+/// see a recent value.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning core may call this.
+    #[inline]
+    pub fn bump(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Subtracts `n`. Only the owning core may call this.
+    #[inline]
+    pub fn drop_by(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Handshake rejections by HTTP status.
+pub const REJECT_STATUSES: [u16; 10] = [400, 403, 404, 405, 413, 426, 429, 431, 503, 401];
+
+/// One core's counters.
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct CoreStats {
+    /// TCP connections accepted.
+    pub accepted: Counter,
+    /// TCP connections currently held (any state).
+    pub sockets: Counter,
+    /// Upgraded WebSocket connections currently open.
+    pub active: Counter,
+    /// Highest `active` seen.
+    pub peak: Counter,
+    /// Connections upgraded since start.
+    pub upgrades: Counter,
+    /// Data messages received.
+    pub messages_in: Counter,
+    /// Bytes received (handshakes included).
+    pub bytes_in: Counter,
+    /// Bytes queued for sending (frames × recipients).
+    pub bytes_out: Counter,
+    /// Bytes written to sockets.
+    pub write_bytes: Counter,
+    /// Publishes started on this core.
+    pub publishes: Counter,
+    /// Frames queued for subscribers on this core.
+    pub deliveries: Counter,
+    /// Messages dropped by the slow-consumer policy.
+    pub dropped: Counter,
+    /// Connections closed by the slow-consumer policy.
+    pub slow_closes: Counter,
+    /// Cross-core publishes that found no subscriber here (interest bucket
+    /// shared with another topic, or the last subscriber just left).
+    pub fanout_misses: Counter,
+    /// Protocol violations (closed with 1002/1007/1009).
+    pub protocol_errors: Counter,
+    /// Plain HTTP requests answered.
+    pub http_requests: Counter,
+    /// Handshakes rejected, by status (see [`REJECT_STATUSES`]; last slot:
+    /// any other status).
+    pub rejected: [Counter; REJECT_STATUSES.len() + 1],
+}
+
+impl CoreStats {
+    pub(crate) fn opened(&self, _mesh: &Mesh) {
+        self.accepted.bump(1);
+        self.sockets.bump(1);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.sockets.drop_by(1);
+    }
+
+    pub(crate) fn upgraded(&self, mesh: &Mesh) {
+        mesh.upgraded.fetch_add(1, Ordering::Relaxed);
+        self.upgrades.bump(1);
+        self.active.bump(1);
+        if self.active.get() > self.peak.get() {
+            self.peak.0.store(self.active.get(), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn closed_upgraded(&self, mesh: &Mesh) {
+        mesh.upgraded.fetch_sub(1, Ordering::Relaxed);
+        self.active.drop_by(1);
+    }
+
+    pub(crate) fn rejected(&self, status: u16) {
+        let i = REJECT_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REJECT_STATUSES.len());
+        self.rejected[i].bump(1);
+    }
+
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.get(),
+            sockets: self.sockets.get(),
+            active: self.active.get(),
+            peak: self.peak.get(),
+            upgrades: self.upgrades.get(),
+            messages_in: self.messages_in.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            write_bytes: self.write_bytes.get(),
+            publishes: self.publishes.get(),
+            deliveries: self.deliveries.get(),
+            dropped: self.dropped.get(),
+            slow_closes: self.slow_closes.get(),
+            fanout_misses: self.fanout_misses.get(),
+            protocol_errors: self.protocol_errors.get(),
+            http_requests: self.http_requests.get(),
+            rejected: self.rejected.iter().map(Counter::get).collect(),
+        }
+    }
+}
+
+/// Counters of one core, or summed over all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// TCP connections currently held.
+    pub sockets: u64,
+    /// WebSocket connections currently open.
+    pub active: u64,
+    /// Highest `active` (for a sum: the sum of per-core peaks).
+    pub peak: u64,
+    /// Connections upgraded since start.
+    pub upgrades: u64,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes queued for sending.
+    pub bytes_out: u64,
+    /// Bytes written to sockets.
+    pub write_bytes: u64,
+    /// Publishes.
+    pub publishes: u64,
+    /// Frames queued for subscribers.
+    pub deliveries: u64,
+    /// Messages dropped by the slow-consumer policy.
+    pub dropped: u64,
+    /// Connections closed by the slow-consumer policy.
+    pub slow_closes: u64,
+    /// Cross-core publishes that found no local subscriber.
+    pub fanout_misses: u64,
+    /// Protocol violations.
+    pub protocol_errors: u64,
+    /// Plain HTTP requests answered.
+    pub http_requests: u64,
+    /// Rejected handshakes by status, in the order of [`REJECT_STATUSES`]
+    /// plus one slot for any other status.
+    pub rejected: Vec<u64>,
+}
+
+impl StatsSnapshot {
+    /// Adds another core's counters.
+    pub fn add(&mut self, o: &StatsSnapshot) {
+        self.accepted += o.accepted;
+        self.sockets += o.sockets;
+        self.active += o.active;
+        self.peak += o.peak;
+        self.upgrades += o.upgrades;
+        self.messages_in += o.messages_in;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.write_bytes += o.write_bytes;
+        self.publishes += o.publishes;
+        self.deliveries += o.deliveries;
+        self.dropped += o.dropped;
+        self.slow_closes += o.slow_closes;
+        self.fanout_misses += o.fanout_misses;
+        self.protocol_errors += o.protocol_errors;
+        self.http_requests += o.http_requests;
+        if self.rejected.len() < o.rejected.len() {
+            self.rejected.resize(o.rejected.len(), 0);
+        }
+        for (a, b) in self.rejected.iter_mut().zip(&o.rejected) {
+            *a += b;
+        }
+    }
+
+    /// Rejections with `status`.
+    pub fn rejected_with(&self, status: u16) -> u64 {
+        let i = REJECT_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REJECT_STATUSES.len());
+        self.rejected.get(i).copied().unwrap_or(0)
+    }
+}
+
+/// Global count of upgraded connections, for the connection limit.
+pub(crate) type Gauge = AtomicUsize;

@@ -1,0 +1,100 @@
+//! One coarse timer wheel per core for handshake, idle, ping and close deadlines (no I/O).
+
+/// A hashed timer wheel with one-second slots.
+///
+/// Entries are `(key, generation)` pairs, never removed when a deadline moves:
+/// the owner re-checks the connection when its slot comes round and either
+/// acts or re-inserts it at the new deadline. So a message arriving costs a
+/// store of the current second, not a wheel operation, and a connection
+/// costs one slot entry (8 bytes) whatever its timeouts.
+pub struct TimerWheel {
+    slots: Vec<Vec<(u32, u32)>>,
+    now: u64,
+}
+
+impl TimerWheel {
+    /// A wheel with `slots` one-second slots (rounded up to a power of two),
+    /// starting at second `now`. Deadlines further out than the wheel's span
+    /// come round early and are re-inserted by the owner.
+    pub fn new(slots: usize, now: u64) -> Self {
+        let slots = slots.max(2).next_power_of_two();
+        Self {
+            slots: (0..slots).map(|_| Vec::new()).collect(),
+            now,
+        }
+    }
+
+    /// Schedules `(key, gen)` to come round at second `at` (clamped to the
+    /// next tick at the earliest and to the wheel's span at the latest).
+    pub fn insert(&mut self, at: u64, key: u32, gen: u32) {
+        let span = self.slots.len() as u64 - 1;
+        let at = at.clamp(self.now + 1, self.now + span);
+        let i = (at as usize) & (self.slots.len() - 1);
+        self.slots[i].push((key, gen));
+    }
+
+    /// Advances to second `now`, moving every entry whose slot passed into
+    /// `due` (which the caller reuses between ticks to avoid allocating).
+    pub fn advance(&mut self, now: u64, due: &mut Vec<(u32, u32)>) {
+        let len = self.slots.len() as u64;
+        // After a long stall, visit each slot once rather than every second.
+        let start = self.now.max(now.saturating_sub(len - 1));
+        for s in start + 1..=now {
+            let i = (s as usize) & (self.slots.len() - 1);
+            due.append(&mut self.slots[i]);
+        }
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// Number of scheduled entries (stale ones included).
+    pub fn len(&self) -> usize {
+        self.slots.iter().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_come_round_at_their_second() {
+        let mut w = TimerWheel::new(8, 100);
+        w.insert(103, 1, 0);
+        w.insert(101, 2, 0);
+        let mut due = Vec::new();
+        w.advance(102, &mut due);
+        assert_eq!(due, vec![(2, 0)]);
+        due.clear();
+        w.advance(103, &mut due);
+        assert_eq!(due, vec![(1, 0)]);
+        assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn far_deadlines_come_round_early_and_past_ones_next_tick() {
+        let mut w = TimerWheel::new(4, 0);
+        w.insert(1000, 1, 7); // clamped to the span: second 3
+        w.insert(0, 2, 7); // in the past: next tick
+        let mut due = Vec::new();
+        w.advance(1, &mut due);
+        assert_eq!(due, vec![(2, 7)]);
+        due.clear();
+        w.advance(3, &mut due);
+        assert_eq!(due, vec![(1, 7)]);
+    }
+
+    #[test]
+    fn a_long_stall_visits_every_slot_once() {
+        let mut w = TimerWheel::new(4, 0);
+        for k in 0..3 {
+            w.insert(k + 1, k as u32, 0);
+        }
+        let mut due = Vec::new();
+        w.advance(500, &mut due);
+        due.sort();
+        assert_eq!(due, vec![(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(w.len(), 0);
+    }
+}

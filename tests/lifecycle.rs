@@ -1,0 +1,158 @@
+//! Verifies timeouts, pings, slow consumers, drain and graceful shutdown.
+
+mod common;
+use common::*;
+use shardcast::{CloseCode, DriverKind, SlowConsumerPolicy};
+use std::time::{Duration, Instant};
+
+#[test]
+fn drivers_follow_the_environment() {
+    let (h, _) = start(config(2));
+    let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok_and(|v| v == "1");
+    let drivers = h.drivers();
+    assert_eq!(drivers.len(), 2);
+    if forced {
+        assert!(drivers.iter().all(|d| *d == DriverKind::Legacy), "{drivers:?}");
+    }
+    eprintln!("drivers: {drivers:?}");
+    stop(h);
+}
+
+#[test]
+fn idle_connections_are_pinged_then_closed() {
+    let cfg = config(1)
+        .ping_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(3));
+    let (h, _) = start(cfg);
+    let mut r = Raw::connect(h.local_addr());
+    let t = Instant::now();
+    let (_, op, _) = r.read_frame().unwrap();
+    assert_eq!(op, 9, "a ping first");
+    // We never answer: closed with 1001 after the idle timeout.
+    assert_eq!(r.expect_close(), Some(1001));
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    stop(h);
+}
+
+#[test]
+fn a_pong_keeps_the_connection() {
+    let cfg = config(1)
+        .ping_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(3));
+    let (h, _) = start(cfg);
+    let mut r = Raw::connect(h.local_addr());
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let (_, op, payload) = r.read_frame().unwrap();
+        assert_eq!(op, 9);
+        r.send_frame(true, 10, &payload);
+    }
+    r.send_frame(true, 1, b"alive");
+    loop {
+        let (_, op, p) = r.read_frame().unwrap();
+        if op == 1 {
+            assert_eq!(p, b"alive");
+            break;
+        }
+    }
+    stop(h);
+}
+
+#[test]
+fn silent_tcp_connections_are_dropped_at_the_handshake_timeout() {
+    let (h, _) = start(config(1).handshake_timeout(Duration::from_secs(1)));
+    let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    stop(h);
+}
+
+#[test]
+fn a_slow_consumer_is_closed_and_the_others_get_everything() {
+    let cfg = config(2)
+        .outbox_limit(256 << 10)
+        .slow_consumer(SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow consumer".into()));
+    let (h, ev) = start(cfg);
+    let addr = h.local_addr();
+    // The stalled client subscribes and then never reads.
+    let mut stalled = Raw::connect(addr);
+    stalled.send_frame(true, 1, b"sub:firehose");
+    let (_, _, p) = stalled.read_frame().unwrap();
+    assert!(p.starts_with(b"subscribed:"));
+    let mut good = connect(addr, "/");
+    send_text(&mut good, "sub:firehose");
+    read_text(&mut good);
+    let payload = "x".repeat(16 << 10);
+    let n = 2000; // 32 MiB in all: far past the stalled client's socket buffers
+    let h2 = h.clone();
+    let p2 = payload.clone();
+    let publisher = std::thread::spawn(move || {
+        for i in 0..n {
+            h2.publish_text("firehose", &format!("{i}:{p2}"));
+        }
+    });
+    for i in 0..n {
+        let m = read_text(&mut good);
+        assert!(m.starts_with(&format!("{i}:")), "message {i} out of order or lost");
+    }
+    publisher.join().unwrap();
+    wait_until("slow consumer closed", || h.stats().slow_closes == 1);
+    wait_until("close callback", || {
+        ev.closed.lock().unwrap().iter().any(|(c, _)| *c == 1013)
+    });
+    stop(h);
+}
+
+#[test]
+fn drop_policy_reports_drops_and_drain_fires() {
+    let cfg = config(1)
+        .outbox_limit(64 << 10)
+        .outbox_low_water(16 << 10)
+        .slow_consumer(SlowConsumerPolicy::DropMessage);
+    let (h, ev) = start(cfg);
+    let mut c = connect(h.local_addr(), "/");
+    // 100 × 8 KiB queued at once: 800 KiB against a 64 KiB limit.
+    send_text(&mut c, "flood:100:8192");
+    send_text(&mut c, "after");
+    let mut got = 0;
+    loop {
+        match c.read().unwrap() {
+            tungstenite::Message::Binary(b) => {
+                assert_eq!(b.len(), 8192);
+                got += 1;
+            }
+            tungstenite::Message::Text(t) => {
+                assert_eq!(t.as_str(), "after");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(got < 100 && got >= 7, "got {got}");
+    assert_eq!(h.stats().dropped, 100 - got as u64);
+    wait_until("drain", || ev.drains.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    stop(h);
+}
+
+#[test]
+fn graceful_shutdown_sends_1001_and_stops() {
+    let (h, _) = start(config(2));
+    let addr = h.local_addr();
+    let mut raws: Vec<Raw> = (0..10).map(|_| Raw::connect(addr)).collect();
+    let h2 = h.clone();
+    let t = std::thread::spawn(move || {
+        h2.shutdown();
+        h2.join();
+    });
+    for r in raws.iter_mut() {
+        assert_eq!(r.expect_close(), Some(1001));
+        r.send_frame(true, 8, &1001u16.to_be_bytes());
+        r.expect_eof();
+    }
+    t.join().unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+}

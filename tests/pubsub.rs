@@ -1,0 +1,99 @@
+//! Verifies publish/subscribe across cores: delivery, per-publisher order, publishing from foreign threads, and cleanup on disconnect.
+
+mod common;
+use common::*;
+
+#[test]
+fn publish_reaches_subscribers_on_every_core_in_order() {
+    let cores = 2;
+    let (h, _) = start(config(cores));
+    let addr = h.local_addr();
+    let mut subs = one_per_core(addr, cores);
+    for (core, c) in subs.iter_mut() {
+        send_text(c, "sub:news");
+        assert_eq!(read_text(c), format!("subscribed:news:{core}"));
+    }
+    assert_eq!(h.subscriber_count("news").unwrap(), cores);
+    // A publisher on some core; its messages reach both cores in order.
+    let mut publisher = connect(addr, "/");
+    let n = 500;
+    for i in 0..n {
+        send_text(&mut publisher, &format!("pub:news:{i}"));
+    }
+    for (core, c) in subs.iter_mut() {
+        for i in 0..n {
+            assert_eq!(read_text(c), i.to_string(), "subscriber on core {core}");
+        }
+    }
+    let mut local = 0;
+    for _ in 0..n {
+        let r = read_text(&mut publisher);
+        local += r.strip_prefix("published:").unwrap().parse::<usize>().unwrap();
+    }
+    // Exactly one subscriber shares the publisher's core.
+    assert_eq!(local, n);
+    stop(h);
+}
+
+#[test]
+fn publish_from_a_foreign_thread_and_counted_publish() {
+    let (h, _) = start(config(2));
+    let addr = h.local_addr();
+    let mut subs = one_per_core(addr, 2);
+    for (_, c) in subs.iter_mut() {
+        send_text(c, "sub:t");
+        read_text(c);
+    }
+    let h2 = h.clone();
+    std::thread::spawn(move || {
+        for i in 0..100 {
+            h2.publish_text("t", &format!("f{i}"));
+        }
+    })
+    .join()
+    .unwrap();
+    for (_, c) in subs.iter_mut() {
+        for i in 0..100 {
+            assert_eq!(read_text(c), format!("f{i}"));
+        }
+    }
+    let report = h
+        .publish_counted("t", &shardcast::PreparedFrame::text("counted"))
+        .unwrap();
+    assert_eq!(report.delivered, 2);
+    assert_eq!(h.publish_text("nobody-listens", "x"), 0);
+    stop(h);
+}
+
+#[test]
+fn subscriptions_go_away_with_their_connection() {
+    let (h, _) = start(config(2));
+    let addr = h.local_addr();
+    let mut clients: Vec<_> = (0..20).map(|_| connect(addr, "/")).collect();
+    for c in clients.iter_mut() {
+        send_text(c, "sub:room");
+        read_text(c);
+        send_text(c, "sub:other");
+        read_text(c);
+    }
+    assert_eq!(h.subscriber_count("room").unwrap(), 20);
+    let mut c0 = clients.remove(0);
+    send_text(&mut c0, "unsub:room");
+    assert_eq!(read_text(&mut c0), "unsubscribed:room");
+    assert_eq!(h.subscriber_count("room").unwrap(), 19);
+    drop(c0); // vanishes without a close frame
+    for c in clients.iter_mut() {
+        let _ = c.close(None);
+    }
+    drop(clients);
+    wait_until("registries empty", || {
+        h.query(|c| c.topic_count() + c.subscription_total())
+            .unwrap()
+            .iter()
+            .sum::<usize>()
+            == 0
+    });
+    wait_until("connections gone", || h.stats().active == 0);
+    assert_eq!(h.publish_text("room", "anyone?"), 0, "no core keeps interest");
+    stop(h);
+}
