@@ -88,16 +88,24 @@ fn a_slow_consumer_is_closed_and_the_others_get_everything() {
     read_text(&mut good);
     let payload = "x".repeat(16 << 10);
     let n = 2000; // 32 MiB in all: far past the stalled client's socket buffers
+    // The publisher stays at most 8 messages (128 KiB) ahead of the healthy
+    // reader, so only the stalled client can exceed the 256 KiB outbox.
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel::<usize>();
     let h2 = h.clone();
     let p2 = payload.clone();
     let publisher = std::thread::spawn(move || {
+        let mut acked = 0;
         for i in 0..n {
+            while i >= acked + 8 {
+                acked = progress_rx.recv_timeout(TIMEOUT).expect("reader progress");
+            }
             h2.publish_text("firehose", &format!("{i}:{p2}"));
         }
     });
     for i in 0..n {
         let m = read_text(&mut good);
         assert!(m.starts_with(&format!("{i}:")), "message {i} out of order or lost");
+        let _ = progress_tx.send(i + 1);
     }
     publisher.join().unwrap();
     wait_until("slow consumer closed", || h.stats().slow_closes == 1);

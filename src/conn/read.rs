@@ -192,6 +192,15 @@ async fn handshake<H: Handler>(
         }
         core.flush_conn(key);
         core.stats().upgraded(&core.mesh);
+        // From now on the idle and ping timers apply.
+        let ping = secs(cfg.ping_interval);
+        let first = if ping > 0 {
+            ping.min(secs(cfg.idle_timeout))
+        } else {
+            secs(cfg.idle_timeout)
+        };
+        let gen = core.conns.borrow()[key as usize].gen;
+        core.wheel.borrow_mut().insert(core.now() + first, key, gen);
         drop(req);
         buf.drain(..consumed);
         return Some(buf);

@@ -416,6 +416,9 @@ async fn run_core<H: Handler>(core: Rc<Core<H>>, listener: std::net::TcpListener
         _ = accept_loop(core.clone(), &listener) => {},
         _ = core.stop.notified() => {},
     }
+    // Stop listening now: the runtime may end before an asynchronous close
+    // of the socket would run, and new clients must be refused, not queued.
+    sys::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
     drop(listener);
     // Graceful shutdown: close 1001 to every open connection, drop
     // handshakes in progress, wait for close handshakes or the deadline.
