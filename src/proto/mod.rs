@@ -3,6 +3,16 @@
 //! Nothing in this module performs I/O or depends on a runtime. Replies the
 //! peer is owed (pong, close) are returned to the caller as values.
 
+pub mod close;
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use decode::{Decoded, Decoder, Limits, Message, Reply, Role};
+pub use error::ProtocolError;
+pub use frame::{FrameHeader, OpCode, PreparedFrame, MAX_HEADER_LEN};
