@@ -36,16 +36,23 @@ impl Handler for Shootout {
         let Ok(value) = simd_json::to_borrowed_value(&mut bytes) else {
             return;
         };
-        let Some(kind) = value.get_str("type") else { return };
+        let Some(kind) = value.get_str("type") else {
+            return;
+        };
         match kind {
             "echo" => {
                 ws.send_text(text);
             }
             "broadcast" => {
-                let payload = value.get("payload").map(|p| p.encode()).unwrap_or_else(|| "null".into());
+                let payload = value
+                    .get("payload")
+                    .map(|p| p.encode())
+                    .unwrap_or_else(|| "null".into());
                 let out = format!("{{\"type\":\"broadcast\",\"payload\":{payload}}}");
                 ws.publish(ALL, &PreparedFrame::text(&out), true);
-                ws.send_text(&format!("{{\"type\":\"broadcastResult\",\"payload\":{payload}}}"));
+                ws.send_text(&format!(
+                    "{{\"type\":\"broadcastResult\",\"payload\":{payload}}}"
+                ));
             }
             _ => {}
         }

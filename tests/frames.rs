@@ -28,7 +28,10 @@ fn ping_gets_pong_and_fragments_reassemble_around_control_frames() {
     let (h, _) = start(config(1));
     let mut r = Raw::connect(h.local_addr());
     r.send_frame(true, 9, b"are you there");
-    assert_eq!(r.read_frame().unwrap(), (true, 10, b"are you there".to_vec()));
+    assert_eq!(
+        r.read_frame().unwrap(),
+        (true, 10, b"are you there".to_vec())
+    );
     // Text in three fragments with a ping between them, split inside a
     // multi-byte character.
     let text = "añb€c".as_bytes();
@@ -73,7 +76,12 @@ fn server_initiated_close() {
 fn expect_code(addr: std::net::SocketAddr, bytes: &[u8], code: u16) {
     let mut r = Raw::connect(addr);
     r.send_raw(bytes);
-    assert_eq!(r.expect_close(), Some(code), "after sending {:02x?}", &bytes[..bytes.len().min(16)]);
+    assert_eq!(
+        r.expect_close(),
+        Some(code),
+        "after sending {:02x?}",
+        &bytes[..bytes.len().min(16)]
+    );
     r.expect_eof();
 }
 
@@ -94,14 +102,22 @@ fn violations_close_with_the_right_code() {
     // Invalid UTF-8: 1007.
     expect_code(addr, &masked_frame(true, 0, 1, b"\xc0\xaf"), 1007);
     // Over the message limit: 1009.
-    expect_code(addr, &masked_frame(true, 0, 2, &vec![0; (1 << 16) + 1]), 1009);
+    expect_code(
+        addr,
+        &masked_frame(true, 0, 2, &vec![0; (1 << 16) + 1]),
+        1009,
+    );
     // A frame announcing 2^62 bytes: 1009 at once.
     let mut huge = vec![0x82, 0xff];
     huge.extend_from_slice(&(1u64 << 62).to_be_bytes());
     huge.extend_from_slice(&[1, 2, 3, 4]);
     expect_code(addr, &huge, 1009);
     // Close with an invalid code: 1002.
-    expect_code(addr, &masked_frame(true, 0, 8, &1005u16.to_be_bytes()), 1002);
+    expect_code(
+        addr,
+        &masked_frame(true, 0, 8, &1005u16.to_be_bytes()),
+        1002,
+    );
     // Fragments over the message limit: 1009.
     let mut frags = masked_frame(false, 0, 2, &vec![0; 40000]);
     frags.extend_from_slice(&masked_frame(true, 0, 0, &vec![0; 40000]));

@@ -24,7 +24,11 @@ fn valid_upgrade_and_rejections() {
     // Wrong version: 426 with the version we speak.
     let (status, text) = http(addr, &upgrade_request(addr, "/", "8"));
     assert_eq!(status, 426);
-    assert!(text.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{text}"
+    );
 
     // Missing key: 400.
     let (status, _) = http(

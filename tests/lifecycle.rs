@@ -12,7 +12,10 @@ fn drivers_follow_the_environment() {
     let drivers = h.drivers();
     assert_eq!(drivers.len(), 2);
     if forced {
-        assert!(drivers.iter().all(|d| *d == DriverKind::Legacy), "{drivers:?}");
+        assert!(
+            drivers.iter().all(|d| *d == DriverKind::Legacy),
+            "{drivers:?}"
+        );
     }
     eprintln!("drivers: {drivers:?}");
     stop(h);
@@ -75,7 +78,10 @@ fn silent_tcp_connections_are_dropped_at_the_handshake_timeout() {
 fn a_slow_consumer_is_closed_and_the_others_get_everything() {
     let cfg = config(2)
         .outbox_limit(256 << 10)
-        .slow_consumer(SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow consumer".into()));
+        .slow_consumer(SlowConsumerPolicy::Close(
+            CloseCode::TRY_AGAIN_LATER,
+            "slow consumer".into(),
+        ));
     let (h, ev) = start(cfg);
     let addr = h.local_addr();
     // The stalled client subscribes and then never reads.
@@ -88,8 +94,8 @@ fn a_slow_consumer_is_closed_and_the_others_get_everything() {
     read_text(&mut good);
     let payload = "x".repeat(16 << 10);
     let n = 2000; // 32 MiB in all: far past the stalled client's socket buffers
-    // The publisher stays at most 8 messages (128 KiB) ahead of the healthy
-    // reader, so only the stalled client can exceed the 256 KiB outbox.
+                  // The publisher stays at most 8 messages (128 KiB) ahead of the healthy
+                  // reader, so only the stalled client can exceed the 256 KiB outbox.
     let (progress_tx, progress_rx) = std::sync::mpsc::channel::<usize>();
     let h2 = h.clone();
     let p2 = payload.clone();
@@ -104,7 +110,10 @@ fn a_slow_consumer_is_closed_and_the_others_get_everything() {
     });
     for i in 0..n {
         let m = read_text(&mut good);
-        assert!(m.starts_with(&format!("{i}:")), "message {i} out of order or lost");
+        assert!(
+            m.starts_with(&format!("{i}:")),
+            "message {i} out of order or lost"
+        );
         let _ = progress_tx.send(i + 1);
     }
     publisher.join().unwrap();
@@ -140,9 +149,11 @@ fn drop_policy_reports_drops_and_drain_fires() {
             _ => {}
         }
     }
-    assert!(got < 100 && got >= 7, "got {got}");
+    assert!((7..100).contains(&got), "got {got}");
     assert_eq!(h.stats().dropped, 100 - got as u64);
-    wait_until("drain", || ev.drains.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    wait_until("drain", || {
+        ev.drains.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    });
     stop(h);
 }
 
@@ -162,5 +173,8 @@ fn graceful_shutdown_sends_1001_and_stops() {
         r.expect_eof();
     }
     t.join().unwrap();
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed"
+    );
 }

@@ -28,7 +28,11 @@ fn publish_reaches_subscribers_on_every_core_in_order() {
     let mut local = 0;
     for _ in 0..n {
         let r = read_text(&mut publisher);
-        local += r.strip_prefix("published:").unwrap().parse::<usize>().unwrap();
+        local += r
+            .strip_prefix("published:")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap();
     }
     // Exactly one subscriber shares the publisher's core.
     assert_eq!(local, n);
@@ -94,6 +98,10 @@ fn subscriptions_go_away_with_their_connection() {
             == 0
     });
     wait_until("connections gone", || h.stats().active == 0);
-    assert_eq!(h.publish_text("room", "anyone?"), 0, "no core keeps interest");
+    assert_eq!(
+        h.publish_text("room", "anyone?"),
+        0,
+        "no core keeps interest"
+    );
     stop(h);
 }

@@ -52,8 +52,10 @@ async fn handshake<H: Handler>(
     peer: SocketAddr,
 ) -> Option<Vec<u8>> {
     let fd = stream.as_raw_fd();
-    let mut limits = HandshakeLimits::default();
-    limits.max_header_bytes = core.config.max_header_bytes;
+    let limits = HandshakeLimits {
+        max_header_bytes: core.config.max_header_bytes,
+        ..Default::default()
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         stream.readable(false).await.ok()?;
@@ -127,7 +129,13 @@ async fn handshake<H: Handler>(
             } else {
                 &resp.body
             };
-            handshake::write_http_response(&mut out, resp.status, &resp.content_type, &headers, body);
+            handshake::write_http_response(
+                &mut out,
+                resp.status,
+                &resp.content_type,
+                &headers,
+                body,
+            );
             core.stats().http_requests.bump(1);
             send_and_close(core, key, &out);
             return None;
@@ -400,7 +408,8 @@ fn process<H: Handler>(core: &Rc<Core<H>>, key: u32, dec: &mut Decoder, input: &
                     // negotiated permessage-deflate; never offered yet.
                     crate::proto::Message::Compressed { .. } => {}
                     crate::proto::Message::Close(frame) => {
-                        let (code, reason) = frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
+                        let (code, reason) =
+                            frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
                         let mut conns = core.conns.borrow_mut();
                         let c = &mut conns[key as usize];
                         c.close_code.get_or_insert((code, reason.into()));

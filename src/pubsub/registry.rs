@@ -132,7 +132,10 @@ impl Registry {
 
     /// Whether `sub` subscribes to `topic`.
     pub fn is_subscribed(&self, sub: SubscriberKey, topic: &str) -> bool {
-        match (self.by_name.get(topic), self.subscriptions.get(sub as usize)) {
+        match (
+            self.by_name.get(topic),
+            self.subscriptions.get(sub as usize),
+        ) {
             (Some(&t), Some(list)) => list.iter().any(|&(tt, _)| tt == t),
             _ => false,
         }

@@ -294,7 +294,12 @@ impl<H: Handler> Core<H> {
     // ----- publishing -----
 
     /// Delivers `frame` to local subscribers of `topic`.
-    pub fn publish_local(&self, topic: &str, frame: &Bytes, exclude: Option<u32>) -> (usize, usize) {
+    pub fn publish_local(
+        &self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<u32>,
+    ) -> (usize, usize) {
         let registry = self.registry.borrow();
         let subs = registry.subscribers(topic);
         let (mut delivered, mut dropped) = (0, 0);
@@ -338,7 +343,7 @@ impl<H: Handler> Core<H> {
                 });
             }
         });
-        let exclude_local = exclude.filter(|e| e.shard()==self.id).map(|e| e.key);
+        let exclude_local = exclude.filter(|e| e.shard() == self.id).map(|e| e.key);
         let (delivered, dropped) = self.publish_local(topic, &frame, exclude_local);
         PublishResult {
             delivered,
@@ -573,7 +578,9 @@ impl<H: Handler> Core<H> {
         }
         for seg in plan.segments() {
             match seg {
-                smallplan::Seg::Copied(start, len) => iov.push(sys::iovec_of(&wbuf[start..start + len])),
+                smallplan::Seg::Copied(start, len) => {
+                    iov.push(sys::iovec_of(&wbuf[start..start + len]))
+                }
                 smallplan::Seg::Ref(i) => {
                     let f = &c.outbox[i];
                     let bytes: &[u8] = if i == 0 { &f[c.head_written..] } else { f };
@@ -585,7 +592,10 @@ impl<H: Handler> Core<H> {
         // Advance over what was written.
         let mut left = n;
         while left > 0 {
-            let f = c.outbox.front().expect("written bytes belong to queued frames");
+            let f = c
+                .outbox
+                .front()
+                .expect("written bytes belong to queued frames");
             let rem = f.len() - c.head_written;
             if left >= rem {
                 left -= rem;

@@ -170,7 +170,11 @@ mod tests {
         for _ in 0..3 {
             mb.send(CoreMsg::Shutdown);
         }
-        assert_eq!((&inbox.wake).read(&mut buf).unwrap(), 1, "one ring for three sends");
+        assert_eq!(
+            (&inbox.wake).read(&mut buf).unwrap(),
+            1,
+            "one ring for three sends"
+        );
         mb.awake();
         assert_eq!(inbox.rx.len(), 3);
     }

@@ -22,8 +22,8 @@ use crate::handler::Handler;
 use crate::proto::{CloseCode, PreparedFrame};
 use crate::pubsub::InterestTable;
 
-pub use self::core::CoreView;
 use self::core::Core;
+pub use self::core::CoreView;
 use self::mesh::{CoreMsg, Inbox, Mailbox, Tally};
 pub use self::runtime::DriverKind;
 pub use self::stats::{CoreStats, StatsSnapshot};
@@ -96,7 +96,11 @@ impl ServerHandle {
 
     /// The io driver each core runs.
     pub fn drivers(&self) -> Vec<DriverKind> {
-        self.inner.drivers.lock().map(|d| d.clone()).unwrap_or_default()
+        self.inner
+            .drivers
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// Publishes `frame` to every subscriber of `topic` on every core, from
@@ -225,7 +229,10 @@ impl ServerHandle {
                 .map_err(|_| HandleError::Stopped)?;
             out[i] = Some(r);
         }
-        Ok(out.into_iter().map(|r| r.expect("every core answered")).collect())
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every core answered"))
+            .collect())
     }
 
     /// Subscribers of `topic` over all cores.
@@ -234,7 +241,10 @@ impl ServerHandle {
     /// As [`ServerHandle::query`].
     pub fn subscriber_count(&self, topic: &str) -> Result<usize, HandleError> {
         let t = topic.to_owned();
-        Ok(self.query(move |c| c.subscriber_count(&t))?.into_iter().sum())
+        Ok(self
+            .query(move |c| c.subscriber_count(&t))?
+            .into_iter()
+            .sum())
     }
 
     /// Messages waiting in each core's inbox (a core that falls behind its
@@ -245,7 +255,12 @@ impl ServerHandle {
 
     /// Counters of each core.
     pub fn core_stats(&self) -> Vec<StatsSnapshot> {
-        self.inner.mesh.stats.iter().map(CoreStats::snapshot).collect()
+        self.inner
+            .mesh
+            .stats
+            .iter()
+            .map(CoreStats::snapshot)
+            .collect()
     }
 
     /// Counters summed over all cores.
@@ -474,7 +489,11 @@ async fn flusher<H: Handler>(core: Rc<Core<H>>) {
 /// Drains the core's inbox; sleeps on the wake socket when it is empty.
 async fn inbox_loop<H: Handler>(core: Rc<Core<H>>, inbox: Inbox) {
     let wake_fd = inbox.wake.as_raw_fd();
-    let wake = match inbox.wake.try_clone().and_then(monoio::net::UnixStream::from_std) {
+    let wake = match inbox
+        .wake
+        .try_clone()
+        .and_then(monoio::net::UnixStream::from_std)
+    {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(core = core.id, error = %e, "cannot register wake socket");
@@ -488,7 +507,7 @@ async fn inbox_loop<H: Handler>(core: Rc<Core<H>>, inbox: Inbox) {
         while let Ok(msg) = inbox.rx.try_recv() {
             core.on_core_msg(msg);
             handled += 1;
-            if handled % 1024 == 0 {
+            if handled.is_multiple_of(1024) {
                 // Let this core's connections run between long bursts.
                 yield_now().await;
             }

@@ -14,15 +14,19 @@ impl Counter {
     /// Adds `n`. Only the owning core may call this.
     #[inline]
     pub fn bump(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Subtracts `n`. Only the owning core may call this.
     #[inline]
     pub fn drop_by(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// The current value.

@@ -38,7 +38,7 @@ impl TimerWheel {
     pub fn advance(&mut self, now: u64, due: &mut Vec<(u32, u32)>) {
         let len = self.slots.len() as u64;
         // After a long stall, visit each slot once rather than every second.
-        let start = self.now.max(now.saturating_sub(len - 1));
+        let start = self.now.max(now.saturating_sub(len));
         for s in start + 1..=now {
             let i = (s as usize) & (self.slots.len() - 1);
             due.append(&mut self.slots[i]);

@@ -220,7 +220,11 @@ impl Raw {
             buf: Vec::new(),
         };
         let head = raw.read_until(b"\r\n\r\n");
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         raw
     }
 
@@ -241,7 +245,9 @@ impl Raw {
 
     /// Sends a masked frame built by hand.
     pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
-        self.stream.write_all(&masked_frame(fin, 0, opcode, payload)).unwrap();
+        self.stream
+            .write_all(&masked_frame(fin, 0, opcode, payload))
+            .unwrap();
     }
 
     /// Sends raw bytes.
@@ -256,8 +262,13 @@ impl Raw {
             if self.buf.len() >= 2 {
                 let b1 = self.buf[1] & 0x7f;
                 let (hl, len) = match b1 {
-                    126 if self.buf.len() >= 4 => (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize),
-                    127 if self.buf.len() >= 10 => (10, u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize),
+                    126 if self.buf.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        10,
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                    ),
                     126 | 127 => (usize::MAX, 0),
                     n => (2, n as usize),
                 };
