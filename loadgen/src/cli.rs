@@ -1,0 +1,304 @@
+//! The command line: one subcommand per scenario, shared options flattened into each.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator and benchmark client for shardcast and other WebSocket
+/// pub/sub servers.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Open N idle connections as fast as possible, hold them, close them;
+    /// with --server-pid, the server's RSS per connection and cleanup time.
+    Connections(ConnectionsArgs),
+    /// S subscribers over T topics, P publishers (shardcast JSON protocol):
+    /// deliveries/s, end-to-end latency, lost/duplicated/reordered.
+    Fanout(FanoutArgs),
+    /// C connections ping-pong a payload: messages/s and round-trip latency.
+    Echo(EchoArgs),
+    /// The websocket-shootout broadcast benchmark: clients step up until the
+    /// broadcast round trip's p95 exceeds the limit.
+    Broadcast(BroadcastArgs),
+    /// Draws SVG charts from a results file of JSON lines.
+    Plot(PlotArgs),
+}
+
+/// Options every traffic scenario takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The server, `ws://host:port/path`.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    pub url: String,
+    /// Loadgen cores (threads), each a pinned monoio runtime. Default: the
+    /// CPUs of the affinity mask.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Do not pin core threads to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// The server's process id: report its CPU (and RSS where relevant).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Connections opened concurrently per core.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to wait for all connections to open.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub connect_timeout: Duration,
+}
+
+impl Common {
+    /// The number of cores to run.
+    pub fn cores(&self) -> usize {
+        self.cores
+            .unwrap_or_else(|| core_affinity::get_core_ids().map_or(1, |c| c.len()))
+            .max(1)
+    }
+}
+
+/// Measurement timing.
+#[derive(Debug, Clone, Args)]
+pub struct Timing {
+    /// Seconds of measurement.
+    #[arg(long, default_value = "5", value_parser = secs)]
+    pub duration: Duration,
+    /// Seconds of traffic before measuring.
+    #[arg(long, default_value = "1", value_parser = secs)]
+    pub warmup: Duration,
+}
+
+/// `connections` options.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionsArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    pub connections: usize,
+    /// Seconds to hold the connections before sampling the server and closing.
+    #[arg(long, default_value = "2", value_parser = secs)]
+    pub hold: Duration,
+    /// Most connections per process; more are spread over worker processes
+    /// of this program (each process may have 20,000 open files here).
+    #[arg(long, default_value_t = 19_000)]
+    pub per_process: usize,
+    /// Seconds to wait for the server to release every connection.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub cleanup_timeout: Duration,
+    /// Internal: run as a worker driven over stdin/stdout by a parent.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+    /// Internal: global index of this process's first connection.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub index_offset: usize,
+    /// Internal: total connections over all processes (source spreading).
+    #[arg(long, hide = true)]
+    pub total: Option<usize>,
+    /// Internal: the first source address to use (see `Target::sources`).
+    #[arg(long, hide = true)]
+    pub source_base: Option<usize>,
+}
+
+/// `fanout` options.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Timing.
+    #[command(flatten)]
+    pub timing: Timing,
+    /// Subscriber connections; subscriber i subscribes to topic i % topics.
+    #[arg(long, short = 's', default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Topics.
+    #[arg(long, short = 't', default_value_t = 100)]
+    pub topics: usize,
+    /// Publisher connections; publisher j publishes to topic j % topics.
+    /// Default: one per topic, at most 100.
+    #[arg(long, short = 'p')]
+    pub publishers: Option<usize>,
+    /// Bytes of `data` per message (at least the 43-byte stamp).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Publishes per second over all publishers; 0 = as fast as the bound
+    /// on outstanding deliveries allows (closed loop).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Closed loop: most deliveries sent and not yet received. Default:
+    /// max(20,000, 4 × subscribers per topic).
+    #[arg(long)]
+    pub max_outstanding: Option<u64>,
+    /// Seconds to wait, after publishing stops, for deliveries in flight.
+    #[arg(long, default_value = "5", value_parser = secs)]
+    pub drain_timeout: Duration,
+}
+
+/// Echo message formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EchoProtocol {
+    /// The payload as a text message, echoed as is (examples/echo).
+    Raw,
+    /// `{"type":"echo","payload":"…"}` (websocket-shootout, examples/shootout).
+    Shootout,
+}
+
+/// `echo` options.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Timing.
+    #[command(flatten)]
+    pub timing: Timing,
+    /// Connections.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub connections: usize,
+    /// Bytes per message (at least the 43-byte stamp).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// Message format.
+    #[arg(long, value_enum, default_value_t = EchoProtocol::Raw)]
+    pub protocol: EchoProtocol,
+}
+
+/// `broadcast` options (defaults are the websocket-shootout's).
+#[derive(Debug, Clone, Args)]
+pub struct BroadcastArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients at the first step.
+    #[arg(long, default_value_t = 1000)]
+    pub initial_clients: usize,
+    /// Clients added per step.
+    #[arg(long, default_value_t = 1000)]
+    pub step: usize,
+    /// Stop after this many clients (this machine: 20,000 open files per process).
+    #[arg(long, default_value_t = 19_000)]
+    pub max_clients: usize,
+    /// Round trips measured per step.
+    #[arg(long, default_value_t = 100)]
+    pub samples: usize,
+    /// Broadcasts in flight, each from a random client.
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Stop when a step's p95 round trip exceeds this many milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub limit_ms: u64,
+    /// Seconds a step may take before it counts as failed.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub step_timeout: Duration,
+}
+
+/// `plot` options.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// A file of JSON result lines (as `--json` prints them).
+    pub input: std::path::PathBuf,
+    /// Directory for the SVG files.
+    #[arg(long, default_value = ".")]
+    pub out: std::path::PathBuf,
+}
+
+/// Parses seconds, fractions allowed (`0.5`).
+pub fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{s}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn fanout_defaults_and_overrides() {
+        let Scenario::Fanout(f) = parse(&["fanout"]).unwrap().scenario else {
+            panic!()
+        };
+        assert_eq!(
+            (f.subscribers, f.topics, f.payload, f.rate),
+            (10_000, 100, 64, 0)
+        );
+        assert_eq!(f.timing.duration, Duration::from_secs(5));
+        let Scenario::Fanout(f) = parse(&[
+            "fanout",
+            "-s",
+            "500",
+            "-t",
+            "1",
+            "--rate",
+            "1000",
+            "--duration",
+            "0.5",
+            "--url",
+            "ws://127.0.0.1:1/x",
+            "--json",
+        ])
+        .unwrap()
+        .scenario
+        else {
+            panic!()
+        };
+        assert_eq!((f.subscribers, f.topics, f.rate), (500, 1, 1000));
+        assert_eq!(f.timing.duration, Duration::from_millis(500));
+        assert!(f.common.json);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(parse(&["fanout", "--duration", "-1"]).is_err());
+        assert!(parse(&["fanout", "--subscribers", "many"]).is_err());
+        assert!(parse(&["nonsense"]).is_err());
+        assert!(parse(&["echo", "--protocol", "xml"]).is_err());
+    }
+
+    #[test]
+    fn other_scenarios_parse() {
+        let Scenario::Connections(c) = parse(&["connections", "-n", "40000", "--server-pid", "7"])
+            .unwrap()
+            .scenario
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (c.connections, c.per_process, c.common.server_pid),
+            (40_000, 19_000, Some(7))
+        );
+        let Scenario::Echo(e) = parse(&["echo", "--protocol", "shootout"]).unwrap().scenario else {
+            panic!()
+        };
+        assert_eq!(e.protocol, EchoProtocol::Shootout);
+        let Scenario::Broadcast(b) = parse(&["broadcast"]).unwrap().scenario else {
+            panic!()
+        };
+        assert_eq!((b.samples, b.in_flight, b.limit_ms), (100, 4, 500));
+    }
+}

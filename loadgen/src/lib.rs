@@ -1,0 +1,30 @@
+//! `loadgen`: the benchmark client for shardcast and any server speaking the same protocols.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line: scenarios and their options.
+//! - [`runtime`]: one pinned monoio runtime per core (io_uring, epoll fallback)
+//!   and the state the cores share with the main thread.
+//! - [`client`]: the WebSocket client on one core: connecting from a chosen
+//!   source address, the opening handshake (`shardcast::proto` in the client
+//!   role), the read loop and the corked outbox.
+//! - [`stamp`]: the fixed-width stamp every measured message carries
+//!   (sender id, sequence number, send time).
+//! - [`track`]: per-sender sequence tracking: lost, duplicated, reordered.
+//! - [`sys`]: clocks, this process's CPU use, another process's RSS, CPU and
+//!   open files.
+//! - [`report`]: results as an ordered table and as JSON lines.
+//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`.
+//! - [`plot`]: SVG charts of a results file.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod plot;
+pub mod report;
+pub mod runtime;
+pub mod scenario;
+pub mod stamp;
+pub mod sys;
+pub mod track;

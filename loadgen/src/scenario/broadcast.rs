@@ -1,0 +1,11 @@
+//! `broadcast` (being built).
+
+use crate::report::Report;
+
+/// Runs the scenario.
+///
+/// # Errors
+/// Not built yet.
+pub fn run(_a: &crate::cli::BroadcastArgs) -> Result<Report, String> {
+    Err("not built yet".into())
+}
