@@ -14,6 +14,20 @@ pub struct Cli {
     pub scenario: Scenario,
 }
 
+impl Cli {
+    /// Parses `args` (the first one is the program name).
+    ///
+    /// # Errors
+    /// Clap's usage error, as text.
+    pub fn from_args<I, T>(args: I) -> Result<Cli, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Cli as Parser>::try_parse_from(args).map_err(|e| e.to_string())
+    }
+}
+
 /// The scenarios.
 #[derive(Debug, Subcommand)]
 pub enum Scenario {

@@ -28,3 +28,19 @@ pub mod scenario;
 pub mod stamp;
 pub mod sys;
 pub mod track;
+
+/// Runs a traffic scenario in this process and returns its report
+/// (`plot` and worker mode are not scenarios).
+///
+/// # Errors
+/// The scenario's error, as text.
+pub fn run(s: &cli::Scenario) -> Result<report::Report, String> {
+    use cli::Scenario;
+    match s {
+        Scenario::Connections(a) => scenario::connections::run(a),
+        Scenario::Fanout(a) => scenario::fanout::run(a),
+        Scenario::Echo(a) => scenario::echo::run(a),
+        Scenario::Broadcast(a) => scenario::broadcast::run(a),
+        Scenario::Plot(_) => Err("plot is not a scenario".into()),
+    }
+}

@@ -19,10 +19,10 @@ fn main() {
             }
             return;
         }
-        Scenario::Connections(a) => (a.common.json, scenario::connections::run(a)),
-        Scenario::Fanout(a) => (a.common.json, scenario::fanout::run(a)),
-        Scenario::Echo(a) => (a.common.json, scenario::echo::run(a)),
-        Scenario::Broadcast(a) => (a.common.json, scenario::broadcast::run(a)),
+        Scenario::Connections(a) => (a.common.json, loadgen::run(&cli.scenario)),
+        Scenario::Fanout(a) => (a.common.json, loadgen::run(&cli.scenario)),
+        Scenario::Echo(a) => (a.common.json, loadgen::run(&cli.scenario)),
+        Scenario::Broadcast(a) => (a.common.json, loadgen::run(&cli.scenario)),
         Scenario::Plot(a) => {
             match loadgen::plot::plot_file(&a.input, &a.out) {
                 Ok(files) => {

@@ -92,6 +92,25 @@ impl Report {
         }
     }
 
+    /// Adds the CPU time other processes of the machine used over `wall`,
+    /// and warns when it is enough to distort the figures.
+    pub fn others(&mut self, wall: Duration, others: Option<Duration>, server_known: bool) {
+        let Some(o) = others else { return };
+        let cores = o.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+        let key = if server_known {
+            "other_processes_cpu_cores_used"
+        } else {
+            "other_processes_incl_server_cpu_cores_used"
+        };
+        self.num(key, cores, 2);
+        if server_known && cores >= 0.25 {
+            self.warn(format!(
+                "CONTENDED MACHINE: other processes used {cores:.2} cores during the \
+                 measurement; these figures are lower than this machine can do."
+            ));
+        }
+    }
+
     /// One JSON line.
     pub fn to_json(&self) -> String {
         let mut m = self.map.clone();

@@ -83,6 +83,22 @@ pub struct Usage {
     at: std::time::Instant,
     cpu: Duration,
     server: Option<Duration>,
+    machine: Option<Duration>,
+}
+
+/// CPU time every process of the machine has used so far (the busy fields
+/// of the `cpu` line of `/proc/stat`: user, nice, system, irq, softirq, steal).
+pub fn machine_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(busy * 1_000_000_000 / hz))
 }
 
 impl Usage {
@@ -92,7 +108,16 @@ impl Usage {
             at: std::time::Instant::now(),
             cpu: self_cpu(),
             server: server_pid.and_then(proc_cpu),
+            machine: machine_cpu(),
         }
+    }
+
+    /// CPU time used between `self` and `later` by every process of the
+    /// machine other than this one and the server.
+    pub fn others_until(&self, later: &Usage) -> Option<Duration> {
+        let m = later.machine?.saturating_sub(self.machine?);
+        let (_, cpu, server) = self.until(later);
+        Some(m.saturating_sub(cpu + server.unwrap_or_default()))
     }
 
     /// Wall time, this process's CPU time and the server's CPU time between

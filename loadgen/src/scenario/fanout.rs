@@ -1,11 +1,493 @@
-//! `fanout` (being built).
+//! `fanout`: S subscribers over T topics, P publishers, shardcast's JSON protocol.
+//!
+//! Subscriber i subscribes to topic `t{i % T}`; publisher j publishes to
+//! `t{j % T}`. Every published `data` is a [`Stamp`]: publisher id, sequence
+//! number and send time, so each subscriber measures end-to-end latency on
+//! its own core and tracks, per publisher of its topic, lost, duplicated and
+//! reordered deliveries. Closed loop (the default): publishers keep at most
+//! `--max-outstanding` deliveries sent and not yet received; `--rate` sends a
+//! fixed number of publishes per second instead.
 
-use crate::report::Report;
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use shardcast::proto::Limits;
+
+use crate::cli::FanoutArgs;
+use crate::client::{self, source_for, End, Flow, Outbox, Reader, Target};
+use crate::report::{bar, histogram, Progress, Report};
+use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
+use crate::scenario::{open, pool, share, FirstError};
+use crate::stamp::{Finder, Stamp, STAMP_LEN};
+use crate::sys::{self, now_ns, Usage};
+use crate::track::{SeqTrack, Tally};
+
+/// Publishes queued per write when the window allows.
+const BATCH: u64 = 16;
+
+/// The plan every core follows.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The server.
+    pub target: Target,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// Topics.
+    pub topics: usize,
+    /// Publishers.
+    pub publishers: usize,
+    /// Bytes of `data`.
+    pub payload: usize,
+    /// Publishes per second over all publishers; 0 = closed loop.
+    pub rate: u64,
+    /// Closed loop: the bound on deliveries in flight.
+    pub max_outstanding: u64,
+    /// Concurrent opens per core.
+    pub concurrency: usize,
+}
+
+impl Plan {
+    /// Connections on topic `t` among `n` connections assigned round robin.
+    fn on_topic(&self, n: usize, t: usize) -> u64 {
+        (n / self.topics + usize::from(t < n % self.topics)) as u64
+    }
+}
+
+/// What a core measured.
+#[derive(Debug)]
+struct CoreResult {
+    hist: Histogram<u64>,
+    tally: Tally,
+    other: u64,
+    misrouted: u64,
+}
+
+struct CoreState {
+    hist: RefCell<Histogram<u64>>,
+    tally: Cell<Tally>,
+    other: Cell<u64>,
+    misrouted: Cell<u64>,
+    /// Deliveries not yet added to the shared counter (flushed every ms).
+    pending: Cell<u64>,
+    fds: RefCell<Vec<RawFd>>,
+}
 
 /// Runs the scenario.
 ///
 /// # Errors
-/// Not built yet.
-pub fn run(_a: &crate::cli::FanoutArgs) -> Result<Report, String> {
-    Err("not built yet".into())
+/// A bad URL or plan, or connections that could not be opened.
+pub fn run(a: &FanoutArgs) -> Result<Report, String> {
+    let target = Target::parse(&a.common.url)?;
+    sys::raise_fd_limit();
+    let topics = a.topics.max(1);
+    let publishers = a.publishers.unwrap_or(topics.min(100)).max(1);
+    let per_topic = a.subscribers.div_ceil(topics) as u64;
+    let plan = Plan {
+        target,
+        subscribers: a.subscribers,
+        topics,
+        publishers,
+        payload: a.payload.max(STAMP_LEN),
+        rate: a.rate,
+        max_outstanding: a.max_outstanding.unwrap_or((4 * per_topic).max(20_000)),
+        concurrency: a.common.concurrency,
+    };
+    let conns = plan.subscribers + plan.publishers;
+    let limit = sys::fd_limit().saturating_sub(64) as usize;
+    if conns > limit {
+        return Err(format!(
+            "fanout runs in one process: {conns} connections exceed its {limit} usable open files"
+        ));
+    }
+    let cores = a.common.cores();
+    let shared = Arc::new(Shared::default());
+    let errors = Arc::new(FirstError::default());
+    let (p, sh, er) = (Arc::new(plan.clone()), shared.clone(), errors.clone());
+    let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
+        core_main(core, cores, p.clone(), sh.clone(), er.clone())
+    })
+    .map_err(|e| format!("starting cores: {e}"))?;
+
+    let mut prog = Progress::new(!a.common.quiet);
+    let total = conns as u64;
+    let ok = main_wait(
+        a.common.connect_timeout,
+        || shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= total,
+        || {
+            let d = shared.ready.load(Ordering::Relaxed);
+            prog.show(&format!("subscribing {} {d}/{total}", bar(d, total)));
+        },
+    );
+    let ready = shared.ready.load(Ordering::Relaxed);
+    prog.done(&format!(
+        "subscribing {} {ready}/{total}",
+        bar(ready, total)
+    ));
+    if !ok || ready < total {
+        shared.set_phase(phase::DONE);
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(format!(
+            "only {ready} of {total} connections opened and subscribed{}",
+            errors
+                .get()
+                .map(|e| format!(" (first error: {e})"))
+                .unwrap_or_default()
+        ));
+    }
+    shared.set_phase(phase::WARMUP);
+    timed(&mut prog, "warm-up", a.timing.warmup);
+    let pid = a.common.server_pid;
+    let u0 = Usage::now(pid);
+    let (r0, s0) = (
+        shared.received.load(Ordering::Relaxed),
+        shared.sent.load(Ordering::Relaxed),
+    );
+    shared.set_phase(phase::MEASURE);
+    timed(&mut prog, "measuring", a.timing.duration);
+    let u1 = Usage::now(pid);
+    let (r1, s1) = (
+        shared.received.load(Ordering::Relaxed),
+        shared.sent.load(Ordering::Relaxed),
+    );
+    shared.set_phase(phase::DRAIN);
+    let t_drain = Instant::now();
+    let drained = main_wait(
+        a.drain_timeout,
+        || {
+            shared.received.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
+                && shared.lost_conns.load(Ordering::Relaxed) == 0
+        },
+        || prog.show("draining"),
+    );
+    let drain_secs = t_drain.elapsed().as_secs_f64();
+    shared.set_phase(phase::DONE);
+    prog.done("done");
+    let mut hist = histogram();
+    let mut tally = Tally::default();
+    let (mut other, mut misrouted) = (0, 0);
+    for t in threads {
+        let c = t.join().map_err(|_| "a core panicked".to_string())?;
+        hist.add(&c.hist).map_err(|e| e.to_string())?;
+        tally.add(&c.tally);
+        other += c.other;
+        misrouted += c.misrouted;
+    }
+    let expected = shared.expected.load(Ordering::Relaxed);
+    let (wall, cpu, server_cpu) = u0.until(&u1);
+    let secs = wall.as_secs_f64();
+    let deliveries = (r1 - r0) as f64;
+
+    let mut r = Report::new("fanout");
+    r.set("target", a.common.url.as_str());
+    r.set("subscribers", plan.subscribers);
+    r.set("topics", plan.topics);
+    r.set("publishers", plan.publishers);
+    r.set("payload_bytes", plan.payload);
+    r.set(
+        "mode",
+        if plan.rate == 0 {
+            format!(
+                "closed loop, <= {} deliveries outstanding",
+                plan.max_outstanding
+            )
+        } else {
+            format!("{} publishes/s", plan.rate)
+        },
+    );
+    r.set("loadgen_cores", cores);
+    r.set("driver", crate::runtime::driver_name());
+    r.num("measured_secs", secs, 2);
+    r.num("publishes_per_sec", (s1 - s0) as f64 / secs, 0);
+    r.num("deliveries_per_sec", deliveries / secs, 0);
+    r.latency("latency", &hist);
+    r.set("deliveries_expected", expected);
+    r.set("deliveries_received", tally.unique + tally.duplicated);
+    r.set("lost", expected.saturating_sub(tally.unique));
+    r.set("duplicated", tally.duplicated);
+    r.set("reordered", tally.reordered);
+    r.set("misrouted", misrouted);
+    r.set("other_messages", other);
+    r.set(
+        "connections_lost",
+        shared.lost_conns.load(Ordering::Relaxed),
+    );
+    r.num("drain_secs", drain_secs, 3);
+    r.cpu(wall, cpu, cores, server_cpu);
+    r.others(wall, u0.others_until(&u1), server_cpu.is_some());
+    if let Some(s) = server_cpu {
+        if deliveries > 0.0 {
+            r.num(
+                "server_cpu_ns_per_delivery",
+                s.as_nanos() as f64 / deliveries,
+                0,
+            );
+        }
+    }
+    if deliveries > 0.0 {
+        r.num(
+            "loadgen_cpu_ns_per_delivery",
+            cpu.as_nanos() as f64 / deliveries,
+            0,
+        );
+    }
+    let bad =
+        expected.saturating_sub(tally.unique) + tally.duplicated + tally.reordered + misrouted;
+    r.set("correct", bad == 0 && drained);
+    if let Some(e) = errors.get() {
+        r.set("first_error", e);
+    }
+    if bad != 0 || !drained {
+        r.warn(format!(
+            "DELIVERY CHECK FAILED: {} lost, {} duplicated, {} reordered, {} misrouted{}",
+            expected.saturating_sub(tally.unique),
+            tally.duplicated,
+            tally.reordered,
+            misrouted,
+            if drained { "" } else { " (drain timed out)" }
+        ));
+    }
+    Ok(r)
+}
+
+pub(crate) fn timed(prog: &mut Progress, label: &str, d: Duration) {
+    let start = Instant::now();
+    main_wait(
+        d,
+        || false,
+        || {
+            let e = start.elapsed().as_secs_f64();
+            prog.show(&format!(
+                "{label:<10} {} {e:.1}/{:.1} s",
+                bar((e * 10.0) as u64, (d.as_secs_f64() * 10.0) as u64),
+                d.as_secs_f64()
+            ));
+        },
+    );
+}
+
+async fn core_main(
+    core: usize,
+    cores: usize,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    errors: Arc<FirstError>,
+) -> CoreResult {
+    let st = Rc::new(CoreState {
+        hist: RefCell::new(histogram()),
+        tally: Cell::new(Tally::default()),
+        other: Cell::new(0),
+        misrouted: Cell::new(0),
+        pending: Cell::new(0),
+        fds: RefCell::new(Vec::new()),
+    });
+    // Subscribers first (global ids 0..S), then publishers (S..S+P).
+    let mut ids = share(plan.subscribers, core, cores);
+    ids.extend(
+        share(plan.publishers, core, cores)
+            .into_iter()
+            .map(|j| plan.subscribers + j),
+    );
+    let total = plan.subscribers + plan.publishers;
+    let sources = Rc::new(plan.target.sources(total, client::source_base()));
+    let opened = pool(ids.len(), plan.concurrency, {
+        let (plan, ids, sources) = (plan.clone(), ids.clone(), sources.clone());
+        move |k| {
+            let (plan, src) = (plan.clone(), source_for(&sources, ids[k]));
+            async move { open(&plan.target, src).await }
+        }
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for (k, o) in opened.into_iter().enumerate() {
+        let (stream, rest) = match o {
+            Ok(v) => v,
+            Err(e) => {
+                errors.set(e);
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let (reader, outbox, fd) = client::split(stream, rest);
+        st.fds.borrow_mut().push(fd);
+        let id = ids[k];
+        let (plan, shared, errors, st) = (plan.clone(), shared.clone(), errors.clone(), st.clone());
+        tasks.push(if id < plan.subscribers {
+            monoio::spawn(subscriber(id, reader, outbox, plan, shared, errors, st))
+        } else {
+            monoio::spawn(publisher(
+                id - plan.subscribers,
+                reader,
+                outbox,
+                plan,
+                shared,
+                errors,
+            ))
+        });
+    }
+    // Moves this core's delivery count to the shared counter once a
+    // millisecond, not once a message.
+    let flusher = {
+        let (shared, st) = (shared.clone(), st.clone());
+        monoio::spawn(async move {
+            while shared.phase() != phase::DONE {
+                shared
+                    .received
+                    .fetch_add(st.pending.replace(0), Ordering::Relaxed);
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    core_wait(|| shared.phase() == phase::DONE).await;
+    for &fd in st.fds.borrow().iter() {
+        client::shutdown(fd);
+    }
+    for t in tasks {
+        t.await;
+    }
+    flusher.await;
+    shared
+        .received
+        .fetch_add(st.pending.replace(0), Ordering::Relaxed);
+    let hist = st.hist.replace(histogram());
+    CoreResult {
+        hist,
+        tally: st.tally.get(),
+        other: st.other.get(),
+        misrouted: st.misrouted.get(),
+    }
+}
+
+fn lost(shared: &Shared, errors: &FirstError, end: End, who: &str) {
+    if shared.phase() != phase::DONE {
+        shared.lost_conns.fetch_add(1, Ordering::Relaxed);
+        errors.set(format!("{who}: {end:?}"));
+    }
+}
+
+async fn subscriber(
+    i: usize,
+    mut reader: Reader,
+    outbox: Outbox,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    errors: Arc<FirstError>,
+    st: Rc<CoreState>,
+) {
+    let topic = i % plan.topics;
+    outbox.push_text_with(|b| {
+        b.extend_from_slice(b"{\"type\":\"subscribe\",\"topics\":[\"t");
+        b.extend_from_slice(topic.to_string().as_bytes());
+        b.extend_from_slice(b"\"]}");
+    });
+    if let Err(e) = outbox.flush().await {
+        errors.set(format!("subscribe: {e}"));
+        shared.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    // One tracker per publisher of this topic: publisher j is slot j / T.
+    let mut tracks = vec![SeqTrack::default(); plan.on_topic(plan.publishers, topic) as usize];
+    let finder = Finder::new(b'P');
+    let mut subscribed = false;
+    let limits = Limits::default();
+    let end = reader
+        .run(&outbox, &limits, |_, msg, now| {
+            if let Some(s) = finder.find(msg) {
+                let j = s.sender as usize;
+                match tracks.get_mut(j / plan.topics) {
+                    Some(t) if j % plan.topics == topic => {
+                        let mut tally = st.tally.get();
+                        tally.count(t.observe(s.seq));
+                        st.tally.set(tally);
+                        st.pending.set(st.pending.get() + 1);
+                        if shared.phase() == phase::MEASURE {
+                            st.hist
+                                .borrow_mut()
+                                .saturating_record(now.saturating_sub(s.sent_ns).max(1));
+                        }
+                    }
+                    _ => st.misrouted.set(st.misrouted.get() + 1),
+                }
+            } else if !subscribed && memchr::memmem::find(msg, b"\"subscribed\"").is_some() {
+                subscribed = true;
+                shared.ready.fetch_add(1, Ordering::Relaxed);
+            } else {
+                st.other.set(st.other.get() + 1);
+            }
+            Flow::Continue
+        })
+        .await;
+    lost(&shared, &errors, end, "subscriber");
+}
+
+async fn publisher(
+    j: usize,
+    mut reader: Reader,
+    outbox: Outbox,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    errors: Arc<FirstError>,
+) {
+    let outbox = Rc::new(outbox);
+    // The read side only answers pings and notices a close.
+    let rd = {
+        let (outbox, shared, errors) = (outbox.clone(), shared.clone(), errors.clone());
+        monoio::spawn(async move {
+            let end = reader
+                .run(&outbox, &Limits::default(), |_, _, _| Flow::Continue)
+                .await;
+            lost(&shared, &errors, end, "publisher");
+        })
+    };
+    shared.ready.fetch_add(1, Ordering::Relaxed);
+    core_wait(|| shared.phase() >= phase::WARMUP).await;
+    let topic = j % plan.topics;
+    let fanout = plan.on_topic(plan.subscribers, topic).max(1);
+    let prefix = format!("{{\"type\":\"publish\",\"topic\":\"t{topic}\",\"data\":\"");
+    let per_pub = plan.rate as f64 / plan.publishers as f64;
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while shared.phase() < phase::DRAIN {
+        let n = if plan.rate == 0 {
+            let out = shared
+                .expected
+                .load(Ordering::Relaxed)
+                .saturating_sub(shared.received.load(Ordering::Relaxed));
+            (plan.max_outstanding.saturating_sub(out) / fanout).min(BATCH)
+        } else {
+            let due = (start.elapsed().as_secs_f64() * per_pub) as u64;
+            due.saturating_sub(seq).min(4 * BATCH)
+        };
+        if n == 0 {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        shared.expected.fetch_add(n * fanout, Ordering::Relaxed);
+        for _ in 0..n {
+            outbox.push_text_with(|b| {
+                b.extend_from_slice(prefix.as_bytes());
+                Stamp {
+                    kind: b'P',
+                    sender: j as u32,
+                    seq,
+                    sent_ns: now_ns(),
+                }
+                .write(b, plan.payload);
+                b.extend_from_slice(b"\"}");
+            });
+            seq += 1;
+        }
+        shared.sent.fetch_add(n, Ordering::Relaxed);
+        if let Err(e) = outbox.flush().await {
+            errors.set(format!("publish: {e}"));
+            break;
+        }
+    }
+    rd.await;
 }

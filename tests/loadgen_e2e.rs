@@ -1,0 +1,136 @@
+//! Verifies that the loadgen's scenarios run end to end against the engine (small counts, a few seconds): idle connections with the server's cleanup, echo, and fanout through the pubsub example.
+
+use shardcast::{Handler, Message, Rejection, Server, UpgradeRequest, Ws};
+
+#[allow(dead_code)]
+#[path = "../examples/pubsub.rs"]
+mod pubsub_example;
+
+#[path = "loadgen_support.rs"]
+mod support;
+use support::*;
+
+struct Echo;
+
+impl Handler for Echo {
+    type Data = ();
+
+    fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
+        if let Message::Text(t) = msg {
+            ws.send_text(t);
+        }
+    }
+}
+
+#[test]
+fn connections_are_opened_held_and_cleaned_up() {
+    let h = Server::new(small_config(), Echo).start().unwrap();
+    let url = format!("ws://{}/", h.local_addr());
+    let pid = std::process::id().to_string();
+    let r = loadgen(&[
+        "connections",
+        "--url",
+        &url,
+        "-n",
+        "300",
+        "--hold",
+        "0",
+        "--cores",
+        "1",
+        "--no-pin",
+        "--server-pid",
+        &pid,
+        "--cleanup-timeout",
+        "10",
+        "-q",
+    ])
+    .unwrap();
+    h.shutdown();
+    h.join();
+    assert_eq!(u(&r, "upgraded"), 300, "{}", r.to_json());
+    assert_eq!(u(&r, "server_sockets_held"), 300, "{}", r.to_json());
+    assert!(
+        r.get_f64("server_cleanup_secs").is_some(),
+        "{}",
+        r.to_json()
+    );
+    assert!(r.get_f64("handshakes_per_sec").unwrap() > 0.0);
+}
+
+#[test]
+fn echo_round_trips_are_counted_and_checked() {
+    let h = Server::new(small_config(), Echo).start().unwrap();
+    let url = format!("ws://{}/", h.local_addr());
+    let r = loadgen(&[
+        "echo",
+        "--url",
+        &url,
+        "-n",
+        "20",
+        "--window",
+        "2",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    h.shutdown();
+    h.join();
+    assert_eq!(r.map["correct"], true, "{}", r.to_json());
+    assert!(u(&r, "rtt_samples") > 0);
+    assert!(r.get_f64("messages_per_sec").unwrap() > 0.0);
+}
+
+#[test]
+fn fanout_on_two_loadgen_cores_is_correct() {
+    let h = Server::new(small_config().cores(2), pubsub_example::PubSub)
+        .start()
+        .unwrap();
+    let url = format!("ws://{}/", h.local_addr());
+    let r = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-s",
+        "200",
+        "-t",
+        "4",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+        "--cores",
+        "2",
+        "--no-pin",
+        "-q",
+        "--json",
+    ])
+    .unwrap();
+    h.shutdown();
+    h.join();
+    assert_eq!(r.map["correct"], true, "{}", r.to_json());
+    assert_eq!(u(&r, "publishers"), 4);
+    assert!(u(&r, "deliveries_received") > 0);
+}
+
+#[test]
+fn refused_connections_are_reported() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let err = loadgen(&["echo", "--url", &url, "-n", "2", "--cores", "1", "-q"]).unwrap_err();
+    assert!(err.contains("only 0 of 2"), "{err}");
+}
