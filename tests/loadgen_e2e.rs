@@ -134,3 +134,80 @@ fn refused_connections_are_reported() {
     let err = loadgen(&["echo", "--url", &url, "-n", "2", "--cores", "1", "-q"]).unwrap_err();
     assert!(err.contains("only 0 of 2"), "{err}");
 }
+
+/// The websocket-shootout protocol, as examples/shootout.rs speaks it.
+struct Shootout;
+
+impl Handler for Shootout {
+    type Data = ();
+
+    fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn open(&self, ws: &mut Ws<'_, Self>) {
+        ws.subscribe("all");
+    }
+
+    fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
+        let Message::Text(t) = msg else { return };
+        if let Some(p) = pubsub_example::raw_member(t.as_bytes(), b"payload") {
+            let p = std::str::from_utf8(p).unwrap();
+            if t.contains("\"broadcast\"") {
+                let out = format!("{{\"type\":\"broadcast\",\"payload\":{p}}}");
+                ws.publish("all", &shardcast::PreparedFrame::text(&out), true);
+                ws.send_text(&format!("{{\"type\":\"broadcastResult\",\"payload\":{p}}}"));
+            } else {
+                ws.send_text(t);
+            }
+        }
+    }
+}
+
+#[test]
+fn broadcast_steps_up_and_checks_every_delivery() {
+    let h = Server::new(small_config(), Shootout).start().unwrap();
+    let url = format!("ws://{}/", h.local_addr());
+    let r = loadgen(&[
+        "broadcast",
+        "--url",
+        &url,
+        "--initial-clients",
+        "20",
+        "--step",
+        "20",
+        "--max-clients",
+        "60",
+        "--samples",
+        "20",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    let e = loadgen(&[
+        "echo",
+        "--url",
+        &url,
+        "-n",
+        "4",
+        "--protocol",
+        "shootout",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    h.shutdown();
+    h.join();
+    assert_eq!(u(&r, "result_clients"), 60, "{}", r.to_json());
+    assert_eq!(r.map["steps"].as_array().unwrap().len(), 3);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(e.map["correct"], true, "{}", e.to_json());
+}

@@ -142,6 +142,11 @@ impl Report {
         for (k, v) in &self.map {
             let v = match v {
                 Value::String(s) => s.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(&format!("\n  {:w$}  ", "")),
                 other => other.to_string(),
             };
             out.push_str(&format!("  {k:<w$}  {v}\n"));

@@ -1,11 +1,359 @@
-//! `broadcast` (being built).
+//! `broadcast`: the websocket-shootout benchmark.
+//!
+//! Clients step up by `--step`. At each step `--in-flight` broadcasts are
+//! kept in flight, each sent by a random client as
+//! `{"type":"broadcast","payload":P}`; its round trip ends when that client
+//! receives its own `{"type":"broadcastResult",...}`. After `--samples` round
+//! trips every client must have received every broadcast of the step. The
+//! run stops when a step's p95 round trip exceeds `--limit-ms`, a check
+//! fails, or `--max-clients` is reached; the result is the last step under
+//! the limit.
 
-use crate::report::Report;
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardcast::proto::Limits;
+
+use crate::cli::BroadcastArgs;
+use crate::client::{self, source_for, Flow, Outbox, Target};
+use crate::report::{Progress, Report};
+use crate::runtime::{core_wait, main_wait, spawn_cores};
+use crate::scenario::{open, pool, share, FirstError};
+use crate::stamp::{Finder, Stamp};
+use crate::sys::{self, now_ns, Usage};
+
+const IDLE: u64 = 0;
+const OPEN: u64 = 1;
+const SAMPLE: u64 = 2;
+const DONE: u64 = 3;
+
+#[derive(Default)]
+struct BShared {
+    /// (generation << 8) | command: a new generation is a new order.
+    order: AtomicU64,
+    clients: AtomicUsize,
+    in_flight: usize,
+    samples: u64,
+    opened: AtomicU64,
+    failed: AtomicU64,
+    started: AtomicU64,
+    done: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    lost_conns: AtomicU64,
+    rtts: Mutex<Vec<u64>>,
+    errors: FirstError,
+}
+
+impl BShared {
+    fn order(&self, cmd: u64) {
+        let g = self.order.load(Ordering::Acquire) >> 8;
+        self.order.store(((g + 1) << 8) | cmd, Ordering::Release);
+    }
+}
+
+struct Client {
+    id: usize,
+    outbox: Outbox,
+}
+
+struct CoreB {
+    shared: Arc<BShared>,
+    clients: RefCell<Vec<Rc<Client>>>,
+    pending: Cell<u64>,
+    step: Cell<u64>,
+}
+
+/// Sends one broadcast from a random client of this core, if the step's
+/// samples are not all started.
+fn fire(core: &Rc<CoreB>) {
+    let sh = &core.shared;
+    if sh.started.fetch_add(1, Ordering::Relaxed) >= sh.samples {
+        return;
+    }
+    let c = {
+        let list = core.clients.borrow();
+        if list.is_empty() {
+            return;
+        }
+        list[fastrand::usize(..list.len())].clone()
+    };
+    c.outbox.push_text_with(|b| {
+        b.extend_from_slice(b"{\"type\":\"broadcast\",\"payload\":\"");
+        Stamp {
+            kind: b'B',
+            sender: c.id as u32,
+            seq: core.step.get(),
+            sent_ns: now_ns(),
+        }
+        .write(b, 0);
+        b.extend_from_slice(b"\"}");
+    });
+    sh.sent.fetch_add(1, Ordering::Relaxed);
+    monoio::spawn(async move {
+        let _ = c.outbox.flush().await;
+    });
+}
+
+async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShared>, conc: usize) {
+    let me = Rc::new(CoreB {
+        shared: sh.clone(),
+        clients: RefCell::new(Vec::new()),
+        pending: Cell::new(0),
+        step: Cell::new(0),
+    });
+    let sources = Rc::new(target.sources(
+        sh.clients.load(Ordering::Relaxed).max(20_000),
+        client::source_base(),
+    ));
+    let mut fds: Vec<RawFd> = Vec::new();
+    let mut tasks = Vec::new();
+    let mut upto = 0usize;
+    let mut seen = 0u64;
+    let flusher = {
+        let (sh, me) = (sh.clone(), me.clone());
+        monoio::spawn(async move {
+            while sh.order.load(Ordering::Acquire) & 0xff != DONE {
+                sh.received
+                    .fetch_add(me.pending.replace(0), Ordering::Relaxed);
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    loop {
+        core_wait(|| sh.order.load(Ordering::Acquire) != seen).await;
+        seen = sh.order.load(Ordering::Acquire);
+        match seen & 0xff {
+            OPEN => {
+                let n = sh.clients.load(Ordering::Relaxed);
+                let ids: Vec<usize> = share(n, core, cores)
+                    .into_iter()
+                    .filter(|&i| i >= upto)
+                    .collect();
+                upto = n;
+                let opened = pool(ids.len(), conc, {
+                    let (target, ids, sources) = (target.clone(), ids.clone(), sources.clone());
+                    move |k| {
+                        let (target, src) = (target.clone(), source_for(&sources, ids[k]));
+                        async move { open(&target, src).await }
+                    }
+                })
+                .await;
+                for (k, o) in opened.into_iter().enumerate() {
+                    let (stream, rest) = match o {
+                        Ok(v) => v,
+                        Err(e) => {
+                            sh.errors.set(e);
+                            sh.failed.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    let (mut reader, outbox, fd) = client::split(stream, rest);
+                    fds.push(fd);
+                    let c = Rc::new(Client { id: ids[k], outbox });
+                    me.clients.borrow_mut().push(c.clone());
+                    let me = me.clone();
+                    tasks.push(monoio::spawn(async move {
+                        let finder = Finder::new(b'B');
+                        let end = reader
+                            .run(&c.outbox, &Limits::default(), |_, msg, now| {
+                                if memchr::memmem::find(msg, b"\"broadcastResult\"").is_some() {
+                                    if let Some(s) = finder.find(msg) {
+                                        if s.sender as usize == c.id && s.seq == me.step.get() {
+                                            let sh = &me.shared;
+                                            sh.rtts
+                                                .lock()
+                                                .unwrap_or_else(|p| p.into_inner())
+                                                .push(now.saturating_sub(s.sent_ns));
+                                            sh.done.fetch_add(1, Ordering::Relaxed);
+                                            fire(&me);
+                                        }
+                                    }
+                                } else if memchr::memmem::find(msg, b"\"broadcast\"").is_some() {
+                                    me.pending.set(me.pending.get() + 1);
+                                }
+                                Flow::Continue
+                            })
+                            .await;
+                        if me.shared.order.load(Ordering::Acquire) & 0xff != DONE {
+                            me.shared.lost_conns.fetch_add(1, Ordering::Relaxed);
+                            me.shared.errors.set(format!("client {}: {end:?}", c.id));
+                        }
+                    }));
+                    sh.opened.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            SAMPLE => {
+                me.step.set(seen >> 8);
+                let slots = sh.in_flight / cores + usize::from(core < sh.in_flight % cores);
+                for _ in 0..slots {
+                    fire(&me);
+                }
+            }
+            DONE => break,
+            _ => {}
+        }
+    }
+    for &fd in &fds {
+        client::shutdown(fd);
+    }
+    for t in tasks {
+        t.await;
+    }
+    flusher.await;
+}
+
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    (sorted[i] as f64 / 1e4).round() / 100.0
+}
 
 /// Runs the scenario.
 ///
 /// # Errors
-/// Not built yet.
-pub fn run(_a: &crate::cli::BroadcastArgs) -> Result<Report, String> {
-    Err("not built yet".into())
+/// A bad URL.
+pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
+    let target = Arc::new(Target::parse(&a.common.url)?);
+    sys::raise_fd_limit();
+    let cores = a.common.cores();
+    let max_clients = a
+        .max_clients
+        .min(sys::fd_limit().saturating_sub(64) as usize);
+    let sh = Arc::new(BShared {
+        in_flight: a.in_flight.max(1),
+        samples: a.samples.max(1) as u64,
+        ..BShared::default()
+    });
+    sh.clients.store(max_clients, Ordering::Relaxed);
+    let conc = a.common.concurrency;
+    let (t, s) = (target.clone(), sh.clone());
+    let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
+        core_main(core, cores, t.clone(), s.clone(), conc)
+    })
+    .map_err(|e| format!("starting cores: {e}"))?;
+    let mut prog = Progress::new(!a.common.quiet);
+    let u0 = Usage::now(a.common.server_pid);
+    let mut steps = Vec::new();
+    let mut result: Option<(usize, f64)> = None;
+    let mut clients = a.initial_clients.max(1).min(max_clients);
+    let stopped = loop {
+        sh.clients.store(clients, Ordering::Relaxed);
+        sh.order(OPEN);
+        let opened = main_wait(
+            a.common.connect_timeout,
+            || {
+                sh.opened.load(Ordering::Relaxed) + sh.failed.load(Ordering::Relaxed)
+                    >= clients as u64
+            },
+            || {
+                prog.show(&format!(
+                    "step {clients}: connecting {}",
+                    sh.opened.load(Ordering::Relaxed)
+                ))
+            },
+        );
+        if !opened || sh.failed.load(Ordering::Relaxed) > 0 {
+            break format!(
+                "only {} of {clients} clients connected{}",
+                sh.opened.load(Ordering::Relaxed),
+                sh.errors
+                    .get()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        for c in [&sh.started, &sh.done, &sh.sent, &sh.received] {
+            c.store(0, Ordering::Relaxed);
+        }
+        sh.rtts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let t = Instant::now();
+        sh.order(SAMPLE);
+        let sampled = main_wait(
+            a.step_timeout,
+            || sh.done.load(Ordering::Relaxed) >= sh.samples,
+            || {
+                prog.show(&format!(
+                    "step {clients}: {} round trips",
+                    sh.done.load(Ordering::Relaxed)
+                ))
+            },
+        );
+        let all = main_wait(
+            Duration::from_secs(10),
+            || {
+                sh.received.load(Ordering::Relaxed)
+                    >= sh.sent.load(Ordering::Relaxed) * clients as u64
+            },
+            || {},
+        );
+        sh.order(IDLE);
+        let secs = t.elapsed().as_secs_f64();
+        let mut rtts = sh.rtts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        rtts.sort_unstable();
+        let p95 = pct(&rtts, 0.95);
+        let sent = sh.sent.load(Ordering::Relaxed);
+        let received = sh.received.load(Ordering::Relaxed);
+        prog.done(&format!("step {clients}: p95 {p95} ms"));
+        steps.push(serde_json::json!({
+            "clients": clients,
+            "round_trips": rtts.len(),
+            "p50_ms": pct(&rtts, 0.5),
+            "p95_ms": p95,
+            "p99_ms": pct(&rtts, 0.99),
+            "max_ms": pct(&rtts, 1.0),
+            "broadcasts": sent,
+            "deliveries_expected": sent * clients as u64,
+            "deliveries_received": received,
+            "deliveries_per_sec": (received as f64 / secs).round(),
+        }));
+        if !sampled {
+            break format!(
+                "step {clients}: round trips did not finish in {:?}",
+                a.step_timeout
+            );
+        }
+        if !all || sh.lost_conns.load(Ordering::Relaxed) > 0 {
+            break format!(
+                "step {clients}: not every client received every broadcast ({received} of {})",
+                sent * clients as u64
+            );
+        }
+        if p95 > a.limit_ms as f64 {
+            break format!("step {clients}: p95 {p95} ms > {} ms", a.limit_ms);
+        }
+        result = Some((clients, p95));
+        if clients >= max_clients {
+            break format!("reached --max-clients {max_clients}");
+        }
+        clients = (clients + a.step).min(max_clients);
+    };
+    let u1 = Usage::now(a.common.server_pid);
+    sh.order(DONE);
+    for t in threads {
+        let _ = t.join();
+    }
+    let (wall, cpu, server_cpu) = u0.until(&u1);
+    let mut r = Report::new("broadcast");
+    r.set("target", a.common.url.as_str());
+    r.set("loadgen_cores", cores);
+    r.set("in_flight", a.in_flight);
+    r.set("samples_per_step", a.samples);
+    r.set("limit_p95_ms", a.limit_ms);
+    r.set("result_clients", result.map_or(0, |(c, _)| c));
+    r.set("result_p95_ms", result.map_or(0.0, |(_, p)| p));
+    r.set("stopped", stopped.clone());
+    r.set("steps", steps);
+    r.cpu(wall, cpu, cores, server_cpu);
+    r.others(wall, u0.others_until(&u1), server_cpu.is_some());
+    if stopped.contains("not every client") || stopped.contains("connected") {
+        r.warn(stopped);
+    }
+    Ok(r)
 }
