@@ -150,25 +150,26 @@ mod tests {
     }
 }
 
-/// TCP sockets on this machine whose local port is `port` and that are
+/// TCP sockets on this machine whose local address is `addr` and that are
 /// established or waiting for their owner to close them (CLOSE_WAIT), from
-/// `/proc/net/tcp` and `/proc/net/tcp6`: the connections a local server on
-/// `port` still holds. Counts sockets, so it works however the server keeps
-/// them (plain fds or io_uring fixed files).
-pub fn server_sockets(port: u16) -> Option<usize> {
-    let mut n = 0;
-    let mut any = false;
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(s) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        any = true;
-        n += count_server_sockets(&s, port);
-    }
-    any.then_some(n)
+/// `/proc/net/tcp`: the connections a local server listening on `addr`
+/// still holds. Counts sockets, so it works however the server keeps them
+/// (plain fds or io_uring fixed files). IPv4 only.
+pub fn server_sockets(addr: std::net::SocketAddr) -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    Some(count_server_sockets(&s, addr))
 }
 
-fn count_server_sockets(table: &str, port: u16) -> usize {
+fn count_server_sockets(table: &str, addr: std::net::SocketAddr) -> usize {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        return 0;
+    };
+    // The kernel prints the address's network-order bytes as a native u32.
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        addr.port()
+    );
     table
         .lines()
         .skip(1)
@@ -176,10 +177,7 @@ fn count_server_sockets(table: &str, port: u16) -> usize {
             let mut f = l.split_whitespace();
             let local = f.nth(1).unwrap_or("");
             let state = f.nth(1).unwrap_or("");
-            let p = local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            p == Some(port) && (state == "01" || state == "08")
+            local == want && (state == "01" || state == "08")
         })
         .count()
 }
@@ -196,11 +194,19 @@ mod net_tests {
            2: 0100007F:238D 0200007F:9C41 08 00000000:00000000\n\
            3: 0200007F:9C40 0100007F:238D 01 00000000:00000000\n\
            4: 0100007F:238D 0200007F:9C42 06 00000000:00000000\n";
-        assert_eq!(count_server_sockets(t, 0x238D), 2);
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                count_server_sockets(t, "127.0.0.1:9101".parse().unwrap()),
+                2
+            );
+            assert_eq!(
+                count_server_sockets(t, "127.0.0.2:9101".parse().unwrap()),
+                0
+            );
+        }
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (_s, _) = l.accept().unwrap();
-        assert_eq!(server_sockets(port), Some(1));
+        assert_eq!(server_sockets(l.local_addr().unwrap()), Some(1));
     }
 }

@@ -361,7 +361,7 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
     r.set("connections", n);
     let base_rss = pid.and_then(sys::rss_bytes);
     let local = target.addr.ip().is_loopback();
-    let target_port = Some(target.addr.port());
+    let server_addr = target.addr;
     let processes = n.div_ceil(a.per_process.max(1)).max(1);
     r.set("loadgen_processes", processes);
     r.set("loadgen_cores_per_process", a.common.cores());
@@ -424,7 +424,7 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
             );
         }
     }
-    let port = target_port.filter(|_| local);
+    let port = Some(server_addr).filter(|_| local);
     if let Some(p) = port {
         if let Some(held) = sys::server_sockets(p) {
             r.set("server_sockets_held", held);
