@@ -62,6 +62,9 @@ pub struct Common {
     /// The server's process id: report its CPU (and RSS where relevant).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// A name for this run, added to its results (plots use it).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -233,6 +236,9 @@ pub struct PlotArgs {
     /// Directory for the SVG files.
     #[arg(long, default_value = ".")]
     pub out: std::path::PathBuf,
+    /// Also write the results as Markdown tables to this file.
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
 }
 
 /// Parses seconds, fractions allowed (`0.5`).

@@ -36,11 +36,15 @@ pub mod track;
 /// The scenario's error, as text.
 pub fn run(s: &cli::Scenario) -> Result<report::Report, String> {
     use cli::Scenario;
-    match s {
-        Scenario::Connections(a) => scenario::connections::run(a),
-        Scenario::Fanout(a) => scenario::fanout::run(a),
-        Scenario::Echo(a) => scenario::echo::run(a),
-        Scenario::Broadcast(a) => scenario::broadcast::run(a),
-        Scenario::Plot(_) => Err("plot is not a scenario".into()),
+    let (mut r, label) = match s {
+        Scenario::Connections(a) => (scenario::connections::run(a)?, &a.common.label),
+        Scenario::Fanout(a) => (scenario::fanout::run(a)?, &a.common.label),
+        Scenario::Echo(a) => (scenario::echo::run(a)?, &a.common.label),
+        Scenario::Broadcast(a) => (scenario::broadcast::run(a)?, &a.common.label),
+        Scenario::Plot(_) => return Err("plot is not a scenario".into()),
+    };
+    if let Some(l) = label {
+        r.set("label", l.as_str());
     }
+    Ok(r)
 }

@@ -24,7 +24,7 @@ fn main() {
         Scenario::Echo(a) => (a.common.json, loadgen::run(&cli.scenario)),
         Scenario::Broadcast(a) => (a.common.json, loadgen::run(&cli.scenario)),
         Scenario::Plot(a) => {
-            match loadgen::plot::plot_file(&a.input, &a.out) {
+            match loadgen::plot::plot_file(&a.input, &a.out, a.markdown.as_deref()) {
                 Ok(files) => {
                     for f in files {
                         println!("{}", f.display());

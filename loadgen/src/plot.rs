@@ -1,11 +1,511 @@
-//! SVG charts of a results file (being built).
+//! SVG charts of a results file (JSON lines as `--json` prints them): latency percentiles per run, and the broadcast curves (round trip and deliveries/s against clients).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Writes charts for the results in `input` into `out`.
+use serde_json::Value;
+
+use crate::report::Report;
+
+const W: f64 = 760.0;
+const H: f64 = 420.0;
+const L: f64 = 80.0;
+const R: f64 = 20.0;
+const T: f64 = 40.0;
+const B: f64 = 90.0;
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
+
+/// A named series of (x, y) points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn head(title: &str, y_label: &str) -> String {
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
+        W / 2.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        "<text transform=\"translate(16 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
+        T + (H - T - B) / 2.0,
+        esc(y_label)
+    );
+    s
+}
+
+/// Maps y values to pixels, linearly from 0 or logarithmically.
+struct YAxis {
+    lo: f64,
+    hi: f64,
+    log: bool,
+}
+
+impl YAxis {
+    fn new(values: impl Iterator<Item = f64>, log: bool) -> Self {
+        let v: Vec<f64> = values.filter(|v| v.is_finite() && *v > 0.0).collect();
+        let max = v.iter().copied().fold(1e-9, f64::max);
+        if log {
+            let min = v.iter().copied().fold(max, f64::min);
+            Self {
+                lo: 10f64.powf(min.log10().floor()),
+                hi: 10f64.powf(max.log10().ceil().max(min.log10().floor() + 1.0)),
+                log,
+            }
+        } else {
+            Self {
+                lo: 0.0,
+                hi: max * 1.1,
+                log,
+            }
+        }
+    }
+
+    fn px(&self, v: f64) -> f64 {
+        let f = if self.log {
+            (v.max(self.lo).log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
+        } else {
+            (v - self.lo) / (self.hi - self.lo)
+        };
+        H - B - f * (H - T - B)
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let mut t = Vec::new();
+            let mut v = self.lo;
+            while v <= self.hi * 1.0001 {
+                t.push(v);
+                v *= 10.0;
+            }
+            t
+        } else {
+            (0..=5).map(|i| self.hi * i as f64 / 5.0).collect()
+        }
+    }
+
+    fn draw(&self, s: &mut String) {
+        for v in self.ticks() {
+            let y = self.px(v);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{L}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                W - R,
+                L - 6.0,
+                y + 4.0,
+                fmt_num(v)
+            );
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 1.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn legend(s: &mut String, names: &[&str]) {
+    for (i, n) in names.iter().enumerate() {
+        let x = L + 10.0 + i as f64 * 110.0;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            H - 22.0,
+            COLORS[i % COLORS.len()],
+            x + 14.0,
+            H - 13.0,
+            esc(n)
+        );
+    }
+}
+
+/// A grouped bar chart: one group per label, one bar per series name.
+pub fn bar_chart(
+    title: &str,
+    y_label: &str,
+    groups: &[(String, Vec<(String, f64)>)],
+    log: bool,
+) -> String {
+    let mut s = head(title, y_label);
+    let y = YAxis::new(groups.iter().flat_map(|g| g.1.iter().map(|b| b.1)), log);
+    y.draw(&mut s);
+    let gw = (W - L - R) / groups.len().max(1) as f64;
+    for (gi, (label, bars)) in groups.iter().enumerate() {
+        let bw = gw * 0.8 / bars.len().max(1) as f64;
+        for (bi, (_, v)) in bars.iter().enumerate() {
+            let x = L + gi as f64 * gw + gw * 0.1 + bi as f64 * bw;
+            let top = y.px(*v);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{x:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}</title></rect>",
+                bw * 0.9,
+                (H - B - top).max(0.0),
+                COLORS[bi % COLORS.len()],
+                fmt_num(*v)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\">{}</text>",
+            L + gi as f64 * gw + gw / 2.0,
+            H - B + 16.0,
+            esc(label)
+        );
+    }
+    let names: Vec<&str> = groups
+        .first()
+        .map(|g| g.1.iter().map(|b| b.0.as_str()).collect())
+        .unwrap_or_default();
+    legend(&mut s, &names);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A line chart of `series` against a shared x axis.
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log: bool,
+) -> String {
+    let mut s = head(title, y_label);
+    let y = YAxis::new(series.iter().flat_map(|se| se.1.iter().map(|p| p.1)), log);
+    y.draw(&mut s);
+    let xmax = series
+        .iter()
+        .flat_map(|se| se.1.iter().map(|p| p.0))
+        .fold(1e-9, f64::max)
+        * 1.05;
+    let px = |x: f64| L + x / xmax * (W - L - R);
+    for i in 0..=5 {
+        let x = xmax / 1.05 * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            px(x),
+            H - B + 16.0,
+            fmt_num(x)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+        L + (W - L - R) / 2.0,
+        H - B + 36.0,
+        esc(x_label)
+    );
+    for (i, (_, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, v)| format!("{:.1},{:.1}", px(x), y.px(v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for &(x, v) in pts {
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"><title>{}: {}</title></circle>",
+                px(x),
+                y.px(v),
+                fmt_num(x),
+                fmt_num(v)
+            );
+        }
+    }
+    let names: Vec<&str> = series.iter().map(|s| s.0.as_str()).collect();
+    legend(&mut s, &names);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A short label for a run: the scenario and its size.
+pub fn label(r: &Report) -> String {
+    let g = |k: &str| r.map.get(k).map(|v| v.to_string()).unwrap_or_default();
+    let name = r.map.get("label").and_then(Value::as_str);
+    if let Some(n) = name {
+        return n.to_string();
+    }
+    match r.map.get("scenario").and_then(Value::as_str) {
+        Some("fanout") => format!("fanout {}s/{}t", g("subscribers"), g("topics")),
+        Some("echo") => format!("echo {}c", g("connections")),
+        Some(other) => other.to_string(),
+        None => "?".into(),
+    }
+}
+
+/// Writes the charts for `reports` into `out`; returns the files written.
 ///
 /// # Errors
-/// Not built yet.
-pub fn plot_file(_input: &Path, _out: &Path) -> Result<Vec<PathBuf>, String> {
-    Err("not built yet".into())
+/// When a file cannot be written.
+pub fn plot(reports: &[Report], out: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out)?;
+    let mut files = Vec::new();
+    let mut groups = Vec::new();
+    for r in reports {
+        let prefix = match r.map.get("scenario").and_then(Value::as_str) {
+            Some("fanout") => "latency",
+            Some("echo") => "rtt",
+            _ => continue,
+        };
+        let bars: Vec<(String, f64)> = ["p50", "p90", "p99", "p99.9", "max"]
+            .iter()
+            .filter_map(|p| Some((p.to_string(), r.get_f64(&format!("{prefix}_{p}_us"))?)))
+            .collect();
+        if !bars.is_empty() {
+            groups.push((label(r), bars));
+        }
+    }
+    if !groups.is_empty() {
+        let f = out.join("latency.svg");
+        std::fs::write(
+            &f,
+            bar_chart(
+                "Latency percentiles per run (fanout: publish to delivery; echo: round trip)",
+                "microseconds (log scale)",
+                &groups,
+                true,
+            ),
+        )?;
+        files.push(f);
+    }
+    for r in reports {
+        if r.map.get("scenario").and_then(Value::as_str) != Some("broadcast") {
+            continue;
+        }
+        let Some(steps) = r.map.get("steps").and_then(Value::as_array) else {
+            continue;
+        };
+        let pts = |k: &str| -> Vec<(f64, f64)> {
+            steps
+                .iter()
+                .filter_map(|s| Some((s["clients"].as_f64()?, s[k].as_f64()?)))
+                .collect()
+        };
+        let name = label(r).replace(' ', "_");
+        let f = out.join(format!("{name}_round_trip.svg"));
+        std::fs::write(
+            &f,
+            line_chart(
+                "Broadcast round trip vs clients (websocket-shootout rules)",
+                "clients",
+                "milliseconds",
+                &[
+                    ("p50".into(), pts("p50_ms")),
+                    ("p95".into(), pts("p95_ms")),
+                    ("p99".into(), pts("p99_ms")),
+                ],
+                false,
+            ),
+        )?;
+        files.push(f);
+        let f = out.join(format!("{name}_deliveries.svg"));
+        std::fs::write(
+            &f,
+            line_chart(
+                "Broadcast deliveries per second vs clients",
+                "clients",
+                "deliveries/s",
+                &[("deliveries/s".into(), pts("deliveries_per_sec"))],
+                false,
+            ),
+        )?;
+        files.push(f);
+    }
+    Ok(files)
+}
+
+/// Reads JSON lines from `input`, writes the charts into `out` and, when
+/// given, Markdown tables into `markdown`.
+///
+/// # Errors
+/// An unreadable input or unwritable output.
+pub fn plot_file(
+    input: &Path,
+    out: &Path,
+    markdown: Option<&Path>,
+) -> Result<Vec<PathBuf>, String> {
+    let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let reports: Vec<Report> = text.lines().filter_map(Report::from_json).collect();
+    if reports.is_empty() {
+        return Err(format!("{}: no results", input.display()));
+    }
+    let mut files = plot(&reports, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    if let Some(md) = markdown {
+        std::fs::write(md, tables(&reports)).map_err(|e| format!("{}: {e}", md.display()))?;
+        files.push(md.to_path_buf());
+    }
+    Ok(files)
+}
+
+/// The results as Markdown, one table per scenario, the columns a reader
+/// compares first.
+pub fn tables(reports: &[Report]) -> String {
+    const COLS: &[(&str, &[(&str, &str)])] = &[
+        (
+            "connections",
+            &[
+                ("connections", "upgraded"),
+                ("connects/s", "connects_per_sec"),
+                ("handshakes/s", "handshakes_per_sec"),
+                ("server RSS/conn (B)", "server_rss_per_conn_bytes"),
+                ("server cleanup (s)", "server_cleanup_secs"),
+                ("loadgen CPU %", "loadgen_cpu_pct_of_its_cores"),
+            ],
+        ),
+        (
+            "fanout",
+            &[
+                ("deliveries/s", "deliveries_per_sec"),
+                ("p50 µs", "latency_p50_us"),
+                ("p90 µs", "latency_p90_us"),
+                ("p99 µs", "latency_p99_us"),
+                ("p99.9 µs", "latency_p99.9_us"),
+                ("max µs", "latency_max_us"),
+                ("lost", "lost"),
+                ("dup", "duplicated"),
+                ("reord", "reordered"),
+                ("loadgen CPU %", "loadgen_cpu_pct_of_its_cores"),
+                ("server cores", "server_cpu_cores_used"),
+                ("server ns/delivery", "server_cpu_ns_per_delivery"),
+                ("others' cores", "other_processes_cpu_cores_used"),
+            ],
+        ),
+        (
+            "echo",
+            &[
+                ("messages/s", "messages_per_sec"),
+                ("p50 µs", "rtt_p50_us"),
+                ("p99 µs", "rtt_p99_us"),
+                ("p99.9 µs", "rtt_p99.9_us"),
+                ("max µs", "rtt_max_us"),
+                ("lost", "lost"),
+                ("loadgen CPU %", "loadgen_cpu_pct_of_its_cores"),
+                ("server cores", "server_cpu_cores_used"),
+                ("others' cores", "other_processes_cpu_cores_used"),
+            ],
+        ),
+        (
+            "broadcast",
+            &[
+                ("clients (p95 ≤ limit)", "result_clients"),
+                ("p95 ms", "result_p95_ms"),
+                ("stopped", "stopped"),
+                ("loadgen CPU %", "loadgen_cpu_pct_of_its_cores"),
+                ("others' cores", "other_processes_cpu_cores_used"),
+            ],
+        ),
+    ];
+    let mut md = String::new();
+    for (scenario, cols) in COLS {
+        let rows: Vec<&Report> = reports
+            .iter()
+            .filter(|r| r.map.get("scenario").and_then(Value::as_str) == Some(scenario))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(md, "\n### {scenario}\n");
+        let _ = writeln!(
+            md,
+            "| run | {} |",
+            cols.iter().map(|c| c.0).collect::<Vec<_>>().join(" | ")
+        );
+        let _ = writeln!(md, "|---|{}", "---|".repeat(cols.len()));
+        for r in rows {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|(_, k)| match r.map.get(*k) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => "–".into(),
+                })
+                .collect();
+            let _ = writeln!(md, "| {} | {} |", label(r), cells.join(" | "));
+        }
+        if scenario == &"broadcast" {
+            for r in reports
+                .iter()
+                .filter(|r| r.map.get("scenario").and_then(Value::as_str) == Some("broadcast"))
+            {
+                let _ = writeln!(md, "\n| clients | p50 ms | p95 ms | p99 ms | deliveries/s |\n|---|---|---|---|---|");
+                for s in r
+                    .map
+                    .get("steps")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} | {} |",
+                        s["clients"],
+                        s["p50_ms"],
+                        s["p95_ms"],
+                        s["p99_ms"],
+                        s["deliveries_per_sec"]
+                    );
+                }
+            }
+        }
+    }
+    for r in reports {
+        for w in &r.warnings {
+            let _ = writeln!(md, "\n> **{}**: {w}", label(r));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_latency_and_broadcast_charts() {
+        let mut f = Report::new("fanout");
+        f.set("subscribers", 10).set("topics", 1);
+        f.set("latency_p50_us", 100.0).set("latency_p99_us", 900.0);
+        let mut b = Report::new("broadcast");
+        b.set(
+            "steps",
+            serde_json::json!([
+                {"clients": 1000, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "deliveries_per_sec": 5000.0},
+                {"clients": 2000, "p50_ms": 2.0, "p95_ms": 4.0, "p99_ms": 6.0, "deliveries_per_sec": 9000.0}
+            ]),
+        );
+        let dir = std::env::temp_dir().join(format!("loadgen-plot-{}", std::process::id()));
+        let files = plot(&[f, b], &dir).unwrap();
+        assert_eq!(files.len(), 3);
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("fanout 10s/1t") && svg.contains("p99"));
+        let line = std::fs::read_to_string(&files[1]).unwrap();
+        assert_eq!(line.matches("<polyline").count(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+        let md = tables(&[Report::new("fanout"), Report::new("echo")]);
+        assert!(md.contains("### fanout") && md.contains("### echo") && md.contains("| fanout"));
+    }
 }

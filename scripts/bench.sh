@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs shardcast's standard benchmark suite on this machine and records it.
+#
+# Builds the release binaries, then for each scenario starts an example
+# server pinned to SERVER_CPUS and runs loadgen pinned to LOADGEN_CPUS:
+#   connections  19,000 idle connections against examples/echo (RSS/connection, cleanup)
+#   fanout       10,000 subscribers over 100 topics, and 10,000 on 1 topic (examples/pubsub)
+#   echo         100 connections ping-pong 64 B (examples/echo)
+#   broadcast    websocket-shootout steps up to the open-files ceiling (examples/shootout)
+# Writes bench-results/<UTC date>.json (one JSON line per run), <date>.md
+# (tables) and <date>/*.svg (plots). Takes about 3 minutes after the build
+# (the release build itself takes several minutes). Every run is bounded in
+# time and every server this script starts is stopped by its PID on exit.
+#
+# Environment: SERVER_CPUS (default 1), LOADGEN_CPUS (default 0),
+# DURATION seconds per measurement (default 5), PORT (default 9301),
+# SKIP_BUILD=1 to reuse target/release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER_CPUS=${SERVER_CPUS:-1}
+LOADGEN_CPUS=${LOADGEN_CPUS:-0}
+DURATION=${DURATION:-5}
+PORT=${PORT:-9301}
+count() { awk -F, '{n=0; for(i=1;i<=NF;i++){ if($i ~ /-/){split($i,r,"-"); n+=r[2]-r[1]+1} else n++ } print n}' <<<"$1"; }
+SERVER_CORES=$(count "$SERVER_CPUS")
+LOADGEN_CORES=$(count "$LOADGEN_CPUS")
+
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    cargo build --release --locked -p loadgen -p shardcast --examples --bins
+fi
+BIN=target/release
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+OUT=bench-results
+mkdir -p "$OUT"
+RESULTS="$OUT/$STAMP.json"
+: >"$RESULTS"
+
+SERVER_PID=
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap stop_server EXIT
+
+start_server() { # example name
+    stop_server
+    taskset -c "$SERVER_CPUS" "$BIN/examples/$1" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" \
+        >"$OUT/$STAMP.$1.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "server $1 did not start" >&2
+    exit 1
+}
+
+run() { # label, loadgen arguments...
+    local label=$1
+    shift
+    echo "== $label" >&2
+    timeout 300 taskset -c "$LOADGEN_CPUS" "$BIN/loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
+        --cores "$LOADGEN_CORES" --server-pid "$SERVER_PID" --label "$label" --json \
+        | tee -a "$RESULTS"
+}
+
+start_server echo
+run "connections 19000 (echo)" connections -n 19000 --hold 2
+start_server echo
+run "echo 100c" echo -n 100 --duration "$DURATION"
+
+start_server pubsub
+run "fanout 10000s/100t" fanout -s 10000 -t 100 --duration "$DURATION"
+start_server pubsub
+run "fanout 10000s/1t" fanout -s 10000 -t 1 --duration "$DURATION"
+
+start_server shootout
+run "broadcast (shootout)" broadcast --initial-clients 1000 --step 2000 --max-clients 19000
+stop_server
+
+"$BIN/loadgen" plot "$RESULTS" --out "$OUT/$STAMP" --markdown "$OUT/$STAMP.md" >/dev/null
+{
+    echo
+    echo "Hardware: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, kernel $(uname -r)"
+    echo "Server CPUs: $SERVER_CPUS, loadgen CPUs: $LOADGEN_CPUS; load average before the suite: $LOADAVG"
+} >>"$OUT/$STAMP.md"
+echo "results: $RESULTS, $OUT/$STAMP.md, $OUT/$STAMP/*.svg" >&2
