@@ -29,7 +29,7 @@ LOADGEN_CORES=$(count "$LOADGEN_CPUS")
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     cargo build --release --locked -p loadgen -p shardcast --examples --bins
 fi
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=bench-results

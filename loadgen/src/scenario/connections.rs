@@ -369,6 +369,7 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
     r.set("driver", crate::runtime::driver_name());
 
     let t0 = Instant::now();
+    let u0 = sys::Usage::now(pid);
     let cpu0 = sys::self_cpu().as_nanos() as u64;
     let mut g = if processes > 1 {
         if !a.common.quiet {
@@ -383,6 +384,7 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
     let t1 = Instant::now();
     let upgraded = g.upgraded(a.common.connect_timeout);
     let t_upgrade = t1.elapsed();
+    let u1 = sys::Usage::now(pid);
     let cpu_open = upgraded
         .cpu_ns
         .saturating_sub(if processes > 1 { 0 } else { cpu0 });
@@ -406,8 +408,11 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
         t_connect + t_upgrade,
         Duration::from_nanos(cpu_open),
         a.common.cores() * processes,
-        None,
+        u0.until(&u1).2,
     );
+    if processes == 1 {
+        r.others(t_connect + t_upgrade, u0.others_until(&u1), pid.is_some());
+    }
     if let Some(e) = upgraded.error.clone().or(connected.error.clone()) {
         r.set("first_error", e);
     }
