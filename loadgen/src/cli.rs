@@ -159,7 +159,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Closed loop: most deliveries sent and not yet received. Default:
-    /// max(20,000, 4 × subscribers per topic).
+    /// max(20,000, 8 × subscribers per topic).
     #[arg(long)]
     pub max_outstanding: Option<u64>,
     /// Seconds to wait, after publishing stops, for deliveries in flight.

@@ -39,6 +39,9 @@ impl Report {
 
     /// Sets `key` to a float rounded to `digits` decimals.
     pub fn num(&mut self, key: &str, v: f64, digits: i32) -> &mut Self {
+        if digits <= 0 && v.is_finite() && v.abs() < 9e15 {
+            return self.set(key, v.round() as i64);
+        }
         let p = 10f64.powi(digits);
         self.set(key, (v * p).round() / p)
     }

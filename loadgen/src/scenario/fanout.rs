@@ -453,13 +453,22 @@ async fn publisher(
     let per_pub = plan.rate as f64 / plan.publishers as f64;
     let start = Instant::now();
     let mut seq = 0u64;
+    // Closed loop: wait until half the window is free, then send what fits,
+    // so a big topic's publishes reach the server in batches (as they would
+    // from many publishers) instead of one per freed slot.
+    let min_send = (plan.max_outstanding / fanout / 2).clamp(1, BATCH);
     while shared.phase() < phase::DRAIN {
         let n = if plan.rate == 0 {
             let out = shared
                 .expected
                 .load(Ordering::Relaxed)
                 .saturating_sub(shared.received.load(Ordering::Relaxed));
-            (plan.max_outstanding.saturating_sub(out) / fanout).min(BATCH)
+            let room = (plan.max_outstanding.saturating_sub(out) / fanout).min(BATCH);
+            if room >= min_send {
+                room
+            } else {
+                0
+            }
         } else {
             let due = (start.elapsed().as_secs_f64() * per_pub) as u64;
             due.saturating_sub(seq).min(4 * BATCH)
