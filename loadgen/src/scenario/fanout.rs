@@ -94,7 +94,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         publishers,
         payload: a.payload.max(STAMP_LEN),
         rate: a.rate,
-        max_outstanding: a.max_outstanding.unwrap_or((4 * per_topic).max(20_000)),
+        max_outstanding: a.max_outstanding.unwrap_or((8 * per_topic).max(20_000)),
         concurrency: a.common.concurrency,
     };
     let conns = plan.subscribers + plan.publishers;
