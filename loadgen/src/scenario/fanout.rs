@@ -451,6 +451,7 @@ async fn publisher(
     let fanout = plan.on_topic(plan.subscribers, topic).max(1);
     let prefix = format!("{{\"type\":\"publish\",\"topic\":\"t{topic}\",\"data\":\"");
     let per_pub = plan.rate as f64 / plan.publishers as f64;
+    let phase = j as f64 / plan.publishers as f64;
     let start = Instant::now();
     let mut seq = 0u64;
     // Closed loop: wait until half the window is free, then send what fits,
@@ -470,7 +471,11 @@ async fn publisher(
                 0
             }
         } else {
-            let due = (start.elapsed().as_secs_f64() * per_pub) as u64;
+            // Publisher j's k-th publish is due at (k + j/P) / rate: the
+            // publishers are spread over the interval instead of all
+            // publishing in the same instant.
+            let x = start.elapsed().as_secs_f64() * per_pub - phase;
+            let due = if x < 0.0 { 0 } else { x as u64 + 1 };
             due.saturating_sub(seq).min(4 * BATCH)
         };
         if n == 0 {
