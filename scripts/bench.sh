@@ -4,8 +4,9 @@
 # Builds the release binaries, then for each scenario starts an example
 # server pinned to SERVER_CPUS and runs loadgen pinned to LOADGEN_CPUS:
 #   connections  19,000 idle connections against examples/echo (RSS/connection, cleanup)
-#   fanout       10,000 subscribers over 100 topics, and 10,000 on 1 topic (examples/pubsub)
-#   echo         100 connections ping-pong 64 B (examples/echo)
+#   fanout       10,000 subscribers over 100 topics, and 10,000 on 1 topic, closed
+#                loop; 10,000 over 100 topics at 500 publishes/s (examples/pubsub)
+#   echo         100 connections ping-pong 64 B (examples/echo, examples/shootout)
 #   broadcast    websocket-shootout steps up to the open-files ceiling (examples/shootout)
 # Writes bench-results/<UTC date>.json (one JSON line per run), <date>.md
 # (tables) and <date>/*.svg (plots). Takes about 3 minutes after the build
@@ -73,11 +74,15 @@ start_server echo
 run "connections 19000 (echo)" connections -n 19000 --hold 2
 start_server echo
 run "echo 100c" echo -n 100 --duration "$DURATION"
+start_server shootout
+run "echo 100c (shootout)" echo -n 100 --protocol shootout --duration "$DURATION"
 
 start_server pubsub
 run "fanout 10000s/100t" fanout -s 10000 -t 100 --duration "$DURATION"
 start_server pubsub
 run "fanout 10000s/1t" fanout -s 10000 -t 1 --duration "$DURATION"
+start_server pubsub
+run "fanout 10000s/100t @500 pub/s" fanout -s 10000 -t 100 --rate 500 --duration "$DURATION"
 
 start_server shootout
 run "broadcast (shootout)" broadcast --initial-clients 1000 --step 2000 --max-clients 19000

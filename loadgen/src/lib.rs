@@ -15,12 +15,13 @@
 //!   open files.
 //! - [`report`]: results as an ordered table and as JSON lines.
 //! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`.
-//! - [`plot`]: SVG charts of a results file.
+//! - [`plot`]: SVG charts of a results file; [`markdown`]: its tables.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
+pub mod markdown;
 pub mod plot;
 pub mod report;
 pub mod runtime;
