@@ -9,7 +9,9 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use crate::conn::{sys, Conn, State};
-use crate::handler::{Handler, HttpCtx, HttpRequest, Message, UpgradeRequest};
+use crate::handler::{
+    Handler, HttpCtx, HttpRequest, HttpResponse, Message, PublishDone, UpgradeRequest,
+};
 use crate::proto::handshake::{self, HandshakeLimits, Parsed};
 use crate::proto::{CloseCode, Decoded, Decoder, PreparedFrame, Reply, Role};
 use crate::shard::core::Core;
@@ -106,10 +108,16 @@ async fn handshake<H: Handler>(
                 continue;
             }
             let handle = core.handle.clone();
-            let publish = |topic: &str, frame: Bytes| core.publish(topic, frame, None, None);
+            let publish = |topic: &str, frame: Bytes, done: Option<PublishDone>| match done {
+                Some(done) => core.publish_then(topic, frame, None, done),
+                None => core.publish(topic, frame, None, None),
+            };
+            let gen = core.conns.borrow()[key as usize].gen;
             let mut ctx = HttpCtx {
                 publish: &publish,
                 handle: &handle,
+                conn: core.conn_id(key, gen),
+                deferred: false,
             };
             let hreq = HttpRequest {
                 request: &req,
@@ -117,26 +125,22 @@ async fn handshake<H: Handler>(
                 peer,
             };
             let resp = core.handler.http(&hreq, &mut ctx);
-            let headers: Vec<(&str, &str)> = resp
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .chain([("Connection", "close")])
-                .collect();
-            let mut out = Vec::with_capacity(128 + resp.body.len());
-            let body: &[u8] = if resp.status < 200 || resp.status == 204 || resp.status == 304 {
-                &[]
-            } else {
-                &resp.body
-            };
-            handshake::write_http_response(
-                &mut out,
-                resp.status,
-                &resp.content_type,
-                &headers,
-                body,
-            );
             core.stats().http_requests.bump(1);
+            if ctx.deferred {
+                // The answer comes later through the inbox (CoreMsg::HttpReply);
+                // meanwhile the connection lingers, bounded by the close timeout.
+                let mut conns = core.conns.borrow_mut();
+                let c = &mut conns[key as usize];
+                c.state = State::Closing;
+                c.closing_since = core.now();
+                core.wheel.borrow_mut().insert(
+                    core.now() + secs(core.config.close_timeout),
+                    key,
+                    c.gen,
+                );
+                return None;
+            }
+            let out = http_response_bytes(&resp);
             send_and_close(core, key, &out);
             return None;
         }
@@ -213,6 +217,24 @@ async fn handshake<H: Handler>(
         buf.drain(..consumed);
         return Some(buf);
     }
+}
+
+/// Serialises a plain HTTP response, with `Connection: close`.
+pub(crate) fn http_response_bytes(resp: &HttpResponse) -> Vec<u8> {
+    let headers: Vec<(&str, &str)> = resp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("Connection", "close")])
+        .collect();
+    let mut out = Vec::with_capacity(128 + resp.body.len());
+    let body: &[u8] = if resp.status < 200 || resp.status == 204 || resp.status == 304 {
+        &[]
+    } else {
+        &resp.body
+    };
+    handshake::write_http_response(&mut out, resp.status, &resp.content_type, &headers, body);
+    out
 }
 
 /// Answers a refused handshake with `status` and a short body.

@@ -15,9 +15,9 @@ use crate::conn::{sys, Conn, ConnId, SendStatus, State};
 use crate::handler::{Handler, PublishResult, Ws};
 use crate::proto::{CloseCode, Limits, PreparedFrame};
 use crate::pubsub::{Registry, Subscribed, Unsubscribed};
-use crate::shard::mesh::{CoreMsg, Tally};
+use crate::shard::mesh::{CoreMsg, Done, Tally};
 use crate::shard::timer::TimerWheel;
-use crate::shard::{Mesh, ServerHandle};
+use crate::shard::{Mesh, PublishReport, ServerHandle};
 
 /// Size of the per-core read buffer every readable connection reads into.
 pub(crate) const SCRATCH_SIZE: usize = 64 << 10;
@@ -352,6 +352,48 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Publishes like [`Core::publish`] and calls `done` with the totals
+    /// over all cores once every core has queued the frame; `done` runs on
+    /// the thread of the last core to finish (possibly this one, before
+    /// this returns).
+    pub fn publish_then(
+        &self,
+        topic: &str,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+        done: Box<dyn FnOnce(PublishReport) + Send>,
+    ) -> PublishResult {
+        self.stats().publishes.bump(1);
+        let bucket = self.mesh.interest.bucket(topic);
+        // Collected first: the tally must know how many cores will answer.
+        let mut remote = Vec::new();
+        self.mesh.interest.for_each_core(bucket, |c| {
+            if c != self.id {
+                remote.push(c);
+            }
+        });
+        let tally = Tally::with(remote.len() + 1, Done::Call(done));
+        if !remote.is_empty() {
+            let t: Arc<str> = Arc::from(topic);
+            for &c in &remote {
+                self.mesh.mailboxes[c].send(CoreMsg::Publish {
+                    topic: t.clone(),
+                    frame: frame.clone(),
+                    exclude,
+                    tally: Some(tally.clone()),
+                });
+            }
+        }
+        let exclude_local = exclude.filter(|e| e.shard() == self.id).map(|e| e.key);
+        let (delivered, dropped) = self.publish_local(topic, &frame, exclude_local);
+        tally.add(delivered, dropped);
+        PublishResult {
+            delivered,
+            dropped,
+            remote_cores: remote.len(),
+        }
+    }
+
     /// Handles a message from another core.
     pub fn on_core_msg(&self, msg: CoreMsg) {
         match msg {
@@ -378,6 +420,16 @@ impl<H: Handler> Core<H> {
             CoreMsg::Close { to, code, reason } => {
                 if self.is_live(to.key, to.gen) {
                     self.close(to.key, code, &reason);
+                }
+            }
+            CoreMsg::HttpReply { to, response } => {
+                if self.is_live(to.key, to.gen) {
+                    let conns = self.conns.borrow();
+                    let c = &conns[to.key as usize];
+                    // A deferred request's socket has written nothing yet,
+                    // so its send buffer has room for a short answer.
+                    let _ = sys::send_parts(c.fd, &[&response]);
+                    sys::shutdown(c.fd, libc::SHUT_WR);
                 }
             }
             CoreMsg::Run(job) => job(self),

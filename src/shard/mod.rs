@@ -189,6 +189,16 @@ impl ServerHandle {
         }
     }
 
+    /// Answers a deferred HTTP request and half-closes its connection.
+    pub(crate) fn http_reply(&self, to: ConnId, resp: &crate::handler::HttpResponse) {
+        if let Some(mb) = self.inner.mesh.mailboxes.get(to.shard()) {
+            mb.send(CoreMsg::HttpReply {
+                to,
+                response: crate::conn::read::http_response_bytes(resp).into(),
+            });
+        }
+    }
+
     /// Closes one connection with `code` and `reason`, from any thread.
     pub fn close(&self, to: ConnId, code: CloseCode, reason: &str) {
         if let Some(mb) = self.inner.mesh.mailboxes.get(to.shard()) {
