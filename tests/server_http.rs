@@ -2,6 +2,8 @@
 
 mod server_support;
 
+use std::io::{Read, Write};
+
 use serde_json::{json, Value};
 use server_support::*;
 
@@ -169,5 +171,32 @@ fn metrics_counters_move_with_traffic() {
         metric(&after, "shardcast_http_requests_total", None)
             > metric(&before, "shardcast_http_requests_total", None)
     );
+    stop(running);
+}
+
+#[test]
+fn a_large_metrics_page_arrives_whole() {
+    // Many cores make a page larger than a socket's default send buffer
+    // (16 KiB); what the first write does not take goes through the outbox.
+    let running = start(|s| s.cores = Some(48));
+    let mut s = std::net::TcpStream::connect(running.local_addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), len);
+    assert!(body.len() > 64 << 10, "only {} bytes", body.len());
+    assert!(body.ends_with("\n") && body.contains("shardcast_uptime_seconds "));
+    assert!(body.contains("shardcast_client_errors_total{core=\"47\",code=\"internal\"} 0"));
     stop(running);
 }

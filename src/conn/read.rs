@@ -249,14 +249,13 @@ fn reject<H: Handler>(core: &Rc<Core<H>>, key: u32, response: &[u8], status: u16
     send_and_close(core, key, response);
 }
 
-/// Writes a short response directly (the socket buffer of a connection
-/// that never received anything has room), then half-closes so the client
-/// reads the answer before the FIN.
+/// Answers a plain request and half-closes so the client reads the answer
+/// before the FIN (see [`Core::write_and_finish`]); the close timeout
+/// bounds the rest.
 fn send_and_close<H: Handler>(core: &Rc<Core<H>>, key: u32, response: &[u8]) {
+    core.write_and_finish(key, response);
     let mut conns = core.conns.borrow_mut();
     let c = &mut conns[key as usize];
-    let _ = sys::send_parts(c.fd, &[response]);
-    sys::shutdown(c.fd, libc::SHUT_WR);
     c.state = State::Closing;
     c.closing_since = core.now();
     core.wheel

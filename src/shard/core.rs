@@ -280,6 +280,28 @@ impl<H: Handler> Core<H> {
         );
     }
 
+    /// Writes a plain HTTP response on a connection that is not (and will
+    /// not be) upgraded, then half-closes it. Written directly when the
+    /// socket takes it all, the common case; what does not fit (a large
+    /// `/metrics` on many cores) goes through the outbox and the FIN
+    /// follows it.
+    pub(crate) fn write_and_finish(&self, key: u32, response: &[u8]) {
+        let mut conns = self.conns.borrow_mut();
+        let Some(c) = conns.get_mut(key as usize) else {
+            return;
+        };
+        let sent = sys::send_parts(c.fd, &[response]).unwrap_or(0);
+        if sent >= response.len() {
+            sys::shutdown(c.fd, libc::SHUT_WR);
+            return;
+        }
+        let rest = Bytes::copy_from_slice(&response[sent..]);
+        c.queued += rest.len();
+        c.outbox.push_back(rest);
+        c.fin_after_flush = true;
+        self.mark_dirty(key, c);
+    }
+
     pub(crate) fn mark_dirty(&self, key: u32, c: &mut Conn<H::Data>) {
         if !c.dirty && !c.waiting_writable {
             c.dirty = true;
@@ -424,12 +446,7 @@ impl<H: Handler> Core<H> {
             }
             CoreMsg::HttpReply { to, response } => {
                 if self.is_live(to.key, to.gen) {
-                    let conns = self.conns.borrow();
-                    let c = &conns[to.key as usize];
-                    // A deferred request's socket has written nothing yet,
-                    // so its send buffer has room for a short answer.
-                    let _ = sys::send_parts(c.fd, &[&response]);
-                    sys::shutdown(c.fd, libc::SHUT_WR);
+                    self.write_and_finish(to.key, &response);
                 }
             }
             CoreMsg::Run(job) => job(self),
