@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs the real-client tests against the shardcast binary: Python `websockets` +
+# `prometheus_client`, Node `ws`, and headless Chromium on the status page.
+# Builds the debug binary if needed, starts it on 127.0.0.1 (free port, 2 cores),
+# runs each client, then checks that SIGTERM stops it with exit 0. About 30 s.
+#
+# Needs: python3 with `websockets` and `prometheus_client` (pip), node 18+ (npm
+# installs `ws` here on first run), and Debian's `chromium` (or $CHROMIUM).
+# Set SKIP_CHROMIUM=1 to leave the browser test out.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+missing=()
+python3 -c 'import websockets, prometheus_client' 2>/dev/null || missing+=("pip: websockets prometheus_client")
+command -v node >/dev/null || missing+=("node (18+)")
+if [[ "${SKIP_CHROMIUM:-0}" != 1 ]]; then
+  command -v "${CHROMIUM:-chromium}" >/dev/null || missing+=("apt: chromium")
+fi
+if ((${#missing[@]})); then
+  echo "missing: ${missing[*]}" >&2
+  exit 2
+fi
+[[ -d "$here/node_modules/ws" ]] || (cd "$here" && npm install --no-audit --no-fund --silent)
+
+cargo build --quiet --bin shardcast
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/shardcast"
+log="$(mktemp)"
+"$bin" --listen 127.0.0.1:0 --cores 2 --no-pin --log-format json >"$log" 2>&1 &
+pid=$!
+trap 'kill -9 $pid 2>/dev/null || true; rm -f "$log"' EXIT
+
+addr=""
+for _ in $(seq 100); do
+  addr="$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    try: a = json.loads(l).get("fields", {}).get("addr")
+    except ValueError: continue
+    if a: print(a); break' "$log")"
+  [[ -n "$addr" ]] && break
+  sleep 0.1
+done
+[[ -n "$addr" ]] || { echo "server did not start:" >&2; cat "$log" >&2; exit 1; }
+echo "server on $addr"
+
+passed=0; failed=0
+run() {
+  local name="$1"; shift
+  echo "== $name"
+  local out
+  if out="$(timeout 120 "$@" 2>&1)"; then status=0; else status=$?; fi
+  echo "$out"
+  local line; line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' <<<"$out" | tail -1 || true)"
+  if [[ -n "$line" ]]; then
+    passed=$((passed + ${line%% passed*})); f="${line#*, }"; failed=$((failed + ${f%% failed*}))
+  fi
+  if ((status != 0)) && [[ -z "$line" || "${f%% failed*}" == 0 ]]; then failed=$((failed + 1)); fi
+}
+run python python3 "$here/test_python.py" "$addr"
+run node node "$here/test_node.mjs" "$addr"
+if [[ "${SKIP_CHROMIUM:-0}" != 1 ]]; then
+  run chromium node "$here/test_chromium.mjs" "$addr" "${SCREENSHOT:-}"
+fi
+
+echo "== SIGTERM"
+kill -TERM "$pid"
+if wait "$pid"; then
+  echo "ok   server exited 0 after SIGTERM"; passed=$((passed + 1))
+else
+  echo "FAIL server exit status $?"; failed=$((failed + 1))
+fi
+echo "clients: $passed passed, $failed failed"
+((failed == 0))
