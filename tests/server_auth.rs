@@ -222,3 +222,19 @@ fn with_jwt_and_no_api_key_the_http_api_is_closed() {
     assert_eq!(st, 401);
     stop(running);
 }
+
+#[test]
+fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
+    let running = jwt_server();
+    let exp = now() + 1;
+    let t = token(SECRET, json!({"sub":"e","exp": exp, "subscribe":["*"]}));
+    let mut c = connect(running.local_addr(), &format!("/?token={t}"));
+    subscribe(&mut c, &["a"]);
+    // Let the clock pass the expiry (bounded: about two seconds).
+    wait_until("token expiry", || now() > exp);
+    let e = ask(&mut c, r#"{"type":"subscribe","topics":["b"],"id":4}"#);
+    assert_error(&e, "unauthorized");
+    assert_eq!(e["id"], 4);
+    assert_eq!(expect_close(&mut c), 1008);
+    stop(running);
+}

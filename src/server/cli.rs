@@ -269,3 +269,52 @@ pub fn main() -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("shardcast-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nmax_subscriptions = 7\npublish_rate = 5.0\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "shardcast",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-subscriptions",
+            "9",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--slow-consumer",
+            "drop",
+        ])
+        .unwrap();
+        let s = cli.settings().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(s.max_subscriptions, 9);
+        assert_eq!(s.publish_rate, 5.0);
+        assert_eq!(s.api_keys, ["a", "b"]);
+        assert_eq!(s.slow_consumer, SlowConsumer::Drop);
+        assert_eq!(s.max_topic_length, Settings::default().max_topic_length);
+    }
+
+    #[test]
+    fn no_arguments_mean_the_documented_defaults() {
+        let s = Cli::try_parse_from(["shardcast"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(s.anonymous());
+    }
+}
