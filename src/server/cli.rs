@@ -125,6 +125,18 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub idle_timeout_secs: Option<u64>,
 
+    /// Largest POST /api/publish body, in bytes; larger get 413. [default: 1048576]
+    #[arg(long, env = "SHARDCAST_MAX_HTTP_BODY", value_name = "BYTES")]
+    pub max_http_body: Option<usize>,
+
+    /// Seconds a graceful shutdown waits for clients' close handshakes. [default: 5]
+    #[arg(long, env = "SHARDCAST_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// Milliseconds between $sys.stats messages (the status page); 0: off. [default: 1000]
+    #[arg(long, env = "SHARDCAST_STATS_INTERVAL_MS", value_name = "MS")]
+    pub stats_interval_ms: Option<u64>,
+
     /// Log filter, e.g. `info` or `shardcast=debug` (RUST_LOG when unset). [default: info]
     #[arg(long, env = "SHARDCAST_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -159,7 +171,10 @@ impl Cli {
             publish_rate,
             publish_burst,
             outbox_limit,
-            idle_timeout_secs
+            idle_timeout_secs,
+            max_http_body,
+            shutdown_timeout_secs,
+            stats_interval_ms
         );
         if self.cores.is_some() {
             s.cores = self.cores;
