@@ -200,3 +200,26 @@ fn a_large_metrics_page_arrives_whole() {
     assert!(body.contains("shardcast_client_errors_total{core=\"47\",code=\"internal\"} 0"));
     stop(running);
 }
+
+#[test]
+fn a_client_expecting_100_continue_gets_it_before_sending_the_body() {
+    let running = start(|_| {});
+    let body = r#"{"topic":"c","data":1}"#;
+    let mut s = std::net::TcpStream::connect(running.local_addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("{\"delivered\":0}\n"), "{out}");
+    stop(running);
+}

@@ -266,3 +266,20 @@ fn shutdown_closes_clients_with_1001() {
     assert_eq!(expect_close(&mut c), 1001);
     running.join();
 }
+
+#[test]
+fn a_data_key_written_with_escapes_still_publishes() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    subscribe(&mut c, &["esc"]);
+    // The raw scanner does not decode keys; the parsed value is re-encoded.
+    send(
+        &mut c,
+        r#"{"type":"publish","topic":"esc","d\u0061ta":{"k":[true,null]}}"#,
+    );
+    assert_eq!(
+        recv(&mut c),
+        json!({"type":"message","topic":"esc","data":{"k":[true,null]}})
+    );
+    stop(running);
+}

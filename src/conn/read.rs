@@ -59,6 +59,7 @@ async fn handshake<H: Handler>(
         ..Default::default()
     };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut continued = false;
     loop {
         stream.readable(false).await.ok()?;
         if buf.len() == buf.capacity() {
@@ -104,6 +105,16 @@ async fn handshake<H: Handler>(
             }
             let end = consumed + len as usize;
             if buf.len() < end {
+                // RFC 9110 §10.1.1: a client that sent "Expect: 100-continue"
+                // may wait for this before sending the body (curl does for
+                // bodies over 1 KiB, for a second).
+                let expects = req
+                    .header_str("expect")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+                if expects && !continued && req.version() == 1 {
+                    continued = true;
+                    let _ = sys::send_parts(fd, &[b"HTTP/1.1 100 Continue\r\n\r\n"]);
+                }
                 buf.reserve(end - buf.len());
                 continue;
             }

@@ -1,5 +1,6 @@
 //! The client protocol: JSON text frames in (parsed with simd-json), replies, errors and published messages out. See PROTOCOL.md.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -177,9 +178,9 @@ fn dispatch(app: &App, ws: &mut Ws<'_, App>, text: &str, v: &Value<'_>) {
         "unsubscribe" => unsubscribe(app, ws, v, &cx),
         "publish" => {
             let data = match spans.data {
-                Some(r) => Some(raw[r].to_vec()),
+                Some(r) => Some(Cow::Borrowed(&raw[r])),
                 // Only when "data" was written with escapes in its key.
-                None => v.get("data").map(|d| d.encode().into_bytes()),
+                None => v.get("data").map(|d| Cow::Owned(d.encode().into_bytes())),
             };
             publish(app, ws, v, data, &cx)
         }
@@ -330,7 +331,13 @@ fn take_token(app: &App, ws: &mut Ws<'_, App>) -> bool {
     }
 }
 
-fn publish(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, data: Option<Vec<u8>>, cx: &Ctx<'_>) {
+fn publish(
+    app: &App,
+    ws: &mut Ws<'_, App>,
+    v: &Value<'_>,
+    data: Option<Cow<'_, [u8]>>,
+    cx: &Ctx<'_>,
+) {
     let Some(topic) = v.get("topic").and_then(|t| t.as_str()) else {
         return send_error(app, ws, "bad_request", "\"topic\" must be a string", cx.id);
     };
