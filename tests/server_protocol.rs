@@ -283,3 +283,34 @@ fn a_data_key_written_with_escapes_still_publishes() {
     );
     stop(running);
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let running = start(|s| {
+        s.outbox_limit = 64 << 10;
+        s.slow_consumer = shardcast::server::SlowConsumer::Close;
+    });
+    let addr = running.local_addr();
+    let mut slow = connect(addr, "/");
+    subscribe(&mut slow, &["firehose"]);
+    let mut fast = connect(addr, "/");
+    subscribe(&mut fast, &["other"]);
+    // Far more than the slow client's socket buffers and outbox can hold.
+    let chunk = "x".repeat(60 << 10);
+    let body = format!(r#"{{"topic":"firehose","data":"{chunk}"}}"#);
+    for _ in 0..200 {
+        let (st, _) = http(addr, "POST", "/api/publish", &[], &body);
+        assert_eq!(st, 200);
+        if running.handle().stats().slow_closes > 0 {
+            break;
+        }
+    }
+    assert_eq!(running.handle().stats().slow_closes, 1);
+    assert_eq!(expect_close(&mut slow), 1013);
+    assert_alive(&mut fast);
+    let (_, m) = http(addr, "GET", "/metrics", &[], "");
+    assert!(m
+        .lines()
+        .any(|l| l.starts_with("shardcast_slow_consumer_closes_total") && l.ends_with(" 1")));
+    stop(running);
+}
