@@ -150,6 +150,18 @@ fn metrics_counters_move_with_traffic() {
     assert_eq!(metric(&after, "shardcast_ws_publishes_total", None), 3.0);
     assert_eq!(metric(&after, "shardcast_deliveries_total", None), 3.0);
     assert_eq!(metric(&after, "shardcast_subscriptions", None), 1.0);
+    assert_eq!(
+        metric(&after, "shardcast_fanout_latency_seconds_count", None),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "shardcast_fanout_latency_seconds_bucket",
+            Some("le=\"+Inf\"")
+        ),
+        3.0
+    );
     assert!(metric(&after, "shardcast_messages_in_total", None) >= 5.0);
     assert_eq!(
         metric(

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
@@ -11,6 +12,7 @@ use crate::PreparedFrame;
 
 use super::auth::constant_time_eq;
 use super::json::{self, push_str};
+use super::metrics::ServerCounters;
 use super::protocol::{message_frame, topic_problem};
 use super::App;
 
@@ -122,6 +124,8 @@ fn item(app: &App, raw: &[u8], start: usize, v: &Value<'_>) -> Result<Item, Stri
 /// What the callbacks of one publish request share: the last to finish
 /// answers.
 struct Pending {
+    started: Instant,
+    counters: Arc<[ServerCounters]>,
     left: AtomicUsize,
     delivered: Box<[AtomicUsize]>,
     batch: bool,
@@ -130,6 +134,9 @@ struct Pending {
 
 impl Pending {
     fn done(&self, i: usize, delivered: usize) {
+        self.counters[0]
+            .fanout_latency
+            .observe(self.started.elapsed());
         self.delivered[i].store(delivered, Ordering::Relaxed);
         if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
@@ -207,6 +214,8 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpRespo
         .http_publishes
         .fetch_add(n as u64, Ordering::Relaxed);
     let pending = Arc::new(Pending {
+        started: Instant::now(),
+        counters: app.counters_arc(),
         left: AtomicUsize::new(n),
         delivered: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         batch,

@@ -22,6 +22,49 @@ pub const ERROR_CODES: [&str; 7] = [
     "internal",
 ];
 
+/// Upper bounds of the latency histogram's buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// A fixed-bucket latency histogram of atomics (Prometheus buckets are
+/// cumulative; these are not, and are summed on render).
+#[derive(Default, Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, core: usize) {
+        let mut cum = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cum += b.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cum}");
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{core=\"{core}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{core=\"{core}\"}} {cum}");
+    }
+}
+
 /// One core's server-level counters.
 #[derive(Default, Debug)]
 #[repr(align(128))]
@@ -38,6 +81,10 @@ pub struct ServerCounters {
     pub auth_failed: AtomicU64,
     /// Error messages sent, by code (see [`ERROR_CODES`]).
     pub errors: [AtomicU64; ERROR_CODES.len()],
+    /// From a counted publish's arrival (a WebSocket `publish` with an
+    /// `id`, or an HTTP publish) until every core has queued it for its
+    /// subscribers.
+    pub fanout_latency: Histogram,
 }
 
 impl ServerCounters {
@@ -232,6 +279,16 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
                 "shardcast_client_errors_total{{core=\"{i}\",code=\"{code}\"}} {n}"
             );
         }
+    }
+    let name = "shardcast_fanout_latency_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "From a counted publish's arrival until every core has queued it.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        c.fanout_latency.render(&mut out, name, i);
     }
     family(
         &mut out,

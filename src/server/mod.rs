@@ -61,7 +61,9 @@ pub struct App {
     /// Connections per IP address. Locked once per handshake and once per
     /// close, never on the message path.
     per_ip: Mutex<FxHashMap<IpAddr, usize>>,
-    counters: Box<[ServerCounters]>,
+    /// Shared with the completion callbacks of counted publishes, which
+    /// run on whichever core finishes last.
+    counters: Arc<[ServerCounters]>,
     started: Instant,
 }
 
@@ -86,6 +88,10 @@ impl App {
 
     fn counters(&self, core: usize) -> &ServerCounters {
         &self.counters[core.min(self.counters.len() - 1)]
+    }
+
+    fn counters_arc(&self) -> Arc<[ServerCounters]> {
+        self.counters.clone()
     }
 
     fn release_ip(&self, ip: IpAddr) {

@@ -380,7 +380,13 @@ fn publish(
             ack.extend_from_slice(b",\"delivered\":");
             let handle = ws.handle().clone();
             let me = ws.id();
+            let app_counters = app.counters_arc();
+            let core = ws.shard();
+            let started = Instant::now();
             ws.publish_counted(topic, &frame, true, move |report| {
+                app_counters[core.min(app_counters.len() - 1)]
+                    .fanout_latency
+                    .observe(started.elapsed());
                 ack.extend_from_slice(report.delivered.to_string().as_bytes());
                 ack.push(b'}');
                 handle.send(me, &PreparedFrame::from_parts(OpCode::Text, &[&ack]));
