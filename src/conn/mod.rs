@@ -127,3 +127,20 @@ impl<D> Conn<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slab entry is most of what an idle connection costs in user
+    /// space; keep it from growing unnoticed.
+    #[test]
+    fn slab_entry_stays_small() {
+        let size = std::mem::size_of::<Conn<()>>();
+        assert!(size <= 192, "Conn<()> is {size} bytes");
+        eprintln!(
+            "Conn<()>: {size} bytes, TcpStream: {}",
+            std::mem::size_of::<TcpStream>()
+        );
+    }
+}

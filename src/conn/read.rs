@@ -32,7 +32,10 @@ pub(crate) async fn serve<H: Handler>(core: Rc<Core<H>>, stream: TcpStream, peer
     let deadline = now + secs(core.config.handshake_timeout);
     core.wheel.borrow_mut().insert(deadline, key, gen);
 
-    match handshake(&core, &stream, key, peer).await {
+    // Boxed: the handshake's state is large and short-lived; an idle
+    // connection keeps only the message loop's state.
+    let upgraded = Box::pin(handshake(&core, &stream, key, peer)).await;
+    match upgraded {
         Some(leftover) => frames(&core, &stream, key, leftover).await,
         None => linger(&core, &stream, key).await,
     }
@@ -486,5 +489,41 @@ fn finish<H: Handler>(core: &Rc<Core<H>>, key: u32, gen: u32) {
     core.stats().closed();
     if core.shutting_down.get() && core.conns.borrow().is_empty() {
         core.drained.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Rejection, UpgradeRequest};
+    use crate::shard::test_core;
+
+    struct Nop;
+    impl Handler for Nop {
+        type Data = ();
+        fn upgrade(&self, _: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+            Ok(())
+        }
+    }
+
+    /// The connection task's future is allocated once per connection and
+    /// lives as long as it: an idle connection's user-space cost is this
+    /// plus its slab entry.
+    #[test]
+    fn connection_task_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let core = test_core(Nop);
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let fut = serve(core, stream, addr);
+            let size = std::mem::size_of_val(&fut);
+            eprintln!("connection task future: {size} bytes");
+            assert!(size <= 512, "connection task future is {size} bytes");
+        });
     }
 }
