@@ -274,7 +274,8 @@ impl<H: Handler> Core<H> {
         c.state = State::Closing;
         c.fin_after_flush = true;
         c.closing_since = self.now();
-        c.close_code.get_or_insert((code, reason.into()));
+        c.close_code
+            .get_or_insert_with(|| Box::new((code, reason.into())));
         self.mark_dirty(key, c);
         // The peer has the close timeout to answer before we drop it.
         self.wheel.borrow_mut().insert(

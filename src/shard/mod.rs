@@ -492,8 +492,8 @@ async fn run_core<H: Handler>(core: Rc<Core<H>>, listener: std::net::TcpListener
 async fn accept_loop<H: Handler>(core: Rc<Core<H>>, listener: &monoio::net::TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                monoio::spawn(crate::conn::read::serve(core.clone(), stream, peer));
+            Ok((stream, _peer)) => {
+                monoio::spawn(crate::conn::read::serve(core.clone(), Rc::new(stream)));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of
