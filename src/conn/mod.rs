@@ -127,6 +127,13 @@ impl<D> Conn<D> {
     }
 }
 
+/// The peer address of `stream` (cached by the runtime after the first call).
+pub(crate) fn peer_of(stream: &TcpStream) -> SocketAddr {
+    stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,11 +149,4 @@ mod tests {
             std::mem::size_of::<TcpStream>()
         );
     }
-}
-
-/// The peer address of `stream` (cached by the runtime after the first call).
-pub(crate) fn peer_of(stream: &TcpStream) -> SocketAddr {
-    stream
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
