@@ -49,17 +49,28 @@ impl<'a> HeaderList<'a> {
     }
 
     /// The UTF-8 elements of every `name` list, trimmed, empty ones skipped.
+    ///
+    /// Quotes are not special here: the lists this is used for
+    /// (`Sec-WebSocket-Protocol`, `Upgrade`) hold tokens, and a token cannot
+    /// contain a comma, so every comma separates.
     pub(crate) fn str_elements<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.get_all(name)
             .filter_map(|v| std::str::from_utf8(v).ok())
-            .flat_map(str_list)
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
     }
 
     pub(crate) fn extensions<'s>(
         &'s self,
         name: &'s str,
     ) -> impl Iterator<Item = Extension<'a>> + 's {
-        self.str_elements(name).map(Extension::parse)
+        // Extension parameters may be quoted strings (RFC 6455 §9.1), so
+        // commas inside quotes do not separate extensions.
+        self.get_all(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(str_list)
+            .map(Extension::parse)
     }
 }
 
