@@ -69,7 +69,7 @@ impl<'a> HeaderList<'a> {
         // commas inside quotes do not separate extensions.
         self.get_all(name)
             .filter_map(|v| std::str::from_utf8(v).ok())
-            .flat_map(str_list)
+            .flat_map(quoted_list)
             .map(Extension::parse)
     }
 }
@@ -84,8 +84,9 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
-/// Elements of a comma-separated list of strings, trimmed, empty ones skipped.
-pub(crate) fn str_list(value: &str) -> impl Iterator<Item = &str> {
+/// Elements of a comma-separated list whose elements may hold quoted
+/// strings (commas inside quotes do not separate), trimmed, empty ones skipped.
+pub(crate) fn quoted_list(value: &str) -> impl Iterator<Item = &str> {
     split_unquoted(value, b',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
