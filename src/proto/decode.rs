@@ -192,6 +192,11 @@ struct Reassembly {
     /// The whole message was handed out; the buffer is freed on the next
     /// call, once the borrow has ended.
     delivered: bool,
+    /// Some fragment was validated partly by an earlier call, as its bytes
+    /// arrived; the finished text is then validated once more as a whole,
+    /// so that what is handed out as `str` never depends on the caller
+    /// having kept its side of the contract.
+    recheck: bool,
     /// The unmasked payload of the fragments so far.
     payload: Vec<u8>,
     /// UTF-8 state across fragment boundaries (Text only).
@@ -317,6 +322,40 @@ impl Decoder {
                 Err(ProtocolError::ReceivedAfterClose)
             };
         }
+        if let Some((head, len, key)) = self.single_frame(input, limits) {
+            // The common case, decided from the header alone: a whole
+            // single-frame Text or Binary message, no copy.
+            let is_text = input[0] == 0x81;
+            let payload = &mut input[head..len];
+            match key {
+                Some(key) if is_text => {
+                    // The fused pass reports all-ASCII, so the UTF-8
+                    // validator only runs on non-ASCII text.
+                    if !mask::unmask_text(payload, key, 0) && !utf8::validate(payload) {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                }
+                Some(key) => mask::apply_mask(payload, key, 0),
+                None => {
+                    if is_text && !utf8::validate(payload) {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                }
+            }
+            let payload: &'a [u8] = payload;
+            let message = if is_text {
+                // SAFETY: just checked: all ASCII per `mask::unmask_text`, or
+                // accepted by `utf8::validate`.
+                Message::Text(unsafe { str_unchecked(payload) })
+            } else {
+                Message::Binary(payload)
+            };
+            return Ok(Decoded::Message {
+                consumed: len,
+                message,
+                reply: None,
+            });
+        }
         let mut consumed = 0;
         let (len, out) = loop {
             match self.step(&mut input[consumed..], limits) {
@@ -334,9 +373,8 @@ impl Decoder {
         let (message, reply) = match out {
             Out::Text { head } => {
                 // SAFETY: `step` returns `Out::Text` only after checking this
-                // exact payload: all ASCII per `mask::unmask_text`, or
-                // `utf8::validate` (the whole frame, or the unvalidated rest
-                // after a prefix that ended on a code point boundary).
+                // whole payload, in this call: all ASCII per
+                // `mask::unmask_text`, or accepted by `utf8::validate`.
                 let text = unsafe { str_unchecked(&frame[head..]) };
                 (Message::Text(text), None)
             }
@@ -379,8 +417,11 @@ impl Decoder {
                         payload: &r.payload,
                     }
                 } else if r.opcode == OpCode::Text {
-                    // SAFETY: every fragment went through `r.utf8.feed`, and
-                    // `finish` confirmed the message ends on a code point.
+                    // SAFETY: each fragment was fed to `r.utf8` in the call
+                    // that copied it into `r.payload`, and `finish` confirmed
+                    // the message ends on a code point; or, if any fragment
+                    // was partly fed by an earlier call (`r.recheck`),
+                    // `utf8::validate` accepted the whole payload.
                     Message::Text(unsafe { str_unchecked(&r.payload) })
                 } else {
                     Message::Binary(&r.payload)
@@ -393,6 +434,60 @@ impl Decoder {
             message,
             reply,
         })
+    }
+
+    /// Recognises the common frame from its header: a final, RSV-free Text or
+    /// Binary frame with a 7- or 16-bit length, masked as the role requires,
+    /// wholly in `input`, within the limits, with no fragmented message or
+    /// partial frame in progress. Returns the header length, the frame length
+    /// and the masking key. Anything else takes the general path, which
+    /// enforces every rule. Called once the decoder is known not closed.
+    #[inline(always)]
+    fn single_frame(
+        &self,
+        input: &[u8],
+        limits: &Limits,
+    ) -> Option<(usize, usize, Option<[u8; 4]>)> {
+        if self.reassembly.is_some() || self.progress != 0 {
+            return None;
+        }
+        let [b0, b1, ..] = *input else {
+            return None;
+        };
+        // FIN, no RSV bits, opcode Text or Binary.
+        if b0 != 0x81 && b0 != 0x82 {
+            return None;
+        }
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return None;
+        }
+        let (n, mut head) = match b1 & 0x7F {
+            127 => return None,
+            126 => (
+                u16::from_be_bytes([*input.get(2)?, *input.get(3)?]) as usize,
+                4,
+            ),
+            n => (n as usize, 2),
+        };
+        if masked {
+            head += 4;
+        }
+        let len = head + n;
+        if input.len() < len || n > limits.max_frame_size || n > limits.max_message_size {
+            return None;
+        }
+        let key = if masked {
+            Some([
+                input[head - 4],
+                input[head - 3],
+                input[head - 2],
+                input[head - 1],
+            ])
+        } else {
+            None
+        };
+        Some((head, len, key))
     }
 
     /// Resets to the start of a message and passes `e` on.
@@ -561,9 +656,12 @@ impl Decoder {
                     if let Some(key) = key {
                         mask::apply_mask(&mut payload[done..], key, done);
                     }
-                    // Bytes before `done - tail` were validated and end on a
-                    // code point boundary.
-                    if text && !utf8::validate(&payload[done - tail..]) {
+                    // The prefix was validated when it arrived (to fail
+                    // fast), but by an earlier call: a caller breaking the
+                    // contract could have changed it since, and the `str`
+                    // handed out must be valid regardless. So validate the
+                    // whole payload, a cheap pass over bytes still in cache.
+                    if text && !utf8::validate(payload) {
                         return Err(ProtocolError::InvalidUtf8);
                     }
                 }
@@ -586,6 +684,8 @@ impl Decoder {
                 // stream as UTF-8 but finds that the byte stream is not, in
                 // fact, a valid UTF-8 stream, that endpoint MUST _Fail the
                 // WebSocket Connection_."
+                // Bytes before `done - tail` were validated as they arrived
+                // and end on a code point boundary.
                 validator
                     .feed(&payload[done - tail..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -594,6 +694,7 @@ impl Decoder {
                 opcode,
                 compressed,
                 delivered: false,
+                recheck: done > 0,
                 payload: payload.to_vec(),
                 utf8: validator,
             }));
@@ -603,6 +704,7 @@ impl Decoder {
         if let Some(key) = key {
             mask::apply_mask(&mut payload[done..], key, done);
         }
+        r.recheck |= done > 0;
         if text {
             r.utf8
                 .feed(&payload[done..])
@@ -612,6 +714,9 @@ impl Decoder {
             }
         }
         r.payload.extend_from_slice(payload);
+        if fin && text && r.recheck && !utf8::validate(&r.payload) {
+            return Err(ProtocolError::InvalidUtf8);
+        }
         if fin {
             r.delivered = true;
             Ok(Step::Done {
