@@ -144,7 +144,7 @@ pub enum Message<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply<'a> {
     /// §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
-    /// frame in response ... with identical Application data".
+    /// frame in response"; it "must have identical 'Application data'".
     Pong(&'a [u8]),
     /// §5.5.1: "If an endpoint receives a Close frame and did not previously
     /// send a Close frame, the endpoint MUST send a Close frame in response";
@@ -312,7 +312,8 @@ impl Decoder {
             self.reassembly = None;
         }
         if self.closed {
-            // §5.5.1: after a Close, the peer "MUST NOT send any more data".
+            // §5.5.1: "The application MUST NOT send any more data frames
+            // after sending a Close frame."
             return if input.is_empty() {
                 Ok(Decoded::Incomplete {
                     consumed: 0,
@@ -327,21 +328,7 @@ impl Decoder {
             // single-frame Text or Binary message, no copy.
             let is_text = input[0] == 0x81;
             let payload = &mut input[head..len];
-            match key {
-                Some(key) if is_text => {
-                    // The fused pass reports all-ASCII, so the UTF-8
-                    // validator only runs on non-ASCII text.
-                    if !mask::unmask_text(payload, key, 0) && !utf8::validate(payload) {
-                        return Err(ProtocolError::InvalidUtf8);
-                    }
-                }
-                Some(key) => mask::apply_mask(payload, key, 0),
-                None => {
-                    if is_text && !utf8::validate(payload) {
-                        return Err(ProtocolError::InvalidUtf8);
-                    }
-                }
-            }
+            unmask_whole(payload, key, is_text)?;
             let payload: &'a [u8] = payload;
             let message = if is_text {
                 // SAFETY: just checked: all ASCII per `mask::unmask_text`, or
@@ -525,8 +512,8 @@ impl Decoder {
         let len7 = b1 & 0x7F;
         if opcode.is_control() {
             // §5.2: RSV bits "MUST be 0 unless an extension is negotiated that
-            // defines meanings for non-zero values"; RFC 7692 §6.1: the
-            // compression bit "MUST NOT" be set on control frames.
+            // defines meanings for non-zero values"; none does for control
+            // frames (RFC 7692 §6, see below).
             if rsv != 0 {
                 return Err(ProtocolError::ReservedBits);
             }
@@ -539,8 +526,9 @@ impl Decoder {
                 return Err(ProtocolError::ControlFrameTooLong);
             }
         } else {
-            // §5.2 as above; RFC 7692 §6.1 allows RSV1 on the first frame of a
-            // message only, so never on a continuation.
+            // §5.2 as above. RFC 7692 §6 forbids RSV1 on "control frames and
+            // non-first fragments of a data message. An endpoint receiving
+            // such a frame MUST _Fail the WebSocket Connection_."
             let rsv1_allowed = limits.allow_rsv1 && opcode != OpCode::Continuation;
             if rsv & 0b011 != 0 || (rsv & 0b100 != 0 && !rsv1_allowed) {
                 return Err(ProtocolError::ReservedBits);
@@ -637,21 +625,7 @@ impl Decoder {
             if fin {
                 // A single-frame message, the common case: no copy.
                 if done == 0 {
-                    match key {
-                        Some(key) if text => {
-                            // The fused pass reports all-ASCII, so the UTF-8
-                            // validator only runs on non-ASCII text.
-                            if !mask::unmask_text(payload, key, 0) && !utf8::validate(payload) {
-                                return Err(ProtocolError::InvalidUtf8);
-                            }
-                        }
-                        Some(key) => mask::apply_mask(payload, key, 0),
-                        None => {
-                            if text && !utf8::validate(payload) {
-                                return Err(ProtocolError::InvalidUtf8);
-                            }
-                        }
-                    }
+                    unmask_whole(payload, key, text)?;
                 } else {
                     if let Some(key) = key {
                         mask::apply_mask(&mut payload[done..], key, done);
@@ -680,12 +654,9 @@ impl Decoder {
             }
             let mut validator = Utf8Validator::new();
             if text {
-                // §8.1 fail fast: "When an endpoint is to interpret a byte
-                // stream as UTF-8 but finds that the byte stream is not, in
-                // fact, a valid UTF-8 stream, that endpoint MUST _Fail the
-                // WebSocket Connection_."
-                // Bytes before `done - tail` were validated as they arrived
-                // and end on a code point boundary.
+                // §8.1, as early as possible: the first fragment is checked
+                // now, not when the message ends. Bytes before `done - tail`
+                // were checked as they arrived and end on a code point.
                 validator
                     .feed(&payload[done - tail..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -762,6 +733,29 @@ impl Decoder {
         }
         self.progress = avail;
         Ok(())
+    }
+}
+
+/// Unmasks a whole payload in place and, for text, checks it is UTF-8.
+#[inline(always)]
+fn unmask_whole(payload: &mut [u8], key: Option<[u8; 4]>, text: bool) -> Result<(), ProtocolError> {
+    let valid = match key {
+        // The fused pass reports all-ASCII, so the UTF-8 validator only runs
+        // on text that is not.
+        Some(key) if text => mask::unmask_text(payload, key, 0) || utf8::validate(payload),
+        Some(key) => {
+            mask::apply_mask(payload, key, 0);
+            true
+        }
+        None => !text || utf8::validate(payload),
+    };
+    if valid {
+        Ok(())
+    } else {
+        // §8.1: "When an endpoint is to interpret a byte stream as UTF-8 but
+        // finds that the byte stream is not, in fact, a valid UTF-8 stream,
+        // that endpoint MUST _Fail the WebSocket Connection_."
+        Err(ProtocolError::InvalidUtf8)
     }
 }
 
