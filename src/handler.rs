@@ -296,7 +296,7 @@ impl<'a, H: Handler> Ws<'a, H> {
 
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.core.conns.borrow()[self.key as usize].peer
+        crate::conn::peer_of(&self.core.conns.borrow()[self.key as usize].stream)
     }
 
     /// The connection's data.

@@ -40,3 +40,8 @@ pub use shard::{
     CoreStats, CoreView, DriverKind, HandleError, PublishReport, Server, ServerHandle,
     StatsSnapshot,
 };
+
+/// The README's examples compile as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

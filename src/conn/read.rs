@@ -1,7 +1,6 @@
 //! A connection's task: handshake, then readiness → read into the core's scratch buffer → decode in place → callbacks.
 
 use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
@@ -20,21 +19,23 @@ use crate::shard::core::Core;
 const READS_PER_WAKE: usize = 4;
 
 /// Serves one accepted connection until it is gone.
-pub(crate) async fn serve<H: Handler>(core: Rc<Core<H>>, stream: TcpStream, peer: SocketAddr) {
+///
+/// Takes the stream already in an `Rc`: every argument is stored in the
+/// task for its whole life, so it gets nothing it does not keep.
+pub(crate) async fn serve<H: Handler>(core: Rc<Core<H>>, stream: Rc<TcpStream>) {
     let fd = stream.as_raw_fd();
     sys::set_nodelay(fd);
-    let stream = Rc::new(stream);
     let gen = core.next_gen();
     let now = core.now();
     let key = core
         .conns
         .borrow_mut()
-        .insert(Conn::new(gen, stream.clone(), fd, peer, now)) as u32;
+        .insert(Conn::new(gen, stream.clone(), fd, now)) as u32;
     core.stats().opened(&core.mesh);
     let deadline = now + secs(core.config.handshake_timeout);
     core.wheel.borrow_mut().insert(deadline, key, gen);
 
-    match handshake(&core, &stream, key, peer).await {
+    match handshake(&core, &stream, key).await {
         Some(leftover) => frames(&core, &stream, key, leftover).await,
         None => linger(&core, &stream, key).await,
     }
@@ -51,7 +52,6 @@ async fn handshake<H: Handler>(
     core: &Rc<Core<H>>,
     stream: &TcpStream,
     key: u32,
-    peer: SocketAddr,
 ) -> Option<Vec<u8>> {
     let fd = stream.as_raw_fd();
     let limits = HandshakeLimits {
@@ -133,7 +133,7 @@ async fn handshake<H: Handler>(
             let hreq = HttpRequest {
                 request: &req,
                 body: &buf[consumed..end],
-                peer,
+                peer: crate::conn::peer_of(stream),
             };
             let resp = core.handler.http(&hreq, &mut ctx);
             core.stats().http_requests.bump(1);
@@ -188,7 +188,7 @@ async fn handshake<H: Handler>(
         let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
         let mut ureq = UpgradeRequest {
             request: &req,
-            peer,
+            peer: crate::conn::peer_of(stream),
             protocol: req.select_protocol(&supported).map(str::to_owned),
         };
         let data = match core.handler.upgrade(&mut ureq) {
@@ -444,7 +444,8 @@ fn process<H: Handler>(core: &Rc<Core<H>>, key: u32, dec: &mut Decoder, input: &
                             frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
                         let mut conns = core.conns.borrow_mut();
                         let c = &mut conns[key as usize];
-                        c.close_code.get_or_insert((code, reason.into()));
+                        c.close_code
+                            .get_or_insert_with(|| Box::new((code, reason.into())));
                         if c.state == State::Open {
                             if let Some(Reply::Close(rc, rr)) = reply {
                                 core.begin_close(key, c, rc, rr, false);
@@ -501,7 +502,7 @@ fn finish<H: Handler>(core: &Rc<Core<H>>, key: u32, gen: u32) {
         let (code, reason) = c
             .close_code
             .take()
-            .unwrap_or((CloseCode::ABNORMAL, "".into()));
+            .map_or((CloseCode::ABNORMAL, "".into()), |b| *b);
         c.state = State::Closing;
         c.outbox.clear();
         c.queued = 0;
@@ -518,5 +519,41 @@ fn finish<H: Handler>(core: &Rc<Core<H>>, key: u32, gen: u32) {
     core.stats().closed();
     if core.shutting_down.get() && core.conns.borrow().is_empty() {
         core.drained.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Rejection, UpgradeRequest};
+    use crate::shard::test_core;
+
+    struct Nop;
+    impl Handler for Nop {
+        type Data = ();
+        fn upgrade(&self, _: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+            Ok(())
+        }
+    }
+
+    /// The connection task's future is allocated once per connection and
+    /// lives as long as it: an idle connection's user-space cost is this
+    /// plus its slab entry.
+    #[test]
+    fn connection_task_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let core = test_core(Nop);
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let fut = serve(core, Rc::new(stream));
+            let size = std::mem::size_of_val(&fut);
+            eprintln!("connection task future: {size} bytes");
+            assert!(size <= 400, "connection task future is {size} bytes");
+        });
     }
 }

@@ -24,6 +24,9 @@ pub(crate) const SCRATCH_SIZE: usize = 64 << 10;
 /// Frames at most this large are copied together into one write buffer;
 /// larger ones go out as their own iovec, shared with every subscriber.
 const COALESCE_MAX: usize = 2048;
+/// Frames up to this size that arrive from another core are copied once
+/// into core-local memory before the per-subscriber clones.
+const LOCAL_COPY_MAX: usize = 64 << 10;
 /// Bytes one flush of one connection hands the kernel at most.
 const WRITE_BATCH: usize = 256 << 10;
 
@@ -211,6 +214,7 @@ impl<H: Handler> Core<H> {
         }
         c.outbox.push_back(frame);
         c.queued += len;
+        self.stats().messages_out.bump(1);
         self.mark_dirty(key, c);
         if c.queued > self.config.outbox_low_water {
             c.backpressured = true;
@@ -270,7 +274,8 @@ impl<H: Handler> Core<H> {
         c.state = State::Closing;
         c.fin_after_flush = true;
         c.closing_since = self.now();
-        c.close_code.get_or_insert((code, reason.into()));
+        c.close_code
+            .get_or_insert_with(|| Box::new((code, reason.into())));
         self.mark_dirty(key, c);
         // The peer has the close timeout to answer before we drop it.
         self.wheel.borrow_mut().insert(
@@ -426,6 +431,16 @@ impl<H: Handler> Core<H> {
                 tally,
             } => {
                 let ex = exclude.filter(|e| e.shard() == self.id).map(|e| e.key);
+                // Every subscriber's clone bumps the frame's reference count.
+                // Shared with other cores, that count's cache line would
+                // bounce between them once per subscriber; one copy per core
+                // keeps the per-subscriber work core-local.
+                let subs = self.registry.borrow().subscribers(&topic).len();
+                let frame = if subs > 1 && (frame.len() <= LOCAL_COPY_MAX || subs >= 16) {
+                    Bytes::copy_from_slice(&frame)
+                } else {
+                    frame
+                };
                 let (d, x) = self.publish_local(&topic, &frame, ex);
                 if d + x == 0 {
                     self.stats().fanout_misses.bump(1);

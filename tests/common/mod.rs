@@ -133,7 +133,10 @@ pub fn start(config: Config) -> (ServerHandle, Arc<Events>) {
 
 /// A default test config on `cores` cores, without pinning (tests share the machine).
 pub fn config(cores: usize) -> Config {
-    Config::new().cores(cores).pin(false)
+    Config::new()
+        .cores(cores)
+        .pin(false)
+        .shutdown_timeout(Duration::from_secs(1))
 }
 
 pub type Client = WebSocket<MaybeTlsStream<TcpStream>>;
