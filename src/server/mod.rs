@@ -133,6 +133,7 @@ impl Handler for App {
                 Some(token) => match v.verify(token) {
                     Ok(g) => Some(g),
                     Err(e) => {
+                        tracing::debug!(peer = %req.peer(), error = %e, "handshake token refused");
                         self.counters[0].auth_failed.fetch_add(1, Ordering::Relaxed);
                         return Err(Rejection::new(401, format!("{e}\n")));
                     }
@@ -145,6 +146,7 @@ impl Handler for App {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = m.entry(ip).or_insert(0);
             if *n >= limit {
+                tracing::debug!(%ip, limit, "connection limit per address reached");
                 return Err(Rejection::new(
                     429,
                     "too many connections from this address\n",

@@ -212,6 +212,7 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
         Some(verifier) => match verifier.verify(token) {
             Ok(g) => g,
             Err(e) => {
+                tracing::debug!(peer = %ws.remote_addr(), error = %e, "auth message refused");
                 counters.auth_failed.fetch_add(1, Ordering::Relaxed);
                 send_error(app, ws, "unauthorized", &e.to_string(), cx.id);
                 return ws.close(CloseCode::POLICY_VIOLATION, "unauthorized");
