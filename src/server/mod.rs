@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::handler::{HttpCtx, HttpRequest, HttpResponse, Message, Rejection, UpgradeRequest, Ws};
 use crate::{CloseCode, ConnId, Handler, Server, ServerHandle};
@@ -68,9 +70,8 @@ pub struct App {
 }
 
 thread_local! {
-    /// This core's connections that still owe an `auth` message, with their
-    /// deadlines, oldest first.
-    static PENDING: RefCell<Vec<(ConnId, Instant)>> = const { RefCell::new(Vec::new()) };
+    /// This core's connections that still owe an `auth` message.
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
     /// Whether this core runs its auth-deadline sweeper.
     static SWEEPER: Cell<bool> = const { Cell::new(false) };
 }
@@ -166,7 +167,11 @@ impl Handler for App {
         let c = self.counters(ws.shard());
         if ws.data().grant.is_none() {
             let deadline = Instant::now() + Duration::from_secs(self.settings.auth_timeout_secs);
-            PENDING.with(|p| p.borrow_mut().push((ws.id(), deadline)));
+            PENDING.with(|p| {
+                let mut p = p.borrow_mut();
+                p.deadlines.push_back((ws.id(), deadline));
+                p.waiting.insert(ws.id());
+            });
             if !SWEEPER.with(|s| s.replace(true)) {
                 monoio::spawn(auth_sweeper(ws.handle().clone()));
             }
@@ -195,9 +200,18 @@ impl Handler for App {
     }
 }
 
+/// One core's auth deadlines: a queue in deadline order (every connection
+/// gets the same timeout) and the set of connections still waiting, so that
+/// authenticating or leaving costs O(1) and the sweeper skips those.
+#[derive(Default)]
+struct Pending {
+    deadlines: VecDeque<(ConnId, Instant)>,
+    waiting: FxHashSet<ConnId>,
+}
+
 /// Drops `id` from this core's auth deadlines.
 fn forget_pending(id: ConnId) {
-    PENDING.with(|p| p.borrow_mut().retain(|(c, _)| *c != id));
+    PENDING.with(|p| p.borrow_mut().waiting.remove(&id));
 }
 
 /// Closes this core's connections that missed their auth deadline. One
@@ -207,10 +221,15 @@ async fn auth_sweeper(handle: ServerHandle) {
     loop {
         monoio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
-        let expired: Vec<ConnId> = PENDING.with(|p| {
+        let mut expired = Vec::new();
+        PENDING.with(|p| {
             let mut p = p.borrow_mut();
-            let n = p.iter().take_while(|(_, d)| *d <= now).count();
-            p.drain(..n).map(|(c, _)| c).collect()
+            while p.deadlines.front().is_some_and(|(_, d)| *d <= now) {
+                let (id, _) = p.deadlines.pop_front().expect("front exists");
+                if p.waiting.remove(&id) {
+                    expired.push(id);
+                }
+            }
         });
         for id in expired {
             tracing::debug!(conn = ?id, "authentication deadline passed");
