@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Runs every test shardcast has: the workspace's Rust tests on the io_uring
-# driver and again on the legacy (epoll) driver. Takes a few minutes on 2 cores.
+# Runs every test shardcast has: the workspace's Rust tests (unit, integration,
+# doc) on the io_uring driver, the integration tests again on the legacy epoll
+# driver, then the real-client tests (Python websockets, Node ws, headless
+# Chromium) against the shardcast binary. About three minutes on 2 cores
+# after the first build.
+#
+# The client tests need python3 with `websockets` and `prometheus_client`,
+# Node 18+ and Debian's `chromium` (.ci/run installs them); SKIP_CLIENTS=1
+# leaves them out, SKIP_CHROMIUM=1 only the browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
-echo "== cargo test (io_uring driver where available)"
-cargo test --workspace --all-targets --locked
+echo "== cargo test (io_uring driver where the kernel allows it)"
+cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
+cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 
 echo "== cargo test (legacy epoll driver: MONOIO_FORCE_LEGACY_DRIVER=1)"
-MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace --tests --locked
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace --tests --locked 2>&1 | tee -a "$log"
+
+if [[ "${SKIP_CLIENTS:-0}" != 1 ]]; then
+    echo "== real clients against the shardcast binary"
+    bash tests/clients/run.sh 2>&1 | tee -a "$log"
+fi
+
+# One closing line over every run above.
+awk '/^test result:/ { p += $4; f += $6 }
+     /^clients: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"

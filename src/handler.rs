@@ -15,7 +15,7 @@ use crate::conn::{ConnId, SendStatus};
 use crate::proto::handshake::Request;
 use crate::proto::{CloseCode, PreparedFrame};
 use crate::shard::core::Core;
-use crate::shard::ServerHandle;
+use crate::shard::{PublishReport, ServerHandle};
 
 /// A data message from a client. Text is borrowed from the core's decode
 /// buffer: no copy is made per message.
@@ -192,21 +192,77 @@ pub trait Handler: Sized + Send + Sync + 'static {
     }
 }
 
+/// Completion callback of a counted publish made from a callback.
+pub(crate) type PublishDone = Box<dyn FnOnce(PublishReport) + Send>;
+
 /// What an HTTP handler can do on its core.
 pub struct HttpCtx<'a> {
-    pub(crate) publish: &'a dyn Fn(&str, Bytes) -> PublishResult,
+    pub(crate) publish: &'a dyn Fn(&str, Bytes, Option<PublishDone>) -> PublishResult,
     pub(crate) handle: &'a ServerHandle,
+    pub(crate) conn: ConnId,
+    pub(crate) deferred: bool,
 }
 
 impl HttpCtx<'_> {
     /// Publishes a prepared frame to `topic` on every core.
     pub fn publish(&mut self, topic: &str, frame: &PreparedFrame) -> PublishResult {
-        (self.publish)(topic, frame.as_bytes().clone())
+        (self.publish)(topic, frame.as_bytes().clone(), None)
+    }
+
+    /// Publishes like [`HttpCtx::publish`] and calls `done` with the totals
+    /// over all cores once every core has queued the frame. `done` runs on
+    /// the thread of the last core to finish (possibly this one, before
+    /// this returns) and must not block.
+    pub fn publish_counted(
+        &mut self,
+        topic: &str,
+        frame: &PreparedFrame,
+        done: impl FnOnce(PublishReport) + Send + 'static,
+    ) -> PublishResult {
+        (self.publish)(topic, frame.as_bytes().clone(), Some(Box::new(done)))
+    }
+
+    /// Answers this request later, from any thread, with the returned
+    /// [`HttpResponder`]; the response [`Handler::http`] returns is then
+    /// ignored. The connection waits at most
+    /// [`Config::close_timeout`](crate::Config::close_timeout) for it.
+    pub fn defer(&mut self) -> HttpResponder {
+        self.deferred = true;
+        HttpResponder {
+            handle: self.handle.clone(),
+            to: self.conn,
+            sent: false,
+        }
     }
 
     /// The server's handle.
     pub fn handle(&self) -> &ServerHandle {
         self.handle
+    }
+}
+
+/// Answers a deferred HTTP request (see [`HttpCtx::defer`]) from any
+/// thread. Dropped without answering, it answers 500.
+pub struct HttpResponder {
+    handle: ServerHandle,
+    to: ConnId,
+    sent: bool,
+}
+
+impl HttpResponder {
+    /// Sends `response` and closes the connection.
+    pub fn respond(mut self, response: HttpResponse) {
+        self.sent = true;
+        self.handle.http_reply(self.to, &response);
+    }
+}
+
+impl Drop for HttpResponder {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.handle
+                .http_reply(self.to, &HttpResponse::text(500, "no response\n"));
+        }
     }
 }
 
@@ -240,7 +296,7 @@ impl<'a, H: Handler> Ws<'a, H> {
 
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.core.conns.borrow()[self.key as usize].peer
+        crate::conn::peer_of(&self.core.conns.borrow()[self.key as usize].stream)
     }
 
     /// The connection's data.
@@ -331,6 +387,23 @@ impl<'a, H: Handler> Ws<'a, H> {
         let exclude = (!include_self).then(|| self.id());
         self.core
             .publish(topic, frame.as_bytes().clone(), exclude, None)
+    }
+
+    /// Publishes like [`Ws::publish`] and calls `done` with the totals over
+    /// all cores once every core has queued the frame. `done` runs on the
+    /// thread of the last core to finish (possibly this one, before this
+    /// returns) and must not block; [`ServerHandle::send`] is how it
+    /// reaches a connection.
+    pub fn publish_counted(
+        &mut self,
+        topic: &str,
+        frame: &PreparedFrame,
+        include_self: bool,
+        done: impl FnOnce(PublishReport) + Send + 'static,
+    ) -> PublishResult {
+        let exclude = (!include_self).then(|| self.id());
+        self.core
+            .publish_then(topic, frame.as_bytes().clone(), exclude, Box::new(done))
     }
 
     /// Starts the closing handshake with `code` and `reason` (at most 123

@@ -14,6 +14,9 @@
 //!   buffer, the outbox and its gathered writes.
 //! - [`handler`]: the embedding API, [`Handler`] and [`Ws`].
 //! - [`config`]: [`Config`] with every limit and its default.
+//! - [`server`] (feature `server`, on by default): the standalone server
+//!   behind the `shardcast` binary: JSON protocol, HTTP API, auth, limits,
+//!   metrics, status page.
 
 #![warn(missing_docs)]
 
@@ -22,13 +25,15 @@ mod conn;
 pub mod handler;
 pub mod proto;
 pub mod pubsub;
+#[cfg(feature = "server")]
+pub mod server;
 mod shard;
 
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{ConnId, SendStatus};
 pub use handler::{
-    Handler, HttpCtx, HttpRequest, HttpResponse, Message, PublishResult, Rejection, UpgradeRequest,
-    Ws,
+    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, PublishResult, Rejection,
+    UpgradeRequest, Ws,
 };
 pub use proto::{CloseCode, PreparedFrame};
 pub use shard::{

@@ -109,3 +109,35 @@ fn upgrade_request(addr: std::net::SocketAddr, path: &str, version: &str) -> Str
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
     )
 }
+
+#[test]
+fn a_request_that_arrives_in_pieces_is_answered() {
+    let (h, _) = start(config(1));
+    let addr = h.local_addr();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let req = upgrade_request(addr, "/", "13").into_bytes();
+    // Three pieces, each after the server has read the previous one (a
+    // request line alone cannot be answered, so nothing comes back early).
+    let (a, rest) = req.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let mut sent = 0;
+    for piece in [a, b] {
+        s.write_all(piece).unwrap();
+        sent += piece.len() as u64;
+        wait_until("bytes read", || h.stats().bytes_in >= sent);
+    }
+    let mut tail = c.to_vec();
+    tail.extend_from_slice(&masked_frame(true, 0, 1, b"whole"));
+    s.write_all(&tail).unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 1024];
+    while !got.ends_with(b"whole") {
+        let n = s.read(&mut tmp).unwrap();
+        assert!(n > 0, "eof: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    stop(h);
+}

@@ -1,7 +1,6 @@
 //! A connection's task: handshake, then readiness → read into the core's scratch buffer → decode in place → callbacks.
 
 use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
@@ -9,7 +8,9 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use crate::conn::{sys, Conn, State};
-use crate::handler::{Handler, HttpCtx, HttpRequest, Message, UpgradeRequest};
+use crate::handler::{
+    Handler, HttpCtx, HttpRequest, HttpResponse, Message, PublishDone, UpgradeRequest,
+};
 use crate::proto::handshake::{self, HandshakeLimits, Parsed};
 use crate::proto::{CloseCode, Decoded, Decoder, PreparedFrame, Reply, Role};
 use crate::shard::core::Core;
@@ -18,21 +19,23 @@ use crate::shard::core::Core;
 const READS_PER_WAKE: usize = 4;
 
 /// Serves one accepted connection until it is gone.
-pub(crate) async fn serve<H: Handler>(core: Rc<Core<H>>, stream: TcpStream, peer: SocketAddr) {
+///
+/// Takes the stream already in an `Rc`: every argument is stored in the
+/// task for its whole life, so it gets nothing it does not keep.
+pub(crate) async fn serve<H: Handler>(core: Rc<Core<H>>, stream: Rc<TcpStream>) {
     let fd = stream.as_raw_fd();
     sys::set_nodelay(fd);
-    let stream = Rc::new(stream);
     let gen = core.next_gen();
     let now = core.now();
     let key = core
         .conns
         .borrow_mut()
-        .insert(Conn::new(gen, stream.clone(), fd, peer, now)) as u32;
+        .insert(Conn::new(gen, stream.clone(), fd, now)) as u32;
     core.stats().opened(&core.mesh);
     let deadline = now + secs(core.config.handshake_timeout);
     core.wheel.borrow_mut().insert(deadline, key, gen);
 
-    match handshake(&core, &stream, key, peer).await {
+    match handshake(&core, &stream, key).await {
         Some(leftover) => frames(&core, &stream, key, leftover).await,
         None => linger(&core, &stream, key).await,
     }
@@ -45,174 +48,258 @@ pub(crate) fn secs(d: std::time::Duration) -> u64 {
 
 /// Reads the HTTP request and answers it. Returns the bytes that followed
 /// the request head when the connection was upgraded.
+///
+/// The request is read into the core's scratch buffer and answered from
+/// there; only a request that arrives in pieces is copied into a buffer of
+/// its own, so a burst of handshakes does not hold a buffer per connection.
 async fn handshake<H: Handler>(
     core: &Rc<Core<H>>,
     stream: &TcpStream,
     key: u32,
-    peer: SocketAddr,
 ) -> Option<Vec<u8>> {
     let fd = stream.as_raw_fd();
     let limits = HandshakeLimits {
         max_header_bytes: core.config.max_header_bytes,
         ..Default::default()
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut continued = false;
     loop {
         stream.readable(false).await.ok()?;
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        match sys::recv_into_vec(fd, &mut buf) {
-            Ok(0) => return None,
-            Ok(n) => core.stats().bytes_in.bump(n as u64),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-            Err(_) => return None,
-        }
-        let parsed = match handshake::parse_request(&buf, &limits) {
-            Ok(p) => p,
-            Err(e) => {
-                let mut out = Vec::new();
-                e.write_response(&mut out);
-                reject(core, key, &out, e.status());
-                return None;
-            }
-        };
-        let Parsed::Complete {
-            value: req,
-            consumed,
-        } = parsed
-        else {
-            continue;
-        };
-
-        if !req.is_websocket_upgrade() {
-            // Plain HTTP on the WebSocket port: wait for the body, answer, close.
-            let len = match req.content_length() {
-                Ok(len) => len.unwrap_or(0),
-                Err(e) => {
-                    let mut out = Vec::new();
-                    e.write_response(&mut out);
-                    reject(core, key, &out, e.status());
-                    return None;
+        let answer = if buf.is_empty() {
+            let mut scratch = core.scratch.borrow_mut();
+            let n = match sys::recv(fd, &mut scratch) {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            };
+            core.stats().bytes_in.bump(n as u64);
+            let data = &scratch[..n];
+            match answer(core, stream, key, data, &limits, &mut continued) {
+                Answer::NeedMore(want) => {
+                    buf.reserve_exact(want.max(n + 512));
+                    buf.extend_from_slice(data);
+                    continue;
                 }
-            };
-            if len > core.config.max_http_body as u64 {
-                reject_with(core, key, 413, "request body too large\n");
-                return None;
+                Answer::Upgraded(consumed) => return Some(data[consumed..].to_vec()),
+                Answer::Closed => return None,
             }
-            let end = consumed + len as usize;
-            if buf.len() < end {
-                buf.reserve(end - buf.len());
-                continue;
+        } else {
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.capacity());
             }
-            let handle = core.handle.clone();
-            let publish = |topic: &str, frame: Bytes| core.publish(topic, frame, None, None);
-            let mut ctx = HttpCtx {
-                publish: &publish,
-                handle: &handle,
-            };
-            let hreq = HttpRequest {
-                request: &req,
-                body: &buf[consumed..end],
-                peer,
-            };
-            let resp = core.handler.http(&hreq, &mut ctx);
-            let headers: Vec<(&str, &str)> = resp
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .chain([("Connection", "close")])
-                .collect();
-            let mut out = Vec::with_capacity(128 + resp.body.len());
-            let body: &[u8] = if resp.status < 200 || resp.status == 204 || resp.status == 304 {
-                &[]
-            } else {
-                &resp.body
-            };
-            handshake::write_http_response(
-                &mut out,
-                resp.status,
-                &resp.content_type,
-                &headers,
-                body,
-            );
-            core.stats().http_requests.bump(1);
-            send_and_close(core, key, &out);
-            return None;
+            match sys::recv_into_vec(fd, &mut buf) {
+                Ok(0) => return None,
+                Ok(n) => core.stats().bytes_in.bump(n as u64),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            }
+            answer(core, stream, key, &buf, &limits, &mut continued)
+        };
+        match answer {
+            Answer::NeedMore(want) => buf.reserve(want.saturating_sub(buf.len())),
+            Answer::Upgraded(consumed) => {
+                buf.drain(..consumed);
+                return Some(buf);
+            }
+            Answer::Closed => return None,
         }
+    }
+}
 
-        let upgrade_key = match req.validate_upgrade() {
-            Ok(k) => k,
+/// What one look at the request bytes decided.
+enum Answer {
+    /// The request (or its body) is incomplete; the bytes wanted in all, if known.
+    NeedMore(usize),
+    /// Answered (HTTP response or rejection); the connection is closing.
+    Closed,
+    /// Upgraded; the request head was this long.
+    Upgraded(usize),
+}
+
+/// Parses `data` and, once the request is complete, answers it: plain HTTP,
+/// a rejection, or the upgrade.
+fn answer<H: Handler>(
+    core: &Rc<Core<H>>,
+    stream: &TcpStream,
+    key: u32,
+    data: &[u8],
+    limits: &HandshakeLimits,
+    continued: &mut bool,
+) -> Answer {
+    let fd = stream.as_raw_fd();
+    let parsed = match handshake::parse_request(data, limits) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut out = Vec::new();
+            e.write_response(&mut out);
+            reject(core, key, &out, e.status());
+            return Answer::Closed;
+        }
+    };
+    let Parsed::Complete {
+        value: req,
+        consumed,
+    } = parsed
+    else {
+        return Answer::NeedMore(0);
+    };
+
+    if !req.is_websocket_upgrade() {
+        // Plain HTTP on the WebSocket port: wait for the body, answer, close.
+        let len = match req.content_length() {
+            Ok(len) => len.unwrap_or(0),
             Err(e) => {
                 let mut out = Vec::new();
                 e.write_response(&mut out);
                 reject(core, key, &out, e.status());
-                return None;
+                return Answer::Closed;
             }
         };
-        let cfg = &core.config;
-        if !cfg.allowed_origins.is_empty() {
-            let ok = req.origin().is_some_and(|o| {
-                cfg.allowed_origins
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(o))
-            });
-            if !ok {
-                reject_with(core, key, 403, "origin not allowed\n");
-                return None;
+        if len > core.config.max_http_body as u64 {
+            reject_with(core, key, 413, "request body too large\n");
+            return Answer::Closed;
+        }
+        let end = consumed + len as usize;
+        if data.len() < end {
+            // RFC 9110 §10.1.1: a client that sent "Expect: 100-continue"
+            // may wait for this before sending the body (curl does for
+            // bodies over 1 KiB, for a second).
+            let expects = req
+                .header_str("expect")
+                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+            if expects && !*continued && req.version() == 1 {
+                *continued = true;
+                let _ = sys::send_parts(fd, &[b"HTTP/1.1 100 Continue\r\n\r\n"]);
             }
+            return Answer::NeedMore(end);
         }
-        if core.shutting_down.get() {
-            reject_with(core, key, 503, "server shutting down\n");
-            return None;
-        }
-        if core.mesh.upgraded_total() >= cfg.max_connections {
-            reject_with(core, key, 503, "server full\n");
-            return None;
-        }
-        let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
-        let mut ureq = UpgradeRequest {
-            request: &req,
-            peer,
-            protocol: req.select_protocol(&supported).map(str::to_owned),
-        };
-        let data = match core.handler.upgrade(&mut ureq) {
-            Ok(d) => d,
-            Err(rej) => {
-                reject_with(core, key, rej.status, &rej.reason);
-                return None;
-            }
-        };
-        // Only a protocol the client offered may be selected (RFC 6455 §4.2.2).
-        let protocol = ureq
-            .protocol
-            .filter(|p| req.protocols().any(|o| o == p.as_str()));
-        let mut out = Vec::with_capacity(160);
-        handshake::write_switching_protocols(&mut out, &upgrade_key, protocol.as_deref(), &[]);
-        {
-            let mut conns = core.conns.borrow_mut();
-            let c = &mut conns[key as usize];
-            c.queued += out.len();
-            c.outbox.push_back(Bytes::from(out));
-            c.state = State::Open;
-            c.data = Some(data);
-            c.last_rx = core.now();
-        }
-        core.flush_conn(key);
-        core.stats().upgraded(&core.mesh);
-        // From now on the idle and ping timers apply.
-        let ping = secs(cfg.ping_interval);
-        let first = if ping > 0 {
-            ping.min(secs(cfg.idle_timeout))
-        } else {
-            secs(cfg.idle_timeout)
+        let handle = core.handle.clone();
+        let publish = |topic: &str, frame: Bytes, done: Option<PublishDone>| match done {
+            Some(done) => core.publish_then(topic, frame, None, done),
+            None => core.publish(topic, frame, None, None),
         };
         let gen = core.conns.borrow()[key as usize].gen;
-        core.wheel.borrow_mut().insert(core.now() + first, key, gen);
-        drop(req);
-        buf.drain(..consumed);
-        return Some(buf);
+        let mut ctx = HttpCtx {
+            publish: &publish,
+            handle: &handle,
+            conn: core.conn_id(key, gen),
+            deferred: false,
+        };
+        let hreq = HttpRequest {
+            request: &req,
+            body: &data[consumed..end],
+            peer: crate::conn::peer_of(stream),
+        };
+        let resp = core.handler.http(&hreq, &mut ctx);
+        core.stats().http_requests.bump(1);
+        if ctx.deferred {
+            // The answer comes later through the inbox (CoreMsg::HttpReply);
+            // meanwhile the connection lingers, bounded by the close timeout.
+            let mut conns = core.conns.borrow_mut();
+            let c = &mut conns[key as usize];
+            c.state = State::Closing;
+            c.closing_since = core.now();
+            core.wheel.borrow_mut().insert(
+                core.now() + secs(core.config.close_timeout),
+                key,
+                c.gen,
+            );
+            return Answer::Closed;
+        }
+        let out = http_response_bytes(&resp);
+        send_and_close(core, key, &out);
+        return Answer::Closed;
     }
+
+    let upgrade_key = match req.validate_upgrade() {
+        Ok(k) => k,
+        Err(e) => {
+            let mut out = Vec::new();
+            e.write_response(&mut out);
+            reject(core, key, &out, e.status());
+            return Answer::Closed;
+        }
+    };
+    let cfg = &core.config;
+    if !cfg.allowed_origins.is_empty() {
+        let ok = req.origin().is_some_and(|o| {
+            cfg.allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o))
+        });
+        if !ok {
+            reject_with(core, key, 403, "origin not allowed\n");
+            return Answer::Closed;
+        }
+    }
+    if core.shutting_down.get() {
+        reject_with(core, key, 503, "server shutting down\n");
+        return Answer::Closed;
+    }
+    if core.mesh.upgraded_total() >= cfg.max_connections {
+        reject_with(core, key, 503, "server full\n");
+        return Answer::Closed;
+    }
+    let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
+    let mut ureq = UpgradeRequest {
+        request: &req,
+        peer: crate::conn::peer_of(stream),
+        protocol: req.select_protocol(&supported).map(str::to_owned),
+    };
+    let data = match core.handler.upgrade(&mut ureq) {
+        Ok(d) => d,
+        Err(rej) => {
+            reject_with(core, key, rej.status, &rej.reason);
+            return Answer::Closed;
+        }
+    };
+    // Only a protocol the client offered may be selected (RFC 6455 §4.2.2).
+    let protocol = ureq
+        .protocol
+        .filter(|p| req.protocols().any(|o| o == p.as_str()));
+    let mut out = Vec::with_capacity(160);
+    handshake::write_switching_protocols(&mut out, &upgrade_key, protocol.as_deref(), &[]);
+    {
+        let mut conns = core.conns.borrow_mut();
+        let c = &mut conns[key as usize];
+        c.queued += out.len();
+        c.outbox.push_back(Bytes::from(out));
+        c.state = State::Open;
+        c.data = Some(data);
+        c.last_rx = core.now();
+    }
+    core.flush_conn(key);
+    core.stats().upgraded(&core.mesh);
+    // From now on the idle and ping timers apply.
+    let ping = secs(cfg.ping_interval);
+    let first = if ping > 0 {
+        ping.min(secs(cfg.idle_timeout))
+    } else {
+        secs(cfg.idle_timeout)
+    };
+    let gen = core.conns.borrow()[key as usize].gen;
+    core.wheel.borrow_mut().insert(core.now() + first, key, gen);
+    Answer::Upgraded(consumed)
+}
+
+/// Serialises a plain HTTP response, with `Connection: close`.
+pub(crate) fn http_response_bytes(resp: &HttpResponse) -> Vec<u8> {
+    let headers: Vec<(&str, &str)> = resp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("Connection", "close")])
+        .collect();
+    let mut out = Vec::with_capacity(128 + resp.body.len());
+    let body: &[u8] = if resp.status < 200 || resp.status == 204 || resp.status == 304 {
+        &[]
+    } else {
+        &resp.body
+    };
+    handshake::write_http_response(&mut out, resp.status, &resp.content_type, &headers, body);
+    out
 }
 
 /// Answers a refused handshake with `status` and a short body.
@@ -227,14 +314,13 @@ fn reject<H: Handler>(core: &Rc<Core<H>>, key: u32, response: &[u8], status: u16
     send_and_close(core, key, response);
 }
 
-/// Writes a short response directly (the socket buffer of a connection
-/// that never received anything has room), then half-closes so the client
-/// reads the answer before the FIN.
+/// Answers a plain request and half-closes so the client reads the answer
+/// before the FIN (see [`Core::write_and_finish`]); the close timeout
+/// bounds the rest.
 fn send_and_close<H: Handler>(core: &Rc<Core<H>>, key: u32, response: &[u8]) {
+    core.write_and_finish(key, response);
     let mut conns = core.conns.borrow_mut();
     let c = &mut conns[key as usize];
-    let _ = sys::send_parts(c.fd, &[response]);
-    sys::shutdown(c.fd, libc::SHUT_WR);
     c.state = State::Closing;
     c.closing_since = core.now();
     core.wheel
@@ -412,7 +498,8 @@ fn process<H: Handler>(core: &Rc<Core<H>>, key: u32, dec: &mut Decoder, input: &
                             frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
                         let mut conns = core.conns.borrow_mut();
                         let c = &mut conns[key as usize];
-                        c.close_code.get_or_insert((code, reason.into()));
+                        c.close_code
+                            .get_or_insert_with(|| Box::new((code, reason.into())));
                         if c.state == State::Open {
                             if let Some(Reply::Close(rc, rr)) = reply {
                                 core.begin_close(key, c, rc, rr, false);
@@ -469,7 +556,7 @@ fn finish<H: Handler>(core: &Rc<Core<H>>, key: u32, gen: u32) {
         let (code, reason) = c
             .close_code
             .take()
-            .unwrap_or((CloseCode::ABNORMAL, "".into()));
+            .map_or((CloseCode::ABNORMAL, "".into()), |b| *b);
         c.state = State::Closing;
         c.outbox.clear();
         c.queued = 0;
@@ -486,5 +573,41 @@ fn finish<H: Handler>(core: &Rc<Core<H>>, key: u32, gen: u32) {
     core.stats().closed();
     if core.shutting_down.get() && core.conns.borrow().is_empty() {
         core.drained.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Rejection, UpgradeRequest};
+    use crate::shard::test_core;
+
+    struct Nop;
+    impl Handler for Nop {
+        type Data = ();
+        fn upgrade(&self, _: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+            Ok(())
+        }
+    }
+
+    /// The connection task's future is allocated once per connection and
+    /// lives as long as it: an idle connection's user-space cost is this
+    /// plus its slab entry.
+    #[test]
+    fn connection_task_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let core = test_core(Nop);
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let fut = serve(core, Rc::new(stream));
+            let size = std::mem::size_of_val(&fut);
+            eprintln!("connection task future: {size} bytes");
+            assert!(size <= 400, "connection task future is {size} bytes");
+        });
     }
 }

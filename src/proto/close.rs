@@ -118,9 +118,9 @@ impl<'a> CloseFrame<'a> {
         if !code.is_valid_on_wire() {
             return Err(ProtocolError::InvalidCloseCode(code.0));
         }
-        // §5.5.1: the reason's "data is not guaranteed to be human readable
-        // but ... MUST be" UTF-8; a failure is §8.1's invalid-data case (1007).
-        // At most 123 bytes, so std's scalar check costs nothing measurable.
+        // §5.5.1: the body "MAY contain UTF-8-encoded data with value
+        // /reason/"; bytes that are not UTF-8 fall under §8.1 (1007). At most
+        // 123 bytes, so std's scalar check costs nothing measurable.
         let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
         Ok(Some(CloseFrame { code, reason }))
     }

@@ -144,7 +144,7 @@ pub enum Message<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply<'a> {
     /// §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
-    /// frame in response ... with identical Application data".
+    /// frame in response"; it "must have identical 'Application data'".
     Pong(&'a [u8]),
     /// §5.5.1: "If an endpoint receives a Close frame and did not previously
     /// send a Close frame, the endpoint MUST send a Close frame in response";
@@ -192,6 +192,11 @@ struct Reassembly {
     /// The whole message was handed out; the buffer is freed on the next
     /// call, once the borrow has ended.
     delivered: bool,
+    /// Some fragment was validated partly by an earlier call, as its bytes
+    /// arrived; the finished text is then validated once more as a whole,
+    /// so that what is handed out as `str` never depends on the caller
+    /// having kept its side of the contract.
+    recheck: bool,
     /// The unmasked payload of the fragments so far.
     payload: Vec<u8>,
     /// UTF-8 state across fragment boundaries (Text only).
@@ -307,7 +312,8 @@ impl Decoder {
             self.reassembly = None;
         }
         if self.closed {
-            // §5.5.1: after a Close, the peer "MUST NOT send any more data".
+            // §5.5.1: "The application MUST NOT send any more data frames
+            // after sending a Close frame."
             return if input.is_empty() {
                 Ok(Decoded::Incomplete {
                     consumed: 0,
@@ -316,6 +322,26 @@ impl Decoder {
             } else {
                 Err(ProtocolError::ReceivedAfterClose)
             };
+        }
+        if let Some((head, len, key)) = self.single_frame(input, limits) {
+            // The common case, decided from the header alone: a whole
+            // single-frame Text or Binary message, no copy.
+            let is_text = input[0] == 0x81;
+            let payload = &mut input[head..len];
+            unmask_whole(payload, key, is_text)?;
+            let payload: &'a [u8] = payload;
+            let message = if is_text {
+                // SAFETY: just checked: all ASCII per `mask::unmask_text`, or
+                // accepted by `utf8::validate`.
+                Message::Text(unsafe { str_unchecked(payload) })
+            } else {
+                Message::Binary(payload)
+            };
+            return Ok(Decoded::Message {
+                consumed: len,
+                message,
+                reply: None,
+            });
         }
         let mut consumed = 0;
         let (len, out) = loop {
@@ -334,9 +360,8 @@ impl Decoder {
         let (message, reply) = match out {
             Out::Text { head } => {
                 // SAFETY: `step` returns `Out::Text` only after checking this
-                // exact payload: all ASCII per `mask::unmask_text`, or
-                // `utf8::validate` (the whole frame, or the unvalidated rest
-                // after a prefix that ended on a code point boundary).
+                // whole payload, in this call: all ASCII per
+                // `mask::unmask_text`, or accepted by `utf8::validate`.
                 let text = unsafe { str_unchecked(&frame[head..]) };
                 (Message::Text(text), None)
             }
@@ -379,8 +404,11 @@ impl Decoder {
                         payload: &r.payload,
                     }
                 } else if r.opcode == OpCode::Text {
-                    // SAFETY: every fragment went through `r.utf8.feed`, and
-                    // `finish` confirmed the message ends on a code point.
+                    // SAFETY: each fragment was fed to `r.utf8` in the call
+                    // that copied it into `r.payload`, and `finish` confirmed
+                    // the message ends on a code point; or, if any fragment
+                    // was partly fed by an earlier call (`r.recheck`),
+                    // `utf8::validate` accepted the whole payload.
                     Message::Text(unsafe { str_unchecked(&r.payload) })
                 } else {
                     Message::Binary(&r.payload)
@@ -393,6 +421,60 @@ impl Decoder {
             message,
             reply,
         })
+    }
+
+    /// Recognises the common frame from its header: a final, RSV-free Text or
+    /// Binary frame with a 7- or 16-bit length, masked as the role requires,
+    /// wholly in `input`, within the limits, with no fragmented message or
+    /// partial frame in progress. Returns the header length, the frame length
+    /// and the masking key. Anything else takes the general path, which
+    /// enforces every rule. Called once the decoder is known not closed.
+    #[inline(always)]
+    fn single_frame(
+        &self,
+        input: &[u8],
+        limits: &Limits,
+    ) -> Option<(usize, usize, Option<[u8; 4]>)> {
+        if self.reassembly.is_some() || self.progress != 0 {
+            return None;
+        }
+        let [b0, b1, ..] = *input else {
+            return None;
+        };
+        // FIN, no RSV bits, opcode Text or Binary.
+        if b0 != 0x81 && b0 != 0x82 {
+            return None;
+        }
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return None;
+        }
+        let (n, mut head) = match b1 & 0x7F {
+            127 => return None,
+            126 => (
+                u16::from_be_bytes([*input.get(2)?, *input.get(3)?]) as usize,
+                4,
+            ),
+            n => (n as usize, 2),
+        };
+        if masked {
+            head += 4;
+        }
+        let len = head + n;
+        if input.len() < len || n > limits.max_frame_size || n > limits.max_message_size {
+            return None;
+        }
+        let key = if masked {
+            Some([
+                input[head - 4],
+                input[head - 3],
+                input[head - 2],
+                input[head - 1],
+            ])
+        } else {
+            None
+        };
+        Some((head, len, key))
     }
 
     /// Resets to the start of a message and passes `e` on.
@@ -430,8 +512,8 @@ impl Decoder {
         let len7 = b1 & 0x7F;
         if opcode.is_control() {
             // §5.2: RSV bits "MUST be 0 unless an extension is negotiated that
-            // defines meanings for non-zero values"; RFC 7692 §6.1: the
-            // compression bit "MUST NOT" be set on control frames.
+            // defines meanings for non-zero values"; none does for control
+            // frames (RFC 7692 §6, see below).
             if rsv != 0 {
                 return Err(ProtocolError::ReservedBits);
             }
@@ -444,8 +526,9 @@ impl Decoder {
                 return Err(ProtocolError::ControlFrameTooLong);
             }
         } else {
-            // §5.2 as above; RFC 7692 §6.1 allows RSV1 on the first frame of a
-            // message only, so never on a continuation.
+            // §5.2 as above. RFC 7692 §6 forbids RSV1 on "control frames and
+            // non-first fragments of a data message. An endpoint receiving
+            // such a frame MUST _Fail the WebSocket Connection_."
             let rsv1_allowed = limits.allow_rsv1 && opcode != OpCode::Continuation;
             if rsv & 0b011 != 0 || (rsv & 0b100 != 0 && !rsv1_allowed) {
                 return Err(ProtocolError::ReservedBits);
@@ -542,28 +625,17 @@ impl Decoder {
             if fin {
                 // A single-frame message, the common case: no copy.
                 if done == 0 {
-                    match key {
-                        Some(key) if text => {
-                            // The fused pass reports all-ASCII, so the UTF-8
-                            // validator only runs on non-ASCII text.
-                            if !mask::unmask_text(payload, key, 0) && !utf8::validate(payload) {
-                                return Err(ProtocolError::InvalidUtf8);
-                            }
-                        }
-                        Some(key) => mask::apply_mask(payload, key, 0),
-                        None => {
-                            if text && !utf8::validate(payload) {
-                                return Err(ProtocolError::InvalidUtf8);
-                            }
-                        }
-                    }
+                    unmask_whole(payload, key, text)?;
                 } else {
                     if let Some(key) = key {
                         mask::apply_mask(&mut payload[done..], key, done);
                     }
-                    // Bytes before `done - tail` were validated and end on a
-                    // code point boundary.
-                    if text && !utf8::validate(&payload[done - tail..]) {
+                    // The prefix was validated when it arrived (to fail
+                    // fast), but by an earlier call: a caller breaking the
+                    // contract could have changed it since, and the `str`
+                    // handed out must be valid regardless. So validate the
+                    // whole payload, a cheap pass over bytes still in cache.
+                    if text && !utf8::validate(payload) {
                         return Err(ProtocolError::InvalidUtf8);
                     }
                 }
@@ -582,10 +654,9 @@ impl Decoder {
             }
             let mut validator = Utf8Validator::new();
             if text {
-                // §8.1 fail fast: "When an endpoint is to interpret a byte
-                // stream as UTF-8 but finds that the byte stream is not, in
-                // fact, a valid UTF-8 stream, that endpoint MUST _Fail the
-                // WebSocket Connection_."
+                // §8.1, as early as possible: the first fragment is checked
+                // now, not when the message ends. Bytes before `done - tail`
+                // were checked as they arrived and end on a code point.
                 validator
                     .feed(&payload[done - tail..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -594,6 +665,7 @@ impl Decoder {
                 opcode,
                 compressed,
                 delivered: false,
+                recheck: done > 0,
                 payload: payload.to_vec(),
                 utf8: validator,
             }));
@@ -603,6 +675,7 @@ impl Decoder {
         if let Some(key) = key {
             mask::apply_mask(&mut payload[done..], key, done);
         }
+        r.recheck |= done > 0;
         if text {
             r.utf8
                 .feed(&payload[done..])
@@ -612,6 +685,9 @@ impl Decoder {
             }
         }
         r.payload.extend_from_slice(payload);
+        if fin && text && r.recheck && !utf8::validate(&r.payload) {
+            return Err(ProtocolError::InvalidUtf8);
+        }
         if fin {
             r.delivered = true;
             Ok(Step::Done {
@@ -657,6 +733,29 @@ impl Decoder {
         }
         self.progress = avail;
         Ok(())
+    }
+}
+
+/// Unmasks a whole payload in place and, for text, checks it is UTF-8.
+#[inline(always)]
+fn unmask_whole(payload: &mut [u8], key: Option<[u8; 4]>, text: bool) -> Result<(), ProtocolError> {
+    let valid = match key {
+        // The fused pass reports all-ASCII, so the UTF-8 validator only runs
+        // on text that is not.
+        Some(key) if text => mask::unmask_text(payload, key, 0) || utf8::validate(payload),
+        Some(key) => {
+            mask::apply_mask(payload, key, 0);
+            true
+        }
+        None => !text || utf8::validate(payload),
+    };
+    if valid {
+        Ok(())
+    } else {
+        // §8.1: "When an endpoint is to interpret a byte stream as UTF-8 but
+        // finds that the byte stream is not, in fact, a valid UTF-8 stream,
+        // that endpoint MUST _Fail the WebSocket Connection_."
+        Err(ProtocolError::InvalidUtf8)
     }
 }
 

@@ -61,8 +61,8 @@ pub enum ProtocolError {
     /// [`Limits::max_message_size`](crate::proto::decode::Limits::max_message_size).
     #[error("message larger than the configured maximum")]
     MessageTooLarge,
-    /// Bytes arrived after the peer's Close frame (§5.5.1: after a Close the
-    /// peer "MUST NOT send any more data frames").
+    /// Bytes arrived after the peer's Close frame (§5.5.1: "The application
+    /// MUST NOT send any more data frames after sending a Close frame").
     #[error("data received after a close frame")]
     ReceivedAfterClose,
 }

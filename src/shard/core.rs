@@ -15,15 +15,18 @@ use crate::conn::{sys, Conn, ConnId, SendStatus, State};
 use crate::handler::{Handler, PublishResult, Ws};
 use crate::proto::{CloseCode, Limits, PreparedFrame};
 use crate::pubsub::{Registry, Subscribed, Unsubscribed};
-use crate::shard::mesh::{CoreMsg, Tally};
+use crate::shard::mesh::{CoreMsg, Done, Tally};
 use crate::shard::timer::TimerWheel;
-use crate::shard::{Mesh, ServerHandle};
+use crate::shard::{Mesh, PublishReport, ServerHandle};
 
 /// Size of the per-core read buffer every readable connection reads into.
 pub(crate) const SCRATCH_SIZE: usize = 64 << 10;
 /// Frames at most this large are copied together into one write buffer;
 /// larger ones go out as their own iovec, shared with every subscriber.
 const COALESCE_MAX: usize = 2048;
+/// Frames up to this size that arrive from another core are copied once
+/// into core-local memory before the per-subscriber clones.
+const LOCAL_COPY_MAX: usize = 64 << 10;
 /// Bytes one flush of one connection hands the kernel at most.
 const WRITE_BATCH: usize = 256 << 10;
 
@@ -211,6 +214,7 @@ impl<H: Handler> Core<H> {
         }
         c.outbox.push_back(frame);
         c.queued += len;
+        self.stats().messages_out.bump(1);
         self.mark_dirty(key, c);
         if c.queued > self.config.outbox_low_water {
             c.backpressured = true;
@@ -270,7 +274,8 @@ impl<H: Handler> Core<H> {
         c.state = State::Closing;
         c.fin_after_flush = true;
         c.closing_since = self.now();
-        c.close_code.get_or_insert((code, reason.into()));
+        c.close_code
+            .get_or_insert_with(|| Box::new((code, reason.into())));
         self.mark_dirty(key, c);
         // The peer has the close timeout to answer before we drop it.
         self.wheel.borrow_mut().insert(
@@ -278,6 +283,28 @@ impl<H: Handler> Core<H> {
             key,
             c.gen,
         );
+    }
+
+    /// Writes a plain HTTP response on a connection that is not (and will
+    /// not be) upgraded, then half-closes it. Written directly when the
+    /// socket takes it all, the common case; what does not fit (a large
+    /// `/metrics` on many cores) goes through the outbox and the FIN
+    /// follows it.
+    pub(crate) fn write_and_finish(&self, key: u32, response: &[u8]) {
+        let mut conns = self.conns.borrow_mut();
+        let Some(c) = conns.get_mut(key as usize) else {
+            return;
+        };
+        let sent = sys::send_parts(c.fd, &[response]).unwrap_or(0);
+        if sent >= response.len() {
+            sys::shutdown(c.fd, libc::SHUT_WR);
+            return;
+        }
+        let rest = Bytes::copy_from_slice(&response[sent..]);
+        c.queued += rest.len();
+        c.outbox.push_back(rest);
+        c.fin_after_flush = true;
+        self.mark_dirty(key, c);
     }
 
     pub(crate) fn mark_dirty(&self, key: u32, c: &mut Conn<H::Data>) {
@@ -352,6 +379,48 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Publishes like [`Core::publish`] and calls `done` with the totals
+    /// over all cores once every core has queued the frame; `done` runs on
+    /// the thread of the last core to finish (possibly this one, before
+    /// this returns).
+    pub fn publish_then(
+        &self,
+        topic: &str,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+        done: Box<dyn FnOnce(PublishReport) + Send>,
+    ) -> PublishResult {
+        self.stats().publishes.bump(1);
+        let bucket = self.mesh.interest.bucket(topic);
+        // Collected first: the tally must know how many cores will answer.
+        let mut remote = Vec::new();
+        self.mesh.interest.for_each_core(bucket, |c| {
+            if c != self.id {
+                remote.push(c);
+            }
+        });
+        let tally = Tally::with(remote.len() + 1, Done::Call(done));
+        if !remote.is_empty() {
+            let t: Arc<str> = Arc::from(topic);
+            for &c in &remote {
+                self.mesh.mailboxes[c].send(CoreMsg::Publish {
+                    topic: t.clone(),
+                    frame: frame.clone(),
+                    exclude,
+                    tally: Some(tally.clone()),
+                });
+            }
+        }
+        let exclude_local = exclude.filter(|e| e.shard() == self.id).map(|e| e.key);
+        let (delivered, dropped) = self.publish_local(topic, &frame, exclude_local);
+        tally.add(delivered, dropped);
+        PublishResult {
+            delivered,
+            dropped,
+            remote_cores: remote.len(),
+        }
+    }
+
     /// Handles a message from another core.
     pub fn on_core_msg(&self, msg: CoreMsg) {
         match msg {
@@ -362,6 +431,16 @@ impl<H: Handler> Core<H> {
                 tally,
             } => {
                 let ex = exclude.filter(|e| e.shard() == self.id).map(|e| e.key);
+                // Every subscriber's clone bumps the frame's reference count.
+                // Shared with other cores, that count's cache line would
+                // bounce between them once per subscriber; one copy per core
+                // keeps the per-subscriber work core-local.
+                let subs = self.registry.borrow().subscribers(&topic).len();
+                let frame = if subs > 1 && (frame.len() <= LOCAL_COPY_MAX || subs >= 16) {
+                    Bytes::copy_from_slice(&frame)
+                } else {
+                    frame
+                };
                 let (d, x) = self.publish_local(&topic, &frame, ex);
                 if d + x == 0 {
                     self.stats().fanout_misses.bump(1);
@@ -378,6 +457,11 @@ impl<H: Handler> Core<H> {
             CoreMsg::Close { to, code, reason } => {
                 if self.is_live(to.key, to.gen) {
                     self.close(to.key, code, &reason);
+                }
+            }
+            CoreMsg::HttpReply { to, response } => {
+                if self.is_live(to.key, to.gen) {
+                    self.write_and_finish(to.key, &response);
                 }
             }
             CoreMsg::Run(job) => job(self),

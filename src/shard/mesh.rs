@@ -10,6 +10,16 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::conn::ConnId;
 use crate::proto::CloseCode;
+use crate::shard::PublishReport;
+
+/// What completes a counted publish.
+pub(crate) enum Done {
+    /// Wake a thread blocked in [`ServerHandle::publish_counted`](crate::ServerHandle::publish_counted).
+    Signal(std::sync::mpsc::Sender<()>),
+    /// Call back with the totals, on the thread of the last core to finish
+    /// (a callback's counted publish, which must not block its core).
+    Call(Box<dyn FnOnce(PublishReport) + Send>),
+}
 
 /// A counted publish: each core adds what it delivered, and the last one
 /// to finish completes it.
@@ -17,11 +27,15 @@ pub struct Tally {
     pub(crate) delivered: std::sync::atomic::AtomicUsize,
     pub(crate) dropped: std::sync::atomic::AtomicUsize,
     pub(crate) pending: std::sync::atomic::AtomicUsize,
-    pub(crate) done: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    pub(crate) done: std::sync::Mutex<Option<Done>>,
 }
 
 impl Tally {
     pub(crate) fn new(pending: usize, done: std::sync::mpsc::Sender<()>) -> Arc<Self> {
+        Self::with(pending, Done::Signal(done))
+    }
+
+    pub(crate) fn with(pending: usize, done: Done) -> Arc<Self> {
         Arc::new(Self {
             delivered: 0.into(),
             dropped: 0.into(),
@@ -35,8 +49,15 @@ impl Tally {
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The completion path of a counted publish, not the fanout path.
-            if let Some(tx) = self.done.lock().ok().and_then(|mut g| g.take()) {
-                let _ = tx.send(());
+            match self.done.lock().ok().and_then(|mut g| g.take()) {
+                Some(Done::Signal(tx)) => {
+                    let _ = tx.send(());
+                }
+                Some(Done::Call(f)) => f(PublishReport {
+                    delivered: self.delivered.load(Ordering::Relaxed),
+                    dropped: self.dropped.load(Ordering::Relaxed),
+                }),
+                None => {}
             }
         }
     }
@@ -73,6 +94,14 @@ pub enum CoreMsg {
         code: CloseCode,
         /// Close reason.
         reason: String,
+    },
+    /// Answer a plain HTTP request whose response was deferred, then
+    /// half-close the connection.
+    HttpReply {
+        /// The connection; a stale id is ignored.
+        to: ConnId,
+        /// The whole response: status line, headers, body.
+        response: Bytes,
     },
     /// Run a closure on the core.
     Run(CoreJob),

@@ -189,6 +189,16 @@ impl ServerHandle {
         }
     }
 
+    /// Answers a deferred HTTP request and half-closes its connection.
+    pub(crate) fn http_reply(&self, to: ConnId, resp: &crate::handler::HttpResponse) {
+        if let Some(mb) = self.inner.mesh.mailboxes.get(to.shard()) {
+            mb.send(CoreMsg::HttpReply {
+                to,
+                response: crate::conn::read::http_response_bytes(resp).into(),
+            });
+        }
+    }
+
     /// Closes one connection with `code` and `reason`, from any thread.
     pub fn close(&self, to: ConnId, code: CloseCode, reason: &str) {
         if let Some(mb) = self.inner.mesh.mailboxes.get(to.shard()) {
@@ -415,6 +425,33 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// A one-core setup for unit tests that need a `Core` without threads.
+#[cfg(test)]
+pub(crate) fn test_core<H: Handler>(handler: H) -> Rc<Core<H>> {
+    let (mb, _inbox) = mesh::mailbox().unwrap();
+    let mesh = Arc::new(Mesh {
+        interest: InterestTable::new(1, 16),
+        mailboxes: vec![mb].into_boxed_slice(),
+        stats: vec![CoreStats::default()].into_boxed_slice(),
+        upgraded: Default::default(),
+    });
+    let handle = ServerHandle {
+        inner: Arc::new(HandleInner {
+            mesh: mesh.clone(),
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            drivers: Mutex::new(vec![DriverKind::Legacy]),
+            threads: Mutex::new(Vec::new()),
+        }),
+    };
+    Rc::new(Core::new(
+        0,
+        mesh,
+        handle,
+        Arc::new(handler),
+        Arc::new(Config::default()),
+    ))
+}
+
 /// A core's life: accept until told to stop, then close gracefully.
 async fn run_core<H: Handler>(core: Rc<Core<H>>, listener: std::net::TcpListener, inbox: Inbox) {
     monoio::spawn(flusher(core.clone()));
@@ -465,8 +502,8 @@ async fn run_core<H: Handler>(core: Rc<Core<H>>, listener: std::net::TcpListener
 async fn accept_loop<H: Handler>(core: Rc<Core<H>>, listener: &monoio::net::TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                monoio::spawn(crate::conn::read::serve(core.clone(), stream, peer));
+            Ok((stream, _peer)) => {
+                monoio::spawn(crate::conn::read::serve(core.clone(), Rc::new(stream)));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of

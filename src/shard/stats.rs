@@ -57,6 +57,8 @@ pub struct CoreStats {
     pub messages_in: Counter,
     /// Bytes received (handshakes included).
     pub bytes_in: Counter,
+    /// Data messages queued for sending (direct sends and deliveries).
+    pub messages_out: Counter,
     /// Bytes queued for sending (frames × recipients).
     pub bytes_out: Counter,
     /// Bytes written to sockets.
@@ -123,6 +125,7 @@ impl CoreStats {
             upgrades: self.upgrades.get(),
             messages_in: self.messages_in.get(),
             bytes_in: self.bytes_in.get(),
+            messages_out: self.messages_out.get(),
             bytes_out: self.bytes_out.get(),
             write_bytes: self.write_bytes.get(),
             publishes: self.publishes.get(),
@@ -155,6 +158,8 @@ pub struct StatsSnapshot {
     pub messages_in: u64,
     /// Bytes received.
     pub bytes_in: u64,
+    /// Data messages queued for sending.
+    pub messages_out: u64,
     /// Bytes queued for sending.
     pub bytes_out: u64,
     /// Bytes written to sockets.
@@ -188,6 +193,7 @@ impl StatsSnapshot {
         self.upgrades += o.upgrades;
         self.messages_in += o.messages_in;
         self.bytes_in += o.bytes_in;
+        self.messages_out += o.messages_out;
         self.bytes_out += o.bytes_out;
         self.write_bytes += o.write_bytes;
         self.publishes += o.publishes;

@@ -557,6 +557,20 @@ fn invalid_utf8_fails_on_the_byte_that_makes_it_invalid() {
         decoder.decode(&mut buf, &limits),
         Err(ProtocolError::InvalidUtf8)
     );
+    // "a" E2 then "b": the unfinished code point is broken by a byte that is
+    // fine on its own.
+    let frame = masked(0x81, b"a\xe2bcdef");
+    let mut decoder = Decoder::new(Role::Server);
+    let mut buf = frame[..8].to_vec();
+    assert!(matches!(
+        decoder.decode(&mut buf, &limits),
+        Ok(Decoded::Incomplete { .. })
+    ));
+    buf.push(frame[8]);
+    assert_eq!(
+        decoder.decode(&mut buf, &limits),
+        Err(ProtocolError::InvalidUtf8)
+    );
 }
 
 #[test]
@@ -764,6 +778,56 @@ fn client_role_dribbled() {
     bad.extend_from_slice(b"ab\xf4\x90");
     assert_eq!(
         dribble(Role::Client, &limits, &bad, 1),
+        Err(ProtocolError::InvalidUtf8)
+    );
+}
+
+#[test]
+fn a_caller_breaking_the_contract_never_gets_invalid_text() {
+    let limits = Limits::default();
+    // Half of a text frame, then the whole frame with the half that was
+    // already unmasked replaced by invalid UTF-8.
+    let frame = masked(0x81, b"abcdefghij");
+    let mut decoder = Decoder::new(Role::Server);
+    let mut buf = frame[..6 + 5].to_vec();
+    assert!(matches!(
+        decoder.decode(&mut buf, &limits),
+        Ok(Decoded::Incomplete { .. })
+    ));
+    let mut swapped = frame.clone();
+    swapped[6..11].fill(0xff);
+    assert_eq!(
+        decoder.decode(&mut swapped, &limits),
+        Err(ProtocolError::InvalidUtf8)
+    );
+    // The same for the continuation of a fragmented text message.
+    let cont = masked(0x80, b"abcdefghij");
+    let mut decoder = Decoder::new(Role::Server);
+    let mut buf = masked(0x01, b"xy");
+    let first = buf.len();
+    buf.extend_from_slice(&cont[..8 + 5]);
+    assert!(
+        matches!(decoder.decode(&mut buf, &limits), Ok(Decoded::Incomplete { consumed, .. }) if consumed == first)
+    );
+    let mut swapped = cont.clone();
+    swapped[8..13].fill(0xff);
+    assert_eq!(
+        decoder.decode(&mut swapped, &limits),
+        Err(ProtocolError::InvalidUtf8)
+    );
+    // And for a dribbled first fragment.
+    let head = masked(0x01, b"abcdefghij");
+    let mut decoder = Decoder::new(Role::Server);
+    let mut buf = head[..6 + 5].to_vec();
+    assert!(matches!(
+        decoder.decode(&mut buf, &limits),
+        Ok(Decoded::Incomplete { .. })
+    ));
+    let mut swapped = head.clone();
+    swapped[6..11].fill(0xff);
+    swapped.extend(masked(0x80, b""));
+    assert_eq!(
+        decoder.decode(&mut swapped, &limits),
         Err(ProtocolError::InvalidUtf8)
     );
 }

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 
 use super::headers::{
-    head_status, header_slots, slot_count, str_list, window, Extension, HeaderList,
+    head_status, header_slots, quoted_list, slot_count, window, Extension, HeaderList,
 };
 use super::response::push_header;
 use super::{accept_key, HandshakeError, HandshakeLimits, Parsed, WEBSOCKET_VERSION};
@@ -100,7 +100,8 @@ impl ClientHandshake {
         for (name, value) in extra_headers {
             push_header(&mut request, name, value);
             if name.eq_ignore_ascii_case("sec-websocket-extensions") {
-                extensions.extend(str_list(value).map(|e| Extension::parse(e).name().to_owned()));
+                extensions
+                    .extend(quoted_list(value).map(|e| Extension::parse(e).name().to_owned()));
             }
         }
         request.extend_from_slice(b"\r\n");

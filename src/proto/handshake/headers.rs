@@ -49,17 +49,28 @@ impl<'a> HeaderList<'a> {
     }
 
     /// The UTF-8 elements of every `name` list, trimmed, empty ones skipped.
+    ///
+    /// Quotes are not special here: the lists this is used for
+    /// (`Sec-WebSocket-Protocol`, `Upgrade`) hold tokens, and a token cannot
+    /// contain a comma, so every comma separates.
     pub(crate) fn str_elements<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.get_all(name)
             .filter_map(|v| std::str::from_utf8(v).ok())
-            .flat_map(str_list)
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
     }
 
     pub(crate) fn extensions<'s>(
         &'s self,
         name: &'s str,
     ) -> impl Iterator<Item = Extension<'a>> + 's {
-        self.str_elements(name).map(Extension::parse)
+        // Extension parameters may be quoted strings (RFC 6455 §9.1), so
+        // commas inside quotes do not separate extensions.
+        self.get_all(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(quoted_list)
+            .map(Extension::parse)
     }
 }
 
@@ -73,8 +84,9 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
-/// Elements of a comma-separated list of strings, trimmed, empty ones skipped.
-pub(crate) fn str_list(value: &str) -> impl Iterator<Item = &str> {
+/// Elements of a comma-separated list whose elements may hold quoted
+/// strings (commas inside quotes do not separate), trimmed, empty ones skipped.
+pub(crate) fn quoted_list(value: &str) -> impl Iterator<Item = &str> {
     split_unquoted(value, b',')
         .map(str::trim)
         .filter(|e| !e.is_empty())

@@ -429,6 +429,19 @@ fn protocols_from_all_fields() {
 }
 
 #[test]
+fn protocol_list_splits_at_every_comma() {
+    // Found by fuzzing: quotes once shielded a comma, so `a="x,y"` came out
+    // as one protocol that, echoed in the 101, the client would read as two.
+    let buf = with("Sec-WebSocket-Protocol", Some(r#"a="x,y", b"#));
+    let (req, _) = parse(&buf);
+    assert_eq!(
+        req.protocols().collect::<Vec<_>>(),
+        [r#"a="x"#, r#"y""#, "b"]
+    );
+    assert!(req.protocols().all(|p| !p.contains(',')));
+}
+
+#[test]
 fn extensions_offered_by_a_browser() {
     let buf = with_extra(&[(
         "Sec-WebSocket-Extensions",

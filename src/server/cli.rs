@@ -1,0 +1,335 @@
+//! The `shardcast` binary: flags and `SHARDCAST_*` variables over an optional TOML file, logging, and SIGINT/SIGTERM for a graceful stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use super::settings::{Settings, SlowConsumer};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Slow-consumer policy as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlowConsumerArg {
+    /// Close the connection with 1013.
+    Close,
+    /// Drop the messages that do not fit.
+    Drop,
+}
+
+/// A WebSocket pub/sub server: clients subscribe to topics and publish JSON
+/// over WebSocket; backends publish over HTTP.
+///
+/// Settings come from, in increasing precedence: defaults, the TOML file
+/// given with --config, SHARDCAST_* environment variables, flags. Without
+/// --jwt-secret anyone may subscribe and publish (a warning says so).
+#[derive(Debug, Parser)]
+#[command(name = "shardcast", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// TOML settings file (same names as the flags, with underscores).
+    #[arg(short, long, env = "SHARDCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address for WebSocket and HTTP. [default: 127.0.0.1:8080]
+    #[arg(short, long, env = "SHARDCAST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Cores (threads) to run. [default: the CPUs of the affinity mask]
+    #[arg(long, env = "SHARDCAST_CORES", value_name = "N")]
+    pub cores: Option<usize>,
+
+    /// Do not pin core threads to CPUs.
+    #[arg(long, env = "SHARDCAST_NO_PIN")]
+    pub no_pin: bool,
+
+    /// HS256 secret for client JWTs; when set, clients must authenticate.
+    #[arg(
+        long,
+        env = "SHARDCAST_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// API key for POST /api/publish (repeat the flag, or comma-separate in
+    /// the variable).
+    #[arg(
+        long = "api-key",
+        env = "SHARDCAST_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Seconds a client without a token has to send an auth message. [default: 10]
+    #[arg(long, env = "SHARDCAST_AUTH_TIMEOUT_SECS", value_name = "SECS")]
+    pub auth_timeout_secs: Option<u64>,
+
+    /// WebSocket connections in all; more get 503. [default: 1000000]
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// WebSocket connections per IP address; more get 429; 0: no limit. [default: 10000]
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Allowed Origin (repeat, or comma-separate); others get 403. [default: any]
+    #[arg(
+        long = "allowed-origin",
+        env = "SHARDCAST_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Subscriptions per connection. [default: 1000]
+    #[arg(long, env = "SHARDCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Longest topic name, in bytes. [default: 256]
+    #[arg(long, env = "SHARDCAST_MAX_TOPIC_LENGTH", value_name = "BYTES")]
+    pub max_topic_length: Option<usize>,
+
+    /// Largest client message, in bytes. [default: 65536]
+    #[arg(long, env = "SHARDCAST_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+
+    /// Publishes per second per connection (token bucket); 0: no limit. [default: 100]
+    #[arg(long, env = "SHARDCAST_PUBLISH_RATE", value_name = "PER_SEC")]
+    pub publish_rate: Option<f64>,
+
+    /// Publish burst per connection. [default: 200]
+    #[arg(long, env = "SHARDCAST_PUBLISH_BURST", value_name = "N")]
+    pub publish_burst: Option<u32>,
+
+    /// Bytes queued for one slow client before --slow-consumer applies. [default: 1048576]
+    #[arg(long, env = "SHARDCAST_OUTBOX_LIMIT", value_name = "BYTES")]
+    pub outbox_limit: Option<usize>,
+
+    /// What to do with a client over the outbox limit. [default: close]
+    #[arg(long, env = "SHARDCAST_SLOW_CONSUMER", value_enum)]
+    pub slow_consumer: Option<SlowConsumerArg>,
+
+    /// Seconds a silent client is kept (pinged every third of it). [default: 120]
+    #[arg(long, env = "SHARDCAST_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+
+    /// Largest POST /api/publish body, in bytes; larger get 413. [default: 1048576]
+    #[arg(long, env = "SHARDCAST_MAX_HTTP_BODY", value_name = "BYTES")]
+    pub max_http_body: Option<usize>,
+
+    /// Seconds a graceful shutdown waits for clients' close handshakes. [default: 5]
+    #[arg(long, env = "SHARDCAST_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// Milliseconds between $sys.stats messages (the status page); 0: off. [default: 1000]
+    #[arg(long, env = "SHARDCAST_STATS_INTERVAL_MS", value_name = "MS")]
+    pub stats_interval_ms: Option<u64>,
+
+    /// Log filter, e.g. `info` or `shardcast=debug` (RUST_LOG when unset). [default: info]
+    #[arg(long, env = "SHARDCAST_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// The settings: the file (if any), then what the flags and variables
+    /// set.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
+        }
+        set!(
+            listen,
+            auth_timeout_secs,
+            max_connections,
+            max_connections_per_ip,
+            max_subscriptions,
+            max_topic_length,
+            max_message_size,
+            publish_rate,
+            publish_burst,
+            outbox_limit,
+            idle_timeout_secs,
+            max_http_body,
+            shutdown_timeout_secs,
+            stats_interval_ms
+        );
+        if self.cores.is_some() {
+            s.cores = self.cores;
+        }
+        if self.no_pin {
+            s.pin = false;
+        }
+        if self.jwt_secret.is_some() {
+            s.jwt_secret = self.jwt_secret.clone();
+        }
+        if !self.api_keys.is_empty() {
+            s.api_keys = self.api_keys.clone();
+        }
+        if !self.allowed_origins.is_empty() {
+            s.allowed_origins = self.allowed_origins.clone();
+        }
+        if let Some(p) = self.slow_consumer {
+            s.slow_consumer = match p {
+                SlowConsumerArg::Close => SlowConsumer::Close,
+                SlowConsumerArg::Drop => SlowConsumer::Drop,
+            };
+        }
+        if s.jwt_secret.as_deref() == Some("") {
+            anyhow::bail!("the JWT secret is empty");
+        }
+        Ok(s)
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = match &cli.log {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it
+/// starts afterwards) so that [`wait_for_signal`] receives them.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
+    // and pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and returns its number.
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` was initialised by `block_signals`; `sig` is a valid
+    // out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// The binary's entry point: parse, start, wait for a signal, stop.
+///
+/// # Errors
+/// Bad settings, or the server cannot start (address in use, ...).
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let settings = cli.settings()?;
+    let listen = settings.listen;
+    let signals = block_signals();
+    let mut running =
+        super::start(settings.clone()).with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = running.local_addr();
+    tracing::info!(
+        %addr,
+        cores = running.handle().cores(),
+        drivers = ?running.handle().drivers(),
+        "shardcast listening: ws://{addr}/ , status page http://{addr}/ , metrics http://{addr}/metrics"
+    );
+    if running.anonymous() {
+        tracing::warn!(
+            "no JWT secret set (--jwt-secret / SHARDCAST_JWT_SECRET): anonymous clients may subscribe and publish to any topic"
+        );
+    }
+    if running.open_api() {
+        tracing::warn!(
+            "no API key set (--api-key / SHARDCAST_API_KEYS): POST /api/publish is open to anyone"
+        );
+    } else if settings.api_keys.is_empty() {
+        tracing::info!("no API key set: POST /api/publish is disabled");
+    }
+    let sig = wait_for_signal(&signals);
+    tracing::info!(signal = sig, "shutting down: closing connections with 1001");
+    running.shutdown();
+    // A second signal stops at once.
+    std::thread::spawn(move || {
+        let sig = wait_for_signal(&signals);
+        tracing::warn!(signal = sig, "second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    running.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("shardcast-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nmax_subscriptions = 7\npublish_rate = 5.0\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "shardcast",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-subscriptions",
+            "9",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--slow-consumer",
+            "drop",
+        ])
+        .unwrap();
+        let s = cli.settings().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(s.max_subscriptions, 9);
+        assert_eq!(s.publish_rate, 5.0);
+        assert_eq!(s.api_keys, ["a", "b"]);
+        assert_eq!(s.slow_consumer, SlowConsumer::Drop);
+        assert_eq!(s.max_topic_length, Settings::default().max_topic_length);
+    }
+
+    #[test]
+    fn no_arguments_mean_the_documented_defaults() {
+        let s = Cli::try_parse_from(["shardcast"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(s.anonymous());
+    }
+}

@@ -1,0 +1,301 @@
+//! Server counters (per core, like the engine's) and the Prometheus text exposition of both.
+//!
+//! Written by hand rather than with a client crate: the engine already
+//! keeps its counters per core as single-writer atomics, so a registry
+//! would either count everything twice on the hot path or need a custom
+//! collector that does what the few lines below do.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::shard::stats::REJECT_STATUSES;
+use crate::StatsSnapshot;
+
+/// Error codes the server sends, in the order of [`ServerCounters::errors`].
+pub const ERROR_CODES: [&str; 7] = [
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "too_large",
+    "too_many_subscriptions",
+    "internal",
+];
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// A fixed-bucket latency histogram of atomics (Prometheus buckets are
+/// cumulative; these are not, and are summed on render).
+#[derive(Default, Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, core: usize) {
+        let mut cum = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cum += b.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cum}");
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{core=\"{core}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{core=\"{core}\"}} {cum}");
+    }
+}
+
+/// One core's server-level counters.
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct ServerCounters {
+    /// `publish` messages accepted from WebSocket clients.
+    pub ws_publishes: AtomicU64,
+    /// Messages published through `POST /api/publish`.
+    pub http_publishes: AtomicU64,
+    /// Subscriptions held by this core's connections.
+    pub subscriptions: AtomicI64,
+    /// Tokens accepted.
+    pub auth_ok: AtomicU64,
+    /// Tokens refused (handshake or `auth` message) and auth deadlines.
+    pub auth_failed: AtomicU64,
+    /// Error messages sent, by code (see [`ERROR_CODES`]).
+    pub errors: [AtomicU64; ERROR_CODES.len()],
+    /// From a counted publish's arrival (a WebSocket `publish` with an
+    /// `id`, or an HTTP publish) until every core has queued it for its
+    /// subscribers.
+    pub fanout_latency: Histogram,
+}
+
+impl ServerCounters {
+    /// Counts one error message with `code`.
+    pub fn error(&self, code: &str) {
+        let i = ERROR_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(ERROR_CODES.len() - 1);
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders the Prometheus text format (version 0.0.4): engine counters per
+/// core (label `core`), rejections by status, server counters.
+pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
+    let mut out = String::with_capacity(4096);
+    type Get = fn(&StatsSnapshot) -> u64;
+    let engine: [(&str, &str, &str, Get); 15] = [
+        (
+            "shardcast_connections_active",
+            "gauge",
+            "Open WebSocket connections.",
+            |s| s.active,
+        ),
+        (
+            "shardcast_connections_peak",
+            "gauge",
+            "Most WebSocket connections open at once.",
+            |s| s.peak,
+        ),
+        (
+            "shardcast_connections_total",
+            "counter",
+            "WebSocket connections upgraded.",
+            |s| s.upgrades,
+        ),
+        (
+            "shardcast_tcp_accepted_total",
+            "counter",
+            "TCP connections accepted.",
+            |s| s.accepted,
+        ),
+        (
+            "shardcast_sockets_open",
+            "gauge",
+            "TCP connections held, in any state.",
+            |s| s.sockets,
+        ),
+        (
+            "shardcast_messages_in_total",
+            "counter",
+            "Data messages received from clients.",
+            |s| s.messages_in,
+        ),
+        (
+            "shardcast_bytes_in_total",
+            "counter",
+            "Bytes received.",
+            |s| s.bytes_in,
+        ),
+        (
+            "shardcast_bytes_out_total",
+            "counter",
+            "Bytes queued for clients (frames times recipients).",
+            |s| s.bytes_out,
+        ),
+        (
+            "shardcast_bytes_written_total",
+            "counter",
+            "Bytes written to sockets.",
+            |s| s.write_bytes,
+        ),
+        (
+            "shardcast_publishes_total",
+            "counter",
+            "Publishes started on a core.",
+            |s| s.publishes,
+        ),
+        (
+            "shardcast_deliveries_total",
+            "counter",
+            "Messages queued for subscribers.",
+            |s| s.deliveries,
+        ),
+        (
+            "shardcast_dropped_total",
+            "counter",
+            "Messages dropped by the slow-consumer policy.",
+            |s| s.dropped,
+        ),
+        (
+            "shardcast_slow_consumer_closes_total",
+            "counter",
+            "Connections closed as slow consumers.",
+            |s| s.slow_closes,
+        ),
+        (
+            "shardcast_protocol_errors_total",
+            "counter",
+            "WebSocket protocol violations.",
+            |s| s.protocol_errors,
+        ),
+        (
+            "shardcast_http_requests_total",
+            "counter",
+            "Plain HTTP requests answered.",
+            |s| s.http_requests,
+        ),
+    ];
+    for (name, kind, help, get) in engine {
+        family(&mut out, name, kind, help);
+        for (i, s) in cores.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(s));
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_handshake_rejections_total",
+        "counter",
+        "Handshakes refused, by HTTP status.",
+    );
+    for (i, s) in cores.iter().enumerate() {
+        for (j, status) in REJECT_STATUSES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["other".into()])
+            .enumerate()
+        {
+            let n = s.rejected.get(j).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "shardcast_handshake_rejections_total{{core=\"{i}\",status=\"{status}\"}} {n}"
+            );
+        }
+    }
+    type GetS = fn(&ServerCounters) -> String;
+    let srv: [(&str, &str, &str, GetS); 5] = [
+        (
+            "shardcast_ws_publishes_total",
+            "counter",
+            "Publish messages accepted from WebSocket clients.",
+            |c| c.ws_publishes.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "shardcast_http_publishes_total",
+            "counter",
+            "Messages published through the HTTP API.",
+            |c| c.http_publishes.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "shardcast_subscriptions",
+            "gauge",
+            "Subscriptions held.",
+            |c| c.subscriptions.load(Ordering::Relaxed).max(0).to_string(),
+        ),
+        (
+            "shardcast_auth_ok_total",
+            "counter",
+            "Tokens accepted.",
+            |c| c.auth_ok.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "shardcast_auth_failed_total",
+            "counter",
+            "Tokens refused and authentication deadlines missed.",
+            |c| c.auth_failed.load(Ordering::Relaxed).to_string(),
+        ),
+    ];
+    for (name, kind, help, get) in srv {
+        family(&mut out, name, kind, help);
+        for (i, c) in server.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(c));
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_client_errors_total",
+        "counter",
+        "Error messages sent to clients, by code.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        for (j, code) in ERROR_CODES.iter().enumerate() {
+            let n = c.errors[j].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shardcast_client_errors_total{{core=\"{i}\",code=\"{code}\"}} {n}"
+            );
+        }
+    }
+    let name = "shardcast_fanout_latency_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "From a counted publish's arrival until every core has queued it.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        c.fanout_latency.render(&mut out, name, i);
+    }
+    family(
+        &mut out,
+        "shardcast_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+    );
+    let _ = writeln!(out, "shardcast_uptime_seconds {uptime_secs:.3}");
+    out
+}

@@ -1,0 +1,435 @@
+//! The client protocol: JSON text frames in (parsed with simd-json), replies, errors and published messages out. See PROTOCOL.md.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+use crate::handler::{Message, Ws};
+use crate::proto::OpCode;
+use crate::shard::StatsSnapshot;
+use crate::{CloseCode, PreparedFrame};
+
+use super::auth::unix_now;
+use super::json::{self, push_str, push_str_array};
+use super::App;
+
+thread_local! {
+    /// The copy simd-json parses in place (it rewrites strings as it goes);
+    /// reused so a message costs no allocation here.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `{"type":"error","code":..,"message":..[,"topics":[..]][,"id":..]}`.
+pub(crate) fn error_frame(
+    code: &str,
+    message: &str,
+    id: Option<&[u8]>,
+    topics: &[&str],
+) -> PreparedFrame {
+    let mut out = Vec::with_capacity(64 + message.len());
+    out.extend_from_slice(b"{\"type\":\"error\",\"code\":");
+    push_str(&mut out, code);
+    out.extend_from_slice(b",\"message\":");
+    push_str(&mut out, message);
+    if !topics.is_empty() {
+        out.extend_from_slice(b",\"topics\":");
+        push_str_array(&mut out, topics);
+    }
+    push_id(&mut out, id);
+    out.push(b'}');
+    PreparedFrame::from_parts(OpCode::Text, &[&out])
+}
+
+fn push_id(out: &mut Vec<u8>, id: Option<&[u8]>) {
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id);
+    }
+}
+
+/// The frame every subscriber receives: built once, `data` spliced in as
+/// the publisher wrote it.
+pub(crate) fn message_frame(topic: &str, data: &[u8]) -> PreparedFrame {
+    let mut head = Vec::with_capacity(40 + topic.len());
+    head.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
+    push_str(&mut head, topic);
+    head.extend_from_slice(b",\"data\":");
+    PreparedFrame::from_parts(OpCode::Text, &[&head, data, b"}"])
+}
+
+/// Why a topic name is refused, if it is.
+pub(crate) fn topic_problem(topic: &str, max: usize) -> Option<String> {
+    if topic.is_empty() {
+        Some("empty topic".into())
+    } else if topic.len() > max {
+        Some(format!("topic longer than {max} bytes"))
+    } else if topic.chars().any(char::is_control) {
+        Some("topic contains control characters".into())
+    } else {
+        None
+    }
+}
+
+/// What one message asks for, once parsed.
+struct Ctx<'t> {
+    /// The raw `id`, echoed in replies.
+    id: Option<&'t [u8]>,
+}
+
+fn send_error(app: &App, ws: &mut Ws<'_, App>, code: &str, msg: &str, id: Option<&[u8]>) {
+    send_error_topics(app, ws, code, msg, id, &[]);
+}
+
+fn send_error_topics(
+    app: &App,
+    ws: &mut Ws<'_, App>,
+    code: &str,
+    msg: &str,
+    id: Option<&[u8]>,
+    topics: &[&str],
+) {
+    app.counters(ws.shard()).error(code);
+    ws.send_prepared(&error_frame(code, msg, id, topics));
+}
+
+fn send_json(ws: &mut Ws<'_, App>, out: &[u8]) {
+    ws.send_prepared(&PreparedFrame::from_parts(OpCode::Text, &[out]));
+}
+
+/// Handles one client message. Every message gets an answer or an error,
+/// except `publish` without an `id`, whose answer is the delivery itself.
+pub(crate) fn on_message(app: &App, ws: &mut Ws<'_, App>, msg: Message<'_>) {
+    let text = match msg {
+        Message::Text(t) => t,
+        Message::Binary(_) => {
+            return send_error(
+                app,
+                ws,
+                "bad_request",
+                "binary messages are not supported; send JSON text",
+                None,
+            );
+        }
+    };
+    let max = app.settings.max_message_size;
+    if text.len() > max {
+        let m = format!("message of {} bytes exceeds the limit of {max}", text.len());
+        return send_error(app, ws, "too_large", &m, None);
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        buf.extend_from_slice(text.as_bytes());
+        let parsed = simd_json::to_borrowed_value(&mut buf);
+        match parsed {
+            Ok(v) => dispatch(app, ws, text, &v),
+            Err(e) => {
+                let m = format!("invalid JSON: {e}");
+                send_error(app, ws, "bad_request", &m, None);
+            }
+        };
+    });
+}
+
+fn dispatch(app: &App, ws: &mut Ws<'_, App>, text: &str, v: &Value<'_>) {
+    let raw = text.as_bytes();
+    let Some(obj) = v.as_object() else {
+        return send_error(app, ws, "bad_request", "a message is a JSON object", None);
+    };
+    let (spans, _) = json::object_spans(raw, 0);
+    let cx = Ctx {
+        id: spans.id.clone().map(|r| &raw[r]),
+    };
+    let Some(kind) = obj.get("type").and_then(|t| t.as_str()) else {
+        return send_error(app, ws, "bad_request", "missing \"type\"", cx.id);
+    };
+    match kind {
+        "ping" => {
+            let mut out = b"{\"type\":\"pong\"".to_vec();
+            push_id(&mut out, cx.id);
+            out.push(b'}');
+            return send_json(ws, &out);
+        }
+        "auth" => return auth(app, ws, v, &cx),
+        _ => {}
+    }
+    let Some(grant) = &ws.data().grant else {
+        return send_error(
+            app,
+            ws,
+            "unauthorized",
+            "authenticate first: send {\"type\":\"auth\",\"token\":...}",
+            cx.id,
+        );
+    };
+    if grant.expired(unix_now()) {
+        app.counters(ws.shard())
+            .auth_failed
+            .fetch_add(1, Ordering::Relaxed);
+        send_error(app, ws, "unauthorized", "token expired", cx.id);
+        return ws.close(CloseCode::POLICY_VIOLATION, "token expired");
+    }
+    match kind {
+        "subscribe" => subscribe(app, ws, v, &cx),
+        "unsubscribe" => unsubscribe(app, ws, v, &cx),
+        "publish" => {
+            let data = match spans.data {
+                Some(r) => Some(Cow::Borrowed(&raw[r])),
+                // Only when "data" was written with escapes in its key.
+                None => v.get("data").map(|d| Cow::Owned(d.encode().into_bytes())),
+            };
+            publish(app, ws, v, data, &cx)
+        }
+        other => {
+            let m = format!("unknown message type {other:?}");
+            send_error(app, ws, "bad_request", &m, cx.id)
+        }
+    }
+}
+
+/// The `topics` array of a subscribe or unsubscribe, or why it is bad.
+fn topics_of<'v>(v: &'v Value<'_>) -> Result<Vec<&'v str>, &'static str> {
+    let arr = v
+        .get("topics")
+        .and_then(|t| t.as_array())
+        .ok_or("\"topics\" must be an array of strings")?;
+    arr.iter()
+        .map(|t| t.as_str().ok_or("\"topics\" must be an array of strings"))
+        .collect()
+}
+
+fn auth(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
+    let Some(token) = v.get("token").and_then(|t| t.as_str()) else {
+        return send_error(app, ws, "bad_request", "\"token\" must be a string", cx.id);
+    };
+    let counters = app.counters(ws.shard());
+    let grant = match &app.verifier {
+        None => super::Grant::anonymous(),
+        Some(verifier) => match verifier.verify(token) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::debug!(peer = %ws.remote_addr(), error = %e, "auth message refused");
+                counters.auth_failed.fetch_add(1, Ordering::Relaxed);
+                send_error(app, ws, "unauthorized", &e.to_string(), cx.id);
+                return ws.close(CloseCode::POLICY_VIOLATION, "unauthorized");
+            }
+        },
+    };
+    if app.verifier.is_some() {
+        counters.auth_ok.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut out = b"{\"type\":\"authenticated\"".to_vec();
+    if let Some(sub) = &grant.sub {
+        out.extend_from_slice(b",\"sub\":");
+        push_str(&mut out, sub);
+    }
+    push_id(&mut out, cx.id);
+    out.push(b'}');
+    if ws.data().grant.is_none() {
+        super::forget_pending(ws.id());
+    }
+    ws.data_mut().grant = Some(grant);
+    send_json(ws, &out);
+}
+
+fn subscribe(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
+    let topics = match topics_of(v) {
+        Ok(t) => t,
+        Err(m) => return send_error(app, ws, "bad_request", m, cx.id),
+    };
+    let s = &app.settings;
+    let mut ok: Vec<&str> = Vec::with_capacity(topics.len());
+    let (mut invalid, mut forbidden, mut over) = (Vec::new(), Vec::new(), Vec::new());
+    let mut count = ws.subscription_count();
+    let mut added = 0i64;
+    for t in topics {
+        if topic_problem(t, s.max_topic_length).is_some() {
+            invalid.push(t);
+        } else if !ws.data().grant.as_ref().is_some_and(|g| g.read.allows(t)) {
+            forbidden.push(t);
+        } else if ws.is_subscribed(t) {
+            ok.push(t);
+        } else if count >= s.max_subscriptions {
+            over.push(t);
+        } else if ws.subscribe(t) {
+            count += 1;
+            added += 1;
+            ok.push(t);
+        }
+    }
+    app.counters(ws.shard())
+        .subscriptions
+        .fetch_add(added, Ordering::Relaxed);
+    if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && over.is_empty()) {
+        let mut out = b"{\"type\":\"subscribed\",\"topics\":".to_vec();
+        push_str_array(&mut out, &ok);
+        push_id(&mut out, cx.id);
+        out.push(b'}');
+        send_json(ws, &out);
+    }
+    if !invalid.is_empty() {
+        let m = format!(
+            "invalid topic names (1 to {} bytes, no control characters)",
+            s.max_topic_length
+        );
+        send_error_topics(app, ws, "bad_request", &m, cx.id, &invalid);
+    }
+    if !forbidden.is_empty() {
+        let m = "not allowed to subscribe to these topics";
+        send_error_topics(app, ws, "forbidden", m, cx.id, &forbidden);
+    }
+    if !over.is_empty() {
+        let m = format!(
+            "at most {} subscriptions per connection",
+            s.max_subscriptions
+        );
+        send_error_topics(app, ws, "too_many_subscriptions", &m, cx.id, &over);
+    }
+}
+
+fn unsubscribe(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
+    let topics = match topics_of(v) {
+        Ok(t) => t,
+        Err(m) => return send_error(app, ws, "bad_request", m, cx.id),
+    };
+    let mut removed = 0i64;
+    for t in &topics {
+        if ws.unsubscribe(t) {
+            removed += 1;
+        }
+    }
+    app.counters(ws.shard())
+        .subscriptions
+        .fetch_sub(removed, Ordering::Relaxed);
+    let mut out = b"{\"type\":\"unsubscribed\",\"topics\":".to_vec();
+    push_str_array(&mut out, &topics);
+    push_id(&mut out, cx.id);
+    out.push(b'}');
+    send_json(ws, &out);
+}
+
+/// Takes one token from the connection's publish bucket.
+fn take_token(app: &App, ws: &mut Ws<'_, App>) -> bool {
+    let rate = app.settings.publish_rate;
+    if rate <= 0.0 {
+        return true;
+    }
+    let burst = f64::from(app.settings.publish_burst.max(1));
+    let c = ws.data_mut();
+    let now = Instant::now();
+    let elapsed = now.duration_since(c.filled).as_secs_f64();
+    c.filled = now;
+    c.tokens = (c.tokens + elapsed * rate).min(burst);
+    if c.tokens >= 1.0 {
+        c.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+fn publish(
+    app: &App,
+    ws: &mut Ws<'_, App>,
+    v: &Value<'_>,
+    data: Option<Cow<'_, [u8]>>,
+    cx: &Ctx<'_>,
+) {
+    let Some(topic) = v.get("topic").and_then(|t| t.as_str()) else {
+        return send_error(app, ws, "bad_request", "\"topic\" must be a string", cx.id);
+    };
+    if let Some(m) = topic_problem(topic, app.settings.max_topic_length) {
+        return send_error_topics(app, ws, "bad_request", &m, cx.id, &[topic]);
+    }
+    let Some(data) = data else {
+        return send_error(app, ws, "bad_request", "missing \"data\"", cx.id);
+    };
+    let allowed = !topic.starts_with('$')
+        && ws
+            .data()
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.write.allows(topic));
+    if !allowed {
+        let m = "not allowed to publish to this topic";
+        return send_error_topics(app, ws, "forbidden", m, cx.id, &[topic]);
+    }
+    if !take_token(app, ws) {
+        let m = format!(
+            "publish rate over {} per second (burst {})",
+            app.settings.publish_rate, app.settings.publish_burst
+        );
+        return send_error(app, ws, "rate_limited", &m, cx.id);
+    }
+    app.counters(ws.shard())
+        .ws_publishes
+        .fetch_add(1, Ordering::Relaxed);
+    let frame = message_frame(topic, &data);
+    match cx.id {
+        None => {
+            ws.publish(topic, &frame, true);
+        }
+        Some(id) => {
+            // The ack carries the count over every core: the last core to
+            // queue the frame sends it through the publisher's inbox.
+            let mut ack = b"{\"type\":\"published\",\"id\":".to_vec();
+            ack.extend_from_slice(id);
+            ack.extend_from_slice(b",\"delivered\":");
+            let handle = ws.handle().clone();
+            let me = ws.id();
+            let app_counters = app.counters_arc();
+            let core = ws.shard();
+            let started = Instant::now();
+            ws.publish_counted(topic, &frame, true, move |report| {
+                app_counters[core.min(app_counters.len() - 1)]
+                    .fanout_latency
+                    .observe(started.elapsed());
+                ack.extend_from_slice(report.delivered.to_string().as_bytes());
+                ack.push(b'}');
+                handle.send(me, &PreparedFrame::from_parts(OpCode::Text, &[&ack]));
+            });
+        }
+    }
+}
+
+/// The `data` of a `$sys.stats` message: totals and per-core rates over
+/// the last interval.
+pub(crate) fn stats_json(
+    prev: &[StatsSnapshot],
+    cur: &[StatsSnapshot],
+    dt: f64,
+    uptime: f64,
+) -> String {
+    use std::fmt::Write;
+    let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / dt;
+    let mut cores = String::new();
+    let (mut conns, mut msgs, mut dels, mut pubs, mut bytes) = (0u64, 0.0, 0.0, 0.0, 0.0);
+    for (i, (p, c)) in prev.iter().zip(cur).enumerate() {
+        let (m, d, pb, b) = (
+            rate(p.messages_in, c.messages_in),
+            rate(p.deliveries, c.deliveries),
+            rate(p.publishes, c.publishes),
+            rate(p.write_bytes, c.write_bytes),
+        );
+        conns += c.active;
+        msgs += m;
+        dels += d;
+        pubs += pb;
+        bytes += b;
+        if i > 0 {
+            cores.push(',');
+        }
+        let _ = write!(
+            cores,
+            "{{\"core\":{i},\"connections\":{},\"messages_in_per_s\":{m:.1},\"deliveries_per_s\":{d:.1},\"publishes_per_s\":{pb:.1},\"bytes_out_per_s\":{b:.0}}}",
+            c.active
+        );
+    }
+    format!(
+        "{{\"uptime_s\":{uptime:.0},\"connections\":{conns},\"messages_in_per_s\":{msgs:.1},\"deliveries_per_s\":{dels:.1},\"publishes_per_s\":{pubs:.1},\"bytes_out_per_s\":{bytes:.0},\"cores\":[{cores}]}}"
+    )
+}

@@ -1,0 +1,220 @@
+//! The server's settings: every limit with its default, loadable from TOML and overridden by flags and `SHARDCAST_*` variables.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{CloseCode, Config, SlowConsumerPolicy};
+
+/// What happens to a client that reads slower than messages arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumer {
+    /// Close it with 1013 ("try again later"), discarding what is queued.
+    Close,
+    /// Drop the messages that do not fit; the connection stays.
+    Drop,
+}
+
+/// Settings of a `shardcast` server.
+///
+/// Every field documents its default; the TOML file uses the same names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Address to listen on, for WebSocket and HTTP alike. Loopback by
+    /// default so that a server started without auth is not reachable from
+    /// the network by accident. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Cores (threads) to run. Default: the CPUs of the affinity mask.
+    pub cores: Option<usize>,
+    /// Pin each core's thread to one CPU. Default: `true`.
+    pub pin: bool,
+    /// HS256 secret for client JWTs. When set, every WebSocket client must
+    /// authenticate; when unset, anyone may subscribe and publish to any
+    /// topic (a warning says so at start). Default: unset.
+    pub jwt_secret: Option<String>,
+    /// API keys for `POST /api/publish`. When empty, the HTTP API is open
+    /// if `jwt_secret` is unset too, and closed otherwise. Default: none.
+    pub api_keys: Vec<String>,
+    /// A client that connected without a token must send an `auth` message
+    /// within this many seconds, or gets `unauthorized` and close 1008.
+    /// Default: 10.
+    pub auth_timeout_secs: u64,
+    /// WebSocket connections over all cores; the next handshake gets 503.
+    /// Default: 1,000,000.
+    pub max_connections: usize,
+    /// WebSocket connections from one IP address; the next gets 429.
+    /// Zero: no limit. Default: 10,000.
+    pub max_connections_per_ip: usize,
+    /// Allowed `Origin` values (exact, case-insensitive); others get 403.
+    /// Empty allows any. Default: empty.
+    pub allowed_origins: Vec<String>,
+    /// Topics one connection may subscribe to. Default: 1,000.
+    pub max_subscriptions: usize,
+    /// Longest topic name in bytes. Default: 256.
+    pub max_topic_length: usize,
+    /// Largest client message in bytes; larger ones get `too_large` and
+    /// the connection stays. Messages over four times this (at least
+    /// 1 MiB) close the connection with 1009 before they are buffered.
+    /// Default: 65,536.
+    pub max_message_size: usize,
+    /// Publishes per second one connection may make, on average (token
+    /// bucket); over it, `rate_limited`. Zero: no limit. Default: 100.
+    pub publish_rate: f64,
+    /// Publishes one connection may make in a burst. Default: 200.
+    pub publish_burst: u32,
+    /// Bytes queued for one slow client before `slow_consumer` applies.
+    /// Default: 1 MiB.
+    pub outbox_limit: usize,
+    /// Policy for clients over `outbox_limit`. Default: `close`.
+    pub slow_consumer: SlowConsumer,
+    /// Largest `POST /api/publish` body in bytes. Default: 1 MiB.
+    pub max_http_body: usize,
+    /// Seconds a client may stay silent (pings are sent every third of
+    /// it) before it is closed with 1001. Default: 120.
+    pub idle_timeout_secs: u64,
+    /// Seconds a graceful shutdown waits for close handshakes.
+    /// Default: 5.
+    pub shutdown_timeout_secs: u64,
+    /// Milliseconds between two `$sys.stats` messages, which the status
+    /// page shows. Zero disables them. Default: 1,000.
+    pub stats_interval_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cores: None,
+            pin: true,
+            jwt_secret: None,
+            api_keys: Vec::new(),
+            auth_timeout_secs: 10,
+            max_connections: 1_000_000,
+            max_connections_per_ip: 10_000,
+            allowed_origins: Vec::new(),
+            max_subscriptions: 1_000,
+            max_topic_length: 256,
+            max_message_size: 64 << 10,
+            publish_rate: 100.0,
+            publish_burst: 200,
+            outbox_limit: 1 << 20,
+            slow_consumer: SlowConsumer::Close,
+            max_http_body: 1 << 20,
+            idle_timeout_secs: 120,
+            shutdown_timeout_secs: 5,
+            stats_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Errors loading a settings file.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Settings`].
+    #[error("invalid settings in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+}
+
+impl Settings {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses settings from TOML text; missing fields keep their defaults.
+    ///
+    /// # Errors
+    /// Invalid TOML, an unknown field or a value of the wrong type.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Reads settings from a TOML file.
+    ///
+    /// # Errors
+    /// See [`SettingsError`].
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| SettingsError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Whether WebSocket clients may connect without a token.
+    pub fn anonymous(&self) -> bool {
+        self.jwt_secret.is_none()
+    }
+
+    /// The engine configuration these settings ask for.
+    pub fn engine_config(&self) -> Config {
+        let hard_cap = (self.max_message_size.saturating_mul(4)).max(1 << 20);
+        let idle = Duration::from_secs(self.idle_timeout_secs.max(1));
+        let mut c = Config::new()
+            .listen(self.listen)
+            .pin(self.pin)
+            .max_message_size(hard_cap)
+            .max_frame_size(hard_cap)
+            .max_http_body(self.max_http_body)
+            .max_connections(self.max_connections)
+            .allowed_origins(self.allowed_origins.clone())
+            .outbox_limit(self.outbox_limit)
+            .outbox_low_water((self.outbox_limit / 16).max(1))
+            .idle_timeout(idle)
+            .ping_interval(idle / 3)
+            .shutdown_timeout(Duration::from_secs(self.shutdown_timeout_secs))
+            .slow_consumer(match self.slow_consumer {
+                SlowConsumer::Close => {
+                    SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow consumer".into())
+                }
+                SlowConsumer::Drop => SlowConsumerPolicy::DropMessage,
+            });
+        if let Some(n) = self.cores {
+            c = c.cores(n);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let s = Settings::from_toml(
+            "listen = \"0.0.0.0:9000\"\nmax_subscriptions = 5\nslow_consumer = \"drop\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(s.max_subscriptions, 5);
+        assert_eq!(s.slow_consumer, SlowConsumer::Drop);
+        assert_eq!(s.max_topic_length, Settings::default().max_topic_length);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(Settings::from_toml("max_subscripshuns = 5\n").is_err());
+    }
+}

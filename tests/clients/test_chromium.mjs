@@ -1,0 +1,110 @@
+// Verifies the status page in headless Chromium (DevTools protocol over `ws`): the page connects
+// over WebSocket, shows live statistics, and a message published with HTTP appears in its DOM;
+// a publish made from the page's form is acknowledged. Usage: node test_chromium.mjs HOST:PORT
+// [SCREENSHOT.png]. Needs `chromium` (Debian) on PATH or in $CHROMIUM. Ends with 'N passed, N failed'.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import WebSocket from "ws";
+
+const ADDR = process.argv[2];
+const SHOT = process.argv[3];
+const TIMEOUT = 15000;
+let passed = 0, failed = 0;
+function check(name, cond, detail) {
+  if (cond) passed++; else failed++;
+  console.log((cond ? "ok   " : "FAIL ") + name + (cond ? "" : ": " + JSON.stringify(detail)));
+}
+
+const profile = mkdtempSync(join(tmpdir(), "shardcast-chromium-"));
+const browser = spawn(process.env.CHROMIUM || "chromium", [
+  "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+  "--remote-debugging-port=0", `--user-data-dir=${profile}`, "about:blank",
+], { stdio: ["ignore", "ignore", "pipe"] });
+const exited = new Promise((r) => browser.once("exit", r));
+// The profile is removed once the browser has gone: it writes there until then.
+const cleanup = async () => {
+  browser.kill("SIGKILL");
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  try { rmSync(profile, { recursive: true, force: true, maxRetries: 5 }); } catch { /* a temp dir left behind */ }
+};
+const watchdog = setTimeout(async () => { console.log("FAIL timed out"); await cleanup(); process.exit(1); }, 60000);
+
+try {
+  const devtools = await new Promise((resolve, reject) => {
+    let err = "";
+    browser.stderr.on("data", (d) => {
+      err += d;
+      const m = err.match(/DevTools listening on (ws:\/\/[^\s]+)/);
+      if (m) resolve(m[1]);
+    });
+    browser.once("exit", (code) => reject(new Error(`chromium exited ${code}: ${err}`)));
+  });
+  const port = new URL(devtools).port;
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+  const page = targets.find((t) => t.type === "page");
+  const cdp = new WebSocket(page.webSocketDebuggerUrl);
+  await new Promise((r) => cdp.once("open", r));
+  let seq = 0;
+  const pending = new Map();
+  cdp.on("message", (d) => {
+    const m = JSON.parse(d.toString());
+    if (m.id && pending.has(m.id)) { pending.get(m.id)(m); pending.delete(m.id); }
+  });
+  const call = (method, params = {}) => new Promise((resolve) => {
+    const id = ++seq;
+    pending.set(id, resolve);
+    cdp.send(JSON.stringify({ id, method, params }));
+  });
+  const evaluate = async (expr) => (await call("Runtime.evaluate", { expression: expr, returnByValue: true })).result?.result?.value;
+  const until = async (what, expr) => {
+    const start = Date.now();
+    while (Date.now() - start < TIMEOUT) {
+      const v = await evaluate(expr);
+      if (v) return v;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return null;
+  };
+
+  await call("Page.enable");
+  await call("Page.navigate", { url: `http://${ADDR}/` });
+  const status = await until("connected", "document.getElementById('status')?.textContent === 'connected' && 'connected'");
+  check("page connects over WebSocket", status === "connected", status);
+  const conns = await until("stats", "(() => { const t = document.getElementById('conns')?.textContent; return t && t !== '-' ? t : null })()");
+  check("page shows live connections from $sys.stats", Number(conns) >= 1, conns);
+  const rows = await evaluate("document.querySelectorAll('#cores tr').length");
+  check("page shows one row per core", rows >= 1, rows);
+
+  // Publish with HTTP until the page's subscription to "demo" is in place.
+  let delivered = 0;
+  const start = Date.now();
+  while (delivered < 1 && Date.now() - start < TIMEOUT) {
+    const r = await fetch(`http://${ADDR}/api/publish`, { method: "POST", body: '{"topic":"demo","data":{"from":"curl"}}' });
+    delivered = (await r.json()).delivered;
+    if (delivered < 1) await new Promise((r) => setTimeout(r, 50));
+  }
+  check("HTTP publish reaches the page", delivered >= 1, delivered);
+  const line = await until("log", `[...document.querySelectorAll('#log .entry')].map(e => e.textContent).find(t => t === 'demo: {"from":"curl"}')`);
+  check("published message appears in the DOM", line === 'demo: {"from":"curl"}', line);
+
+  await evaluate(`document.getElementById('data').value = '{"from":"page"}'; document.querySelector('#pub button').click(); true`);
+  const own = await until("own", `[...document.querySelectorAll('#log .entry')].map(e => e.textContent).find(t => t === 'demo: {"from":"page"}')`);
+  check("a publish from the page comes back to it", !!own, own);
+  const ack = await until("ack", `[...document.querySelectorAll('#log .entry')].map(e => e.textContent).find(t => t.startsWith('published, delivered to'))`);
+  check("the page's publish is acknowledged", ack === "published, delivered to 1", ack);
+
+  if (SHOT) {
+    const shot = await call("Page.captureScreenshot", { format: "png" });
+    writeFileSync(SHOT, Buffer.from(shot.result.data, "base64"));
+  }
+  cdp.close();
+} catch (e) {
+  failed++;
+  console.log("FAIL " + e.message);
+}
+clearTimeout(watchdog);
+await cleanup();
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

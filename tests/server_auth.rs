@@ -1,0 +1,240 @@
+//! Verifies that JWT auth (handshake token, bearer header, auth message and its deadline), topic grants and the connection limits refuse exactly what they should, with the documented status or error code.
+
+mod server_support;
+
+use serde_json::json;
+use server_support::*;
+
+const SECRET: &str = "test-secret";
+
+fn jwt_server() -> shardcast::server::Running {
+    start(|s| {
+        s.jwt_secret = Some(SECRET.into());
+        s.auth_timeout_secs = 1;
+    })
+}
+
+fn valid(sub: &str) -> String {
+    token(
+        SECRET,
+        json!({"sub": sub, "exp": now() + 600, "subscribe": ["news", "chat.*"], "publish": ["chat.*"]}),
+    )
+}
+
+#[test]
+fn a_valid_token_in_the_query_grants_its_topics() {
+    let running = jwt_server();
+    let addr = running.local_addr();
+    let mut c = connect(addr, &format!("/ws?token={}", valid("alice")));
+    let v = ask(
+        &mut c,
+        r#"{"type":"subscribe","topics":["news","chat.room1","secret","chat"],"id":1}"#,
+    );
+    assert_eq!(
+        v,
+        json!({"type":"subscribed","topics":["news","chat.room1"],"id":1})
+    );
+    let e = recv(&mut c);
+    assert_error(&e, "forbidden");
+    assert_eq!(e["topics"], json!(["secret", "chat"]));
+    assert_eq!(e["id"], 1);
+
+    let ack = ask(
+        &mut c,
+        r#"{"type":"publish","topic":"chat.room1","data":"hi","id":2}"#,
+    );
+    // The publisher is subscribed to chat.room1: its own message comes first.
+    assert_eq!(ack["type"], "message");
+    assert_eq!(
+        recv(&mut c),
+        json!({"type":"published","id":2,"delivered":1})
+    );
+    let e = ask(
+        &mut c,
+        r#"{"type":"publish","topic":"news","data":"x","id":3}"#,
+    );
+    assert_error(&e, "forbidden");
+    assert_eq!(e["topics"], json!(["news"]));
+    assert_alive(&mut c);
+    stop(running);
+}
+
+#[test]
+fn a_bearer_header_works_like_the_query() {
+    let running = jwt_server();
+    let auth = format!("Bearer {}", valid("bob"));
+    let mut c = connect_with(running.local_addr(), "/", &[("Authorization", &auth)]);
+    subscribe(&mut c, &["news"]);
+    stop(running);
+}
+
+#[test]
+fn expired_or_badly_signed_tokens_get_401_at_the_handshake() {
+    let running = jwt_server();
+    let addr = running.local_addr();
+    let expired = token(
+        SECRET,
+        json!({"sub":"x","exp": now() - 10, "subscribe":["*"]}),
+    );
+    assert_eq!(refused(addr, &format!("/?token={expired}"), &[]), 401);
+    let forged = token("other-secret", json!({"sub":"x","exp": now() + 600}));
+    assert_eq!(refused(addr, &format!("/?token={forged}"), &[]), 401);
+    assert_eq!(refused(addr, "/?token=not.a.jwt", &[]), 401);
+    let no_exp = token(SECRET, json!({"sub":"x"}));
+    assert_eq!(refused(addr, &format!("/?token={no_exp}"), &[]), 401);
+    let bearer = format!("Bearer {forged}");
+    assert_eq!(refused(addr, "/", &[("Authorization", &bearer)]), 401);
+    wait_until("rejections counted", || {
+        running.handle().stats().rejected_with(401) == 5
+    });
+    stop(running);
+}
+
+#[test]
+fn the_auth_message_authenticates_a_connection_opened_without_token() {
+    let running = jwt_server();
+    let mut c = connect(running.local_addr(), "/");
+    // Before auth: pings work, everything else is unauthorized.
+    assert_alive(&mut c);
+    let e = ask(&mut c, r#"{"type":"subscribe","topics":["news"],"id":1}"#);
+    assert_error(&e, "unauthorized");
+    let v = ask(
+        &mut c,
+        &format!(r#"{{"type":"auth","token":"{}","id":"a"}}"#, valid("carol")),
+    );
+    assert_eq!(v, json!({"type":"authenticated","sub":"carol","id":"a"}));
+    subscribe(&mut c, &["news"]);
+    stop(running);
+}
+
+#[test]
+fn a_bad_token_in_the_auth_message_closes_1008() {
+    let running = jwt_server();
+    for bad in [
+        token(SECRET, json!({"sub":"x","exp": now() - 10})),
+        token("wrong", json!({"sub":"x","exp": now() + 600})),
+    ] {
+        let mut c = connect(running.local_addr(), "/");
+        let e = ask(&mut c, &format!(r#"{{"type":"auth","token":"{bad}"}}"#));
+        assert_error(&e, "unauthorized");
+        assert_eq!(expect_close(&mut c), 1008);
+    }
+    stop(running);
+}
+
+#[test]
+fn a_silent_unauthenticated_client_is_closed_after_the_deadline() {
+    let running = jwt_server();
+    let mut c = connect(running.local_addr(), "/");
+    let e = recv(&mut c);
+    assert_error(&e, "unauthorized");
+    assert_eq!(expect_close(&mut c), 1008);
+    // An authenticated one stays.
+    let mut ok = connect(running.local_addr(), "/");
+    ask(
+        &mut ok,
+        &format!(r#"{{"type":"auth","token":"{}"}}"#, valid("d")),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_alive(&mut ok);
+    stop(running);
+}
+
+#[test]
+fn connections_per_ip_over_the_limit_get_429() {
+    let running = start(|s| s.max_connections_per_ip = 2);
+    let addr = running.local_addr();
+    let a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    assert_eq!(refused(addr, "/", &[]), 429);
+    drop(a);
+    // The slot frees once the server has seen the first one go.
+    wait_until("slot freed", || running.handle().stats().active == 1);
+    let _c = connect(addr, "/");
+    assert_alive(&mut b);
+    stop(running);
+}
+
+#[test]
+fn a_foreign_origin_gets_403_and_a_listed_one_connects() {
+    let running = start(|s| s.allowed_origins = vec!["https://app.example".into()]);
+    let addr = running.local_addr();
+    assert_eq!(
+        refused(addr, "/", &[("Origin", "https://evil.example")]),
+        403
+    );
+    let mut c = connect_with(addr, "/", &[("Origin", "https://app.example")]);
+    assert_alive(&mut c);
+    stop(running);
+}
+
+#[test]
+fn a_full_server_answers_503() {
+    let running = start(|s| s.max_connections = 1);
+    let addr = running.local_addr();
+    let _a = connect(addr, "/");
+    assert_eq!(refused(addr, "/", &[]), 503);
+    stop(running);
+}
+
+#[test]
+fn the_http_api_needs_a_valid_key_when_keys_are_set() {
+    let running = start(|s| s.api_keys = vec!["k1".into(), "k2".into()]);
+    let addr = running.local_addr();
+    let body = r#"{"topic":"t","data":1}"#;
+    let (st, b) = http(addr, "POST", "/api/publish", &[], body);
+    assert_eq!(st, 401, "{b}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&b).unwrap()["error"]["code"],
+        "unauthorized"
+    );
+    let (st, _) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer nope")],
+        body,
+    );
+    assert_eq!(st, 401);
+    let (st, _) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer k2")],
+        body,
+    );
+    assert_eq!(st, 200);
+    let (st, _) = http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], body);
+    assert_eq!(st, 200);
+    stop(running);
+}
+
+#[test]
+fn with_jwt_and_no_api_key_the_http_api_is_closed() {
+    let running = jwt_server();
+    let (st, _) = http(
+        running.local_addr(),
+        "POST",
+        "/api/publish",
+        &[],
+        r#"{"topic":"t","data":1}"#,
+    );
+    assert_eq!(st, 401);
+    stop(running);
+}
+
+#[test]
+fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
+    let running = jwt_server();
+    let exp = now() + 1;
+    let t = token(SECRET, json!({"sub":"e","exp": exp, "subscribe":["*"]}));
+    let mut c = connect(running.local_addr(), &format!("/?token={t}"));
+    subscribe(&mut c, &["a"]);
+    // Let the clock pass the expiry (bounded: about two seconds).
+    wait_until("token expiry", || now() > exp);
+    let e = ask(&mut c, r#"{"type":"subscribe","topics":["b"],"id":4}"#);
+    assert_error(&e, "unauthorized");
+    assert_eq!(e["id"], 4);
+    assert_eq!(expect_close(&mut c), 1008);
+    stop(running);
+}

@@ -1,0 +1,87 @@
+//! Verifies that the `shardcast` binary starts with flags and environment, serves clients, and on SIGTERM closes them with 1001 and exits 0.
+
+mod server_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use server_support::*;
+
+#[test]
+fn the_binary_serves_and_stops_gracefully_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--log-format",
+            "json",
+        ])
+        .env("SHARDCAST_CORES", "2")
+        .env("SHARDCAST_MAX_SUBSCRIPTIONS", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let start = Instant::now();
+    let (addr, mut warned) = (
+        loop {
+            assert!(start.elapsed() < TIMEOUT, "no listening line");
+            let line = lines.next().expect("log line").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+            if let Some(a) = v["fields"]["addr"].as_str() {
+                break a.parse::<std::net::SocketAddr>().unwrap();
+            }
+        },
+        false,
+    );
+    for line in lines.by_ref().take(2) {
+        warned |= line.unwrap().contains("anonymous");
+    }
+    assert!(warned, "no warning about anonymous access");
+
+    let (st, _) = http(addr, "GET", "/healthz", &[], "");
+    assert_eq!(st, 200);
+    let mut c = connect(addr, "/ws");
+    // The environment applied: one subscription at most.
+    let v = ask(&mut c, r#"{"type":"subscribe","topics":["a","b"]}"#);
+    assert_eq!(v["topics"], serde_json::json!(["a"]));
+    assert_error(&recv(&mut c), "too_many_subscriptions");
+
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(expect_close(&mut c), 1001);
+    drop(c);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < TIMEOUT, "did not exit after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn help_names_the_flags_and_their_variables() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for s in [
+        "--listen",
+        "--cores",
+        "SHARDCAST_LISTEN",
+        "--jwt-secret",
+        "--config",
+    ] {
+        assert!(help.contains(s), "--help lacks {s}:\n{help}");
+    }
+}

@@ -1,0 +1,317 @@
+//! Verifies that the server's JSON protocol answers every message with its reply or an error code, passes `data` through byte for byte across cores, and keeps a connection alive after its mistakes.
+
+mod server_support;
+
+use serde_json::json;
+use server_support::*;
+use tungstenite::Message;
+
+#[test]
+fn publish_reaches_subscribers_on_every_core_byte_for_byte() {
+    let running = start(|_| {});
+    let mut subs = clients_on_every_core(&running);
+    for s in subs.iter_mut() {
+        subscribe(s, &["news"]);
+    }
+    let mut publisher = connect(running.local_addr(), "/");
+    // Odd spacing, escapes and number forms must arrive exactly as sent.
+    let data = r#"{"b" : [1, 2.50, "x\u0041\n"], "e":{}}"#;
+    send(
+        &mut publisher,
+        &format!(r#"{{"type":"publish","topic":"news","data":{data},"id":42}}"#),
+    );
+    let ack = recv(&mut publisher);
+    assert_eq!(
+        ack,
+        json!({"type":"published","id":42,"delivered":subs.len()})
+    );
+    for s in subs.iter_mut() {
+        assert_eq!(
+            recv_raw(s),
+            format!(r#"{{"type":"message","topic":"news","data":{data}}}"#)
+        );
+    }
+    // Without an id there is no ack; the message still arrives.
+    send(
+        &mut publisher,
+        r#"{"type":"publish","topic":"news","data":"plain"}"#,
+    );
+    for s in subs.iter_mut() {
+        assert_eq!(
+            recv(s),
+            json!({"type":"message","topic":"news","data":"plain"})
+        );
+    }
+    assert_alive(&mut publisher);
+    stop(running);
+}
+
+#[test]
+fn a_subscribed_publisher_receives_its_own_message_and_is_counted() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    subscribe(&mut c, &["me"]);
+    send(
+        &mut c,
+        r#"{"type":"publish","topic":"me","data":[1],"id":"p1"}"#,
+    );
+    // The message is queued before the ack, which comes once all cores counted.
+    assert_eq!(
+        recv(&mut c),
+        json!({"type":"message","topic":"me","data":[1]})
+    );
+    assert_eq!(
+        recv(&mut c),
+        json!({"type":"published","id":"p1","delivered":1})
+    );
+    stop(running);
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let running = start(|_| {});
+    let mut sub = connect(running.local_addr(), "/");
+    subscribe(&mut sub, &["a", "b"]);
+    let v = ask(
+        &mut sub,
+        r#"{"type":"unsubscribe","topics":["a","zzz"],"id":3}"#,
+    );
+    assert_eq!(
+        v,
+        json!({"type":"unsubscribed","topics":["a","zzz"],"id":3})
+    );
+    let mut p = connect(running.local_addr(), "/");
+    let ack = ask(&mut p, r#"{"type":"publish","topic":"a","data":1,"id":1}"#);
+    assert_eq!(ack["delivered"], 0);
+    let ack = ask(&mut p, r#"{"type":"publish","topic":"b","data":2,"id":2}"#);
+    assert_eq!(ack["delivered"], 1);
+    assert_eq!(
+        recv(&mut sub),
+        json!({"type":"message","topic":"b","data":2})
+    );
+    stop(running);
+}
+
+#[test]
+fn ping_answers_pong_with_the_id_as_sent() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    send(&mut c, r#"{"type":"ping","id":{"n":[1,2]}}"#);
+    assert_eq!(recv_raw(&mut c), r#"{"type":"pong","id":{"n":[1,2]}}"#);
+    assert_eq!(ask(&mut c, r#"{"type":"ping"}"#), json!({"type":"pong"}));
+    stop(running);
+}
+
+#[test]
+fn malformed_messages_get_bad_request_and_the_connection_survives() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    let mut other = connect(running.local_addr(), "/");
+    let cases = [
+        "{not json",
+        "[1,2]",
+        "\"text\"",
+        r#"{"id":1}"#,
+        r#"{"type":5}"#,
+        r#"{"type":"dance","id":9}"#,
+        r#"{"type":"subscribe","topics":"a"}"#,
+        r#"{"type":"subscribe","topics":[1]}"#,
+        r#"{"type":"subscribe"}"#,
+        r#"{"type":"unsubscribe","topics":{}}"#,
+        r#"{"type":"publish","topic":"a"}"#,
+        r#"{"type":"publish","data":1}"#,
+        r#"{"type":"publish","topic":"","data":1}"#,
+        r#"{"type":"auth"}"#,
+    ];
+    for case in cases {
+        let v = ask(&mut c, case);
+        assert_error(&v, "bad_request");
+    }
+    let v = ask(&mut c, r#"{"type":"dance","id":9}"#);
+    assert_eq!(v["id"], 9, "the id is echoed in errors");
+    c.send(Message::binary(vec![1, 2, 3])).unwrap();
+    assert_error(&recv(&mut c), "bad_request");
+    assert_alive(&mut c);
+    assert_alive(&mut other);
+    stop(running);
+}
+
+#[test]
+fn invalid_topic_names_are_refused_by_name() {
+    let running = start(|s| s.max_topic_length = 8);
+    let mut c = connect(running.local_addr(), "/");
+    let v = ask(
+        &mut c,
+        r#"{"type":"subscribe","topics":["ok","much-too-long","","a\u0001"],"id":1}"#,
+    );
+    assert_eq!(v, json!({"type":"subscribed","topics":["ok"],"id":1}));
+    let e = recv(&mut c);
+    assert_error(&e, "bad_request");
+    assert_eq!(e["topics"], json!(["much-too-long", "", "a\u{1}"]));
+    let e = ask(
+        &mut c,
+        r#"{"type":"publish","topic":"much-too-long","data":1}"#,
+    );
+    assert_error(&e, "bad_request");
+    stop(running);
+}
+
+#[test]
+fn oversize_messages_get_too_large_and_huge_ones_close_1009() {
+    let running = start(|s| s.max_message_size = 1024);
+    let mut c = connect(running.local_addr(), "/");
+    let big = format!(
+        r#"{{"type":"publish","topic":"a","data":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    let v = ask(&mut c, &big);
+    assert_error(&v, "too_large");
+    assert_alive(&mut c);
+    // Past the hard cap (4x the limit, at least 1 MiB) the engine closes.
+    let huge = "x".repeat(2 << 20);
+    c.send(Message::text(huge)).unwrap();
+    assert_eq!(expect_close(&mut c), 1009);
+    stop(running);
+}
+
+#[test]
+fn subscriptions_over_the_limit_get_too_many_subscriptions() {
+    let running = start(|s| s.max_subscriptions = 2);
+    let mut c = connect(running.local_addr(), "/");
+    let v = ask(
+        &mut c,
+        r#"{"type":"subscribe","topics":["a","b","c"],"id":1}"#,
+    );
+    assert_eq!(v, json!({"type":"subscribed","topics":["a","b"],"id":1}));
+    let e = recv(&mut c);
+    assert_error(&e, "too_many_subscriptions");
+    assert_eq!(e["topics"], json!(["c"]));
+    // Re-subscribing to a held topic is not a new subscription.
+    let v = ask(&mut c, r#"{"type":"subscribe","topics":["a"]}"#);
+    assert_eq!(v["type"], "subscribed");
+    ask(&mut c, r#"{"type":"unsubscribe","topics":["a"]}"#);
+    let v = ask(&mut c, r#"{"type":"subscribe","topics":["c"]}"#);
+    assert_eq!(v["topics"], json!(["c"]));
+    stop(running);
+}
+
+#[test]
+fn a_publish_flood_gets_rate_limited_without_hurting_others() {
+    let running = start(|s| {
+        // Slow enough that no token comes back during the test.
+        s.publish_rate = 0.001;
+        s.publish_burst = 5;
+    });
+    let mut flooder = connect(running.local_addr(), "/");
+    let mut sub = connect(running.local_addr(), "/");
+    subscribe(&mut sub, &["f"]);
+    let mut limited = 0;
+    for i in 0..20 {
+        let v = ask(
+            &mut flooder,
+            &format!(r#"{{"type":"publish","topic":"f","data":{i},"id":{i}}}"#),
+        );
+        match v["type"].as_str() {
+            Some("published") => {}
+            Some("error") => {
+                assert_error(&v, "rate_limited");
+                assert_eq!(v["id"], i);
+                limited += 1;
+            }
+            _ => panic!("{v}"),
+        }
+    }
+    assert_eq!(limited, 15, "burst 5 of 20");
+    // The subscriber got exactly the accepted ones, in order.
+    for i in 0..(20 - limited) {
+        assert_eq!(recv(&mut sub)["data"], json!(i));
+    }
+    assert_alive(&mut flooder);
+    assert_alive(&mut sub);
+    stop(running);
+}
+
+#[test]
+fn clients_may_not_publish_to_server_topics() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    let e = ask(
+        &mut c,
+        r#"{"type":"publish","topic":"$sys.stats","data":1,"id":1}"#,
+    );
+    assert_error(&e, "forbidden");
+    assert_eq!(e["topics"], json!(["$sys.stats"]));
+    stop(running);
+}
+
+#[test]
+fn the_stats_topic_ticks_with_per_core_numbers() {
+    let running = start(|s| s.stats_interval_ms = 50);
+    let mut c = connect(running.local_addr(), "/");
+    subscribe(&mut c, &["$sys.stats"]);
+    let m = recv(&mut c);
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["topic"], "$sys.stats");
+    assert_eq!(m["data"]["cores"].as_array().unwrap().len(), 2);
+    assert!(m["data"]["connections"].as_u64().unwrap() >= 1, "{m}");
+    stop(running);
+}
+
+#[test]
+fn shutdown_closes_clients_with_1001() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    subscribe(&mut c, &["x"]);
+    let mut running = running;
+    running.shutdown();
+    assert_eq!(expect_close(&mut c), 1001);
+    running.join();
+}
+
+#[test]
+fn a_data_key_written_with_escapes_still_publishes() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    subscribe(&mut c, &["esc"]);
+    // The raw scanner does not decode keys; the parsed value is re-encoded.
+    send(
+        &mut c,
+        r#"{"type":"publish","topic":"esc","d\u0061ta":{"k":[true,null]}}"#,
+    );
+    assert_eq!(
+        recv(&mut c),
+        json!({"type":"message","topic":"esc","data":{"k":[true,null]}})
+    );
+    stop(running);
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let running = start(|s| {
+        s.outbox_limit = 64 << 10;
+        s.slow_consumer = shardcast::server::SlowConsumer::Close;
+    });
+    let addr = running.local_addr();
+    let mut slow = connect(addr, "/");
+    subscribe(&mut slow, &["firehose"]);
+    let mut fast = connect(addr, "/");
+    subscribe(&mut fast, &["other"]);
+    // Far more than the slow client's socket buffers and outbox can hold.
+    let chunk = "x".repeat(60 << 10);
+    let body = format!(r#"{{"topic":"firehose","data":"{chunk}"}}"#);
+    for _ in 0..200 {
+        let (st, _) = http(addr, "POST", "/api/publish", &[], &body);
+        assert_eq!(st, 200);
+        if running.handle().stats().slow_closes > 0 {
+            break;
+        }
+    }
+    assert_eq!(running.handle().stats().slow_closes, 1);
+    assert_eq!(expect_close(&mut slow), 1013);
+    assert_alive(&mut fast);
+    let (_, m) = http(addr, "GET", "/metrics", &[], "");
+    assert!(m
+        .lines()
+        .any(|l| l.starts_with("shardcast_slow_consumer_closes_total") && l.ends_with(" 1")));
+    stop(running);
+}
