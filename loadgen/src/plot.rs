@@ -305,7 +305,11 @@ pub fn plot(reports: &[Report], out: &Path) -> std::io::Result<Vec<PathBuf>> {
                 .filter_map(|s| Some((s["clients"].as_f64()?, s[k].as_f64()?)))
                 .collect()
         };
-        let name = label(r).replace(' ', "_");
+        let name: String = label(r)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let name = name.trim_matches('_').replace("__", "_");
         let f = out.join(format!("{name}_round_trip.svg"));
         std::fs::write(
             &f,
