@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs shardcast's standard benchmark suite on this machine and records it.
 #
-# Builds the release binaries, then for each scenario starts an example
-# server pinned to SERVER_CPUS and runs loadgen pinned to LOADGEN_CPUS:
+# Builds the release binaries, then for each scenario starts a server (an
+# example, or the shardcast server binary) pinned to SERVER_CPUS and runs
+# loadgen pinned to LOADGEN_CPUS:
 #   connections  19,000 idle connections against examples/echo (RSS/connection, cleanup)
 #   fanout       10,000 subscribers over 100 topics, and 10,000 on 1 topic, closed
 #                loop; 10,000 over 100 topics at 500 publishes/s (examples/pubsub)
 #   echo         100 connections ping-pong 64 B (examples/echo, examples/shootout)
 #   broadcast    websocket-shootout steps up to the open-files ceiling (examples/shootout)
+#   shardcast    the server binary: 19,000 idle connections and the three fanout runs
 # Writes bench-results/<UTC date>.json (one JSON line per run), <date>.md
-# (tables) and <date>/*.svg (plots). Takes about 3 minutes after the build
+# (tables) and <date>/*.svg (plots). Takes about 4 minutes after the build
 # (the release build itself takes several minutes). Every run is bounded in
 # time and every server this script starts is stopped by its PID on exit.
 #
@@ -48,9 +50,15 @@ stop_server() {
 }
 trap stop_server EXIT
 
-start_server() { # example name
+start_server() { # example name, or "shardcast" for the server binary
     stop_server
-    taskset -c "$SERVER_CPUS" "$BIN/examples/$1" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" \
+    local exe="$BIN/examples/$1" extra=()
+    if [[ "$1" == shardcast ]]; then
+        # No per-connection publish rate limit and no per-IP connection cap:
+        # the loadgen's publishers and connections are few addresses.
+        exe="$BIN/shardcast" extra=(--publish-rate 0 --max-connections-per-ip 0)
+    fi
+    taskset -c "$SERVER_CPUS" "$exe" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" "${extra[@]}" \
         >"$OUT/$STAMP.$1.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -83,6 +91,15 @@ start_server pubsub
 run "fanout 10000s/1t" fanout -s 10000 -t 1 --duration "$DURATION"
 start_server pubsub
 run "fanout 10000s/100t @500 pub/s" fanout -s 10000 -t 100 --rate 500 --duration "$DURATION"
+
+start_server shardcast
+run "shardcast: connections 19000" connections -n 19000 --hold 2
+start_server shardcast
+run "shardcast: fanout 10000s/100t" fanout -s 10000 -t 100 --duration "$DURATION"
+start_server shardcast
+run "shardcast: fanout 10000s/1t" fanout -s 10000 -t 1 --duration "$DURATION"
+start_server shardcast
+run "shardcast: fanout 10000s/100t @500 pub/s" fanout -s 10000 -t 100 --rate 500 --duration "$DURATION"
 
 start_server shootout
 run "broadcast (shootout)" broadcast --initial-clients 1000 --step 2000 --max-clients 19000
