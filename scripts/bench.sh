@@ -73,9 +73,10 @@ run() { # label, loadgen arguments...
     local label=$1
     shift
     echo "== $label" >&2
+    # A failed run is reported and the suite goes on.
     timeout 300 taskset -c "$LOADGEN_CPUS" "$BIN/loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
         --cores "$LOADGEN_CORES" --server-pid "$SERVER_PID" --label "$label" --json \
-        | tee -a "$RESULTS"
+        | tee -a "$RESULTS" || echo "!! $label failed" >&2
 }
 
 start_server echo

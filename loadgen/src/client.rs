@@ -100,6 +100,20 @@ pub fn source_for(sources: &[IpAddr], index: usize) -> Option<IpAddr> {
 /// # Errors
 /// Socket, bind or connect failures (e.g. `EMFILE`, `ECONNREFUSED`).
 pub async fn connect(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
+    // A reset on connect happens when the kernel reuses a source port whose
+    // previous connection (TIME_WAIT here, closing on the server) the
+    // server still knows; a fresh port works. Bounded: 3 attempts.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connect_once(dst, src).await {
+            Err(e) if attempt < 3 && e.kind() == io::ErrorKind::ConnectionReset => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn connect_once(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
