@@ -52,7 +52,10 @@ fn connections_are_opened_held_and_cleaned_up() {
     h.shutdown();
     h.join();
     assert_eq!(u(&r, "upgraded"), 300, "{}", r.to_json());
-    assert_eq!(u(&r, "server_sockets_held"), 300, "{}", r.to_json());
+    // /proc/net/tcp is read in pages while other tests open and close
+    // sockets, so an entry can be missed or counted twice.
+    let held = u(&r, "server_sockets_held");
+    assert!((295..=305).contains(&held), "{}", r.to_json());
     assert!(
         r.get_f64("server_cleanup_secs").is_some(),
         "{}",

@@ -154,7 +154,9 @@ mod tests {
 /// established or waiting for their owner to close them (CLOSE_WAIT), from
 /// `/proc/net/tcp`: the connections a local server listening on `addr`
 /// still holds. Counts sockets, so it works however the server keeps them
-/// (plain fds or io_uring fixed files). IPv4 only.
+/// (plain fds or io_uring fixed files). IPv4 only. The kernel reads the
+/// table out in pages without a global lock, so while other sockets are
+/// opened and closed an entry can be missed or seen twice.
 pub fn server_sockets(addr: std::net::SocketAddr) -> Option<usize> {
     let s = std::fs::read_to_string("/proc/net/tcp").ok()?;
     Some(count_server_sockets(&s, addr))

@@ -440,10 +440,20 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
     r.num("client_close_secs", t2.elapsed().as_secs_f64(), 3);
     if let Some(p) = port {
         // The server has cleaned up once none of its sockets on the port is
-        // established or waiting in CLOSE_WAIT for it to close.
+        // established or waiting in CLOSE_WAIT for it to close. Reading
+        // /proc/net/tcp is not an atomic snapshot while sockets come and go,
+        // so it takes two empty reads in a row.
+        let mut empty = 0;
         let done = main_wait(
             a.cleanup_timeout,
-            || sys::server_sockets(p).is_none_or(|n| n == 0),
+            || {
+                if sys::server_sockets(p).is_none_or(|n| n == 0) {
+                    empty += 1;
+                } else {
+                    empty = 0;
+                }
+                empty >= 2
+            },
             || {},
         );
         if done {
