@@ -141,3 +141,41 @@ fn a_request_that_arrives_in_pieces_is_answered() {
     assert!(got.starts_with(b"HTTP/1.1 101"));
     stop(h);
 }
+
+/// A handler whose answers the HTTP writer would refuse.
+struct Careless;
+
+impl shardcast::Handler for Careless {
+    type Data = ();
+    fn upgrade(
+        &self,
+        _req: &mut shardcast::UpgradeRequest<'_>,
+    ) -> Result<(), shardcast::Rejection> {
+        Err(shardcast::Rejection::new(302, "not an error status"))
+    }
+    fn http(
+        &self,
+        _req: &shardcast::HttpRequest<'_>,
+        _ctx: &mut shardcast::HttpCtx<'_>,
+    ) -> shardcast::HttpResponse {
+        let mut r = shardcast::HttpResponse::text(200, "x");
+        r.headers
+            .push(("X-Evil".into(), "a\r\nSet-Cookie: b".into()));
+        r
+    }
+}
+
+#[test]
+fn invalid_answers_from_the_application_become_500_not_a_dead_core() {
+    let h = shardcast::Server::new(config(1).listen("127.0.0.1:0".parse().unwrap()), Careless)
+        .start()
+        .unwrap();
+    let addr = h.local_addr();
+    for _ in 0..2 {
+        assert_eq!(http(addr, &upgrade_request(addr, "/", "13")).0, 500);
+        let (status, text) = http(addr, &format!("GET /x HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+        assert_eq!(status, 500);
+        assert!(!text.contains("Set-Cookie"), "{text}");
+    }
+    stop(h);
+}

@@ -286,6 +286,22 @@ fn answer<H: Handler>(
 
 /// Serialises a plain HTTP response, with `Connection: close`.
 pub(crate) fn http_response_bytes(resp: &HttpResponse) -> Vec<u8> {
+    // The writer refuses (panics on) values that would split the response;
+    // an application's bad response becomes a 500, not a dead core.
+    let field_ok = |v: &str| !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+    let name_ok = |n: &str| {
+        !n.is_empty() && field_ok(n) && !n.bytes().any(|b| b == b':' || b.is_ascii_whitespace())
+    };
+    let valid = (100..=999).contains(&resp.status)
+        && field_ok(&resp.content_type)
+        && resp.headers.iter().all(|(k, v)| name_ok(k) && field_ok(v));
+    if !valid {
+        tracing::error!(
+            status = resp.status,
+            "invalid HTTP response from the handler; answering 500"
+        );
+        return http_response_bytes(&HttpResponse::text(500, "invalid response\n"));
+    }
     let headers: Vec<(&str, &str)> = resp
         .headers
         .iter()
@@ -304,6 +320,17 @@ pub(crate) fn http_response_bytes(resp: &HttpResponse) -> Vec<u8> {
 
 /// Answers a refused handshake with `status` and a short body.
 fn reject_with<H: Handler>(core: &Rc<Core<H>>, key: u32, status: u16, reason: &str) {
+    // A rejection is an error status; anything else from an application's
+    // `upgrade` hook must not take the core down.
+    let status = if (400..=599).contains(&status) {
+        status
+    } else {
+        tracing::error!(
+            status,
+            "upgrade rejected with a non-error status; answering 500"
+        );
+        500
+    };
     let mut out = Vec::new();
     handshake::write_rejection(&mut out, status, reason);
     reject(core, key, &out, status);
