@@ -58,6 +58,19 @@ fn the_closing_handshake_echoes_valid_codes_and_rejects_the_rest() {
         frame(CLOSE, &[0x03]),
         1002,
     ));
+    // Messages before the close are echoed before the close echo.
+    let mut send = frame(TEXT, b"last words");
+    send.extend(frame(BINARY, &pattern(70000)));
+    send.extend(frame(CLOSE, &close_payload(1000, b"bye")));
+    let mut reply = server_frame(TEXT, b"last words");
+    reply.extend(server_frame(BINARY, &pattern(70000)));
+    reply.extend(server_frame(CLOSE, &close_payload(1000, b"bye")));
+    cases.push(Case {
+        name: "messages then close".into(),
+        send,
+        reply,
+        close: None,
+    });
     // Data after the close is neither echoed nor answered.
     let mut send = frame(CLOSE, &close_payload(1000, b""));
     send.extend(frame(TEXT, b"after close"));

@@ -91,6 +91,29 @@ fn ping_is_answered_with_an_identical_pong() {
     reply.extend(server_frame(PONG, b""));
     reply.extend(server_frame(TEXT, b"Hello, fragmented world"));
     cases.push(Case::echo("pings between fragments", send, reply));
+    // One byte per fragment, cut inside characters, a ping between each.
+    let text = "€😀".as_bytes();
+    let mut send = Vec::new();
+    let mut reply = Vec::new();
+    for (i, b) in text.iter().enumerate() {
+        let op = if i == 0 { TEXT } else { CONT };
+        send.extend(masked_frame(i + 1 == text.len(), 0, op, &[*b]));
+        if i + 1 < text.len() {
+            send.extend(frame(PING, &[i as u8]));
+            reply.extend(server_frame(PONG, &[i as u8]));
+        }
+    }
+    reply.extend(server_frame(TEXT, text));
+    cases.push(Case::echo(
+        "a ping between every 1-byte fragment",
+        send,
+        reply,
+    ));
+    cases.push(Case::echo(
+        "unsolicited pong of 125 bytes",
+        [frame(PONG, &pattern(125)), frame(BINARY, b"next")].concat(),
+        server_frame(BINARY, b"next"),
+    ));
     run(h.local_addr(), &cases);
     stop(h);
 }
