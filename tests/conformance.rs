@@ -96,7 +96,9 @@ struct Case {
     /// The exact bytes the server must answer with first.
     reply: Vec<u8>,
     /// `Some(code)`: the server must then fail the connection with `code`
-    /// and end TCP. `None`: the connection must still be open and clean.
+    /// and end TCP. `None`: under [`run`] the connection must still be open
+    /// and clean; under `closing::run_closes` the case closed it itself, so
+    /// the server must end TCP after the reply.
     close: Option<u16>,
 }
 
