@@ -309,6 +309,21 @@ fn a_message_of_100_000_one_byte_fragments_over_the_limit_is_closed_with_1009() 
 
 #[test]
 fn a_ping_flood_is_answered_or_closed_by_the_slow_consumer_policy() {
+    ping_flood(false);
+}
+
+#[test]
+#[ignore = "server bug: pongs go through send_control, which bypasses outbox_limit; on the \
+            legacy driver the server keeps reading pings from a client that does not read and \
+            queues megabytes of pongs (about 2 runs in 3)"]
+fn a_ping_flood_never_makes_the_server_hold_more_than_the_outbox_limit() {
+    ping_flood(true);
+}
+
+/// 20,000 pings from a client that reads nothing until it has sent them
+/// all; `bounded` also asserts that the pongs the server holds stay within
+/// the outbox limit.
+fn ping_flood(bounded: bool) {
     const PINGS: usize = 20_000;
     let outbox = 64 << 10;
     let (h, _) = start(config(2).outbox_limit(outbox));
@@ -317,17 +332,40 @@ fn a_ping_flood_is_answered_or_closed_by_the_slow_consumer_policy() {
     let before_rss = rss();
     let before = h.stats();
 
-    let mut r = Raw::connect(addr);
+    // A small receive window, so the pongs back up into the server rather
+    // than into this socket's buffer.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut r = Raw::upgrade(sock.into(), &upgrade_request(addr));
     let payload = [b'p'; 125];
     let mut flood = Vec::with_capacity(PINGS * 131);
     for _ in 0..PINGS {
         flood.extend_from_slice(&masked_frame(true, 0, 9, &payload));
     }
+    let flood_len = flood.len();
     let mut w = r.stream.try_clone().unwrap();
     w.set_write_timeout(Some(TIMEOUT)).unwrap();
     let writer = std::thread::spawn(move || w.write_all(&flood).is_ok());
     let all_written = writer.join().unwrap();
     good.wait_for_trips(3);
+    // Pongs the server owes but has not written stay within the outbox
+    // limit (plus one read's worth of pings): it answers, stops reading, or
+    // closes, but never buffers the flood. The good client's few bytes a
+    // round trip are inside the slack.
+    let mid = h.stats();
+    let frame_len = masked_frame(true, 0, 9, &payload).len() as u64;
+    let read = mid.bytes_in - before.bytes_in;
+    let owed = read / frame_len * (frame_len - 4);
+    let held = owed.saturating_sub(mid.write_bytes - before.write_bytes);
+    eprintln!(
+        "ping flood: server read {read} of {} bytes, holds {held}",
+        flood_len
+    );
+    assert!(
+        !bounded || held <= (outbox + (128 << 10)) as u64,
+        "server holds {held} bytes of pongs"
+    );
 
     // Only now does the flooder read what it was sent.
     let mut pongs = 0;
@@ -440,6 +478,54 @@ fn connections_over_the_limit_get_503_and_do_not_count() {
         assert_eq!(r.read_frame().unwrap().2, b"back");
     }
     assert_eq!(http(addr, &upgrade_request(addr)).0, 503);
+    good.finish();
+    stop(h);
+}
+
+#[test]
+#[ignore = "server bug: the global limit is checked (mesh.upgraded load) before the upgrade \
+            and counted after it, so handshakes racing on two cores admit limit + 1"]
+fn a_burst_of_handshakes_on_every_core_never_exceeds_the_global_limit() {
+    const LIMIT: usize = 20;
+    const THREADS: usize = 40;
+    let (h, _) = start(config(2).max_connections(LIMIT));
+    let addr = h.local_addr();
+    let good = Good::start(addr);
+    for round in 0..5 {
+        // Every attempt connects first, then all send their requests at once.
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let attempts: Vec<JoinHandle<Option<TcpStream>>> = (0..THREADS)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    barrier.wait();
+                    s.write_all(upgrade_request(addr).as_bytes()).unwrap();
+                    let mut head = [0u8; 12];
+                    s.read_exact(&mut head).unwrap();
+                    match &head[9..12] {
+                        b"101" => Some(s),
+                        b"503" => None,
+                        other => panic!("status {}", String::from_utf8_lossy(other)),
+                    }
+                })
+            })
+            .collect();
+        let admitted: Vec<TcpStream> = attempts
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        let active = h.stats().active;
+        assert!(
+            admitted.len() < LIMIT && active <= LIMIT as u64,
+            "round {round}: {} admitted beside the good client, {active} active, limit {LIMIT}",
+            admitted.len()
+        );
+        drop(admitted);
+        wait_until("the burst closed", || h.stats().active == 1);
+    }
     good.finish();
     stop(h);
 }
