@@ -1,6 +1,7 @@
 //! Verifies that hostile clients are closed by policy while a well-behaved client keeps being served.
 
 mod common;
+mod server_support;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -528,4 +529,68 @@ fn a_burst_of_handshakes_on_every_core_never_exceeds_the_global_limit() {
     }
     good.finish();
     stop(h);
+}
+
+/// A WebSocket client of the standalone server, connecting from `source`
+/// (any 127.0.0.0/8 address reaches the loopback listener), so one test can
+/// play several client addresses.
+fn connect_from(source: [u8; 4], addr: SocketAddr) -> Result<server_support::Client, u16> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    let stream = tungstenite::stream::MaybeTlsStream::Plain(stream);
+    match tungstenite::client(format!("ws://{addr}/"), stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            Err(resp.status().as_u16())
+        }
+        Err(e) => panic!("handshake from {source:?} failed otherwise: {e}"),
+    }
+}
+
+#[test]
+fn connections_over_the_per_address_limit_get_429_and_other_addresses_are_served() {
+    const PER_IP: usize = 3;
+    let running = server_support::start(|s| s.max_connections_per_ip = PER_IP);
+    let addr = running.local_addr();
+    let mut good = connect_from([127, 0, 0, 2], addr).expect("the good address is admitted");
+    server_support::assert_alive(&mut good);
+
+    let hostile = [127, 0, 0, 1];
+    let mut held: Vec<_> = (0..PER_IP)
+        .map(|_| connect_from(hostile, addr).expect("within the limit"))
+        .collect();
+    for i in 0..50 {
+        assert_eq!(connect_from(hostile, addr).err(), Some(429));
+        if i % 10 == 0 {
+            server_support::assert_alive(&mut good);
+        }
+    }
+    assert_eq!(
+        running.handle().stats().active,
+        PER_IP as u64 + 1,
+        "rejected handshakes do not count"
+    );
+
+    // The refused never took a slot: once the held ones go, as many come back.
+    for ws in &mut held {
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    }
+    drop(held);
+    wait_until("the hostile address's connections closed", || {
+        running.handle().stats().active == 1
+    });
+    let mut again: Vec<_> = (0..PER_IP)
+        .map(|_| connect_from(hostile, addr).expect("slots freed"))
+        .collect();
+    assert_eq!(connect_from(hostile, addr).err(), Some(429));
+    for ws in &mut again {
+        server_support::assert_alive(ws);
+    }
+    server_support::assert_alive(&mut good);
+    server_support::stop(running);
 }
