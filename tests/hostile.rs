@@ -90,6 +90,13 @@ impl Good {
     }
 }
 
+/// Tests here run one at a time: the RSS checks read the whole process,
+/// and the socket counts stay within the test's own budget.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Resident memory of this process (the server runs in it), in bytes.
 fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -123,6 +130,7 @@ fn reads_eof(s: &mut TcpStream) -> bool {
 
 #[test]
 fn slowloris_is_closed_at_the_handshake_timeout() {
+    let _serial = serial();
     let timeout = Duration::from_secs(1);
     let (h, _) = start(config(2).handshake_timeout(timeout));
     let addr = h.local_addr();
@@ -164,6 +172,7 @@ fn slowloris_is_closed_at_the_handshake_timeout() {
 
 #[test]
 fn a_thousand_half_open_connections_are_closed_at_the_handshake_timeout() {
+    let _serial = serial();
     const N: usize = 1000;
     let (h, _) = start(config(2).handshake_timeout(Duration::from_secs(2)));
     let addr = h.local_addr();
@@ -202,6 +211,7 @@ fn a_thousand_half_open_connections_are_closed_at_the_handshake_timeout() {
 
 #[test]
 fn header_bomb_gets_431_and_garbage_gets_400() {
+    let _serial = serial();
     let (h, _) = start(config(2).max_header_bytes(8 << 10));
     let addr = h.local_addr();
     let good = Good::start(addr);
@@ -236,6 +246,7 @@ fn header_bomb_gets_431_and_garbage_gets_400() {
 
 #[test]
 fn a_frame_announcing_two_to_the_62_bytes_is_closed_with_1009_without_allocating() {
+    let _serial = serial();
     let (h, _) = start(config(2));
     let addr = h.local_addr();
     let good = Good::start(addr);
@@ -282,6 +293,7 @@ fn send_fragmented(addr: SocketAddr) -> (Raw, Vec<u8>, JoinHandle<()>) {
 
 #[test]
 fn a_message_of_100_000_one_byte_fragments_is_echoed_whole() {
+    let _serial = serial();
     let (h, _) = start(config(2).max_message_size(1 << 20));
     let addr = h.local_addr();
     let good = Good::start(addr);
@@ -297,6 +309,7 @@ fn a_message_of_100_000_one_byte_fragments_is_echoed_whole() {
 
 #[test]
 fn a_message_of_100_000_one_byte_fragments_over_the_limit_is_closed_with_1009() {
+    let _serial = serial();
     let (h, _) = start(config(2).max_message_size(50_000));
     let addr = h.local_addr();
     let good = Good::start(addr);
@@ -310,6 +323,7 @@ fn a_message_of_100_000_one_byte_fragments_over_the_limit_is_closed_with_1009() 
 
 #[test]
 fn a_ping_flood_is_answered_or_closed_by_the_slow_consumer_policy() {
+    let _serial = serial();
     ping_flood(false);
 }
 
@@ -318,6 +332,7 @@ fn a_ping_flood_is_answered_or_closed_by_the_slow_consumer_policy() {
             legacy driver the server keeps reading pings from a client that does not read and \
             queues megabytes of pongs (about 2 runs in 3)"]
 fn a_ping_flood_never_makes_the_server_hold_more_than_the_outbox_limit() {
+    let _serial = serial();
     ping_flood(true);
 }
 
@@ -404,6 +419,7 @@ fn ping_flood(bounded: bool) {
 
 #[test]
 fn a_client_that_stops_reading_and_ignores_pings_is_closed_with_1001() {
+    let _serial = serial();
     let idle = Duration::from_secs(2);
     let cfg = config(2)
         .ping_interval(Duration::from_millis(500))
@@ -450,6 +466,7 @@ fn a_client_that_stops_reading_and_ignores_pings_is_closed_with_1001() {
 
 #[test]
 fn connections_over_the_limit_get_503_and_do_not_count() {
+    let _serial = serial();
     const LIMIT: usize = 4;
     let (h, _) = start(config(2).max_connections(LIMIT));
     let addr = h.local_addr();
@@ -487,6 +504,7 @@ fn connections_over_the_limit_get_503_and_do_not_count() {
 #[ignore = "server bug: the global limit is checked (mesh.upgraded load) before the upgrade \
             and counted after it, so handshakes racing on two cores admit limit + 1"]
 fn a_burst_of_handshakes_on_every_core_never_exceeds_the_global_limit() {
+    let _serial = serial();
     const LIMIT: usize = 20;
     const THREADS: usize = 40;
     let (h, _) = start(config(2).max_connections(LIMIT));
@@ -553,6 +571,7 @@ fn connect_from(source: [u8; 4], addr: SocketAddr) -> Result<server_support::Cli
 
 #[test]
 fn connections_over_the_per_address_limit_get_429_and_other_addresses_are_served() {
+    let _serial = serial();
     const PER_IP: usize = 3;
     let running = server_support::start(|s| s.max_connections_per_ip = PER_IP);
     let addr = running.local_addr();
