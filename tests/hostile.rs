@@ -330,10 +330,13 @@ fn a_ping_flood_is_answered_or_closed_by_the_slow_consumer_policy() {
 #[test]
 #[ignore = "server bug: pongs go through send_control, which bypasses outbox_limit; on the \
             legacy driver the server keeps reading pings from a client that does not read and \
-            queues megabytes of pongs (about 2 runs in 3)"]
+            queues megabytes of pongs"]
 fn a_ping_flood_never_makes_the_server_hold_more_than_the_outbox_limit() {
     let _serial = serial();
-    ping_flood(true);
+    // The growth depends on how the kernel's buffers happen to fill: three tries.
+    for _ in 0..3 {
+        ping_flood(true);
+    }
 }
 
 /// 20,000 pings from a client that reads nothing until it has sent them
@@ -510,7 +513,7 @@ fn a_burst_of_handshakes_on_every_core_never_exceeds_the_global_limit() {
     let (h, _) = start(config(2).max_connections(LIMIT));
     let addr = h.local_addr();
     let good = Good::start(addr);
-    for round in 0..5 {
+    for round in 0..20 {
         // Every attempt connects first, then all send their requests at once.
         let barrier = Arc::new(std::sync::Barrier::new(THREADS));
         let attempts: Vec<JoinHandle<Option<TcpStream>>> = (0..THREADS)
