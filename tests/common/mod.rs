@@ -214,7 +214,11 @@ impl Raw {
 
     /// Connects and upgrades with the given request.
     pub fn connect_with(addr: SocketAddr, request: &str) -> Raw {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        Raw::upgrade(TcpStream::connect(addr).unwrap(), request)
+    }
+
+    /// Upgrades an already connected stream with the given request.
+    pub fn upgrade(mut stream: TcpStream, request: &str) -> Raw {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
