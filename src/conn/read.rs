@@ -3,6 +3,7 @@
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use monoio::net::TcpStream;
@@ -238,7 +239,11 @@ fn answer<H: Handler>(
         reject_with(core, key, 503, "server shutting down\n");
         return Answer::Closed;
     }
-    if core.mesh.upgraded_total() >= cfg.max_connections {
+    // Reserve the slot before the application's hook runs: cores accept at
+    // the same time, and a check-then-count would let each of them take
+    // the last slot.
+    if core.mesh.upgraded.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
+        core.mesh.upgraded.fetch_sub(1, Ordering::AcqRel);
         reject_with(core, key, 503, "server full\n");
         return Answer::Closed;
     }
@@ -251,6 +256,7 @@ fn answer<H: Handler>(
     let data = match core.handler.upgrade(&mut ureq) {
         Ok(d) => d,
         Err(rej) => {
+            core.mesh.upgraded.fetch_sub(1, Ordering::AcqRel);
             reject_with(core, key, rej.status, &rej.reason);
             return Answer::Closed;
         }
@@ -543,7 +549,7 @@ fn process<H: Handler>(core: &Rc<Core<H>>, key: u32, dec: &mut Decoder, input: &
                     }
                 }
                 if let Some(Reply::Pong(p)) = reply {
-                    core.send_control(key, PreparedFrame::pong(p).into_bytes());
+                    core.send_pong(key, PreparedFrame::pong(p).into_bytes());
                 }
                 pos += consumed;
             }

@@ -44,6 +44,9 @@ pub trait CoreView {
     fn subscription_total(&self) -> usize;
     /// Timer wheel entries (live and stale).
     fn timer_entries(&self) -> usize;
+    /// Bytes queued in the outboxes of this core's connections (not yet
+    /// written to their sockets).
+    fn queued_bytes(&self) -> usize;
 }
 
 /// A single-threaded, edge-style notification: `notify` wakes the one task
@@ -197,23 +200,11 @@ impl<H: Handler> Core<H> {
         let Some(c) = conns.get_mut(key as usize) else {
             return SendStatus::Dropped;
         };
-        if c.state != State::Open {
+        if c.state != State::Open || !self.admit(key, c, frame.len()) {
             return SendStatus::Dropped;
         }
-        let len = frame.len();
-        if c.queued + len > self.config.outbox_limit && c.queued > 0 {
-            self.stats().dropped.bump(1);
-            match &self.config.slow_consumer {
-                SlowConsumerPolicy::DropMessage => {}
-                SlowConsumerPolicy::Close(code, reason) => {
-                    self.stats().slow_closes.bump(1);
-                    self.begin_close(key, c, *code, reason, true);
-                }
-            }
-            return SendStatus::Dropped;
-        }
+        c.queued += frame.len();
         c.outbox.push_back(frame);
-        c.queued += len;
         self.stats().messages_out.bump(1);
         self.mark_dirty(key, c);
         if c.queued > self.config.outbox_low_water {
@@ -224,12 +215,31 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// Queues a control or handshake frame, bypassing the limit (their size
-    /// is bounded) but not the closing state.
-    pub fn send_control(&self, key: u32, frame: Bytes) {
+    /// Whether `len` more bytes fit in `c`'s outbox; if not, applies the
+    /// slow-consumer policy and returns false.
+    fn admit(&self, key: u32, c: &mut Conn<H::Data>, len: usize) -> bool {
+        if c.queued + len <= self.config.outbox_limit || c.queued == 0 {
+            return true;
+        }
+        self.stats().dropped.bump(1);
+        match &self.config.slow_consumer {
+            SlowConsumerPolicy::DropMessage => {}
+            SlowConsumerPolicy::Close(code, reason) => {
+                self.stats().slow_closes.bump(1);
+                self.begin_close(key, c, *code, reason, true);
+            }
+        }
+        false
+    }
+
+    /// Queues the pong owed for a ping. Pongs count against the outbox
+    /// limit like messages: a client that floods pings and reads nothing
+    /// must not make us hold its answers without bound. Dropping a pong is
+    /// allowed (RFC 6455 §5.5.3: only the latest ping needs an answer).
+    pub fn send_pong(&self, key: u32, frame: Bytes) {
         let mut conns = self.conns.borrow_mut();
         if let Some(c) = conns.get_mut(key as usize) {
-            if c.state == State::Closing {
+            if c.state != State::Open || !self.admit(key, c, frame.len()) {
                 return;
             }
             c.queued += frame.len();
@@ -720,6 +730,9 @@ impl<H: Handler> CoreView for Core<H> {
     }
     fn timer_entries(&self) -> usize {
         self.wheel.borrow().len()
+    }
+    fn queued_bytes(&self) -> usize {
+        self.conns.borrow().iter().map(|(_, c)| c.queued).sum()
     }
 }
 

@@ -42,12 +42,6 @@ pub struct Mesh {
     pub(crate) upgraded: stats::Gauge,
 }
 
-impl Mesh {
-    pub(crate) fn upgraded_total(&self) -> usize {
-        self.upgraded.load(Ordering::Relaxed)
-    }
-}
-
 struct HandleInner {
     mesh: Arc<Mesh>,
     local_addr: SocketAddr,

@@ -93,8 +93,9 @@ impl CoreStats {
         self.sockets.drop_by(1);
     }
 
-    pub(crate) fn upgraded(&self, mesh: &Mesh) {
-        mesh.upgraded.fetch_add(1, Ordering::Relaxed);
+    /// The global slot was already reserved in `mesh.upgraded` by the
+    /// handshake.
+    pub(crate) fn upgraded(&self, _mesh: &Mesh) {
         self.upgrades.bump(1);
         self.active.bump(1);
         if self.active.get() > self.peak.get() {
