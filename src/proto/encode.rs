@@ -30,6 +30,48 @@ fn header(
     (head, len)
 }
 
+/// A growable byte buffer a frame can be appended to: `Vec<u8>` or `BytesMut`.
+trait FrameBuf: std::ops::DerefMut<Target = [u8]> {
+    fn reserve_more(&mut self, n: usize);
+    fn append(&mut self, bytes: &[u8]);
+}
+
+impl FrameBuf for Vec<u8> {
+    fn reserve_more(&mut self, n: usize) {
+        self.reserve(n);
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl FrameBuf for BytesMut {
+    fn reserve_more(&mut self, n: usize) {
+        self.reserve(n);
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+#[inline]
+fn encode_into<B: FrameBuf>(
+    dst: &mut B,
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
+    let (head, len) = header(fin, opcode, payload.len(), mask);
+    dst.reserve_more(len + payload.len());
+    dst.append(&head[..len]);
+    let start = dst.len();
+    dst.append(payload);
+    if let Some(key) = mask {
+        mask::apply_mask(&mut dst[start..], key, 0);
+    }
+}
+
 /// Appends a whole frame to `dst`: header, then `payload`, masked with
 /// `mask` when it is `Some` (the client role; §5.3: "The masking key ...
 /// MUST be derived from a strong source of entropy", see [`random_mask`]).
@@ -44,14 +86,7 @@ pub fn encode_frame(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) {
-    let (head, len) = header(fin, opcode, payload.len(), mask);
-    dst.reserve(len + payload.len());
-    dst.extend_from_slice(&head[..len]);
-    let start = dst.len();
-    dst.extend_from_slice(payload);
-    if let Some(key) = mask {
-        mask::apply_mask(&mut dst[start..], key, 0);
-    }
+    encode_into(dst, fin, opcode, payload, mask);
 }
 
 /// [`encode_frame`] into a [`BytesMut`].
@@ -63,14 +98,7 @@ pub fn encode_frame_bytes(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) {
-    let (head, len) = header(fin, opcode, payload.len(), mask);
-    dst.reserve(len + payload.len());
-    dst.extend_from_slice(&head[..len]);
-    let start = dst.len();
-    dst.extend_from_slice(payload);
-    if let Some(key) = mask {
-        mask::apply_mask(&mut dst[start..], key, 0);
-    }
+    encode_into(dst, fin, opcode, payload, mask);
 }
 
 /// A fresh masking key for a client frame, from `fastrand`'s per-thread
