@@ -1,8 +1,7 @@
 //! Verifies that hostile clients are closed by policy while a well-behaved client keeps being served.
 
-mod common;
 mod server_support;
-use common::*;
+use server_support::common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,10 @@
 //! Shared by the `server_*` tests: a shardcast server started in-process on port 0, JSON clients, HTTP and token helpers.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+/// The engine tests' helpers, shared so both halves use one HTTP client.
+#[path = "../common/mod.rs"]
+pub mod common;
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -166,8 +169,6 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
         body.len()
@@ -177,15 +178,7 @@ pub fn http(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let (status, text) = common::http(addr, &req);
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
