@@ -338,7 +338,28 @@ impl<H: Handler> Core<H> {
         exclude: Option<u32>,
     ) -> (usize, usize) {
         let registry = self.registry.borrow();
+        self.deliver(registry.subscribers(topic), frame, exclude)
+    }
+
+    /// Delivers a frame that arrived from another core. Every subscriber's
+    /// clone bumps the frame's reference count; shared with other cores, that
+    /// count's cache line would bounce between them once per subscriber, so
+    /// the frame is first copied once into core-local memory (unless it has
+    /// one subscriber here, or is large and has few).
+    fn publish_foreign(&self, topic: &str, frame: Bytes, exclude: Option<u32>) -> (usize, usize) {
+        let registry = self.registry.borrow();
         let subs = registry.subscribers(topic);
+        let n = subs.len();
+        let frame = if n > 1 && (frame.len() <= LOCAL_COPY_MAX || n >= 16) {
+            Bytes::copy_from_slice(&frame)
+        } else {
+            frame
+        };
+        self.deliver(subs, &frame, exclude)
+    }
+
+    /// Queues `frame` for each of `subs` but `exclude`: (delivered, dropped).
+    fn deliver(&self, subs: &[u32], frame: &Bytes, exclude: Option<u32>) -> (usize, usize) {
         let (mut delivered, mut dropped) = (0, 0);
         for &s in subs {
             if Some(s) == exclude {
@@ -441,17 +462,7 @@ impl<H: Handler> Core<H> {
                 tally,
             } => {
                 let ex = exclude.filter(|e| e.shard() == self.id).map(|e| e.key);
-                // Every subscriber's clone bumps the frame's reference count.
-                // Shared with other cores, that count's cache line would
-                // bounce between them once per subscriber; one copy per core
-                // keeps the per-subscriber work core-local.
-                let subs = self.registry.borrow().subscribers(&topic).len();
-                let frame = if subs > 1 && (frame.len() <= LOCAL_COPY_MAX || subs >= 16) {
-                    Bytes::copy_from_slice(&frame)
-                } else {
-                    frame
-                };
-                let (d, x) = self.publish_local(&topic, &frame, ex);
+                let (d, x) = self.publish_foreign(&topic, frame, ex);
                 if d + x == 0 {
                     self.stats().fanout_misses.bump(1);
                 }
