@@ -1,41 +1,17 @@
 //! Verifies that the frame decoder yields the same messages however a stream is fragmented and chunked, that every frame encodes and decodes back to itself in both roles, and that arbitrary bytes never make it panic.
 
 use proptest::prelude::*;
-use shardcast::proto::decode::{Decoded, Decoder, Limits, Message, Reply, Role};
+use shardcast::proto::decode::{Decoded, Decoder, Limits, Message, OwnedMessage, Reply, Role};
 use shardcast::proto::frame::{encode_frame, FrameHeader, OpCode, PreparedFrame, MAX_HEADER_LEN};
 use shardcast::proto::{CloseCode, ProtocolError};
-
-/// A message copied out of the decoder's borrows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Msg {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<(u16, String)>),
-    Compressed(OpCode, Vec<u8>),
-}
-
-impl From<Message<'_>> for Msg {
-    fn from(m: Message<'_>) -> Self {
-        match m {
-            Message::Text(t) => Msg::Text(t.to_owned()),
-            Message::Binary(b) => Msg::Binary(b.to_vec()),
-            Message::Ping(b) => Msg::Ping(b.to_vec()),
-            Message::Pong(b) => Msg::Pong(b.to_vec()),
-            Message::Close(c) => Msg::Close(c.map(|c| (c.code.0, c.reason.to_owned()))),
-            Message::Compressed { opcode, payload } => Msg::Compressed(opcode, payload.to_vec()),
-        }
-    }
-}
 
 /// One data message as sent: its fragments' payload boundaries, and the
 /// control frames sent after each non-final fragment.
 #[derive(Debug, Clone)]
 struct Planned {
-    msg: Msg,
+    msg: OwnedMessage,
     cuts: Vec<usize>,
-    between: Vec<Vec<Msg>>,
+    between: Vec<Vec<OwnedMessage>>,
 }
 
 fn payload_len() -> impl Strategy<Value = usize> {
@@ -55,19 +31,19 @@ fn text() -> impl Strategy<Value = String> {
     })
 }
 
-fn control() -> impl Strategy<Value = Msg> {
+fn control() -> impl Strategy<Value = OwnedMessage> {
     prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..=125).prop_map(Msg::Ping),
-        prop::collection::vec(any::<u8>(), 0..=125).prop_map(Msg::Pong),
+        prop::collection::vec(any::<u8>(), 0..=125).prop_map(OwnedMessage::Ping),
+        prop::collection::vec(any::<u8>(), 0..=125).prop_map(OwnedMessage::Pong),
     ]
 }
 
 fn planned() -> impl Strategy<Value = Planned> {
     let data = prop_oneof![
-        text().prop_map(Msg::Text),
+        text().prop_map(OwnedMessage::Text),
         payload_len()
             .prop_flat_map(|n| prop::collection::vec(any::<u8>(), n))
-            .prop_map(Msg::Binary),
+            .prop_map(OwnedMessage::Binary),
     ];
     (
         data,
@@ -76,8 +52,8 @@ fn planned() -> impl Strategy<Value = Planned> {
     )
         .prop_map(|(msg, cut_at, between)| {
             let len = match &msg {
-                Msg::Text(t) => t.len(),
-                Msg::Binary(b) => b.len(),
+                OwnedMessage::Text(t) => t.len(),
+                OwnedMessage::Binary(b) => b.len(),
                 _ => unreachable!(),
             };
             let mut cuts: Vec<usize> = cut_at.iter().map(|i| i.index(len + 1)).collect();
@@ -89,7 +65,11 @@ fn planned() -> impl Strategy<Value = Planned> {
 /// Encodes `plan` as frames: masked with a fresh key per frame for a
 /// server-role decoder, unmasked for a client-role one. Returns the bytes
 /// and the messages the decoder should yield, in order.
-fn encode_plan(plan: &[Planned], close: &Option<(u16, String)>, role: Role) -> (Vec<u8>, Vec<Msg>) {
+fn encode_plan(
+    plan: &[Planned],
+    close: &Option<(u16, String)>,
+    role: Role,
+) -> (Vec<u8>, Vec<OwnedMessage>) {
     let mask = || match role {
         Role::Server => Some(shardcast::proto::frame::random_mask()),
         Role::Client => None,
@@ -98,8 +78,8 @@ fn encode_plan(plan: &[Planned], close: &Option<(u16, String)>, role: Role) -> (
     let mut expect = Vec::new();
     for p in plan {
         let (opcode, payload) = match &p.msg {
-            Msg::Text(t) => (OpCode::Text, t.as_bytes()),
-            Msg::Binary(b) => (OpCode::Binary, &b[..]),
+            OwnedMessage::Text(t) => (OpCode::Text, t.as_bytes()),
+            OwnedMessage::Binary(b) => (OpCode::Binary, &b[..]),
             _ => unreachable!(),
         };
         let mut bounds = vec![0];
@@ -119,8 +99,8 @@ fn encode_plan(plan: &[Planned], close: &Option<(u16, String)>, role: Role) -> (
             if !fin {
                 for c in &p.between[i] {
                     let (op, body) = match c {
-                        Msg::Ping(b) => (OpCode::Ping, b),
-                        Msg::Pong(b) => (OpCode::Pong, b),
+                        OwnedMessage::Ping(b) => (OpCode::Ping, b),
+                        OwnedMessage::Pong(b) => (OpCode::Pong, b),
                         _ => unreachable!(),
                     };
                     encode_frame(&mut out, true, op, body, mask());
@@ -134,7 +114,10 @@ fn encode_plan(plan: &[Planned], close: &Option<(u16, String)>, role: Role) -> (
         let mut body = code.to_be_bytes().to_vec();
         body.extend_from_slice(reason.as_bytes());
         encode_frame(&mut out, true, OpCode::Close, &body, mask());
-        expect.push(Msg::Close(Some((*code, reason.clone()))));
+        expect.push(OwnedMessage::Close(Some((
+            CloseCode(*code),
+            reason.clone(),
+        ))));
     }
     (out, expect)
 }
@@ -145,7 +128,7 @@ fn decode_chunked(
     limits: &Limits,
     bytes: &[u8],
     chunks: &[usize],
-) -> Result<Vec<Msg>, ProtocolError> {
+) -> Result<Vec<OwnedMessage>, ProtocolError> {
     let mut buf = Vec::new();
     let out = feed(role, limits, bytes, chunks, &mut buf)?;
     assert!(buf.is_empty(), "{} bytes left over", buf.len());
@@ -162,7 +145,7 @@ fn feed(
     bytes: &[u8],
     chunks: &[usize],
     buf: &mut Vec<u8>,
-) -> Result<Vec<Msg>, ProtocolError> {
+) -> Result<Vec<OwnedMessage>, ProtocolError> {
     let mut decoder = Decoder::new(role);
     let mut out = Vec::new();
     let mut pos = 0;
@@ -305,24 +288,24 @@ proptest! {
                 while t.len() < len {
                     t.push('z');
                 }
-                (t.clone().into_bytes(), Msg::Text(t))
+                (t.clone().into_bytes(), OwnedMessage::Text(t))
             }
             OpCode::Binary => {
                 let b: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-                (b.clone(), Msg::Binary(b))
+                (b.clone(), OwnedMessage::Binary(b))
             }
             OpCode::Ping | OpCode::Pong => {
                 let b: Vec<u8> = (0..len.min(125)).map(|_| rng.u8(..)).collect();
-                (b.clone(), if op == OpCode::Ping { Msg::Ping(b) } else { Msg::Pong(b) })
+                (b.clone(), if op == OpCode::Ping { OwnedMessage::Ping(b) } else { OwnedMessage::Pong(b) })
             }
             _ => {
                 let reason = "é".repeat(len.min(123) / 2);
                 let mut body = 1000u16.to_be_bytes().to_vec();
                 body.extend_from_slice(reason.as_bytes());
                 if len == 0 {
-                    (Vec::new(), Msg::Close(None))
+                    (Vec::new(), OwnedMessage::Close(None))
                 } else {
-                    (body, Msg::Close(Some((1000, reason))))
+                    (body, OwnedMessage::Close(Some((CloseCode(1000), reason))))
                 }
             }
         };
@@ -334,11 +317,11 @@ proptest! {
         if role == Role::Client {
             // A prepared (server) frame decodes the same.
             let prepared = match &expect {
-                Msg::Text(t) => PreparedFrame::text(t),
-                Msg::Binary(b) => PreparedFrame::binary(b),
-                Msg::Ping(b) => PreparedFrame::ping(b),
-                Msg::Pong(b) => PreparedFrame::pong(b),
-                Msg::Close(Some((code, reason))) => PreparedFrame::close(CloseCode(*code), reason),
+                OwnedMessage::Text(t) => PreparedFrame::text(t),
+                OwnedMessage::Binary(b) => PreparedFrame::binary(b),
+                OwnedMessage::Ping(b) => PreparedFrame::ping(b),
+                OwnedMessage::Pong(b) => PreparedFrame::pong(b),
+                OwnedMessage::Close(Some((code, reason))) => PreparedFrame::close(*code, reason),
                 _ => PreparedFrame::close(CloseCode::NO_STATUS, ""),
             };
             prop_assert_eq!(prepared.as_bytes().as_ref(), &frame[..]);

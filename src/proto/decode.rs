@@ -139,6 +139,52 @@ pub enum Message<'a> {
     },
 }
 
+impl Message<'_> {
+    /// Copies the message out of the borrowed input, e.g. to keep it past
+    /// the next [`Decoder::decode`] call or send it to another thread.
+    pub fn to_owned_message(&self) -> OwnedMessage {
+        match *self {
+            Message::Text(t) => OwnedMessage::Text(t.to_owned()),
+            Message::Binary(b) => OwnedMessage::Binary(b.to_vec()),
+            Message::Ping(b) => OwnedMessage::Ping(b.to_vec()),
+            Message::Pong(b) => OwnedMessage::Pong(b.to_vec()),
+            Message::Close(c) => OwnedMessage::Close(c.map(|c| (c.code, c.reason.to_owned()))),
+            Message::Compressed { opcode, payload } => OwnedMessage::Compressed {
+                opcode,
+                payload: payload.to_vec(),
+            },
+        }
+    }
+}
+
+/// A [`Message`] that owns its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedMessage {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A ping.
+    Ping(Vec<u8>),
+    /// A pong.
+    Pong(Vec<u8>),
+    /// A close frame's status code and reason, if it carried a code.
+    Close(Option<(CloseCode, String)>),
+    /// A compressed data message (see [`Message::Compressed`]).
+    Compressed {
+        /// [`OpCode::Text`] or [`OpCode::Binary`].
+        opcode: OpCode,
+        /// The compressed payload.
+        payload: Vec<u8>,
+    },
+}
+
+impl From<Message<'_>> for OwnedMessage {
+    fn from(m: Message<'_>) -> Self {
+        m.to_owned_message()
+    }
+}
+
 /// What the peer is owed in answer to a frame; the caller encodes and sends
 /// it (e.g. with [`PreparedFrame`](crate::proto::frame::PreparedFrame)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,32 +24,8 @@ fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A message copied out of the decoder's borrows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Owned {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<(u16, String)>),
-    Compressed(OpCode, Vec<u8>),
-}
-
-impl From<Message<'_>> for Owned {
-    fn from(m: Message<'_>) -> Self {
-        match m {
-            Message::Text(t) => Owned::Text(t.to_owned()),
-            Message::Binary(b) => Owned::Binary(b.to_vec()),
-            Message::Ping(b) => Owned::Ping(b.to_vec()),
-            Message::Pong(b) => Owned::Pong(b.to_vec()),
-            Message::Close(c) => Owned::Close(c.map(|c| (c.code.0, c.reason.to_owned()))),
-            Message::Compressed { opcode, payload } => Owned::Compressed(opcode, payload.to_vec()),
-        }
-    }
-}
-
-fn text(s: &str) -> Owned {
-    Owned::Text(s.to_owned())
+fn text(s: &str) -> OwnedMessage {
+    OwnedMessage::Text(s.to_owned())
 }
 
 /// Runs `decoder` over `buf` until it needs more bytes or fails, dropping
@@ -58,7 +34,7 @@ fn drain(
     decoder: &mut Decoder,
     buf: &mut Vec<u8>,
     limits: &Limits,
-) -> (Vec<Owned>, Result<usize, ProtocolError>) {
+) -> (Vec<OwnedMessage>, Result<usize, ProtocolError>) {
     let mut out = Vec::new();
     loop {
         match decoder.decode(buf, limits) {
@@ -78,7 +54,11 @@ fn drain(
 }
 
 /// Decodes `bytes` in one piece as `role`.
-fn run(role: Role, limits: &Limits, bytes: &[u8]) -> (Vec<Owned>, Result<usize, ProtocolError>) {
+fn run(
+    role: Role,
+    limits: &Limits,
+    bytes: &[u8],
+) -> (Vec<OwnedMessage>, Result<usize, ProtocolError>) {
     drain(&mut Decoder::new(role), &mut bytes.to_vec(), limits)
 }
 
@@ -88,7 +68,7 @@ fn server_err(bytes: &[u8]) -> ProtocolError {
 }
 
 /// The messages `bytes` decode to as a server, which must all be complete.
-fn server_ok(bytes: &[u8]) -> Vec<Owned> {
+fn server_ok(bytes: &[u8]) -> Vec<OwnedMessage> {
     let (msgs, rest) = run(Role::Server, &Limits::default(), bytes);
     // 2 for the next header, 0 once a Close ended the stream.
     assert!(
@@ -105,7 +85,7 @@ fn dribble(
     limits: &Limits,
     bytes: &[u8],
     chunk: usize,
-) -> Result<Vec<Owned>, ProtocolError> {
+) -> Result<Vec<OwnedMessage>, ProtocolError> {
     let mut decoder = Decoder::new(role);
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -153,7 +133,11 @@ fn rfc_unmasked_frames_in_client_role() {
     let (msgs, rest) = run(Role::Client, &limits, &bytes);
     assert_eq!(
         msgs,
-        [text("Hello"), text("Hello"), Owned::Ping(b"Hello".to_vec())]
+        [
+            text("Hello"),
+            text("Hello"),
+            OwnedMessage::Ping(b"Hello".to_vec())
+        ]
     );
     assert_eq!(rest, Ok(2));
 }
@@ -190,7 +174,7 @@ fn sixteen_bit_length() {
     let payload: Vec<u8> = (0..=255).collect();
     let frame = masked(0x82, &payload);
     assert_eq!(&frame[..4], &[0x82, 0xfe, 0x01, 0x00]);
-    assert_eq!(server_ok(&frame), [Owned::Binary(payload)]);
+    assert_eq!(server_ok(&frame), [OwnedMessage::Binary(payload)]);
 }
 
 #[test]
@@ -199,7 +183,7 @@ fn sixty_four_bit_length() {
     let payload: Vec<u8> = (0..65536).map(|i| (i * 7) as u8).collect();
     let frame = masked(0x82, &payload);
     assert_eq!(&frame[..10], &[0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0]);
-    assert_eq!(server_ok(&frame), [Owned::Binary(payload)]);
+    assert_eq!(server_ok(&frame), [OwnedMessage::Binary(payload)]);
 }
 
 #[test]
@@ -207,8 +191,8 @@ fn non_minimal_length_forms_are_accepted() {
     // 3 bytes announced in the 16-bit and the 64-bit form.
     let a = [0x82, 0xfe, 0, 3, 0, 0, 0, 0, 1, 2, 3];
     let b = [0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 1, 2, 3];
-    assert_eq!(server_ok(&a), [Owned::Binary(vec![1, 2, 3])]);
-    assert_eq!(server_ok(&b), [Owned::Binary(vec![1, 2, 3])]);
+    assert_eq!(server_ok(&a), [OwnedMessage::Binary(vec![1, 2, 3])]);
+    assert_eq!(server_ok(&b), [OwnedMessage::Binary(vec![1, 2, 3])]);
 }
 
 #[test]
@@ -218,7 +202,7 @@ fn boundary_lengths() {
         let txt: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
         assert_eq!(
             server_ok(&masked(0x82, &bin)),
-            [Owned::Binary(bin)],
+            [OwnedMessage::Binary(bin)],
             "{len}"
         );
         assert_eq!(
@@ -234,9 +218,12 @@ fn empty_messages() {
     assert_eq!(server_ok(&[0x81, 0x80, 1, 2, 3, 4]), [text("")]);
     assert_eq!(
         server_ok(&[0x82, 0x80, 1, 2, 3, 4]),
-        [Owned::Binary(vec![])]
+        [OwnedMessage::Binary(vec![])]
     );
-    assert_eq!(server_ok(&[0x89, 0x80, 1, 2, 3, 4]), [Owned::Ping(vec![])]);
+    assert_eq!(
+        server_ok(&[0x89, 0x80, 1, 2, 3, 4]),
+        [OwnedMessage::Ping(vec![])]
+    );
     // An empty first fragment and an empty last one.
     let bytes = [0x01, 0x80, 1, 2, 3, 4, 0x80, 0x80, 1, 2, 3, 4];
     assert_eq!(server_ok(&bytes), [text("")]);
@@ -298,12 +285,24 @@ fn rsv1_with_permessage_deflate() {
     // RSV1 on a single text frame: compressed, UTF-8 left to the caller.
     let (msgs, r) = run(Role::Server, &limits, &masked(0xc1, b"\xff\x00"));
     assert_eq!(r, Ok(2));
-    assert_eq!(msgs, [Owned::Compressed(OpCode::Text, vec![0xff, 0])]);
+    assert_eq!(
+        msgs,
+        [OwnedMessage::Compressed {
+            opcode: OpCode::Text,
+            payload: vec![0xff, 0]
+        }]
+    );
     // RSV1 on the first fragment only.
     let mut bytes = masked(0x42, b"ab");
     bytes.extend(masked(0x80, b"cd"));
     let (msgs, _) = run(Role::Server, &limits, &bytes);
-    assert_eq!(msgs, [Owned::Compressed(OpCode::Binary, b"abcd".to_vec())]);
+    assert_eq!(
+        msgs,
+        [OwnedMessage::Compressed {
+            opcode: OpCode::Binary,
+            payload: b"abcd".to_vec()
+        }]
+    );
     // RSV1 on a continuation, on a control frame, RSV2 and RSV3: errors.
     let mut bytes = masked(0x41, b"ab");
     bytes.extend(masked(0xc0, b"cd"));
@@ -322,7 +321,7 @@ fn rsv1_with_permessage_deflate() {
 fn control_frames_are_limited_to_125_bytes() {
     assert_eq!(
         server_ok(&masked(0x89, &[7; 125])),
-        [Owned::Ping(vec![7; 125])]
+        [OwnedMessage::Ping(vec![7; 125])]
     );
     // 126 bytes in the 16-bit form: 0x89 0xFE 0x00 0x7E; fails from 2 bytes.
     let e = server_err(&masked(0x89, &[7; 126]));
@@ -369,8 +368,8 @@ fn control_frames_between_fragments() {
     assert_eq!(
         server_ok(&bytes),
         [
-            Owned::Ping(b"p".to_vec()),
-            Owned::Pong(b"q".to_vec()),
+            OwnedMessage::Ping(b"p".to_vec()),
+            OwnedMessage::Pong(b"q".to_vec()),
             text("Hello")
         ]
     );
@@ -450,7 +449,10 @@ fn close_codes_are_checked() {
         1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999,
     ] {
         let msgs = server_ok(&masked(0x88, &code.to_be_bytes()));
-        assert_eq!(msgs, [Owned::Close(Some((code, String::new())))]);
+        assert_eq!(
+            msgs,
+            [OwnedMessage::Close(Some((CloseCode(code), String::new())))]
+        );
     }
 }
 
@@ -468,7 +470,10 @@ fn nothing_after_close() {
     let mut buf = masked(0x88, b"\x03\xe8");
     buf.extend(masked(0x81, b"late"));
     let (msgs, r) = drain(&mut decoder, &mut buf, &limits);
-    assert_eq!(msgs, [Owned::Close(Some((1000, String::new())))]);
+    assert_eq!(
+        msgs,
+        [OwnedMessage::Close(Some((CloseCode(1000), String::new())))]
+    );
     assert_eq!(r, Err(ProtocolError::ReceivedAfterClose));
     assert!(decoder.is_closed());
     assert_eq!(
@@ -486,7 +491,7 @@ fn close_between_fragments_drops_the_message() {
     bytes.extend(masked(0x88, b""));
     let mut decoder = Decoder::new(Role::Server);
     let (msgs, r) = drain(&mut decoder, &mut bytes, &Limits::default());
-    assert_eq!(msgs, [Owned::Close(None)]);
+    assert_eq!(msgs, [OwnedMessage::Close(None)]);
     assert_eq!(r, Ok(0));
     assert!(decoder.reassembly.is_none());
 }
@@ -602,8 +607,8 @@ fn dribbled_frames_are_unmasked_once_and_validated_as_they_arrive() {
     bytes.extend(masked(0x80, "𝄞!".as_bytes()));
     let expect = [
         text(txt),
-        Owned::Binary(vec![0xAB; 300]),
-        Owned::Ping(b"ping".to_vec()),
+        OwnedMessage::Binary(vec![0xAB; 300]),
+        OwnedMessage::Ping(b"ping".to_vec()),
         text("κόσμε €𝄞!"),
     ];
     for chunk in [1, 2, 3, 5, 7, 64, 1000] {
@@ -681,7 +686,7 @@ fn frame_size_limit_is_checked_from_the_header() {
     // A small limit: 10 bytes pass, 11 fail before the payload arrives.
     let limits = Limits::new().with_max_frame_size(10);
     let (msgs, _) = run(Role::Server, &limits, &masked(0x82, &[0; 10]));
-    assert_eq!(msgs, [Owned::Binary(vec![0; 10])]);
+    assert_eq!(msgs, [OwnedMessage::Binary(vec![0; 10])]);
     let (_, r) = run(Role::Server, &limits, &masked(0x82, &[0; 11])[..6]);
     assert_eq!(r, Err(ProtocolError::FrameTooLarge));
 }
@@ -771,7 +776,7 @@ fn client_role_dribbled() {
     for chunk in 1..6 {
         assert_eq!(
             dribble(Role::Client, &limits, &bytes, chunk),
-            Ok(vec![text("€uro 𝄞"), Owned::Binary(vec![1, 2, 3, 4])])
+            Ok(vec![text("€uro 𝄞"), OwnedMessage::Binary(vec![1, 2, 3, 4])])
         );
     }
     let mut bad = vec![0x81, 10];
