@@ -2,30 +2,16 @@
 //!
 //! `cargo run --release --example echo -- --listen 127.0.0.1:9001 --cores 2`
 
-use shardcast::{Handler, Message, Rejection, Server, UpgradeRequest, Ws};
+use shardcast::Server;
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/echo.rs"]
+mod echo;
+use echo::Echo;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-struct Echo;
-
-impl Handler for Echo {
-    type Data = ();
-
-    fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
-        Ok(())
-    }
-
-    fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
-        match msg {
-            Message::Text(t) => ws.send_text(t),
-            Message::Binary(b) => ws.send_binary(b),
-        };
-    }
-}
 
 fn main() -> std::io::Result<()> {
     let config = args::config_from_args();

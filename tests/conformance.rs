@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use common::{masked_frame, stop, Raw, TIMEOUT};
-use shardcast::{Config, Handler, Message, Rejection, Server, ServerHandle, UpgradeRequest, Ws};
+use shardcast::{Config, Server, ServerHandle};
 
 const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
@@ -24,23 +24,9 @@ const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
-/// The server of `examples/echo.rs`: every text or binary message comes back.
-struct Echo;
-
-impl Handler for Echo {
-    type Data = ();
-
-    fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
-        Ok(())
-    }
-
-    fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
-        match msg {
-            Message::Text(t) => ws.send_text(t),
-            Message::Binary(b) => ws.send_binary(b),
-        };
-    }
-}
+#[path = "../examples/support/echo.rs"]
+mod echo;
+use echo::Echo;
 
 /// Starts the echo server on one core, on a free loopback port.
 fn echo_server(max_message_size: usize) -> ServerHandle {
