@@ -41,7 +41,14 @@ impl TimerWheel {
         let start = self.now.max(now.saturating_sub(len));
         for s in start + 1..=now {
             let i = (s as usize) & (self.slots.len() - 1);
-            due.append(&mut self.slots[i]);
+            let slot = &mut self.slots[i];
+            let n = slot.len();
+            due.append(slot);
+            // A slot keeps room for what it held this time round: a burst
+            // of connections does not pin its memory after they are gone.
+            if slot.capacity() > 2 * n.max(8) {
+                slot.shrink_to(n);
+            }
         }
         if now > self.now {
             self.now = now;
@@ -51,6 +58,11 @@ impl TimerWheel {
     /// Number of scheduled entries (stale ones included).
     pub fn len(&self) -> usize {
         self.slots.iter().map(Vec::len).sum()
+    }
+
+    /// Entries the slots can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.slots.iter().map(Vec::capacity).sum()
     }
 }
 
@@ -83,6 +95,20 @@ mod tests {
         due.clear();
         w.advance(3, &mut due);
         assert_eq!(due, vec![(1, 7)]);
+    }
+
+    #[test]
+    fn slots_give_back_a_burst_once_it_has_passed() {
+        let mut w = TimerWheel::new(4, 0);
+        for k in 0..10_000 {
+            w.insert(1, k, 0);
+        }
+        assert!(w.capacity() >= 10_000);
+        let mut due = Vec::new();
+        w.advance(1, &mut due); // the slot keeps room for what it held
+        assert_eq!(due.len(), 10_000);
+        w.advance(5, &mut due); // its next turn held nothing
+        assert_eq!(w.capacity(), 0);
     }
 
     #[test]
