@@ -37,8 +37,8 @@ pub use handler::{
 };
 pub use proto::{CloseCode, PreparedFrame};
 pub use shard::{
-    CoreStats, CoreView, DriverKind, HandleError, PublishReport, Server, ServerHandle,
-    StatsSnapshot,
+    CoreStats, CoreView, DriverKind, HandleError, MemoryGauges, PublishReport, Server,
+    ServerHandle, StatsSnapshot,
 };
 
 /// The README's examples compile as doctests.
