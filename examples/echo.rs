@@ -28,6 +28,7 @@ impl Handler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
+    shardcast::alloc::purge_freed_memory_promptly();
     let config = args::config_from_args();
     let handle = Server::new(config, Echo).start()?;
     println!(
