@@ -468,6 +468,19 @@ impl<H: Handler> Core<H> {
                 *d = Vec::new();
             }
         }
+        {
+            // Wheel entries of closed connections stay until their slot
+            // comes round (up to the wheel's span); after a wave of closes
+            // they would hold the wave's memory that long. Sweep once
+            // they outnumber the live connections (each has one or two),
+            // or when no connection is left at all.
+            let conns = self.conns.borrow();
+            let mut wheel = self.wheel.borrow_mut();
+            let stale = wheel.len() > 3 * conns.len() + 64;
+            if stale || (conns.is_empty() && wheel.capacity() > 0) {
+                wheel.retain(|k, g| conns.get(k as usize).is_some_and(|c| c.gen == g));
+            }
+        }
         self.publish_gauges();
     }
 

@@ -60,6 +60,21 @@ impl TimerWheel {
         self.slots.iter().map(Vec::len).sum()
     }
 
+    /// Drops every entry `live` rejects (connections that closed since they
+    /// were scheduled) and gives back the memory of emptied slots and slot
+    /// memory beyond twice what is left. O(entries): for the owner to call when stale entries
+    /// outnumber live connections, not per tick.
+    pub fn retain(&mut self, mut live: impl FnMut(u32, u32) -> bool) {
+        for slot in &mut self.slots {
+            slot.retain(|&(k, g)| live(k, g));
+            if slot.is_empty() {
+                *slot = Vec::new();
+            } else if slot.capacity() > 2 * slot.len().max(8) {
+                slot.shrink_to(slot.len());
+            }
+        }
+    }
+
     /// Entries the slots can hold without growing.
     pub fn capacity(&self) -> usize {
         self.slots.iter().map(Vec::capacity).sum()
@@ -109,6 +124,30 @@ mod tests {
         assert_eq!(due.len(), 10_000);
         w.advance(5, &mut due); // its next turn held nothing
         assert_eq!(w.capacity(), 0);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries_and_their_memory() {
+        let mut w = TimerWheel::new(8, 0);
+        for k in 0..5_000 {
+            w.insert(1 + u64::from(k % 7), k, k % 3);
+        }
+        w.retain(|k, g| k % 100 == 0 && g == k % 3);
+        assert_eq!(w.len(), 50);
+        let mut empty = TimerWheel::new(8, 0);
+        empty.insert(1, 1, 1);
+        empty.retain(|_, _| false);
+        assert_eq!((empty.len(), empty.capacity()), (0, 0));
+        assert!(w.capacity() <= 8 * 16, "{}", w.capacity());
+        let mut due = Vec::new();
+        w.advance(8, &mut due);
+        due.sort_unstable();
+        assert_eq!(
+            due,
+            (0..50)
+                .map(|i| (i * 100, (i * 100) % 3))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
