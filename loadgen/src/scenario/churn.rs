@@ -1,0 +1,728 @@
+//! `churn`: rounds of N connections that each subscribe to random topics, are confirmed registered by the server, and close (most with the closing handshake, a fraction reset); after every round the server must be back to its baseline.
+//!
+//! The server's side is read from its Prometheus `/metrics` (shardcast's
+//! per-core table gauges) and, with `--server-pid`, its RSS. After each
+//! round:
+//! - connections, topics and subscriptions are exactly 0 (engine gauges,
+//!   and the server's own `shardcast_subscriptions` where it has one);
+//! - the capacities of its tables (connection slab, topic index and slots,
+//!   subscriber lists, interest refs) are back to their values before the
+//!   first connection;
+//! - its RSS is within `--rss-tolerance` of its RSS after round 1. Round 1
+//!   is the reference rather than the fresh process because the first
+//!   round also pays one-time costs that are not leaks (the allocator's
+//!   own metadata and thread caches, lazily built runtime state); both
+//!   values are reported.
+//!
+//! Connections are opened in one process, so `--connections` is bounded by
+//! this process's open-file limit (about 19,900 here).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use serde_json::{json, Value};
+use shardcast::proto::encode::{encode_frame, random_mask};
+use shardcast::proto::{Decoded, Decoder, Limits, Message, OpCode, Role};
+
+use crate::cli::ChurnArgs;
+use crate::client::{self, source_for, Target};
+use crate::report::Report;
+use crate::runtime::{core_wait, spawn_cores};
+use crate::scenario::{open, pool, share, FirstError};
+use crate::sys;
+
+/// Engine gauges that must read 0 after a round (summed over cores).
+/// (`shardcast_sockets_open` is not one: it counts the socket of the
+/// metrics request reading it.)
+pub const ZERO_AFTER_ROUND: [&str; 5] = [
+    "shardcast_slab_connections",
+    "shardcast_registry_topics",
+    "shardcast_registry_subscriptions",
+    "shardcast_connections_active",
+    "shardcast_timer_entries",
+];
+
+/// Table capacities that must return to their value before the first
+/// connection (summed over cores).
+pub const CAPACITIES: [&str; 7] = [
+    "shardcast_slab_capacity",
+    "shardcast_registry_index_capacity",
+    "shardcast_registry_topic_slots",
+    "shardcast_registry_subscriber_lists",
+    "shardcast_interest_refs_capacity",
+    "shardcast_timer_capacity",
+    "shardcast_flush_list_capacity",
+];
+
+/// The server's application-level subscription count (shardcast server).
+const APP_SUBSCRIPTIONS: &str = "shardcast_subscriptions";
+
+/// Reported, not checked: the socket of the metrics request itself.
+const REPORTED: [&str; 1] = ["shardcast_sockets_open"];
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// Round whose connections the cores may open (1-based; 0: none yet).
+    open_round: AtomicU64,
+    /// Round whose connections the cores may close.
+    close_round: AtomicU64,
+    opened: AtomicU64,
+    subscribed: AtomicU64,
+    open_failed: AtomicU64,
+    expected_subs: AtomicU64,
+    closed_clean: AtomicU64,
+    closed_reset: AtomicU64,
+    close_failed: AtomicU64,
+    done: AtomicU64,
+    error: FirstError,
+}
+
+impl Counters {
+    fn reset_round(&self) {
+        for c in [
+            &self.opened,
+            &self.subscribed,
+            &self.open_failed,
+            &self.expected_subs,
+            &self.closed_clean,
+            &self.closed_reset,
+            &self.close_failed,
+            &self.done,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The topics connection `index` of `round` subscribes to: between `min`
+/// and `max` distinct names out of `space`, the same for the same seed.
+pub fn topics_for(
+    seed: u64,
+    round: u64,
+    index: usize,
+    min: usize,
+    max: usize,
+    space: usize,
+) -> Vec<u64> {
+    let mut rng = fastrand::Rng::with_seed(
+        seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64) << 20,
+    );
+    let space = space.max(1) as u64;
+    let k = rng
+        .usize(min.max(1)..=max.max(min).max(1))
+        .min(space as usize);
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k {
+        let t = rng.u64(..space);
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Whether connection `index` closes with a reset instead of the closing
+/// handshake: a `fraction` of them, spread evenly.
+pub fn resets(index: usize, fraction: f64) -> bool {
+    let per_mille = (fraction.clamp(0.0, 1.0) * 1000.0).round() as usize;
+    (index * 389) % 1000 < per_mille
+}
+
+/// Makes closing `fd` send a reset (RST) instead of a FIN, as a client that
+/// crashes or loses its network does.
+pub fn reset_on_close(fd: RawFd) -> std::io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads exactly `size_of::<linger>()` bytes from a
+    // pointer to `l`, which lives across the call; an fd that is not a
+    // socket makes it fail with ENOTSOCK, reported as an error.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One upgraded, subscribed connection.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    decoder: Decoder,
+}
+
+impl Conn {
+    /// Reads until a text message satisfies `pick` (Some(ok)) or the
+    /// connection ends.
+    async fn read_until(
+        &mut self,
+        mut pick: impl FnMut(&[u8]) -> Option<bool>,
+    ) -> Result<bool, String> {
+        let limits = Limits::default();
+        loop {
+            let mut off = 0;
+            loop {
+                match self.decoder.decode(&mut self.buf[off..], &limits) {
+                    Ok(Decoded::Message {
+                        consumed, message, ..
+                    }) => {
+                        off += consumed;
+                        match message {
+                            Message::Text(t) => {
+                                if let Some(ok) = pick(t.as_bytes()) {
+                                    self.buf.drain(..off);
+                                    return Ok(ok);
+                                }
+                            }
+                            Message::Close(_) => return Err("the server closed".into()),
+                            _ => {}
+                        }
+                    }
+                    Ok(Decoded::Incomplete { consumed, .. }) => {
+                        off += consumed;
+                        break;
+                    }
+                    Err(e) => return Err(format!("protocol error: {e}")),
+                }
+            }
+            self.buf.drain(..off);
+            let mut b = std::mem::take(&mut self.buf);
+            b.reserve(4096);
+            let len = b.len();
+            let (r, slice) = self
+                .stream
+                .read(monoio::buf::IoBufMut::slice_mut(b, len..))
+                .await;
+            self.buf = slice.into_inner();
+            match r {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    async fn send(&mut self, opcode: OpCode, payload: &[u8]) -> std::io::Result<()> {
+        let mut f = Vec::with_capacity(payload.len() + 14);
+        encode_frame(&mut f, true, opcode, payload, Some(random_mask()));
+        let (r, _) = self.stream.write_all(f).await;
+        r.map(drop)
+    }
+
+    /// The closing handshake: our close frame, then everything the server
+    /// sends until its FIN.
+    async fn close(mut self) -> Result<(), String> {
+        self.send(OpCode::Close, &1000u16.to_be_bytes())
+            .await
+            .map_err(|e| format!("write close: {e}"))?;
+        let mut b = std::mem::take(&mut self.buf);
+        loop {
+            b.clear();
+            b.reserve(256);
+            let (r, out) = self.stream.read(b).await;
+            b = out;
+            match r {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read after close: {e}")),
+            }
+        }
+    }
+}
+
+/// Opens, upgrades and subscribes one connection; Ok(None) when the server
+/// answered with an error instead of an acknowledgement.
+async fn open_and_subscribe(
+    target: &Target,
+    src: Option<std::net::IpAddr>,
+    topics: &[u64],
+) -> Result<Conn, String> {
+    let (stream, leftover) = open(target, src).await?;
+    let mut c = Conn {
+        stream,
+        buf: leftover,
+        decoder: Decoder::new(Role::Client),
+    };
+    let names: Vec<String> = topics.iter().map(|t| format!("churn.{t}")).collect();
+    let msg = json!({"type": "subscribe", "topics": names, "id": 1}).to_string();
+    c.send(OpCode::Text, msg.as_bytes())
+        .await
+        .map_err(|e| format!("write subscribe: {e}"))?;
+    let ok = c
+        .read_until(|m| {
+            if memchr::memmem::find(m, b"\"subscribed\"").is_some() {
+                Some(true)
+            } else if memchr::memmem::find(m, b"\"error\"").is_some() {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .await?;
+    if ok {
+        Ok(c)
+    } else {
+        Err("the server refused the subscribe".into())
+    }
+}
+
+/// Sums of every metric in a Prometheus text page, by name (labels summed
+/// over).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Parses Prometheus text: `name{labels} value` lines, summed by name.
+pub fn parse_metrics(text: &str) -> Metrics {
+    let mut m = Metrics::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        *m.entry(line[..name_end].to_string()).or_default() += v;
+    }
+    m
+}
+
+/// `GET path` on `addr` over HTTP/1.1, the body as text.
+///
+/// # Errors
+/// Connect, I/O or a status other than 200.
+pub fn fetch_metrics(addr: SocketAddr, path: &str) -> Result<Metrics, String> {
+    let mut s = StdStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("metrics: connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("metrics: {e}"))?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)
+        .map_err(|e| format!("metrics: {e}"))?;
+    let (head, text) = body.split_once("\r\n\r\n").ok_or("metrics: no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("metrics: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(parse_metrics(text))
+}
+
+fn get(m: &Metrics, k: &str) -> u64 {
+    m.get(k).copied().unwrap_or(0.0) as u64
+}
+
+/// Polls the server's metrics every 100 ms until `cond` holds or `timeout`
+/// passes; returns the last page and whether `cond` held.
+fn poll_metrics(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    mut cond: impl FnMut(&Metrics) -> bool,
+) -> Result<(Metrics, bool), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = fetch_metrics(addr, path)?;
+        if cond(&m) {
+            return Ok((m, true));
+        }
+        if Instant::now() >= deadline {
+            return Ok((m, false));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the scenario. The report's `pass` says whether every round came
+/// back to the baseline; `rounds` has one object per round.
+///
+/// # Errors
+/// A bad URL, a server whose metrics cannot be read, or cores that cannot
+/// be started.
+pub fn run(a: &ChurnArgs) -> Result<Report, String> {
+    let target = Target::parse(&a.common.url)?;
+    sys::raise_fd_limit();
+    let n = a.connections;
+    let cores = a.common.cores();
+    let pid = a.common.server_pid;
+    let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
+    let metrics_addr = target.addr;
+    let path = a.metrics_path.clone();
+    let mut r = Report::new("churn");
+    r.set("target", a.common.url.as_str());
+    r.set("connections", n);
+    r.set("rounds", a.rounds);
+    r.set(
+        "topics_per_connection",
+        format!("{}-{}", a.min_topics, a.max_topics),
+    );
+    r.set("topic_space", a.topic_space);
+    r.set("reset_fraction", a.reset_fraction);
+    r.set("seed", seed);
+    r.set("driver", crate::runtime::driver_name());
+
+    // The baseline: the server idle before the first connection. A tick
+    // (1 s) may publish gauges while our own /metrics request is open, so
+    // wait for two equal pages with no connection in them.
+    let mut last: Option<Metrics> = None;
+    let (base, _) = poll_metrics(metrics_addr, &path, a.cleanup_timeout, |m| {
+        let caps: Vec<u64> = CAPACITIES.iter().map(|k| get(m, k)).collect();
+        let same = last
+            .as_ref()
+            .is_some_and(|l| CAPACITIES.iter().map(|k| get(l, k)).collect::<Vec<_>>() == caps);
+        last = Some(m.clone());
+        same && get(m, "shardcast_slab_connections") == 0
+    })?;
+    if !base.contains_key("shardcast_registry_subscriptions") {
+        return Err(format!(
+            "{metrics_addr}{path} has no shardcast_registry_subscriptions gauge: churn needs a server that reports its registry"
+        ));
+    }
+    let base_caps: BTreeMap<&str, u64> = CAPACITIES.iter().map(|&k| (k, get(&base, k))).collect();
+    let rss_before = pid.and_then(sys::rss_bytes).map(|b| b / 1024);
+    r.set("baseline_capacities", json!(base_caps));
+    if let Some(v) = rss_before {
+        r.set("rss_before_kib", v);
+    }
+
+    let c = Arc::new(Counters::default());
+    let sources = Arc::new(target.sources(n, a.source_base.unwrap_or_else(client::source_base)));
+    let target = Arc::new(target);
+    let (cc, rounds, conc) = (c.clone(), a.rounds as u64, a.common.concurrency);
+    let (min, max, space, frac) = (a.min_topics, a.max_topics, a.topic_space, a.reset_fraction);
+    let timeout = a.common.connect_timeout;
+    let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
+        let (c, target, sources) = (cc.clone(), target.clone(), sources.clone());
+        async move {
+            let mine = Rc::new(share(n, core, cores));
+            for round in 1..=rounds {
+                core_wait(|| c.open_round.load(Ordering::Acquire) >= round).await;
+                let conns = pool(mine.len(), conc, {
+                    let (c, target, sources, mine) =
+                        (c.clone(), target.clone(), sources.clone(), mine.clone());
+                    move |k| {
+                        let (c, target, sources) = (c.clone(), target.clone(), sources.clone());
+                        let gi = mine[k];
+                        async move {
+                            let topics = topics_for(seed, round, gi, min, max, space);
+                            let opened = monoio::time::timeout(
+                                timeout,
+                                open_and_subscribe(&target, source_for(&sources, gi), &topics),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err("no subscribe acknowledgement in time".into()));
+                            match opened {
+                                Ok(conn) => {
+                                    c.expected_subs
+                                        .fetch_add(topics.len() as u64, Ordering::Relaxed);
+                                    c.subscribed.fetch_add(1, Ordering::Relaxed);
+                                    Some(conn)
+                                }
+                                Err(e) => {
+                                    c.error.set(e);
+                                    c.open_failed.fetch_add(1, Ordering::Relaxed);
+                                    None
+                                }
+                            }
+                        }
+                    }
+                })
+                .await;
+                c.opened
+                    .fetch_add(conns.iter().flatten().count() as u64, Ordering::Relaxed);
+                core_wait(|| c.close_round.load(Ordering::Acquire) >= round).await;
+                let slots = Rc::new(RefCell::new(conns));
+                let len = slots.borrow().len();
+                pool(len, conc.max(256), {
+                    let (c, slots, mine) = (c.clone(), slots.clone(), mine.clone());
+                    move |k| {
+                        let (c, slots) = (c.clone(), slots.clone());
+                        let gi = mine[k];
+                        async move {
+                            let Some(conn) = slots.borrow_mut()[k].take() else {
+                                return;
+                            };
+                            if resets(gi, frac) {
+                                match reset_on_close(conn.stream.as_raw_fd()) {
+                                    Ok(()) => c.closed_reset.fetch_add(1, Ordering::Relaxed),
+                                    Err(e) => {
+                                        c.error.set(format!("SO_LINGER: {e}"));
+                                        c.close_failed.fetch_add(1, Ordering::Relaxed)
+                                    }
+                                };
+                                drop(conn);
+                            } else {
+                                match monoio::time::timeout(timeout, conn.close()).await {
+                                    Ok(Ok(())) => c.closed_clean.fetch_add(1, Ordering::Relaxed),
+                                    Ok(Err(e)) => {
+                                        c.error.set(e);
+                                        c.close_failed.fetch_add(1, Ordering::Relaxed)
+                                    }
+                                    Err(_) => {
+                                        c.error.set(
+                                            "no FIN after the closing handshake in time".into(),
+                                        );
+                                        c.close_failed.fetch_add(1, Ordering::Relaxed)
+                                    }
+                                };
+                            }
+                        }
+                    }
+                })
+                .await;
+                // Let the runtime close the dropped sockets before reporting.
+                monoio::time::sleep(Duration::from_millis(1)).await;
+                c.done.fetch_add(1, Ordering::Release);
+            }
+        }
+    })
+    .map_err(|e| format!("spawning core threads: {e}"))?;
+
+    let mut rows = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut rss_ref: Option<u64> = None;
+    let t_all = Instant::now();
+    for round in 1..=rounds {
+        let t0 = Instant::now();
+        c.reset_round();
+        c.open_round.store(round, Ordering::Release);
+        crate::runtime::main_wait(
+            timeout * 2,
+            || {
+                c.subscribed.load(Ordering::Relaxed) + c.open_failed.load(Ordering::Relaxed)
+                    >= n as u64
+            },
+            || {},
+        );
+        let open_secs = t0.elapsed().as_secs_f64();
+        let subscribed = c.subscribed.load(Ordering::Relaxed);
+        let expected = c.expected_subs.load(Ordering::Relaxed);
+        let mut row_fail: Vec<String> = Vec::new();
+        if subscribed < n as u64 {
+            row_fail.push(format!(
+                "{} of {n} connections subscribed ({})",
+                subscribed,
+                c.error.get().unwrap_or_default()
+            ));
+        }
+        // Confirmed by the server: its registries hold every subscription.
+        let (peak, registered) = poll_metrics(metrics_addr, &path, Duration::from_secs(5), |m| {
+            get(m, "shardcast_registry_subscriptions") == expected
+        })?;
+        if !registered {
+            row_fail.push(format!(
+                "the server's registries held {} subscriptions, expected {expected}",
+                get(&peak, "shardcast_registry_subscriptions")
+            ));
+        }
+        let rss_peak = pid.and_then(sys::rss_bytes).map(|b| b / 1024);
+
+        let t1 = Instant::now();
+        c.close_round.store(round, Ordering::Release);
+        crate::runtime::main_wait(
+            timeout * 2,
+            || c.done.load(Ordering::Acquire) >= cores as u64,
+            || {},
+        );
+        let close_secs = t1.elapsed().as_secs_f64();
+        let (after, clean) = poll_metrics(metrics_addr, &path, a.cleanup_timeout, |m| {
+            ZERO_AFTER_ROUND.iter().all(|k| get(m, k) == 0)
+                && get(m, APP_SUBSCRIPTIONS) == 0
+                && CAPACITIES.iter().all(|k| get(m, k) == base_caps[k])
+        })?;
+        let cleanup_secs = t1.elapsed().as_secs_f64();
+        if !clean {
+            for k in ZERO_AFTER_ROUND.iter().chain([&APP_SUBSCRIPTIONS]) {
+                if get(&after, k) != 0 {
+                    row_fail.push(format!("{k} = {} after the round, not 0", get(&after, k)));
+                }
+            }
+            for k in CAPACITIES {
+                if get(&after, k) != base_caps[k] {
+                    row_fail.push(format!(
+                        "{k} = {} after the round, baseline {}",
+                        get(&after, k),
+                        base_caps[k]
+                    ));
+                }
+            }
+        }
+        std::thread::sleep(a.settle);
+        let rss = pid.and_then(sys::rss_bytes).map(|b| b / 1024);
+        if let Some(v) = rss {
+            match rss_ref {
+                None => rss_ref = Some(v),
+                Some(base) => {
+                    let dev = v as f64 / base as f64 - 1.0;
+                    if dev.abs() > a.rss_tolerance {
+                        row_fail.push(format!(
+                            "RSS {v} KiB is {:+.1}% from {base} KiB after round 1 (tolerance ±{:.0}%)",
+                            dev * 100.0,
+                            a.rss_tolerance * 100.0
+                        ));
+                    }
+                }
+            }
+        }
+        let mut row = json!({
+            "round": round,
+            "subscribed": subscribed,
+            "open_failed": c.open_failed.load(Ordering::Relaxed),
+            "expected_subscriptions": expected,
+            "peak_registry_topics": get(&peak, "shardcast_registry_topics"),
+            "peak_registry_subscriptions": get(&peak, "shardcast_registry_subscriptions"),
+            "peak_slab_capacity": get(&peak, "shardcast_slab_capacity"),
+            "peak_index_capacity": get(&peak, "shardcast_registry_index_capacity"),
+            "clean_closes": c.closed_clean.load(Ordering::Relaxed),
+            "resets": c.closed_reset.load(Ordering::Relaxed),
+            "close_failed": c.close_failed.load(Ordering::Relaxed),
+            "open_secs": (open_secs * 1000.0).round() / 1000.0,
+            "close_secs": (close_secs * 1000.0).round() / 1000.0,
+            "cleanup_secs": (cleanup_secs * 1000.0).round() / 1000.0,
+            "round_secs": (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        });
+        let o = row.as_object_mut().expect("an object");
+        if let Some(v) = rss_peak {
+            o.insert("rss_peak_kib".into(), v.into());
+        }
+        if let Some(v) = rss {
+            o.insert("rss_kib".into(), v.into());
+        }
+        for k in ZERO_AFTER_ROUND
+            .iter()
+            .chain(CAPACITIES.iter())
+            .chain(REPORTED.iter())
+        {
+            o.insert(
+                k.trim_start_matches("shardcast_").to_string(),
+                get(&after, k).into(),
+            );
+        }
+        o.insert(
+            "app_subscriptions".into(),
+            get(&after, APP_SUBSCRIPTIONS).into(),
+        );
+        o.insert("pass".into(), row_fail.is_empty().into());
+        if !row_fail.is_empty() {
+            o.insert("failures".into(), json!(row_fail));
+            failures.extend(row_fail.iter().map(|f| format!("round {round}: {f}")));
+        }
+        if !a.common.quiet {
+            eprintln!("{}", round_line(&row));
+        }
+        rows.push(row);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    r.num("total_secs", t_all.elapsed().as_secs_f64(), 3);
+    if let (Some(before), Some(after1)) = (rss_before, rss_ref) {
+        r.set("rss_after_round1_kib", after1);
+        r.num("rss_warmup_kib", after1 as f64 - before as f64, 0);
+    }
+    r.set("pass", failures.is_empty());
+    r.set("rounds_detail", Value::Array(rows));
+    for f in failures {
+        r.warn(f);
+    }
+    Ok(r)
+}
+
+/// One line of the per-round table on stderr.
+fn round_line(row: &Value) -> String {
+    let g = |k: &str| row.get(k).map_or_else(|| "-".into(), |v| v.to_string());
+    format!(
+        "round {:>2}: {} subscribed, {} subs (peak topics {}), rss peak {} -> {} KiB, after: conns {} topics {} subs {} slab cap {} index cap {}, {} s {}",
+        g("round"),
+        g("subscribed"),
+        g("expected_subscriptions"),
+        g("peak_registry_topics"),
+        g("rss_peak_kib"),
+        g("rss_kib"),
+        g("slab_connections"),
+        g("registry_topics"),
+        g("registry_subscriptions"),
+        g("slab_capacity"),
+        g("registry_index_capacity"),
+        g("round_secs"),
+        if row["pass"] == Value::Bool(true) { "ok" } else { "FAIL" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_distinct_in_range_and_reproducible() {
+        for i in 0..500 {
+            let t = topics_for(7, 3, i, 1, 8, 100_000);
+            assert!((1..=8).contains(&t.len()));
+            let mut d = t.clone();
+            d.sort_unstable();
+            d.dedup();
+            assert_eq!(d.len(), t.len());
+            assert!(t.iter().all(|&x| x < 100_000));
+            assert_eq!(t, topics_for(7, 3, i, 1, 8, 100_000));
+        }
+        assert_eq!(
+            topics_for(1, 1, 0, 5, 8, 3).len(),
+            3,
+            "capped by the topic space"
+        );
+        assert_ne!(
+            topics_for(7, 1, 0, 8, 8, 100_000),
+            topics_for(7, 2, 0, 8, 8, 100_000)
+        );
+    }
+
+    #[test]
+    fn the_reset_fraction_is_spread_evenly() {
+        let n = (0..10_000).filter(|&i| resets(i, 0.1)).count();
+        assert_eq!(n, 1_000);
+        assert_eq!((0..100).filter(|&i| resets(i, 0.0)).count(), 0);
+        assert_eq!((0..100).filter(|&i| resets(i, 1.0)).count(), 100);
+    }
+
+    #[test]
+    fn metrics_are_summed_over_labels() {
+        let m = parse_metrics(
+            "# HELP x y\n# TYPE x gauge\nshardcast_registry_topics{core=\"0\"} 3\nshardcast_registry_topics{core=\"1\"} 4\nshardcast_uptime_seconds 1.5\n",
+        );
+        assert_eq!(m["shardcast_registry_topics"], 7.0);
+        assert_eq!(m["shardcast_uptime_seconds"], 1.5);
+    }
+
+    #[test]
+    fn a_reset_socket_closes_with_rst() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = StdStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        reset_on_close(c.as_raw_fd()).unwrap();
+        drop(c);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let e = s.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(reset_on_close(-1).is_err());
+    }
+}
