@@ -54,6 +54,7 @@ fn the_server_returns_to_baseline_after_every_round() {
     running.shutdown();
     running.join();
     assert_eq!(r.map["pass"], true, "{}", r.to_json());
+    assert_eq!(u(&r, "connections"), 40);
     let rows = rounds(&r);
     assert_eq!(rows.len(), 2);
     for row in rows {
