@@ -81,12 +81,14 @@ r = json.loads(lines[-1])
 print(f"churn: {r['connections']} connections x {r['rounds']} rounds, "
       f"topics {r['topics_per_connection']} of {r['topic_space']}, "
       f"{r['reset_fraction']:.0%} reset, seed {r['seed']}, driver {r['driver']}")
-print(f"server RSS before any connection: {r.get('rss_before_kib', '?')} KiB; "
+print(f"server RSS before any connection: {r.get('rss_before_kib', '?')} KiB "
+      f"(anon {r.get('rss_before_anon_kib', '?')}, file {r.get('rss_before_file_kib', '?')}); "
       f"after round 1: {r.get('rss_after_round1_kib', '?')} KiB (the baseline for rounds 2+)")
 print(f"capacities before any connection: {json.dumps(r['baseline_capacities'])}")
 cols = [("round", "round"), ("subs", "expected_subscriptions"),
         ("peak topics", "peak_registry_topics"), ("peak subs", "peak_registry_subscriptions"),
         ("peak RSS KiB", "rss_peak_kib"), ("RSS KiB", "rss_kib"),
+        ("anon KiB", "rss_anon_kib"), ("file KiB", "rss_file_kib"),
         ("conns", "slab_connections"), ("topics", "registry_topics"),
         ("subs after", "registry_subscriptions"), ("app subs", "app_subscriptions"),
         ("timers", "timer_entries"), ("slab cap", "slab_capacity"),

@@ -328,6 +328,14 @@ pub fn fetch_metrics(addr: SocketAddr, path: &str) -> Result<Metrics, String> {
     Ok(parse_metrics(text))
 }
 
+/// A `kB` field of `/proc/PID/status` (e.g. `RssAnon`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 fn get(m: &Metrics, k: &str) -> u64 {
     m.get(k).copied().unwrap_or(0.0) as u64
 }
@@ -403,6 +411,12 @@ pub fn run(a: &ChurnArgs) -> Result<Report, String> {
     r.set("baseline_capacities", json!(base_caps));
     if let Some(v) = rss_before {
         r.set("rss_before_kib", v);
+    }
+    if let Some(p) = pid {
+        if let (Some(a), Some(f)) = (status_kib(p, "RssAnon"), status_kib(p, "RssFile")) {
+            r.set("rss_before_anon_kib", a);
+            r.set("rss_before_file_kib", f);
+        }
     }
 
     let c = Arc::new(Counters::default());
@@ -569,6 +583,10 @@ pub fn run(a: &ChurnArgs) -> Result<Report, String> {
         }
         std::thread::sleep(a.settle);
         let rss = pid.and_then(sys::rss_bytes).map(|b| b / 1024);
+        // Heap and stacks vs pages of the binary and libraries, which the
+        // kernel maps in as code paths first run.
+        let anon = pid.and_then(|p| status_kib(p, "RssAnon"));
+        let file = pid.and_then(|p| status_kib(p, "RssFile"));
         if let Some(v) = rss {
             match rss_ref {
                 None => rss_ref = Some(v),
@@ -607,6 +625,10 @@ pub fn run(a: &ChurnArgs) -> Result<Report, String> {
         }
         if let Some(v) = rss {
             o.insert("rss_kib".into(), v.into());
+        }
+        if let (Some(a), Some(f)) = (anon, file) {
+            o.insert("rss_anon_kib".into(), a.into());
+            o.insert("rss_file_kib".into(), f.into());
         }
         for k in ZERO_AFTER_ROUND
             .iter()
@@ -711,6 +733,14 @@ mod tests {
         );
         assert_eq!(m["shardcast_registry_topics"], 7.0);
         assert_eq!(m["shardcast_uptime_seconds"], 1.5);
+    }
+
+    #[test]
+    fn status_fields_are_read_in_kib() {
+        let me = std::process::id();
+        assert!(status_kib(me, "VmRSS").unwrap() > 0);
+        assert!(status_kib(me, "RssAnon").is_some());
+        assert_eq!(status_kib(me, "NoSuchField"), None);
     }
 
     #[test]
