@@ -445,14 +445,18 @@ impl<H: Handler> Core<H> {
     /// [`MemoryGauges`]: crate::MemoryGauges
     pub fn trim(&self) {
         use crate::pubsub::registry::sparse;
+        let mut gave_back = false;
         {
             let mut conns = self.conns.borrow_mut();
             if conns.is_empty() {
                 if conns.capacity() > 0 {
                     *conns = Slab::new();
+                    gave_back = true;
                 }
             } else if sparse(conns.len(), conns.capacity()) {
+                let before = conns.capacity();
                 conns.shrink_to_fit();
+                gave_back = conns.capacity() < before;
             }
         }
         self.registry.borrow_mut().shrink();
@@ -480,6 +484,11 @@ impl<H: Handler> Core<H> {
             if stale || (conns.is_empty() && wheel.capacity() > 0) {
                 wheel.retain(|k, g| conns.get(k as usize).is_some_and(|c| c.gen == g));
             }
+        }
+        if gave_back {
+            // Most connections are gone. After the tables, so their memory
+            // is part of what goes back.
+            crate::alloc::core_emptied();
         }
         self.publish_gauges();
     }
