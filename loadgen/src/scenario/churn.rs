@@ -17,28 +17,30 @@
 //! Connections are opened in one process, so `--connections` is bounded by
 //! this process's open-file limit (about 19,900 here).
 
+mod conn;
+mod server;
+
+pub use conn::reset_on_close;
+pub use server::{fetch_metrics, parse_metrics, status_kib, Metrics};
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream as StdStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use serde_json::{json, Value};
-use shardcast::proto::encode::{encode_frame, random_mask};
-use shardcast::proto::{Decoded, Decoder, Limits, Message, OpCode, Role};
 
 use crate::cli::ChurnArgs;
 use crate::client::{self, source_for, Target};
 use crate::report::Report;
 use crate::runtime::{core_wait, spawn_cores};
-use crate::scenario::{open, pool, share, FirstError};
+use crate::scenario::{pool, share, FirstError};
 use crate::sys;
+use conn::open_and_subscribe;
+use server::{get, poll_metrics};
 
 /// Engine gauges that must read 0 after a round (summed over cores).
 /// (`shardcast_sockets_open` is not one: it counts the socket of the
@@ -135,230 +137,6 @@ pub fn topics_for(
 pub fn resets(index: usize, fraction: f64) -> bool {
     let per_mille = (fraction.clamp(0.0, 1.0) * 1000.0).round() as usize;
     (index * 389) % 1000 < per_mille
-}
-
-/// Makes closing `fd` send a reset (RST) instead of a FIN, as a client that
-/// crashes or loses its network does.
-pub fn reset_on_close(fd: RawFd) -> std::io::Result<()> {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads exactly `size_of::<linger>()` bytes from a
-    // pointer to `l`, which lives across the call; an fd that is not a
-    // socket makes it fail with ENOTSOCK, reported as an error.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// One upgraded, subscribed connection.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    decoder: Decoder,
-}
-
-impl Conn {
-    /// Reads until a text message satisfies `pick` (Some(ok)) or the
-    /// connection ends.
-    async fn read_until(
-        &mut self,
-        mut pick: impl FnMut(&[u8]) -> Option<bool>,
-    ) -> Result<bool, String> {
-        let limits = Limits::default();
-        loop {
-            let mut off = 0;
-            loop {
-                match self.decoder.decode(&mut self.buf[off..], &limits) {
-                    Ok(Decoded::Message {
-                        consumed, message, ..
-                    }) => {
-                        off += consumed;
-                        match message {
-                            Message::Text(t) => {
-                                if let Some(ok) = pick(t.as_bytes()) {
-                                    self.buf.drain(..off);
-                                    return Ok(ok);
-                                }
-                            }
-                            Message::Close(_) => return Err("the server closed".into()),
-                            _ => {}
-                        }
-                    }
-                    Ok(Decoded::Incomplete { consumed, .. }) => {
-                        off += consumed;
-                        break;
-                    }
-                    Err(e) => return Err(format!("protocol error: {e}")),
-                }
-            }
-            self.buf.drain(..off);
-            let mut b = std::mem::take(&mut self.buf);
-            b.reserve(4096);
-            let len = b.len();
-            let (r, slice) = self
-                .stream
-                .read(monoio::buf::IoBufMut::slice_mut(b, len..))
-                .await;
-            self.buf = slice.into_inner();
-            match r {
-                Ok(0) => return Err("the server closed the connection".into()),
-                Ok(_) => {}
-                Err(e) => return Err(format!("read: {e}")),
-            }
-        }
-    }
-
-    async fn send(&mut self, opcode: OpCode, payload: &[u8]) -> std::io::Result<()> {
-        let mut f = Vec::with_capacity(payload.len() + 14);
-        encode_frame(&mut f, true, opcode, payload, Some(random_mask()));
-        let (r, _) = self.stream.write_all(f).await;
-        r.map(drop)
-    }
-
-    /// The closing handshake: our close frame, then everything the server
-    /// sends until its FIN.
-    async fn close(mut self) -> Result<(), String> {
-        self.send(OpCode::Close, &1000u16.to_be_bytes())
-            .await
-            .map_err(|e| format!("write close: {e}"))?;
-        let mut b = std::mem::take(&mut self.buf);
-        loop {
-            b.clear();
-            b.reserve(256);
-            let (r, out) = self.stream.read(b).await;
-            b = out;
-            match r {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(format!("read after close: {e}")),
-            }
-        }
-    }
-}
-
-/// Opens, upgrades and subscribes one connection; Ok(None) when the server
-/// answered with an error instead of an acknowledgement.
-async fn open_and_subscribe(
-    target: &Target,
-    src: Option<std::net::IpAddr>,
-    topics: &[u64],
-) -> Result<Conn, String> {
-    let (stream, leftover) = open(target, src).await?;
-    let mut c = Conn {
-        stream,
-        buf: leftover,
-        decoder: Decoder::new(Role::Client),
-    };
-    let names: Vec<String> = topics.iter().map(|t| format!("churn.{t}")).collect();
-    let msg = json!({"type": "subscribe", "topics": names, "id": 1}).to_string();
-    c.send(OpCode::Text, msg.as_bytes())
-        .await
-        .map_err(|e| format!("write subscribe: {e}"))?;
-    let ok = c
-        .read_until(|m| {
-            if memchr::memmem::find(m, b"\"subscribed\"").is_some() {
-                Some(true)
-            } else if memchr::memmem::find(m, b"\"error\"").is_some() {
-                Some(false)
-            } else {
-                None
-            }
-        })
-        .await?;
-    if ok {
-        Ok(c)
-    } else {
-        Err("the server refused the subscribe".into())
-    }
-}
-
-/// Sums of every metric in a Prometheus text page, by name (labels summed
-/// over).
-pub type Metrics = BTreeMap<String, f64>;
-
-/// Parses Prometheus text: `name{labels} value` lines, summed by name.
-pub fn parse_metrics(text: &str) -> Metrics {
-    let mut m = Metrics::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        *m.entry(line[..name_end].to_string()).or_default() += v;
-    }
-    m
-}
-
-/// `GET path` on `addr` over HTTP/1.1, the body as text.
-///
-/// # Errors
-/// Connect, I/O or a status other than 200.
-pub fn fetch_metrics(addr: SocketAddr, path: &str) -> Result<Metrics, String> {
-    let mut s = StdStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("metrics: connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("metrics: {e}"))?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)
-        .map_err(|e| format!("metrics: {e}"))?;
-    let (head, text) = body.split_once("\r\n\r\n").ok_or("metrics: no HTTP head")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("metrics: {}", head.lines().next().unwrap_or("")));
-    }
-    Ok(parse_metrics(text))
-}
-
-/// A `kB` field of `/proc/PID/status` (e.g. `RssAnon`), in KiB.
-pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-fn get(m: &Metrics, k: &str) -> u64 {
-    m.get(k).copied().unwrap_or(0.0) as u64
-}
-
-/// Polls the server's metrics every 100 ms until `cond` holds or `timeout`
-/// passes; returns the last page and whether `cond` held.
-fn poll_metrics(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-    mut cond: impl FnMut(&Metrics) -> bool,
-) -> Result<(Metrics, bool), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let m = fetch_metrics(addr, path)?;
-        if cond(&m) {
-            return Ok((m, true));
-        }
-        if Instant::now() >= deadline {
-            return Ok((m, false));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs the scenario. The report's `pass` says whether every round came
@@ -724,35 +502,5 @@ mod tests {
         assert_eq!(n, 1_000);
         assert_eq!((0..100).filter(|&i| resets(i, 0.0)).count(), 0);
         assert_eq!((0..100).filter(|&i| resets(i, 1.0)).count(), 100);
-    }
-
-    #[test]
-    fn metrics_are_summed_over_labels() {
-        let m = parse_metrics(
-            "# HELP x y\n# TYPE x gauge\nshardcast_registry_topics{core=\"0\"} 3\nshardcast_registry_topics{core=\"1\"} 4\nshardcast_uptime_seconds 1.5\n",
-        );
-        assert_eq!(m["shardcast_registry_topics"], 7.0);
-        assert_eq!(m["shardcast_uptime_seconds"], 1.5);
-    }
-
-    #[test]
-    fn status_fields_are_read_in_kib() {
-        let me = std::process::id();
-        assert!(status_kib(me, "VmRSS").unwrap() > 0);
-        assert!(status_kib(me, "RssAnon").is_some());
-        assert_eq!(status_kib(me, "NoSuchField"), None);
-    }
-
-    #[test]
-    fn a_reset_socket_closes_with_rst() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = StdStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        reset_on_close(c.as_raw_fd()).unwrap();
-        drop(c);
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let e = s.read(&mut [0u8; 16]).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
-        assert!(reset_on_close(-1).is_err());
     }
 }
