@@ -54,6 +54,7 @@ impl Handler for Chat {
 }
 
 fn main() -> std::io::Result<()> {
+    shardcast::alloc::purge_freed_memory_promptly();
     let handle = Server::new(args::config_from_args(), Chat).start()?;
     println!("chat on ws://{}/ROOM", handle.local_addr());
     handle.join();

@@ -14,6 +14,7 @@ use echo::Echo;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::io::Result<()> {
+    shardcast::alloc::purge_freed_memory_promptly();
     let config = args::config_from_args();
     let handle = Server::new(config, Echo).start()?;
     println!(

@@ -183,6 +183,7 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
 
 #[allow(dead_code)] // the integration tests include this file for `PubSub`
 fn main() -> std::io::Result<()> {
+    shardcast::alloc::purge_freed_memory_promptly();
     let handle = Server::new(args::config_from_args(), PubSub).start()?;
     println!(
         "pubsub listening on ws://{} with {} cores ({:?})",

@@ -60,6 +60,7 @@ impl Handler for Shootout {
 }
 
 fn main() -> std::io::Result<()> {
+    shardcast::alloc::purge_freed_memory_promptly();
     let handle = Server::new(args::config_from_args(), Shootout).start()?;
     println!("shootout server on ws://{}", handle.local_addr());
     handle.join();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test shardcast has: the workspace's Rust tests (unit, integration,
 # doc) on the io_uring driver, the integration tests again on the legacy epoll
-# driver, then the real-client tests (Python websockets, Node ws, headless
+# driver, a short connection-churn check (scripts/churn.sh --short), then the
+# real-client tests (Python websockets, Node ws, headless
 # Chromium) against the shardcast binary. About three minutes on 2 cores
 # after the first build.
 #
@@ -20,6 +21,9 @@ cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 echo "== cargo test (legacy epoll driver: MONOIO_FORCE_LEGACY_DRIVER=1)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace --tests --locked 2>&1 | tee -a "$log"
 
+echo "== churn, short (debug binaries): connections and subscriptions come and go, the server returns to baseline"
+PROFILE=debug bash scripts/churn.sh --short 2>&1 | tee -a "$log"
+
 if [[ "${SKIP_CLIENTS:-0}" != 1 ]]; then
     echo "== real clients against the shardcast binary"
     bash tests/clients/run.sh 2>&1 | tee -a "$log"
@@ -27,5 +31,5 @@ fi
 
 # One closing line over every run above.
 awk '/^test result:/ { p += $4; f += $6 }
-     /^clients: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^[a-z]+: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

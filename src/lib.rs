@@ -14,12 +14,15 @@
 //!   buffer, the outbox and its gathered writes.
 //! - [`handler`]: the embedding API, [`Handler`] and [`Ws`].
 //! - [`config`]: [`Config`] with every limit and its default.
+//! - [`alloc`]: the mimalloc setting the binaries use so that memory freed
+//!   after a burst of connections goes back to the system.
 //! - [`server`] (feature `server`, on by default): the standalone server
 //!   behind the `shardcast` binary: JSON protocol, HTTP API, auth, limits,
 //!   metrics, status page.
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod config;
 mod conn;
 pub mod handler;
@@ -37,8 +40,8 @@ pub use handler::{
 };
 pub use proto::{CloseCode, PreparedFrame};
 pub use shard::{
-    CoreStats, CoreView, DriverKind, HandleError, PublishReport, Server, ServerHandle,
-    StatsSnapshot,
+    CoreStats, CoreView, DriverKind, HandleError, MemoryGauges, PublishReport, Server,
+    ServerHandle, StatsSnapshot,
 };
 
 /// The README's examples compile as doctests.

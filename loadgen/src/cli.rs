@@ -44,6 +44,10 @@ pub enum Scenario {
     Broadcast(BroadcastArgs),
     /// Draws SVG charts from a results file of JSON lines.
     Plot(PlotArgs),
+    /// Rounds of N connections subscribing to random topics and closing;
+    /// after each the server's connections, topics and subscriptions must
+    /// be 0, its table capacities and RSS back to baseline.
+    Churn(ChurnArgs),
 }
 
 /// Options every traffic scenario takes.
@@ -129,6 +133,52 @@ pub struct ConnectionsArgs {
     pub total: Option<usize>,
     /// Internal: the first source address to use (see `Target::sources`).
     #[arg(long, hide = true)]
+    pub source_base: Option<usize>,
+}
+
+/// `churn` options.
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Rounds of open, subscribe, verify, close.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// Connections per round (one process: below its open-file limit).
+    #[arg(long, short = 'n', default_value_t = 1_000)]
+    pub connections: usize,
+    /// Fewest topics a connection subscribes to.
+    #[arg(long, default_value_t = 1)]
+    pub min_topics: usize,
+    /// Most topics a connection subscribes to.
+    #[arg(long, default_value_t = 8)]
+    pub max_topics: usize,
+    /// Topic names to draw from (`churn.0` … `churn.N-1`).
+    #[arg(long, default_value_t = 100_000)]
+    pub topic_space: usize,
+    /// Fraction of connections closed with a reset (SO_LINGER 0) instead of
+    /// the closing handshake.
+    #[arg(long, default_value_t = 0.1)]
+    pub reset_fraction: f64,
+    /// Most relative difference of the server's RSS after a round from its
+    /// RSS after round 1 (needs --server-pid).
+    #[arg(long, default_value_t = 0.05)]
+    pub rss_tolerance: f64,
+    /// Seconds to wait for the server to report it is back to baseline.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub cleanup_timeout: Duration,
+    /// Seconds between the server reporting its baseline and reading its RSS.
+    #[arg(long, default_value = "1", value_parser = secs)]
+    pub settle: Duration,
+    /// Seed of the topic choice. Default: random (reported).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Path of the server's Prometheus metrics on the WebSocket port.
+    #[arg(long, default_value = "/metrics")]
+    pub metrics_path: String,
+    /// The first source address to use (see `Target::sources`). Default: random.
+    #[arg(long)]
     pub source_base: Option<usize>,
 }
 

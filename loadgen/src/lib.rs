@@ -14,7 +14,7 @@
 //! - [`sys`]: clocks, this process's CPU use, another process's RSS, CPU and
 //!   open files.
 //! - [`report`]: results as an ordered table and as JSON lines.
-//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`.
+//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`, `churn`.
 //! - [`plot`]: SVG charts of a results file; [`markdown`]: its tables.
 
 #![warn(missing_docs)]
@@ -42,6 +42,7 @@ pub fn run(s: &cli::Scenario) -> Result<report::Report, String> {
         Scenario::Fanout(a) => (scenario::fanout::run(a)?, &a.common.label),
         Scenario::Echo(a) => (scenario::echo::run(a)?, &a.common.label),
         Scenario::Broadcast(a) => (scenario::broadcast::run(a)?, &a.common.label),
+        Scenario::Churn(a) => (scenario::churn::run(a)?, &a.common.label),
         Scenario::Plot(_) => return Err("plot is not a scenario".into()),
     };
     if let Some(l) = label {

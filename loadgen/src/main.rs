@@ -23,6 +23,7 @@ fn main() {
         Scenario::Fanout(a) => (a.common.json, loadgen::run(&cli.scenario)),
         Scenario::Echo(a) => (a.common.json, loadgen::run(&cli.scenario)),
         Scenario::Broadcast(a) => (a.common.json, loadgen::run(&cli.scenario)),
+        Scenario::Churn(a) => (a.common.json, loadgen::run(&cli.scenario)),
         Scenario::Plot(a) => {
             match loadgen::plot::plot_file(&a.input, &a.out, a.markdown.as_deref()) {
                 Ok(files) => {
@@ -39,7 +40,13 @@ fn main() {
         }
     };
     match result {
-        Ok(r) => print(&r, json),
+        Ok(r) => {
+            print(&r, json);
+            // A scenario with a verdict (churn) fails the command.
+            if r.map.get("pass") == Some(&serde_json::Value::Bool(false)) {
+                std::process::exit(3);
+            }
+        }
         Err(e) => {
             eprintln!("loadgen: {e}");
             std::process::exit(1);

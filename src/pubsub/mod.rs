@@ -4,4 +4,4 @@ pub mod interest;
 pub mod registry;
 
 pub use interest::InterestTable;
-pub use registry::{Registry, Subscribed, SubscriberKey, Unsubscribed};
+pub use registry::{Registry, RegistryCapacity, Subscribed, SubscriberKey, Unsubscribed};

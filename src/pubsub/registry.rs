@@ -53,6 +53,28 @@ pub struct Registry {
     /// Why here and not in the connection: the registry stays self-contained
     /// and testable without connections.
     subscriptions: Vec<Vec<(u32, u32)>>,
+    /// (subscriber, topic) pairs, kept so reading it is O(1).
+    pairs: usize,
+}
+
+/// The capacities of a registry's tables: what it holds in memory whatever
+/// its current contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistryCapacity {
+    /// Entries the topic-name index can hold without growing.
+    pub names: usize,
+    /// Slots of the topic table.
+    pub topics: usize,
+    /// Slots of the per-subscriber lists (indexed by subscriber key).
+    pub subscribers: usize,
+}
+
+/// Whether a table of `len` entries with room for `cap` is worth shrinking:
+/// a quarter full or less, so a table hovering around one size is not
+/// reallocated over and over.
+pub(crate) fn sparse(len: usize, cap: usize) -> bool {
+    cap > 16 && len < cap / 4
 }
 
 impl Registry {
@@ -84,6 +106,7 @@ impl Registry {
         subs.push(sub);
         let first = pos == 0;
         self.subscriptions[sub as usize].push((t, pos));
+        self.pairs += 1;
         Subscribed::Added { first }
     }
 
@@ -102,6 +125,8 @@ impl Registry {
         if list.is_empty() {
             // Give the memory back: most connections hold few topics.
             *list = Vec::new();
+        } else if sparse(list.len(), list.capacity()) {
+            list.shrink_to(list.len() * 2);
         }
         let last = self.detach(t, pos);
         Unsubscribed::Removed { last }
@@ -162,7 +187,45 @@ impl Registry {
 
     /// Total number of (subscriber, topic) pairs.
     pub fn subscription_total(&self) -> usize {
-        self.topics.iter().map(|(_, t)| t.subscribers.len()).sum()
+        self.pairs
+    }
+
+    /// The capacities of the registry's tables.
+    pub fn capacity(&self) -> RegistryCapacity {
+        RegistryCapacity {
+            names: self.by_name.capacity(),
+            topics: self.topics.capacity(),
+            subscribers: self.subscriptions.capacity(),
+        }
+    }
+
+    /// Gives back the memory of tables that emptied or are at most a
+    /// quarter full, without moving any topic or subscriber key. Called
+    /// periodically (once a second per core), not per operation: after a
+    /// wave of connections closes, the registry returns to the size of
+    /// what it still holds.
+    pub fn shrink(&mut self) {
+        if self.topics.is_empty() {
+            if self.topics.capacity() > 0 {
+                self.topics = Slab::new();
+            }
+        } else if sparse(self.topics.len(), self.topics.capacity()) {
+            // Drops vacant slots past the last topic only: keys stay valid.
+            self.topics.shrink_to_fit();
+        }
+        if sparse(self.by_name.len(), self.by_name.capacity()) || self.by_name.is_empty() {
+            self.by_name.shrink_to_fit();
+        }
+        // Subscriber lists are indexed by connection key; trailing ones of
+        // closed connections are empty and unallocated.
+        while self.subscriptions.last().is_some_and(|l| l.capacity() == 0) {
+            self.subscriptions.pop();
+        }
+        if self.subscriptions.is_empty()
+            || sparse(self.subscriptions.len(), self.subscriptions.capacity())
+        {
+            self.subscriptions.shrink_to_fit();
+        }
     }
 
     fn list_mut(&mut self, sub: SubscriberKey) -> &mut Vec<(u32, u32)> {
@@ -179,6 +242,11 @@ impl Registry {
     fn detach(&mut self, t: u32, pos: u32) -> bool {
         let topic = &mut self.topics[t as usize];
         topic.subscribers.swap_remove(pos as usize);
+        self.pairs -= 1;
+        if sparse(topic.subscribers.len(), topic.subscribers.capacity()) {
+            // A topic that once had many subscribers and now has few.
+            topic.subscribers.shrink_to(topic.subscribers.len() * 2);
+        }
         if let Some(&moved) = topic.subscribers.get(pos as usize) {
             let entry = self.subscriptions[moved as usize]
                 .iter_mut()
@@ -249,5 +317,86 @@ mod tests {
         assert_eq!(r.subscribers("y"), &[8]);
         assert_eq!(r.subscription_count(7), 0);
         assert_eq!(r.topics_of(8).collect::<Vec<_>>(), vec!["y"]);
+    }
+
+    #[test]
+    fn shrinks_back_after_many_topics_come_and_go() {
+        let mut r = Registry::new();
+        r.shrink();
+        let empty = r.capacity();
+        for s in 0..2_000u32 {
+            for k in 0..4 {
+                r.subscribe(s, &format!("t{}", (s * 7 + k * 131) % 5_000));
+            }
+        }
+        let full = r.capacity();
+        assert!(full.names >= r.topic_count() && full.subscribers >= 2_000);
+        r.shrink(); // nothing to give back while full
+        assert_eq!(r.capacity(), full);
+        for s in 0..2_000u32 {
+            if s % 2 == 0 {
+                r.remove_subscriber(s, |_| {});
+            } else {
+                let topics: Vec<String> = r.topics_of(s).map(str::to_owned).collect();
+                for t in topics {
+                    r.unsubscribe(s, &t);
+                }
+            }
+        }
+        assert_eq!((r.topic_count(), r.subscription_total()), (0, 0));
+        r.shrink();
+        assert_eq!(r.capacity(), empty);
+    }
+
+    #[test]
+    fn shrinking_keeps_every_remaining_subscription_reachable() {
+        let mut r = Registry::new();
+        for s in 0..1_000u32 {
+            r.subscribe(s, &format!("t{s}"));
+            r.subscribe(s, "all");
+        }
+        // Keep a few subscribers spread over the key space, one at the top.
+        let keep = [3u32, 500, 999];
+        for s in 0..1_000u32 {
+            if !keep.contains(&s) {
+                r.remove_subscriber(s, |_| {});
+            }
+        }
+        let before = r.capacity();
+        r.shrink();
+        let after = r.capacity();
+        assert!(after.names < before.names, "{before:?} -> {after:?}");
+        assert_eq!(r.subscription_total(), 6);
+        let mut all = r.subscribers("all").to_vec();
+        all.sort();
+        assert_eq!(all, keep);
+        for s in keep {
+            assert_eq!(r.subscribers(&format!("t{s}")), &[s]);
+            assert!(r.is_subscribed(s, "all"));
+            assert_eq!(
+                r.unsubscribe(s, &format!("t{s}")),
+                Unsubscribed::Removed { last: true }
+            );
+        }
+        // New topics after a shrink get fresh, distinct slots.
+        assert_eq!(r.subscribe(7, "new"), Subscribed::Added { first: true });
+        assert_eq!(r.subscribers("new"), &[7]);
+        assert_eq!(r.subscribers("all").len(), 3);
+    }
+
+    #[test]
+    fn a_topic_that_lost_most_subscribers_gives_back_its_list() {
+        let mut r = Registry::new();
+        for s in 0..1_000 {
+            r.subscribe(s, "big");
+        }
+        for s in 10..1_000 {
+            r.unsubscribe(s, "big");
+        }
+        let t = r.by_name["big"];
+        assert!(r.topics[t as usize].subscribers.capacity() < 100);
+        let mut left = r.subscribers("big").to_vec();
+        left.sort();
+        assert_eq!(left, (0..10).collect::<Vec<_>>());
     }
 }

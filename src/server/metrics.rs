@@ -206,6 +206,73 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(s));
         }
     }
+    // Sizes and capacities of each core's tables, as of its last tick
+    // (once a second): read from the same single-writer atomics, so a
+    // scrape never waits for a core.
+    type GetM = fn(&crate::MemoryGauges) -> u64;
+    let memory: [(&str, &str, GetM); 11] = [
+        (
+            "shardcast_slab_connections",
+            "Connections in the connection slab (any state).",
+            |m| m.connections,
+        ),
+        (
+            "shardcast_slab_capacity",
+            "Slots of the connection slab.",
+            |m| m.connection_slots,
+        ),
+        (
+            "shardcast_registry_topics",
+            "Topics with a subscriber on the core.",
+            |m| m.topics,
+        ),
+        (
+            "shardcast_registry_subscriptions",
+            "Subscriber-topic pairs in the core's registry.",
+            |m| m.subscriptions,
+        ),
+        (
+            "shardcast_registry_index_capacity",
+            "Entries the registry's topic-name index holds without growing.",
+            |m| m.topic_index_capacity,
+        ),
+        (
+            "shardcast_registry_topic_slots",
+            "Slots of the registry's topic table.",
+            |m| m.topic_slots,
+        ),
+        (
+            "shardcast_registry_subscriber_lists",
+            "Slots of the registry's per-connection subscription lists.",
+            |m| m.subscriber_lists,
+        ),
+        (
+            "shardcast_interest_refs_capacity",
+            "Entries the interest-bucket reference counts hold without growing.",
+            |m| m.interest_refs_capacity,
+        ),
+        (
+            "shardcast_timer_entries",
+            "Timer wheel entries, stale ones included.",
+            |m| m.timer_entries,
+        ),
+        (
+            "shardcast_timer_capacity",
+            "Entries the timer wheel's slots hold without growing.",
+            |m| m.timer_capacity,
+        ),
+        (
+            "shardcast_flush_list_capacity",
+            "Room in the list of connections waiting to be written.",
+            |m| m.dirty_capacity,
+        ),
+    ];
+    for (name, help, get) in memory {
+        family(&mut out, name, "gauge", help);
+        for (i, s) in cores.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(&s.memory));
+        }
+    }
     family(
         &mut out,
         "shardcast_handshake_rejections_total",

@@ -452,6 +452,93 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Gives back the memory of tables that emptied or are mostly empty
+    /// (hysteresis: at most a quarter full), then publishes their sizes
+    /// and capacities to this core's [`MemoryGauges`]. Runs once a second
+    /// from the ticker, never on a connection's path.
+    ///
+    /// Shrinking the connection slab never changes a live key: an empty
+    /// slab is replaced, a sparse one only loses its vacant tail. A key is
+    /// reused after that as after any close; a stale [`ConnId`] still
+    /// cannot reach the new connection because `gen` comes from this
+    /// core's counter, which a new slab does not reset.
+    ///
+    /// [`MemoryGauges`]: crate::MemoryGauges
+    pub fn trim(&self) {
+        use crate::pubsub::registry::sparse;
+        let mut gave_back = false;
+        {
+            let mut conns = self.conns.borrow_mut();
+            if conns.is_empty() {
+                if conns.capacity() > 0 {
+                    *conns = Slab::new();
+                    gave_back = true;
+                }
+            } else if sparse(conns.len(), conns.capacity()) {
+                let before = conns.capacity();
+                conns.shrink_to_fit();
+                gave_back = conns.capacity() < before;
+            }
+        }
+        self.registry.borrow_mut().shrink();
+        {
+            let mut refs = self.bucket_refs.borrow_mut();
+            if refs.is_empty() || sparse(refs.len(), refs.capacity()) {
+                refs.shrink_to_fit();
+            }
+        }
+        {
+            let mut d = self.dirty.borrow_mut();
+            if d.is_empty() && d.capacity() > 1024 {
+                *d = Vec::new();
+            }
+        }
+        {
+            // Wheel entries of closed connections stay until their slot
+            // comes round (up to the wheel's span); after a wave of closes
+            // they would hold the wave's memory that long. Sweep once
+            // they outnumber the live connections (each has one or two),
+            // or when no connection is left at all.
+            let conns = self.conns.borrow();
+            let mut wheel = self.wheel.borrow_mut();
+            let stale = wheel.len() > 3 * conns.len() + 64;
+            if stale || (conns.is_empty() && wheel.capacity() > 0) {
+                wheel.retain(|k, g| conns.get(k as usize).is_some_and(|c| c.gen == g));
+            }
+        }
+        if gave_back {
+            // Most connections are gone. After the tables, so their memory
+            // is part of what goes back.
+            crate::alloc::core_emptied();
+        }
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        let (registry, wheel, conns) = (
+            self.registry.borrow(),
+            self.wheel.borrow(),
+            self.conns.borrow(),
+        );
+        let cap = registry.capacity();
+        let g = crate::MemoryGauges {
+            connections: conns.len() as u64,
+            connection_slots: conns.capacity() as u64,
+            topics: registry.topic_count() as u64,
+            subscriptions: registry.subscription_total() as u64,
+            topic_index_capacity: cap.names as u64,
+            topic_slots: cap.topics as u64,
+            subscriber_lists: cap.subscribers as u64,
+            interest_refs_capacity: self.bucket_refs.borrow().capacity() as u64,
+            timer_entries: wheel.len() as u64,
+            timer_capacity: wheel.capacity() as u64,
+            dirty_capacity: self.dirty.borrow().capacity() as u64,
+        };
+        for (cell, v) in self.stats().memory.iter().zip(g.values()) {
+            cell.set(v);
+        }
+    }
+
     /// Handles a message from another core.
     pub fn on_core_msg(&self, msg: CoreMsg) {
         match msg {

@@ -26,7 +26,7 @@ use self::core::Core;
 pub use self::core::CoreView;
 use self::mesh::{CoreMsg, Inbox, Mailbox, Tally};
 pub use self::runtime::DriverKind;
-pub use self::stats::{CoreStats, StatsSnapshot};
+pub use self::stats::{CoreStats, MemoryGauges, StatsSnapshot};
 
 thread_local! {
     /// Set on shard threads: blocking calls on the handle would deadlock there.
@@ -563,10 +563,15 @@ async fn ticker<H: Handler>(core: Rc<Core<H>>) {
         let now = start.elapsed().as_secs();
         core.clock.set(now);
         core.wheel.borrow_mut().advance(now, &mut due);
+        let n = due.len();
         for (key, gen) in due.drain(..) {
             check_timers(&core, key, gen, now);
         }
+        if due.capacity() > 2 * n.max(64) {
+            due.shrink_to(n);
+        }
         core.flush();
+        core.trim();
     }
 }
 

@@ -29,6 +29,12 @@ impl Counter {
         );
     }
 
+    /// Sets the value (a gauge). Only the owning core may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
     /// The current value.
     #[inline]
     pub fn get(&self) -> u64 {
@@ -81,6 +87,9 @@ pub struct CoreStats {
     /// Handshakes rejected, by status (see [`REJECT_STATUSES`]; last slot:
     /// any other status).
     pub rejected: [Counter; REJECT_STATUSES.len() + 1],
+    /// Sizes and capacities of the core's tables, written by the core once
+    /// a second (see [`MemoryGauges`]).
+    pub memory: [Counter; MemoryGauges::FIELDS],
 }
 
 impl CoreStats {
@@ -137,6 +146,7 @@ impl CoreStats {
             protocol_errors: self.protocol_errors.get(),
             http_requests: self.http_requests.get(),
             rejected: self.rejected.iter().map(Counter::get).collect(),
+            memory: MemoryGauges::from_values(std::array::from_fn(|i| self.memory[i].get())),
         }
     }
 }
@@ -182,6 +192,77 @@ pub struct StatsSnapshot {
     /// Rejected handshakes by status, in the order of [`REJECT_STATUSES`]
     /// plus one slot for any other status.
     pub rejected: Vec<u64>,
+    /// Table sizes and capacities, as of the core's last tick.
+    pub memory: MemoryGauges,
+}
+
+/// The sizes and capacities of a core's tables, written by the core once a
+/// second: what it holds and how much memory it keeps for it, so a table
+/// that never gives its memory back shows here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryGauges {
+    /// Connections in the connection slab (any state).
+    pub connections: u64,
+    /// Slots of the connection slab.
+    pub connection_slots: u64,
+    /// Topics with a local subscriber.
+    pub topics: u64,
+    /// (subscriber, topic) pairs.
+    pub subscriptions: u64,
+    /// Entries the registry's topic-name index can hold without growing.
+    pub topic_index_capacity: u64,
+    /// Slots of the registry's topic table.
+    pub topic_slots: u64,
+    /// Slots of the registry's per-subscriber lists.
+    pub subscriber_lists: u64,
+    /// Entries the interest-bucket reference counts can hold.
+    pub interest_refs_capacity: u64,
+    /// Timer wheel entries, stale ones included.
+    pub timer_entries: u64,
+    /// Entries the timer wheel's slots can hold without growing.
+    pub timer_capacity: u64,
+    /// Room in the list of connections waiting to be flushed.
+    pub dirty_capacity: u64,
+}
+
+impl MemoryGauges {
+    /// Number of fields.
+    pub const FIELDS: usize = 11;
+
+    /// The fields' values, in declaration order.
+    pub fn values(&self) -> [u64; Self::FIELDS] {
+        [
+            self.connections,
+            self.connection_slots,
+            self.topics,
+            self.subscriptions,
+            self.topic_index_capacity,
+            self.topic_slots,
+            self.subscriber_lists,
+            self.interest_refs_capacity,
+            self.timer_entries,
+            self.timer_capacity,
+            self.dirty_capacity,
+        ]
+    }
+
+    /// The inverse of [`MemoryGauges::values`].
+    pub fn from_values(v: [u64; Self::FIELDS]) -> Self {
+        Self {
+            connections: v[0],
+            connection_slots: v[1],
+            topics: v[2],
+            subscriptions: v[3],
+            topic_index_capacity: v[4],
+            topic_slots: v[5],
+            subscriber_lists: v[6],
+            interest_refs_capacity: v[7],
+            timer_entries: v[8],
+            timer_capacity: v[9],
+            dirty_capacity: v[10],
+        }
+    }
 }
 
 impl StatsSnapshot {
@@ -210,6 +291,11 @@ impl StatsSnapshot {
         for (a, b) in self.rejected.iter_mut().zip(&o.rejected) {
             *a += b;
         }
+        let (mut m, o) = (self.memory.values(), o.memory.values());
+        for (a, b) in m.iter_mut().zip(o) {
+            *a += b;
+        }
+        self.memory = MemoryGauges::from_values(m);
     }
 
     /// Rejections with `status`.

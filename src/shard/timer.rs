@@ -41,7 +41,14 @@ impl TimerWheel {
         let start = self.now.max(now.saturating_sub(len));
         for s in start + 1..=now {
             let i = (s as usize) & (self.slots.len() - 1);
-            due.append(&mut self.slots[i]);
+            let slot = &mut self.slots[i];
+            let n = slot.len();
+            due.append(slot);
+            // A slot keeps room for what it held this time round: a burst
+            // of connections does not pin its memory after they are gone.
+            if slot.capacity() > 2 * n.max(8) {
+                slot.shrink_to(n);
+            }
         }
         if now > self.now {
             self.now = now;
@@ -51,6 +58,26 @@ impl TimerWheel {
     /// Number of scheduled entries (stale ones included).
     pub fn len(&self) -> usize {
         self.slots.iter().map(Vec::len).sum()
+    }
+
+    /// Drops every entry `live` rejects (connections that closed since they
+    /// were scheduled) and gives back the memory of emptied slots and slot
+    /// memory beyond twice what is left. O(entries): for the owner to call when stale entries
+    /// outnumber live connections, not per tick.
+    pub fn retain(&mut self, mut live: impl FnMut(u32, u32) -> bool) {
+        for slot in &mut self.slots {
+            slot.retain(|&(k, g)| live(k, g));
+            if slot.is_empty() {
+                *slot = Vec::new();
+            } else if slot.capacity() > 2 * slot.len().max(8) {
+                slot.shrink_to(slot.len());
+            }
+        }
+    }
+
+    /// Entries the slots can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.slots.iter().map(Vec::capacity).sum()
     }
 }
 
@@ -83,6 +110,44 @@ mod tests {
         due.clear();
         w.advance(3, &mut due);
         assert_eq!(due, vec![(1, 7)]);
+    }
+
+    #[test]
+    fn slots_give_back_a_burst_once_it_has_passed() {
+        let mut w = TimerWheel::new(4, 0);
+        for k in 0..10_000 {
+            w.insert(1, k, 0);
+        }
+        assert!(w.capacity() >= 10_000);
+        let mut due = Vec::new();
+        w.advance(1, &mut due); // the slot keeps room for what it held
+        assert_eq!(due.len(), 10_000);
+        w.advance(5, &mut due); // its next turn held nothing
+        assert_eq!(w.capacity(), 0);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries_and_their_memory() {
+        let mut w = TimerWheel::new(8, 0);
+        for k in 0..5_000 {
+            w.insert(1 + u64::from(k % 7), k, k % 3);
+        }
+        w.retain(|k, g| k % 100 == 0 && g == k % 3);
+        assert_eq!(w.len(), 50);
+        let mut empty = TimerWheel::new(8, 0);
+        empty.insert(1, 1, 1);
+        empty.retain(|_, _| false);
+        assert_eq!((empty.len(), empty.capacity()), (0, 0));
+        assert!(w.capacity() <= 8 * 16, "{}", w.capacity());
+        let mut due = Vec::new();
+        w.advance(8, &mut due);
+        due.sort_unstable();
+        assert_eq!(
+            due,
+            (0..50)
+                .map(|i| (i * 100, (i * 100) % 3))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The scenarios, and the helpers they share: a bounded pool of concurrent openers, and opening upgraded connections.
 
 pub mod broadcast;
+pub mod churn;
 pub mod connections;
 pub mod echo;
 pub mod fanout;
