@@ -463,14 +463,19 @@ impl<H: Handler> Core<H> {
     /// cannot reach the new connection because `gen` comes from this
     /// core's counter, which a new slab does not reset.
     ///
+    /// Returns the slab's former capacity when it has just been emptied
+    /// and replaced: about the peak number of connections the core held.
+    ///
     /// [`MemoryGauges`]: crate::MemoryGauges
-    pub fn trim(&self) {
+    pub fn trim(&self) -> Option<usize> {
         use crate::pubsub::registry::sparse;
         let mut gave_back = false;
+        let mut emptied = None;
         {
             let mut conns = self.conns.borrow_mut();
             if conns.is_empty() {
                 if conns.capacity() > 0 {
+                    emptied = Some(conns.capacity());
                     *conns = Slab::new();
                     gave_back = true;
                 }
@@ -512,6 +517,7 @@ impl<H: Handler> Core<H> {
             crate::alloc::core_emptied();
         }
         self.publish_gauges();
+        emptied
     }
 
     fn publish_gauges(&self) {
