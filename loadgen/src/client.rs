@@ -332,6 +332,7 @@ pub fn shutdown(fd: RawFd) {
 
 impl Reader {
     /// Reads and decodes until `on_msg` says stop or the connection ends.
+    /// After a stop, calling `run` again continues with the next message.
     ///
     /// `on_msg(outbox, payload, received_ns)` gets every text or binary
     /// message; `received_ns` is taken once per read, on this core, right
@@ -373,6 +374,9 @@ impl Reader {
                             _ => continue,
                         };
                         if on_msg(outbox, payload, now) == Flow::Stop {
+                            // Keep what follows, so a later `run` resumes
+                            // at the next message.
+                            self.buf.drain(..off);
                             return End::Stopped;
                         }
                     }
