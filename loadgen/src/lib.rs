@@ -14,6 +14,7 @@
 //! - [`sys`]: clocks, this process's CPU use, another process's RSS, CPU and
 //!   open files.
 //! - [`report`]: results as an ordered table and as JSON lines.
+//! - [`rss`]: the server's RSS sampled over time during a run.
 //! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`.
 //! - [`plot`]: SVG charts of a results file; [`markdown`]: its tables.
 
@@ -24,6 +25,7 @@ pub mod client;
 pub mod markdown;
 pub mod plot;
 pub mod report;
+pub mod rss;
 pub mod runtime;
 pub mod scenario;
 pub mod stamp;

@@ -7,12 +7,19 @@
 //! reordered deliveries. Closed loop (the default): publishers keep at most
 //! `--max-outstanding` deliveries sent and not yet received; `--rate` sends a
 //! fixed number of publishes per second instead.
+//!
+//! `--stall N` makes N subscribers stop reading (their sockets stay open)
+//! `--stall-after` into the measurement, as a slow consumer would; when
+//! publishing stops they read again, to learn how the server treated them
+//! (closed, with which code, or how many messages it dropped). They are
+//! reported apart: the delivery checks and latency cover the others. With
+//! `--server-pid` the server's RSS is sampled over the whole run.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -25,7 +32,7 @@ use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
 use crate::scenario::{open, pool, share, FirstError};
 use crate::stamp::{Finder, Stamp, STAMP_LEN};
 use crate::sys::{self, now_ns, Usage};
-use crate::track::{SeqTrack, Tally};
+use crate::track::{Arrival, SeqTrack, Tally};
 
 /// Publishes queued per write when the window allows.
 const BATCH: u64 = 16;
@@ -49,12 +56,65 @@ pub struct Plan {
     pub max_outstanding: u64,
     /// Concurrent opens per core.
     pub concurrency: usize,
+    /// Ids of the subscribers that stall, ascending.
+    pub stalled: Vec<usize>,
 }
 
 impl Plan {
     /// Connections on topic `t` among `n` connections assigned round robin.
     fn on_topic(&self, n: usize, t: usize) -> u64 {
         (n / self.topics + usize::from(t < n % self.topics)) as u64
+    }
+
+    /// Stalled subscribers on topic `t`.
+    fn stalled_on_topic(&self, t: usize) -> u64 {
+        self.stalled
+            .iter()
+            .filter(|&&i| i % self.topics == t)
+            .count() as u64
+    }
+}
+
+/// `n` subscriber ids of `0..subscribers`, spread evenly (over topics and cores).
+pub fn stalled_ids(n: usize, subscribers: usize) -> Vec<usize> {
+    let n = n.min(subscribers);
+    (0..n).map(|k| k * subscribers / n).collect()
+}
+
+/// What the main thread and the cores share about the stalled subscribers.
+#[derive(Debug, Default)]
+struct Stall {
+    /// Set when the stalled subscribers are to stop reading.
+    now: AtomicBool,
+    /// Publishes sent per topic (only when some subscriber stalls): what a
+    /// stalled subscriber of that topic should have received.
+    sent: Vec<AtomicU64>,
+    /// One per stalled subscriber, in the order of `Plan::stalled`.
+    slots: Vec<Slot>,
+}
+
+/// One stalled subscriber's record.
+#[derive(Debug, Default)]
+struct Slot {
+    /// It stopped reading (a message arrived after the stall began).
+    stopped: AtomicBool,
+    /// Distinct messages it had received when it stopped.
+    before: AtomicU64,
+    /// Distinct messages, duplicates and late ones over the whole run.
+    unique: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+    /// When it last received anything (`now_ns`).
+    last_rx_ns: AtomicU64,
+    /// Its connection ended while the run went on.
+    ended: AtomicBool,
+    /// How the connection ended, or that it was still open.
+    end: Mutex<Option<String>>,
+}
+
+impl Slot {
+    fn set_end(&self, e: String) {
+        *self.end.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
     }
 }
 
@@ -96,7 +156,23 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         rate: a.rate,
         max_outstanding: a.max_outstanding.unwrap_or((8 * per_topic).max(20_000)),
         concurrency: a.common.concurrency,
+        stalled: stalled_ids(a.stall, a.subscribers),
     };
+    if a.stall > 0 && (a.stall > a.subscribers || a.stall_after > a.timing.duration) {
+        return Err(format!(
+            "--stall {} needs at most --subscribers ({}) and --stall-after within --duration",
+            a.stall, a.subscribers
+        ));
+    }
+    let stall = Arc::new(Stall {
+        now: AtomicBool::new(false),
+        sent: if plan.stalled.is_empty() {
+            Vec::new()
+        } else {
+            (0..topics).map(|_| AtomicU64::new(0)).collect()
+        },
+        slots: plan.stalled.iter().map(|_| Slot::default()).collect(),
+    });
     let conns = plan.subscribers + plan.publishers;
     let limit = sys::fd_limit().saturating_sub(64) as usize;
     if conns > limit {
@@ -105,11 +181,23 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         ));
     }
     let cores = a.common.cores();
+    let pid = a.common.server_pid;
+    let mut rss = pid.map(|p| crate::rss::Sampler::start(p, a.rss_interval));
+    let mut mark = |name: &str| {
+        if let Some(s) = rss.as_mut() {
+            s.mark(name);
+        }
+    };
     let shared = Arc::new(Shared::default());
     let errors = Arc::new(FirstError::default());
-    let (p, sh, er) = (Arc::new(plan.clone()), shared.clone(), errors.clone());
+    let (p, sh, er, sl) = (
+        Arc::new(plan.clone()),
+        shared.clone(),
+        errors.clone(),
+        stall.clone(),
+    );
     let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
-        core_main(core, cores, p.clone(), sh.clone(), er.clone())
+        core_main(core, cores, p.clone(), sh.clone(), er.clone(), sl.clone())
     })
     .map_err(|e| format!("starting cores: {e}"))?;
 
@@ -141,32 +229,48 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
                 .unwrap_or_default()
         ));
     }
+    mark("warmup");
     shared.set_phase(phase::WARMUP);
     timed(&mut prog, "warm-up", a.timing.warmup);
-    let pid = a.common.server_pid;
     let u0 = Usage::now(pid);
     let (r0, s0) = (
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
     );
+    mark("measure");
     shared.set_phase(phase::MEASURE);
-    timed(&mut prog, "measuring", a.timing.duration);
+    if plan.stalled.is_empty() {
+        timed(&mut prog, "measuring", a.timing.duration);
+    } else {
+        timed(&mut prog, "measuring", a.stall_after);
+        mark("stall");
+        stall.now.store(true, Ordering::Relaxed);
+        timed(
+            &mut prog,
+            "stalled",
+            a.timing.duration.saturating_sub(a.stall_after),
+        );
+    }
     let u1 = Usage::now(pid);
     let (r1, s1) = (
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
     );
+    mark("drain");
     shared.set_phase(phase::DRAIN);
     let t_drain = Instant::now();
+    let drain_ns = now_ns();
     let drained = main_wait(
         a.drain_timeout,
         || {
             shared.received.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
                 && shared.lost_conns.load(Ordering::Relaxed) == 0
+                && stalled_settled(&stall, drain_ns)
         },
         || prog.show("draining"),
     );
     let drain_secs = t_drain.elapsed().as_secs_f64();
+    mark("done");
     shared.set_phase(phase::DONE);
     prog.done("done");
     let mut hist = histogram();
@@ -237,6 +341,13 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
             0,
         );
     }
+    if !plan.stalled.is_empty() {
+        report_stalled(&mut r, &plan, &stall, a);
+    }
+    if let Some(s) = rss.take() {
+        let (samples, marks) = s.finish();
+        crate::rss::report(&mut r, &samples, &marks, a.rss_interval);
+    }
     let bad =
         expected.saturating_sub(tally.unique) + tally.duplicated + tally.reordered + misrouted;
     r.set("correct", bad == 0 && drained);
@@ -278,6 +389,7 @@ async fn core_main(
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     errors: Arc<FirstError>,
+    stall: Arc<Stall>,
 ) -> CoreResult {
     let st = Rc::new(CoreState {
         hist: RefCell::new(histogram()),
@@ -318,7 +430,18 @@ async fn core_main(
         st.fds.borrow_mut().push(fd);
         let id = ids[k];
         let (plan, shared, errors, st) = (plan.clone(), shared.clone(), errors.clone(), st.clone());
-        tasks.push(if id < plan.subscribers {
+        let slot = plan.stalled.binary_search(&id).ok();
+        tasks.push(if let Some(k) = slot {
+            monoio::spawn(stalled_subscriber(
+                id,
+                reader,
+                outbox,
+                plan,
+                shared,
+                stall.clone(),
+                k,
+            ))
+        } else if id < plan.subscribers {
             monoio::spawn(subscriber(id, reader, outbox, plan, shared, errors, st))
         } else {
             monoio::spawn(publisher(
@@ -328,6 +451,7 @@ async fn core_main(
                 plan,
                 shared,
                 errors,
+                stall.clone(),
             ))
         });
     }
@@ -371,6 +495,67 @@ fn lost(shared: &Shared, errors: &FirstError, end: End, who: &str) {
     }
 }
 
+/// What one message to a subscriber was.
+enum Kind {
+    /// A stamped delivery from a publisher of this topic.
+    Delivery(Arrival, u64),
+    /// A stamped delivery from a publisher of another topic.
+    Misrouted,
+    /// The answer to the subscribe request.
+    Subscribed,
+    /// Anything else.
+    Other,
+}
+
+/// A subscriber's view of its messages: one sequence tracker per publisher
+/// of its topic (publisher j is slot j / T).
+struct Inbox {
+    topic: usize,
+    topics: usize,
+    tracks: Vec<SeqTrack>,
+    finder: Finder,
+    subscribed: bool,
+}
+
+impl Inbox {
+    fn new(plan: &Plan, topic: usize) -> Self {
+        Self {
+            topic,
+            topics: plan.topics,
+            tracks: vec![SeqTrack::default(); plan.on_topic(plan.publishers, topic) as usize],
+            finder: Finder::new(b'P'),
+            subscribed: false,
+        }
+    }
+
+    fn classify(&mut self, msg: &[u8]) -> Kind {
+        if let Some(s) = self.finder.find(msg) {
+            let j = s.sender as usize;
+            match self.tracks.get_mut(j / self.topics) {
+                Some(t) if j % self.topics == self.topic => {
+                    Kind::Delivery(t.observe(s.seq), s.sent_ns)
+                }
+                _ => Kind::Misrouted,
+            }
+        } else if !self.subscribed && memchr::memmem::find(msg, b"\"subscribed\"").is_some() {
+            self.subscribed = true;
+            Kind::Subscribed
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// Sends the subscribe request for `topic`.
+async fn subscribe(outbox: &Outbox, topic: usize) -> std::io::Result<()> {
+    outbox.push_text_with(|b| {
+        b.extend_from_slice(b"{\"type\":\"subscribe\",\"topics\":[\"t");
+        b.extend_from_slice(topic.to_string().as_bytes());
+        b.extend_from_slice(b"\"]}");
+    });
+    outbox.flush().await
+}
+
 async fn subscriber(
     i: usize,
     mut reader: Reader,
@@ -381,49 +566,180 @@ async fn subscriber(
     st: Rc<CoreState>,
 ) {
     let topic = i % plan.topics;
-    outbox.push_text_with(|b| {
-        b.extend_from_slice(b"{\"type\":\"subscribe\",\"topics\":[\"t");
-        b.extend_from_slice(topic.to_string().as_bytes());
-        b.extend_from_slice(b"\"]}");
-    });
-    if let Err(e) = outbox.flush().await {
+    if let Err(e) = subscribe(&outbox, topic).await {
         errors.set(format!("subscribe: {e}"));
         shared.failed.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    // One tracker per publisher of this topic: publisher j is slot j / T.
-    let mut tracks = vec![SeqTrack::default(); plan.on_topic(plan.publishers, topic) as usize];
-    let finder = Finder::new(b'P');
-    let mut subscribed = false;
+    let mut inbox = Inbox::new(&plan, topic);
     let limits = Limits::default();
     let end = reader
         .run(&outbox, &limits, |_, msg, now| {
-            if let Some(s) = finder.find(msg) {
-                let j = s.sender as usize;
-                match tracks.get_mut(j / plan.topics) {
-                    Some(t) if j % plan.topics == topic => {
-                        let mut tally = st.tally.get();
-                        tally.count(t.observe(s.seq));
-                        st.tally.set(tally);
-                        st.pending.set(st.pending.get() + 1);
-                        if shared.phase() == phase::MEASURE {
-                            st.hist
-                                .borrow_mut()
-                                .saturating_record(now.saturating_sub(s.sent_ns).max(1));
-                        }
+            match inbox.classify(msg) {
+                Kind::Delivery(arrival, sent_ns) => {
+                    let mut tally = st.tally.get();
+                    tally.count(arrival);
+                    st.tally.set(tally);
+                    st.pending.set(st.pending.get() + 1);
+                    if shared.phase() == phase::MEASURE {
+                        st.hist
+                            .borrow_mut()
+                            .saturating_record(now.saturating_sub(sent_ns).max(1));
                     }
-                    _ => st.misrouted.set(st.misrouted.get() + 1),
                 }
-            } else if !subscribed && memchr::memmem::find(msg, b"\"subscribed\"").is_some() {
-                subscribed = true;
-                shared.ready.fetch_add(1, Ordering::Relaxed);
-            } else {
-                st.other.set(st.other.get() + 1);
+                Kind::Misrouted => st.misrouted.set(st.misrouted.get() + 1),
+                Kind::Subscribed => {
+                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                }
+                Kind::Other => st.other.set(st.other.get() + 1),
             }
             Flow::Continue
         })
         .await;
     lost(&shared, &errors, end, "subscriber");
+}
+
+/// A subscriber that stops reading when `stall.now` is set (after the
+/// message that arrives next: a read is already pending) and reads again
+/// once publishing has stopped, until the server closes the connection or
+/// the run ends. Its deliveries count in its slot, not in the core's
+/// totals; it records no latency.
+async fn stalled_subscriber(
+    i: usize,
+    mut reader: Reader,
+    outbox: Outbox,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    stall: Arc<Stall>,
+    k: usize,
+) {
+    let slot = &stall.slots[k];
+    let topic = i % plan.topics;
+    if let Err(e) = subscribe(&outbox, topic).await {
+        slot.set_end(format!("subscribe: {e}"));
+        shared.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut inbox = Inbox::new(&plan, topic);
+    let tally = Cell::new(Tally::default());
+    let limits = Limits::default();
+    let mut on_msg = |msg: &[u8], now: u64| {
+        slot.last_rx_ns.store(now, Ordering::Relaxed);
+        match inbox.classify(msg) {
+            Kind::Delivery(arrival, _) => {
+                let mut t = tally.get();
+                t.count(arrival);
+                tally.set(t);
+            }
+            Kind::Subscribed => {
+                shared.ready.fetch_add(1, Ordering::Relaxed);
+            }
+            Kind::Misrouted | Kind::Other => {}
+        }
+    };
+    let mut end = reader
+        .run(&outbox, &limits, |_, msg, now| {
+            on_msg(msg, now);
+            if stall.now.load(Ordering::Relaxed) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .await;
+    if matches!(end, End::Stopped) {
+        slot.before.store(tally.get().unique, Ordering::Relaxed);
+        slot.stopped.store(true, Ordering::Relaxed);
+        // Not reading: the socket stays open, unread bytes pile up in the
+        // kernel and then in the server's outbox for this connection.
+        core_wait(|| shared.phase() >= phase::DRAIN).await;
+        end = reader
+            .run(&outbox, &limits, |_, msg, now| {
+                on_msg(msg, now);
+                Flow::Continue
+            })
+            .await;
+    }
+    let during_run = shared.phase() != phase::DONE;
+    slot.set_end(match end {
+        _ if !during_run => "open at the end of the run".into(),
+        End::Closed(Some(code)) => format!("close {code}"),
+        End::Closed(None) => "closed without a close frame".into(),
+        End::Error(e) => e,
+        End::Stopped => "stopped".into(),
+    });
+    slot.ended.store(during_run, Ordering::Relaxed);
+    let tally = tally.get();
+    slot.unique.store(tally.unique, Ordering::Relaxed);
+    slot.duplicated.store(tally.duplicated, Ordering::Relaxed);
+    slot.reordered.store(tally.reordered, Ordering::Relaxed);
+}
+
+/// Whether every stalled subscriber is done after publishing stopped (at
+/// `drain_ns`): its connection ended, or nothing arrived for a second.
+fn stalled_settled(stall: &Stall, drain_ns: u64) -> bool {
+    let now = now_ns();
+    stall.slots.iter().all(|s| {
+        s.ended.load(Ordering::Relaxed)
+            || now.saturating_sub(s.last_rx_ns.load(Ordering::Relaxed).max(drain_ns))
+                >= 1_000_000_000
+    })
+}
+
+/// Adds the stalled subscribers' outcome to `r`.
+fn report_stalled(r: &mut Report, plan: &Plan, stall: &Stall, a: &FanoutArgs) {
+    let n = plan.stalled.len();
+    r.set("stalled_subscribers", n);
+    r.set("healthy_subscribers", plan.subscribers - n);
+    r.num("stall_after_secs", a.stall_after.as_secs_f64(), 3);
+    let mut closed = 0u64;
+    let mut codes = std::collections::BTreeMap::<String, u64>::new();
+    let (mut missed, mut dup, mut reord) = (0u64, 0u64, 0u64);
+    let mut each = Vec::new();
+    for (k, &id) in plan.stalled.iter().enumerate() {
+        let s = &stall.slots[k];
+        let topic = id % plan.topics;
+        let expected = stall.sent[topic].load(Ordering::Relaxed);
+        let unique = s.unique.load(Ordering::Relaxed);
+        let end = s
+            .end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        if s.ended.load(Ordering::Relaxed) {
+            closed += 1;
+        }
+        *codes.entry(end.clone()).or_default() += 1;
+        missed += expected.saturating_sub(unique);
+        dup += s.duplicated.load(Ordering::Relaxed);
+        reord += s.reordered.load(Ordering::Relaxed);
+        each.push(serde_json::json!({
+            "id": id,
+            "topic": format!("t{topic}"),
+            "stopped_reading": s.stopped.load(Ordering::Relaxed),
+            "received_before_stall": s.before.load(Ordering::Relaxed),
+            "received": unique,
+            "expected": expected,
+            "missed": expected.saturating_sub(unique),
+            "duplicated": s.duplicated.load(Ordering::Relaxed),
+            "reordered": s.reordered.load(Ordering::Relaxed),
+            "end": end,
+        }));
+    }
+    r.set("stalled_closed_by_server", closed);
+    r.set(
+        "stalled_outcomes",
+        codes
+            .into_iter()
+            .map(|(e, c)| format!("{c} x {e}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    r.set("stalled_missed", missed);
+    r.set("stalled_duplicated", dup);
+    r.set("stalled_reordered", reord);
+    r.set("stalled", each);
 }
 
 async fn publisher(
@@ -433,6 +749,7 @@ async fn publisher(
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     errors: Arc<FirstError>,
+    stall: Arc<Stall>,
 ) {
     let outbox = Rc::new(outbox);
     // The read side only answers pings and notices a close.
@@ -448,7 +765,10 @@ async fn publisher(
     shared.ready.fetch_add(1, Ordering::Relaxed);
     core_wait(|| shared.phase() >= phase::WARMUP).await;
     let topic = j % plan.topics;
-    let fanout = plan.on_topic(plan.subscribers, topic).max(1);
+    // Stalled subscribers are accounted apart (`stall.sent`).
+    let fanout = (plan.on_topic(plan.subscribers, topic) - plan.stalled_on_topic(topic)).max(1);
+    let healthy = plan.on_topic(plan.subscribers, topic) - plan.stalled_on_topic(topic);
+    let topic_sent = stall.sent.get(topic);
     let prefix = format!("{{\"type\":\"publish\",\"topic\":\"t{topic}\",\"data\":\"");
     let per_pub = plan.rate as f64 / plan.publishers as f64;
     let phase = j as f64 / plan.publishers as f64;
@@ -482,7 +802,10 @@ async fn publisher(
             monoio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
-        shared.expected.fetch_add(n * fanout, Ordering::Relaxed);
+        shared.expected.fetch_add(n * healthy, Ordering::Relaxed);
+        if let Some(c) = topic_sent {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
         for _ in 0..n {
             outbox.push_text_with(|b| {
                 b.extend_from_slice(prefix.as_bytes());
