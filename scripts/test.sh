@@ -2,12 +2,14 @@
 # Runs every test shardcast has: the workspace's Rust tests (unit, integration,
 # doc) on the io_uring driver, the integration tests again on the legacy epoll
 # driver, then the real-client tests (Python websockets, Node ws, headless
-# Chromium) against the shardcast binary. About three minutes on 2 cores
-# after the first build.
+# Chromium) against the shardcast binary, then a short soak (scripts/soak.sh
+# --short: 200 connections of sustained fanout for 10 s on the debug
+# binaries). About three and a half minutes on 2 cores after the first build.
 #
 # The client tests need python3 with `websockets` and `prometheus_client`,
 # Node 18+ and Debian's `chromium` (.ci/run installs them); SKIP_CLIENTS=1
-# leaves them out, SKIP_CHROMIUM=1 only the browser.
+# leaves them out, SKIP_CHROMIUM=1 only the browser. SKIP_SOAK=1 leaves out
+# the soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
@@ -25,7 +27,16 @@ if [[ "${SKIP_CLIENTS:-0}" != 1 ]]; then
     bash tests/clients/run.sh 2>&1 | tee -a "$log"
 fi
 
-# One closing line over every run above.
+soak_failed=0
+if [[ "${SKIP_SOAK:-0}" != 1 ]]; then
+    echo "== short soak (scripts/soak.sh --short)"
+    # A failed soak still reaches the total below, then fails the script.
+    bash scripts/soak.sh --short --out target/soak-short 2>&1 | tee -a "$log" || soak_failed=1
+fi
+
+# One closing line over every run above: cargo's "test result:" lines and
+# every "<name>: N passed, M failed" line (clients, soak, ...).
 awk '/^test result:/ { p += $4; f += $6 }
-     /^clients: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^[a-z]+: [0-9]+ passed, [0-9]+ failed$/ && !/^total:/ { p += $2; f += $4 }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$soak_failed"
