@@ -27,7 +27,7 @@ fn config(policy: SlowConsumerPolicy) -> shardcast::Config {
 /// into a 4 s closed-loop measurement. The window is small, so a healthy
 /// subscriber never has more than ~45 KiB on its way (below the outbox
 /// limit) while the stalled one is sent megabytes.
-fn stalled_run(policy: SlowConsumerPolicy) -> loadgen::report::Report {
+fn stalled_run(policy: SlowConsumerPolicy, rcvbuf: &str) -> loadgen::report::Report {
     let h = Server::new(config(policy), pubsub_example::PubSub)
         .start()
         .unwrap();
@@ -53,6 +53,8 @@ fn stalled_run(policy: SlowConsumerPolicy) -> loadgen::report::Report {
         "1",
         "--stall-after",
         "0.2",
+        "--stall-rcvbuf",
+        rcvbuf,
         "--drain-timeout",
         "30",
         "--server-pid",
@@ -72,10 +74,10 @@ fn stalled_run(policy: SlowConsumerPolicy) -> loadgen::report::Report {
 
 #[test]
 fn stalled_subscriber_is_closed_with_1013_and_the_others_lose_nothing() {
-    let r = stalled_run(SlowConsumerPolicy::Close(
-        CloseCode::TRY_AGAIN_LATER,
-        "slow consumer".into(),
-    ));
+    let r = stalled_run(
+        SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow consumer".into()),
+        "0",
+    );
     let j = r.to_json();
     assert_eq!(r.map["correct"], true, "{j}");
     assert_eq!(u(&r, "lost") + u(&r, "duplicated") + u(&r, "reordered"), 0);
@@ -98,13 +100,15 @@ fn stalled_subscriber_is_closed_with_1013_and_the_others_lose_nothing() {
 
 #[test]
 fn stalled_subscriber_under_the_drop_policy_stays_open_and_misses_messages() {
-    let r = stalled_run(SlowConsumerPolicy::DropMessage);
+    // With a small fixed receive buffer on the stalled socket.
+    let r = stalled_run(SlowConsumerPolicy::DropMessage, "16384");
     let j = r.to_json();
     assert_eq!(r.map["correct"], true, "{j}");
     assert_eq!(u(&r, "lost") + u(&r, "duplicated") + u(&r, "reordered"), 0);
     assert_eq!(u(&r, "stalled_closed_by_server"), 0, "{j}");
     let s = &r.map["stalled"][0];
     assert_eq!(s["end"], "open at the end of the run", "{j}");
+    assert_eq!(u(&r, "stall_rcvbuf_bytes"), 16384);
     // It read its backlog after the stall, with gaps where the server
     // dropped messages, but in order and without duplicates.
     assert!(s["received"].as_u64().unwrap() > s["received_before_stall"].as_u64().unwrap());

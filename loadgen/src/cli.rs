@@ -173,6 +173,10 @@ pub struct FanoutArgs {
     /// Seconds into the measurement at which the --stall subscribers stop reading.
     #[arg(long, default_value = "1", value_parser = secs)]
     pub stall_after: Duration,
+    /// Bytes of receive buffer (SO_RCVBUF) for the --stall subscribers'
+    /// sockets; 0: the kernel's default, which grows while they read.
+    #[arg(long, default_value_t = 0)]
+    pub stall_rcvbuf: usize,
     /// With --server-pid: seconds between samples of the server's RSS.
     #[arg(long, default_value = "0.5", value_parser = secs)]
     pub rss_interval: Duration,

@@ -58,6 +58,8 @@ pub struct Plan {
     pub concurrency: usize,
     /// Ids of the subscribers that stall, ascending.
     pub stalled: Vec<usize>,
+    /// SO_RCVBUF for the stalled subscribers' sockets.
+    pub stall_rcvbuf: Option<usize>,
 }
 
 impl Plan {
@@ -157,6 +159,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         max_outstanding: a.max_outstanding.unwrap_or((8 * per_topic).max(20_000)),
         concurrency: a.common.concurrency,
         stalled: stalled_ids(a.stall, a.subscribers),
+        stall_rcvbuf: (a.stall_rcvbuf > 0).then_some(a.stall_rcvbuf),
     };
     if a.stall > 0 && (a.stall > a.subscribers || a.stall_after > a.timing.duration) {
         return Err(format!(
@@ -411,8 +414,15 @@ async fn core_main(
     let opened = pool(ids.len(), plan.concurrency, {
         let (plan, ids, sources) = (plan.clone(), ids.clone(), sources.clone());
         move |k| {
-            let (plan, src) = (plan.clone(), source_for(&sources, ids[k]));
-            async move { open(&plan.target, src).await }
+            let (plan, src, id) = (plan.clone(), source_for(&sources, ids[k]), ids[k]);
+            async move {
+                match plan.stall_rcvbuf {
+                    Some(n) if plan.stalled.binary_search(&id).is_ok() => {
+                        open_with_rcvbuf(&plan.target, src, n).await
+                    }
+                    _ => open(&plan.target, src).await,
+                }
+            }
         }
     })
     .await;
@@ -493,6 +503,21 @@ fn lost(shared: &Shared, errors: &FirstError, end: End, who: &str) {
         shared.lost_conns.fetch_add(1, Ordering::Relaxed);
         errors.set(format!("{who}: {end:?}"));
     }
+}
+
+/// [`open`] with a fixed receive buffer.
+async fn open_with_rcvbuf(
+    target: &Target,
+    src: Option<std::net::IpAddr>,
+    rcvbuf: usize,
+) -> Result<(monoio::net::TcpStream, Vec<u8>), String> {
+    let mut s = client::connect_with_rcvbuf(target.addr, src, Some(rcvbuf))
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    let rest = client::handshake(&mut s, target)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok((s, rest))
 }
 
 /// What one message to a subscriber was.
@@ -692,6 +717,7 @@ fn report_stalled(r: &mut Report, plan: &Plan, stall: &Stall, a: &FanoutArgs) {
     r.set("stalled_subscribers", n);
     r.set("healthy_subscribers", plan.subscribers - n);
     r.num("stall_after_secs", a.stall_after.as_secs_f64(), 3);
+    r.set("stall_rcvbuf_bytes", a.stall_rcvbuf);
     let mut closed = 0u64;
     let mut codes = std::collections::BTreeMap::<String, u64>::new();
     let (mut missed, mut dup, mut reord) = (0u64, 0u64, 0u64);
