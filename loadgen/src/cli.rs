@@ -215,6 +215,21 @@ pub struct FanoutArgs {
     /// Seconds to wait, after publishing stops, for deliveries in flight.
     #[arg(long, default_value = "5", value_parser = secs)]
     pub drain_timeout: Duration,
+    /// Subscribers that stop reading (the socket stays open) --stall-after
+    /// into the measurement, and read again when publishing stops, to learn
+    /// how the server treated them. Reported apart from the others.
+    #[arg(long, default_value_t = 0)]
+    pub stall: usize,
+    /// Seconds into the measurement at which the --stall subscribers stop reading.
+    #[arg(long, default_value = "1", value_parser = secs)]
+    pub stall_after: Duration,
+    /// Bytes of receive buffer (SO_RCVBUF) for the --stall subscribers'
+    /// sockets; 0: the kernel's default, which grows while they read.
+    #[arg(long, default_value_t = 0)]
+    pub stall_rcvbuf: usize,
+    /// With --server-pid: seconds between samples of the server's RSS.
+    #[arg(long, default_value = "0.5", value_parser = secs)]
+    pub rss_interval: Duration,
 }
 
 /// Echo message formats.
@@ -338,6 +353,7 @@ mod tests {
             panic!()
         };
         assert_eq!((f.subscribers, f.topics, f.rate), (500, 1, 1000));
+        assert_eq!(f.stall, 0);
         assert_eq!(f.timing.duration, Duration::from_millis(500));
         assert!(f.common.json);
     }

@@ -100,24 +100,45 @@ pub fn source_for(sources: &[IpAddr], index: usize) -> Option<IpAddr> {
 /// # Errors
 /// Socket, bind or connect failures (e.g. `EMFILE`, `ECONNREFUSED`).
 pub async fn connect(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
+    connect_with_rcvbuf(dst, src, None).await
+}
+
+/// [`connect`], with the socket's receive buffer fixed at `rcvbuf` bytes
+/// (SO_RCVBUF, set before connecting; it also stops the kernel from growing
+/// the buffer) when given.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with_rcvbuf(
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    rcvbuf: Option<usize>,
+) -> io::Result<TcpStream> {
     // A reset on connect happens when the kernel reuses a source port whose
     // previous connection (TIME_WAIT here, closing on the server) the
     // server still knows; a fresh port works. Bounded: 3 attempts.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match connect_once(dst, src).await {
+        match connect_once(dst, src, rcvbuf).await {
             Err(e) if attempt < 3 && e.kind() == io::ErrorKind::ConnectionReset => continue,
             other => return other,
         }
     }
 }
 
-async fn connect_once(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
+async fn connect_once(
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    rcvbuf: Option<usize>,
+) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_nodelay(true)?;
+    if let Some(n) = rcvbuf {
+        sock.set_recv_buffer_size(n)?;
+    }
     if let Some(ip) = src {
         // Let connect() pick the port for the whole 4-tuple instead of bind()
         // reserving one per source address.
@@ -332,6 +353,7 @@ pub fn shutdown(fd: RawFd) {
 
 impl Reader {
     /// Reads and decodes until `on_msg` says stop or the connection ends.
+    /// After a stop, calling `run` again continues with the next message.
     ///
     /// `on_msg(outbox, payload, received_ns)` gets every text or binary
     /// message; `received_ns` is taken once per read, on this core, right
@@ -373,6 +395,9 @@ impl Reader {
                             _ => continue,
                         };
                         if on_msg(outbox, payload, now) == Flow::Stop {
+                            // Keep what follows, so a later `run` resumes
+                            // at the next message.
+                            self.buf.drain(..off);
                             return End::Stopped;
                         }
                     }

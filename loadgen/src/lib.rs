@@ -14,7 +14,12 @@
 //! - [`sys`]: clocks, this process's CPU use, another process's RSS, CPU and
 //!   open files.
 //! - [`report`]: results as an ordered table and as JSON lines.
+<<<<<<< HEAD
 //! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`, `churn`.
+=======
+//! - [`rss`]: the server's RSS sampled over time during a run.
+//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`.
+>>>>>>> soak
 //! - [`plot`]: SVG charts of a results file; [`markdown`]: its tables.
 
 #![warn(missing_docs)]
@@ -24,6 +29,7 @@ pub mod client;
 pub mod markdown;
 pub mod plot;
 pub mod report;
+pub mod rss;
 pub mod runtime;
 pub mod scenario;
 pub mod stamp;

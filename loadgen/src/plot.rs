@@ -1,4 +1,4 @@
-//! SVG charts of a results file (JSON lines as `--json` prints them): latency percentiles per run, and the broadcast curves (round trip and deliveries/s against clients).
+//! SVG charts of a results file (JSON lines as `--json` prints them): latency percentiles per run, the broadcast curves (round trip and deliveries/s against clients), and the server's RSS over time.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,11 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 ];
 
+/// (x, y) points.
+pub type Points = Vec<(f64, f64)>;
+
 /// A named series of (x, y) points.
-pub type Series = (String, Vec<(f64, f64)>);
+pub type Series = (String, Points);
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -115,10 +118,12 @@ fn fmt_num(v: f64) -> String {
         format!("{:.1}M", v / 1e6)
     } else if v >= 1e3 {
         format!("{:.0}k", v / 1e3)
-    } else if v >= 1.0 || v == 0.0 {
+    } else if v >= 10.0 || v == v.round() {
         format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
     } else {
-        format!("{v}")
+        format!("{v:.2}")
     }
 }
 
@@ -188,12 +193,27 @@ pub fn line_chart(
     series: &[Series],
     log: bool,
 ) -> String {
+    line_chart_marked(title, x_label, y_label, series, log, &[])
+}
+
+/// A line chart with labelled vertical lines at the x values of `marks`
+/// (phase changes). Points get a dot with a tooltip only when there are
+/// few of them.
+pub fn line_chart_marked(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log: bool,
+    marks: &[(f64, String)],
+) -> String {
     let mut s = head(title, y_label);
     let y = YAxis::new(series.iter().flat_map(|se| se.1.iter().map(|p| p.1)), log);
     y.draw(&mut s);
     let xmax = series
         .iter()
         .flat_map(|se| se.1.iter().map(|p| p.0))
+        .chain(marks.iter().map(|m| m.0))
         .fold(1e-9, f64::max)
         * 1.05;
     let px = |x: f64| L + x / xmax * (W - L - R);
@@ -214,6 +234,18 @@ pub fn line_chart(
         H - B + 36.0,
         esc(x_label)
     );
+    for (i, (x, name)) in marks.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{T}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"10\" fill=\"#555\">{}</text>",
+            H - B,
+            px(*x) + 3.0,
+            T + 10.0 + (i % 3) as f64 * 11.0,
+            esc(name),
+            x = px(*x),
+        );
+    }
     for (i, (_, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         let path: Vec<String> = pts
@@ -225,7 +257,7 @@ pub fn line_chart(
             "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
             path.join(" ")
         );
-        for &(x, v) in pts {
+        for &(x, v) in pts.iter().filter(|_| pts.len() <= 60) {
             let _ = writeln!(
                 s,
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"><title>{}: {}</title></circle>",
@@ -305,11 +337,7 @@ pub fn plot(reports: &[Report], out: &Path) -> std::io::Result<Vec<PathBuf>> {
                 .filter_map(|s| Some((s["clients"].as_f64()?, s[k].as_f64()?)))
                 .collect()
         };
-        let name: String = label(r)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let name = name.trim_matches('_').replace("__", "_");
+        let name = file_name(&label(r));
         let f = out.join(format!("{name}_round_trip.svg"));
         std::fs::write(
             &f,
@@ -334,6 +362,102 @@ pub fn plot(reports: &[Report], out: &Path) -> std::io::Result<Vec<PathBuf>> {
                 "clients",
                 "deliveries/s",
                 &[("deliveries/s".into(), pts("deliveries_per_sec"))],
+                false,
+            ),
+        )?;
+        files.push(f);
+    }
+    files.extend(plot_rss(reports, out)?);
+    Ok(files)
+}
+
+/// A file name made of a run's label.
+fn file_name(label: &str) -> String {
+    let name: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut name = name.trim_matches('_').to_string();
+    while name.contains("__") {
+        name = name.replace("__", "_");
+    }
+    name
+}
+
+/// A run's RSS timeline (`server_rss_timeline` rows: seconds, RSS KiB,
+/// HWM KiB) as (seconds, MiB) points for RSS and for its high-water mark.
+fn rss_points(r: &Report) -> Option<(Points, Points)> {
+    let rows = r.map.get("server_rss_timeline")?.as_array()?;
+    let mib = |v: &Value| Some(v.as_f64()? / 1024.0);
+    let pick = |k: usize| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|row| Some((row.get(0)?.as_f64()?, mib(row.get(k)?)?)))
+            .collect()
+    };
+    let rss = pick(1);
+    (!rss.is_empty()).then(|| (rss, pick(2)))
+}
+
+fn rss_marks(r: &Report) -> Vec<(String, f64)> {
+    let mut m: Vec<(String, f64)> = r
+        .map
+        .get("server_rss_marks")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort_by(|a, b| a.1.total_cmp(&b.1));
+    m
+}
+
+/// One chart per run with an RSS timeline (`<label>_rss.svg`, phases
+/// marked), and with two or more such runs one chart comparing them from
+/// the start of traffic (`server_rss.svg`).
+fn plot_rss(reports: &[Report], out: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut compare = Vec::new();
+    for r in reports {
+        let Some((rss, hwm)) = rss_points(r) else {
+            continue;
+        };
+        let marks = rss_marks(r);
+        let f = out.join(format!("{}_rss.svg", file_name(&label(r))));
+        std::fs::write(
+            &f,
+            line_chart_marked(
+                &format!("Server RSS over time: {}", label(r)),
+                "seconds since the loadgen started",
+                "MiB",
+                &[("VmRSS".into(), rss.clone()), ("VmHWM (peak)".into(), hwm)],
+                false,
+                &marks
+                    .iter()
+                    .map(|(n, t)| (*t, n.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        )?;
+        files.push(f);
+        let t0 = marks.iter().find(|m| m.0 == "warmup").map_or(0.0, |m| m.1);
+        compare.push((
+            label(r),
+            rss.into_iter()
+                .filter(|p| p.0 >= t0)
+                .map(|(t, v)| (t - t0, v))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    if compare.len() >= 2 {
+        let f = out.join("server_rss.svg");
+        std::fs::write(
+            &f,
+            line_chart(
+                "Server RSS over time, per run",
+                "seconds since traffic started (warm-up)",
+                "MiB",
+                &compare,
                 false,
             ),
         )?;
@@ -390,6 +514,44 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("fanout 10s/1t") && svg.contains("p99"));
         let line = std::fs::read_to_string(&files[1]).unwrap();
         assert_eq!(line.matches("<polyline").count(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn draws_rss_timelines_per_run_and_compared() {
+        let run = |name: &str, peak: u64| {
+            let mut r = Report::new("fanout");
+            r.set("label", name);
+            r.set(
+                "server_rss_marks",
+                serde_json::json!({"warmup": 1.0, "measure": 2.0, "drain": 4.0}),
+            );
+            r.set(
+                "server_rss_timeline",
+                serde_json::json!([
+                    [0.5, 2048, 2048],
+                    [1.0, 4096, 4096],
+                    [3.0, peak, peak],
+                    [4.0, 4096, peak]
+                ]),
+            );
+            r
+        };
+        let dir = std::env::temp_dir().join(format!("loadgen-rss-{}", std::process::id()));
+        let files = plot(&[run("base line", 5120), run("stall 1", 8192)], &dir).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["base_line_rss.svg", "stall_1_rss.svg", "server_rss.svg"]
+        );
+        let one = std::fs::read_to_string(&files[0]).unwrap();
+        assert_eq!(one.matches("<polyline").count(), 2);
+        assert!(one.contains(">measure<") && one.contains("stroke-dasharray"));
+        let both = std::fs::read_to_string(&files[2]).unwrap();
+        assert!(both.contains("stall 1") && both.matches("<polyline").count() == 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

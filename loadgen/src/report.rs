@@ -145,6 +145,10 @@ impl Report {
         for (k, v) in &self.map {
             let v = match v {
                 Value::String(s) => s.clone(),
+                // Timelines: hundreds of rows belong in the JSON, not here.
+                Value::Array(items) if items.len() > 20 => {
+                    format!("({} entries; see --json)", items.len())
+                }
                 Value::Array(items) => items
                     .iter()
                     .map(Value::to_string)

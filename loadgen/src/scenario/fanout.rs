@@ -7,11 +7,18 @@
 //! reordered deliveries. Closed loop (the default): publishers keep at most
 //! `--max-outstanding` deliveries sent and not yet received; `--rate` sends a
 //! fixed number of publishes per second instead.
+//!
+//! `--stall N` makes N subscribers stop reading (their sockets stay open)
+//! `--stall-after` into the measurement, as a slow consumer would; when
+//! publishing stops they read again, to learn how the server treated them
+//! (closed, with which code, or how many messages it dropped). They are
+//! reported apart: the delivery checks and latency cover the others. With
+//! `--server-pid` the server's RSS is sampled over the whole run.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +32,11 @@ use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
 use crate::scenario::{open, pool, share, FirstError};
 use crate::stamp::{Finder, Stamp, STAMP_LEN};
 use crate::sys::{self, now_ns, Usage};
-use crate::track::{SeqTrack, Tally};
+use crate::track::{Arrival, SeqTrack, Tally};
+
+mod stall;
+pub use stall::stalled_ids;
+use stall::{open_with_rcvbuf, report_stalled, stalled_settled, stalled_subscriber, Slot, Stall};
 
 /// Publishes queued per write when the window allows.
 const BATCH: u64 = 16;
@@ -49,12 +60,24 @@ pub struct Plan {
     pub max_outstanding: u64,
     /// Concurrent opens per core.
     pub concurrency: usize,
+    /// Ids of the subscribers that stall, ascending.
+    pub stalled: Vec<usize>,
+    /// SO_RCVBUF for the stalled subscribers' sockets.
+    pub stall_rcvbuf: Option<usize>,
 }
 
 impl Plan {
     /// Connections on topic `t` among `n` connections assigned round robin.
     fn on_topic(&self, n: usize, t: usize) -> u64 {
         (n / self.topics + usize::from(t < n % self.topics)) as u64
+    }
+
+    /// Stalled subscribers on topic `t`.
+    fn stalled_on_topic(&self, t: usize) -> u64 {
+        self.stalled
+            .iter()
+            .filter(|&&i| i % self.topics == t)
+            .count() as u64
     }
 }
 
@@ -96,7 +119,24 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         rate: a.rate,
         max_outstanding: a.max_outstanding.unwrap_or((8 * per_topic).max(20_000)),
         concurrency: a.common.concurrency,
+        stalled: stalled_ids(a.stall, a.subscribers),
+        stall_rcvbuf: (a.stall_rcvbuf > 0).then_some(a.stall_rcvbuf),
     };
+    if a.stall > 0 && (a.stall > a.subscribers || a.stall_after > a.timing.duration) {
+        return Err(format!(
+            "--stall {} needs at most --subscribers ({}) and --stall-after within --duration",
+            a.stall, a.subscribers
+        ));
+    }
+    let stall = Arc::new(Stall {
+        now: AtomicBool::new(false),
+        sent: if plan.stalled.is_empty() {
+            Vec::new()
+        } else {
+            (0..topics).map(|_| AtomicU64::new(0)).collect()
+        },
+        slots: plan.stalled.iter().map(|_| Slot::default()).collect(),
+    });
     let conns = plan.subscribers + plan.publishers;
     let limit = sys::fd_limit().saturating_sub(64) as usize;
     if conns > limit {
@@ -105,11 +145,23 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         ));
     }
     let cores = a.common.cores();
+    let pid = a.common.server_pid;
+    let mut rss = pid.map(|p| crate::rss::Sampler::start(p, a.rss_interval));
+    let mut mark = |name: &str| {
+        if let Some(s) = rss.as_mut() {
+            s.mark(name);
+        }
+    };
     let shared = Arc::new(Shared::default());
     let errors = Arc::new(FirstError::default());
-    let (p, sh, er) = (Arc::new(plan.clone()), shared.clone(), errors.clone());
+    let (p, sh, er, sl) = (
+        Arc::new(plan.clone()),
+        shared.clone(),
+        errors.clone(),
+        stall.clone(),
+    );
     let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
-        core_main(core, cores, p.clone(), sh.clone(), er.clone())
+        core_main(core, cores, p.clone(), sh.clone(), er.clone(), sl.clone())
     })
     .map_err(|e| format!("starting cores: {e}"))?;
 
@@ -141,32 +193,48 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
                 .unwrap_or_default()
         ));
     }
+    mark("warmup");
     shared.set_phase(phase::WARMUP);
     timed(&mut prog, "warm-up", a.timing.warmup);
-    let pid = a.common.server_pid;
     let u0 = Usage::now(pid);
     let (r0, s0) = (
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
     );
+    mark("measure");
     shared.set_phase(phase::MEASURE);
-    timed(&mut prog, "measuring", a.timing.duration);
+    if plan.stalled.is_empty() {
+        timed(&mut prog, "measuring", a.timing.duration);
+    } else {
+        timed(&mut prog, "measuring", a.stall_after);
+        mark("stall");
+        stall.now.store(true, Ordering::Relaxed);
+        timed(
+            &mut prog,
+            "stalled",
+            a.timing.duration.saturating_sub(a.stall_after),
+        );
+    }
     let u1 = Usage::now(pid);
     let (r1, s1) = (
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
     );
+    mark("drain");
     shared.set_phase(phase::DRAIN);
     let t_drain = Instant::now();
+    let drain_ns = now_ns();
     let drained = main_wait(
         a.drain_timeout,
         || {
             shared.received.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
                 && shared.lost_conns.load(Ordering::Relaxed) == 0
+                && stalled_settled(&stall, drain_ns)
         },
         || prog.show("draining"),
     );
     let drain_secs = t_drain.elapsed().as_secs_f64();
+    mark("done");
     shared.set_phase(phase::DONE);
     prog.done("done");
     let mut hist = histogram();
@@ -237,6 +305,13 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
             0,
         );
     }
+    if !plan.stalled.is_empty() {
+        report_stalled(&mut r, &plan, &stall, a);
+    }
+    if let Some(s) = rss.take() {
+        let (samples, marks) = s.finish();
+        crate::rss::report(&mut r, &samples, &marks, a.rss_interval);
+    }
     let bad =
         expected.saturating_sub(tally.unique) + tally.duplicated + tally.reordered + misrouted;
     r.set("correct", bad == 0 && drained);
@@ -278,6 +353,7 @@ async fn core_main(
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     errors: Arc<FirstError>,
+    stall: Arc<Stall>,
 ) -> CoreResult {
     let st = Rc::new(CoreState {
         hist: RefCell::new(histogram()),
@@ -299,8 +375,15 @@ async fn core_main(
     let opened = pool(ids.len(), plan.concurrency, {
         let (plan, ids, sources) = (plan.clone(), ids.clone(), sources.clone());
         move |k| {
-            let (plan, src) = (plan.clone(), source_for(&sources, ids[k]));
-            async move { open(&plan.target, src).await }
+            let (plan, src, id) = (plan.clone(), source_for(&sources, ids[k]), ids[k]);
+            async move {
+                match plan.stall_rcvbuf {
+                    Some(n) if plan.stalled.binary_search(&id).is_ok() => {
+                        open_with_rcvbuf(&plan.target, src, n).await
+                    }
+                    _ => open(&plan.target, src).await,
+                }
+            }
         }
     })
     .await;
@@ -318,7 +401,18 @@ async fn core_main(
         st.fds.borrow_mut().push(fd);
         let id = ids[k];
         let (plan, shared, errors, st) = (plan.clone(), shared.clone(), errors.clone(), st.clone());
-        tasks.push(if id < plan.subscribers {
+        let slot = plan.stalled.binary_search(&id).ok();
+        tasks.push(if let Some(k) = slot {
+            monoio::spawn(stalled_subscriber(
+                id,
+                reader,
+                outbox,
+                plan,
+                shared,
+                stall.clone(),
+                k,
+            ))
+        } else if id < plan.subscribers {
             monoio::spawn(subscriber(id, reader, outbox, plan, shared, errors, st))
         } else {
             monoio::spawn(publisher(
@@ -328,6 +422,7 @@ async fn core_main(
                 plan,
                 shared,
                 errors,
+                stall.clone(),
             ))
         });
     }
@@ -371,6 +466,67 @@ fn lost(shared: &Shared, errors: &FirstError, end: End, who: &str) {
     }
 }
 
+/// What one message to a subscriber was.
+enum Kind {
+    /// A stamped delivery from a publisher of this topic.
+    Delivery(Arrival, u64),
+    /// A stamped delivery from a publisher of another topic.
+    Misrouted,
+    /// The answer to the subscribe request.
+    Subscribed,
+    /// Anything else.
+    Other,
+}
+
+/// A subscriber's view of its messages: one sequence tracker per publisher
+/// of its topic (publisher j is slot j / T).
+struct Inbox {
+    topic: usize,
+    topics: usize,
+    tracks: Vec<SeqTrack>,
+    finder: Finder,
+    subscribed: bool,
+}
+
+impl Inbox {
+    fn new(plan: &Plan, topic: usize) -> Self {
+        Self {
+            topic,
+            topics: plan.topics,
+            tracks: vec![SeqTrack::default(); plan.on_topic(plan.publishers, topic) as usize],
+            finder: Finder::new(b'P'),
+            subscribed: false,
+        }
+    }
+
+    fn classify(&mut self, msg: &[u8]) -> Kind {
+        if let Some(s) = self.finder.find(msg) {
+            let j = s.sender as usize;
+            match self.tracks.get_mut(j / self.topics) {
+                Some(t) if j % self.topics == self.topic => {
+                    Kind::Delivery(t.observe(s.seq), s.sent_ns)
+                }
+                _ => Kind::Misrouted,
+            }
+        } else if !self.subscribed && memchr::memmem::find(msg, b"\"subscribed\"").is_some() {
+            self.subscribed = true;
+            Kind::Subscribed
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// Sends the subscribe request for `topic`.
+async fn subscribe(outbox: &Outbox, topic: usize) -> std::io::Result<()> {
+    outbox.push_text_with(|b| {
+        b.extend_from_slice(b"{\"type\":\"subscribe\",\"topics\":[\"t");
+        b.extend_from_slice(topic.to_string().as_bytes());
+        b.extend_from_slice(b"\"]}");
+    });
+    outbox.flush().await
+}
+
 async fn subscriber(
     i: usize,
     mut reader: Reader,
@@ -381,44 +537,32 @@ async fn subscriber(
     st: Rc<CoreState>,
 ) {
     let topic = i % plan.topics;
-    outbox.push_text_with(|b| {
-        b.extend_from_slice(b"{\"type\":\"subscribe\",\"topics\":[\"t");
-        b.extend_from_slice(topic.to_string().as_bytes());
-        b.extend_from_slice(b"\"]}");
-    });
-    if let Err(e) = outbox.flush().await {
+    if let Err(e) = subscribe(&outbox, topic).await {
         errors.set(format!("subscribe: {e}"));
         shared.failed.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    // One tracker per publisher of this topic: publisher j is slot j / T.
-    let mut tracks = vec![SeqTrack::default(); plan.on_topic(plan.publishers, topic) as usize];
-    let finder = Finder::new(b'P');
-    let mut subscribed = false;
+    let mut inbox = Inbox::new(&plan, topic);
     let limits = Limits::default();
     let end = reader
         .run(&outbox, &limits, |_, msg, now| {
-            if let Some(s) = finder.find(msg) {
-                let j = s.sender as usize;
-                match tracks.get_mut(j / plan.topics) {
-                    Some(t) if j % plan.topics == topic => {
-                        let mut tally = st.tally.get();
-                        tally.count(t.observe(s.seq));
-                        st.tally.set(tally);
-                        st.pending.set(st.pending.get() + 1);
-                        if shared.phase() == phase::MEASURE {
-                            st.hist
-                                .borrow_mut()
-                                .saturating_record(now.saturating_sub(s.sent_ns).max(1));
-                        }
+            match inbox.classify(msg) {
+                Kind::Delivery(arrival, sent_ns) => {
+                    let mut tally = st.tally.get();
+                    tally.count(arrival);
+                    st.tally.set(tally);
+                    st.pending.set(st.pending.get() + 1);
+                    if shared.phase() == phase::MEASURE {
+                        st.hist
+                            .borrow_mut()
+                            .saturating_record(now.saturating_sub(sent_ns).max(1));
                     }
-                    _ => st.misrouted.set(st.misrouted.get() + 1),
                 }
-            } else if !subscribed && memchr::memmem::find(msg, b"\"subscribed\"").is_some() {
-                subscribed = true;
-                shared.ready.fetch_add(1, Ordering::Relaxed);
-            } else {
-                st.other.set(st.other.get() + 1);
+                Kind::Misrouted => st.misrouted.set(st.misrouted.get() + 1),
+                Kind::Subscribed => {
+                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                }
+                Kind::Other => st.other.set(st.other.get() + 1),
             }
             Flow::Continue
         })
@@ -433,6 +577,7 @@ async fn publisher(
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     errors: Arc<FirstError>,
+    stall: Arc<Stall>,
 ) {
     let outbox = Rc::new(outbox);
     // The read side only answers pings and notices a close.
@@ -448,7 +593,10 @@ async fn publisher(
     shared.ready.fetch_add(1, Ordering::Relaxed);
     core_wait(|| shared.phase() >= phase::WARMUP).await;
     let topic = j % plan.topics;
-    let fanout = plan.on_topic(plan.subscribers, topic).max(1);
+    // Stalled subscribers are accounted apart (`stall.sent`).
+    let fanout = (plan.on_topic(plan.subscribers, topic) - plan.stalled_on_topic(topic)).max(1);
+    let healthy = plan.on_topic(plan.subscribers, topic) - plan.stalled_on_topic(topic);
+    let topic_sent = stall.sent.get(topic);
     let prefix = format!("{{\"type\":\"publish\",\"topic\":\"t{topic}\",\"data\":\"");
     let per_pub = plan.rate as f64 / plan.publishers as f64;
     let phase = j as f64 / plan.publishers as f64;
@@ -482,7 +630,10 @@ async fn publisher(
             monoio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
-        shared.expected.fetch_add(n * fanout, Ordering::Relaxed);
+        shared.expected.fetch_add(n * healthy, Ordering::Relaxed);
+        if let Some(c) = topic_sent {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
         for _ in 0..n {
             outbox.push_text_with(|b| {
                 b.extend_from_slice(prefix.as_bytes());
