@@ -14,12 +14,8 @@
 //! - [`sys`]: clocks, this process's CPU use, another process's RSS, CPU and
 //!   open files.
 //! - [`report`]: results as an ordered table and as JSON lines.
-<<<<<<< HEAD
-//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`, `churn`.
-=======
 //! - [`rss`]: the server's RSS sampled over time during a run.
-//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`.
->>>>>>> soak
+//! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`, `churn`.
 //! - [`plot`]: SVG charts of a results file; [`markdown`]: its tables.
 
 #![warn(missing_docs)]
