@@ -14,7 +14,8 @@ use super::protocol::topic_problem;
 /// A well-formed client message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command<'a> {
-    /// The raw text of the `id` member, echoed as written in every reply.
+    /// The raw text of the `id` member, echoed as written in every reply;
+    /// `None` also when `id` is repeated.
     pub id: Option<&'a [u8]>,
     /// What the message asks for.
     pub op: Op<'a>,
@@ -46,8 +47,8 @@ pub enum Op<'a> {
         /// The topic, unescaped.
         topic: Cow<'a, str>,
         /// The `data` value exactly as written in the message (borrowed),
-        /// or re-encoded from the parsed value when the `data` key itself
-        /// was written with escapes (owned).
+        /// or re-encoded from the parsed value when `data` is repeated
+        /// (owned).
         data: Cow<'a, [u8]>,
     },
 }
@@ -154,13 +155,15 @@ pub fn parse_command<'a>(
         Ok(v) => v,
         Err(e) => return Err(bad_request(format!("invalid JSON: {e}"), None)),
     };
-    let Value::Object(mut obj) = v else {
+    // Members are read with `get`, never taken out: with repeated keys the
+    // parsed object holds every copy, and removing one would reorder them.
+    let Value::Object(obj) = &v else {
         return Err(bad_request("a message is a JSON object", None));
     };
     let (spans, _) = json::object_spans(raw, 0);
     let id = spans.id.map(|r| &raw[r]);
-    let kind = match obj.remove("type") {
-        Some(Value::String(kind)) => kind,
+    let kind = match obj.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
         _ => return Err(bad_request("missing \"type\"", id)),
     };
     let after_auth = |message: Cow<'static, str>, topic: Option<Cow<'a, str>>| ProtocolError {
@@ -170,12 +173,14 @@ pub fn parse_command<'a>(
     };
     let op = match &*kind {
         "ping" => Op::Ping,
-        "auth" => match obj.remove("token") {
-            Some(Value::String(token)) => Op::Auth { token },
+        "auth" => match obj.get("token") {
+            Some(Value::String(token)) => Op::Auth {
+                token: token.clone(),
+            },
             _ => return Err(bad_request("\"token\" must be a string", id)),
         },
         "subscribe" | "unsubscribe" => {
-            let Some(topics) = obj.remove("topics").and_then(strings) else {
+            let Some(topics) = obj.get("topics").and_then(strings) else {
                 return Err(after_auth(
                     "\"topics\" must be an array of strings".into(),
                     None,
@@ -188,15 +193,16 @@ pub fn parse_command<'a>(
             }
         }
         "publish" => {
-            let Some(Value::String(topic)) = obj.remove("topic") else {
+            let Some(Value::String(topic)) = obj.get("topic") else {
                 return Err(after_auth("\"topic\" must be a string".into(), None));
             };
+            let topic = topic.clone();
             if let Some(m) = topic_problem(&topic, max_topic_length) {
                 return Err(after_auth(m.into(), Some(topic)));
             }
             let data = match spans.data {
                 Some(r) => Cow::Borrowed(&raw[r]),
-                // Only when "data" was written with escapes in its key.
+                // Only when "data" is repeated: the parser's pick.
                 None => match obj.get("data") {
                     Some(d) => Cow::Owned(d.encode().into_bytes()),
                     None => return Err(after_auth("missing \"data\"".into(), None)),
@@ -215,14 +221,14 @@ pub fn parse_command<'a>(
 }
 
 /// The strings of an array, or `None` if it is not an array of strings.
-fn strings(v: Value<'_>) -> Option<Vec<Cow<'_, str>>> {
+fn strings<'a>(v: &Value<'a>) -> Option<Vec<Cow<'a, str>>> {
     let Value::Array(items) = v else {
         return None;
     };
     items
-        .into_iter()
+        .iter()
         .map(|t| match t {
-            Value::String(s) => Some(s),
+            Value::String(s) => Some(s.clone()),
             _ => None,
         })
         .collect()
@@ -280,5 +286,47 @@ mod tests {
             String::from_utf8(e.to_json()).unwrap(),
             r#"{"type":"error","code":"bad_request","message":"topic contains control characters","topics":["a\u0001"],"id":1}"#
         );
+    }
+
+    /// Found by the `ws_command` fuzz target: the raw scanner echoed the
+    /// last `id` while the parsed object (and so everything else) used the
+    /// first.
+    #[test]
+    fn a_repeated_id_is_not_echoed() {
+        let msg = r#"{"type":"th","tkoen":"eyJhbG0.x","id":"aauth","tkoen":"eyJhbG0.x","id":"a"}"#;
+        let e = parse(msg).unwrap_err();
+        assert_eq!(e.message, r#"unknown message type "th""#);
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn a_repeated_data_is_the_value_the_parser_kept() {
+        let c = parse(r#"{"type":"publish","topic":"a","data":1,"data":[2]}"#).unwrap();
+        let Op::Publish { data, .. } = c.op else {
+            panic!("{c:?}")
+        };
+        let mut kept = br#"{"data":1,"data":[2]}"#.to_vec();
+        let kept = simd_json::to_borrowed_value(&mut kept).unwrap();
+        assert_eq!(*data, *kept.get("data").unwrap().encode().as_bytes());
+    }
+
+    #[test]
+    fn an_escaped_data_key_still_passes_data_through() {
+        let c = parse(r#"{"type":"publish","topic":"a","d\u0061ta": [1, 2] }"#).unwrap();
+        let Op::Publish { data, .. } = c.op else {
+            panic!("{c:?}")
+        };
+        assert!(matches!(data, Cow::Borrowed(b"[1, 2]")));
+    }
+
+    #[test]
+    fn repeated_members_read_as_the_parser_reads_them() {
+        // Taking `type` out of the parsed object would move the last member
+        // into its place and make the second `topic` the one found.
+        let c = parse(r#"{"type":"publish","topic":"a","data":0,"topic":"b"}"#).unwrap();
+        let Op::Publish { topic, .. } = c.op else {
+            panic!("{c:?}")
+        };
+        assert_eq!(topic, "a");
     }
 }

@@ -157,7 +157,7 @@ pub struct PublishItem<'a> {
     /// The topic, unescaped.
     pub topic: String,
     /// The `data` value exactly as written in the body (borrowed), or
-    /// re-encoded when its key was written with escapes (owned).
+    /// re-encoded from the parsed value when `data` is repeated (owned).
     pub data: Cow<'a, [u8]>,
 }
 
