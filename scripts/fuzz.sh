@@ -65,6 +65,10 @@ trap 'rm -rf "$log_dir"' EXIT
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
+    # Hand-written starting inputs (tracked, unlike the corpus).
+    if [[ -d "seeds/$t" ]]; then
+        cp seeds/"$t"/* "corpus/$t/"
+    fi
     echo "-- $t"
     if cargo fuzz run --target "$target" "$t" "corpus/$t" -- "${limit[@]}" -print_final_stats=1 \
         >"$log_dir/$t.log" 2>&1; then
