@@ -238,15 +238,18 @@ fn strings<'a>(v: &Value<'a>) -> Option<Vec<Cow<'a, str>>> {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Command<'_>, ProtocolError<'_>> {
-        // Leaked so the result can borrow it; a test's few bytes.
-        let scratch = Box::leak(Box::new(Vec::new()));
+    fn parse<'a>(scratch: &'a mut Vec<u8>, s: &'a str) -> Result<Command<'a>, ProtocolError<'a>> {
         parse_command(s.as_bytes(), scratch, 16)
     }
 
     #[test]
     fn publish_passes_data_through_as_written() {
-        let c = parse(r#"{"type":"publish","topic":"a","data": {"x" : 1.50},"id":"q"}"#).unwrap();
+        let sc = &mut Vec::new();
+        let c = parse(
+            sc,
+            r#"{"type":"publish","topic":"a","data": {"x" : 1.50},"id":"q"}"#,
+        )
+        .unwrap();
         assert_eq!(c.id, Some(&br#""q""#[..]));
         assert_eq!(
             c.op,
@@ -259,29 +262,36 @@ mod tests {
 
     #[test]
     fn errors_before_the_type_carry_no_id_and_no_grant_check() {
-        let e = parse("[1]").unwrap_err();
+        let sc = &mut Vec::new();
+        let e = parse(sc, "[1]").unwrap_err();
         assert_eq!((e.code, e.id, e.needs_grant), ("bad_request", None, false));
-        let e = parse(r#"{"id":3}"#).unwrap_err();
+        let e = parse(sc, r#"{"id":3}"#).unwrap_err();
         assert_eq!(e.message, "missing \"type\"");
         assert_eq!((e.id, e.needs_grant), (Some(&b"3"[..]), false));
     }
 
     #[test]
     fn errors_after_the_type_wait_for_the_grant_check() {
+        let sc = &mut Vec::new();
         for msg in [
             r#"{"type":"nope"}"#,
             r#"{"type":"subscribe","topics":[1]}"#,
             r#"{"type":"publish","topic":"a"}"#,
             r#"{"type":"publish","topic":""}"#,
         ] {
-            assert!(parse(msg).unwrap_err().needs_grant, "{msg}");
+            assert!(parse(sc, msg).unwrap_err().needs_grant, "{msg}");
         }
-        assert!(!parse(r#"{"type":"auth"}"#).unwrap_err().needs_grant);
+        assert!(!parse(sc, r#"{"type":"auth"}"#).unwrap_err().needs_grant);
     }
 
     #[test]
     fn an_invalid_topic_is_listed_in_the_error() {
-        let e = parse(r#"{"type":"publish","topic":"a\u0001","data":1,"id":1}"#).unwrap_err();
+        let sc = &mut Vec::new();
+        let e = parse(
+            sc,
+            r#"{"type":"publish","topic":"a\u0001","data":1,"id":1}"#,
+        )
+        .unwrap_err();
         assert_eq!(
             String::from_utf8(e.to_json()).unwrap(),
             r#"{"type":"error","code":"bad_request","message":"topic contains control characters","topics":["a\u0001"],"id":1}"#
@@ -293,15 +303,17 @@ mod tests {
     /// first.
     #[test]
     fn a_repeated_id_is_not_echoed() {
+        let sc = &mut Vec::new();
         let msg = r#"{"type":"th","tkoen":"eyJhbG0.x","id":"aauth","tkoen":"eyJhbG0.x","id":"a"}"#;
-        let e = parse(msg).unwrap_err();
+        let e = parse(sc, msg).unwrap_err();
         assert_eq!(e.message, r#"unknown message type "th""#);
         assert_eq!(e.id, None);
     }
 
     #[test]
     fn a_repeated_data_is_the_value_the_parser_kept() {
-        let c = parse(r#"{"type":"publish","topic":"a","data":1,"data":[2]}"#).unwrap();
+        let sc = &mut Vec::new();
+        let c = parse(sc, r#"{"type":"publish","topic":"a","data":1,"data":[2]}"#).unwrap();
         let Op::Publish { data, .. } = c.op else {
             panic!("{c:?}")
         };
@@ -312,7 +324,8 @@ mod tests {
 
     #[test]
     fn an_escaped_data_key_still_passes_data_through() {
-        let c = parse(r#"{"type":"publish","topic":"a","d\u0061ta": [1, 2] }"#).unwrap();
+        let sc = &mut Vec::new();
+        let c = parse(sc, r#"{"type":"publish","topic":"a","d\u0061ta": [1, 2] }"#).unwrap();
         let Op::Publish { data, .. } = c.op else {
             panic!("{c:?}")
         };
@@ -321,9 +334,10 @@ mod tests {
 
     #[test]
     fn repeated_members_read_as_the_parser_reads_them() {
+        let sc = &mut Vec::new();
         // Taking `type` out of the parsed object would move the last member
         // into its place and make the second `topic` the one found.
-        let c = parse(r#"{"type":"publish","topic":"a","data":0,"topic":"b"}"#).unwrap();
+        let c = parse(sc, r#"{"type":"publish","topic":"a","data":0,"topic":"b"}"#).unwrap();
         let Op::Publish { topic, .. } = c.op else {
             panic!("{c:?}")
         };
