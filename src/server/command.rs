@@ -343,4 +343,14 @@ mod tests {
         };
         assert_eq!(topic, "a");
     }
+
+    #[test]
+    fn repeated_keys_inside_data_pass_through_as_written() {
+        let sc = &mut Vec::new();
+        let msg = r#"{"type":"publish","topic":"a","data":{"k":1,"k":2}}"#;
+        let Op::Publish { data, .. } = parse(sc, msg).unwrap().op else {
+            panic!("not a publish")
+        };
+        assert!(matches!(data, Cow::Borrowed(br#"{"k":1,"k":2}"#)));
+    }
 }
