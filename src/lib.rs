@@ -44,6 +44,20 @@ pub use shard::{
     ServerHandle, StatsSnapshot,
 };
 
+/// The pure parsers of the server's inputs, for the fuzz targets in
+/// `fuzz/`: the same functions the server runs, not a stable API.
+#[doc(hidden)]
+#[cfg(feature = "server")]
+pub mod fuzzing {
+    pub use crate::server::command::{
+        error_json, parse_command, reply_json, topics_reply_json, Command, Op, ProtocolError,
+    };
+    pub use crate::server::http::{
+        endpoint, parse_publish_body, presented_key, Endpoint, HttpError, PublishBody, PublishItem,
+    };
+    pub use crate::server::protocol::message_frame;
+}
+
 /// The README's examples compile as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -12,7 +12,7 @@ use crate::conn::{sys, Conn, State};
 use crate::handler::{
     Handler, HttpCtx, HttpRequest, HttpResponse, Message, PublishDone, UpgradeRequest,
 };
-use crate::proto::handshake::{self, HandshakeLimits, Parsed};
+use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
 use crate::proto::{CloseCode, Decoded, Decoder, PreparedFrame, Reply, Role};
 use crate::shard::core::Core;
 
@@ -149,20 +149,20 @@ fn answer<H: Handler>(
 
     if !req.is_websocket_upgrade() {
         // Plain HTTP on the WebSocket port: wait for the body, answer, close.
-        let len = match req.content_length() {
-            Ok(len) => len.unwrap_or(0),
-            Err(e) => {
+        let end = match req.body_end(consumed, core.config.max_http_body) {
+            Ok(end) => end,
+            Err(BodyError::InvalidLength) => {
+                let e = HandshakeError::InvalidContentLength;
                 let mut out = Vec::new();
                 e.write_response(&mut out);
                 reject(core, key, &out, e.status());
                 return Answer::Closed;
             }
+            Err(BodyError::TooLarge) => {
+                reject_with(core, key, 413, "request body too large\n");
+                return Answer::Closed;
+            }
         };
-        if len > core.config.max_http_body as u64 {
-            reject_with(core, key, 413, "request body too large\n");
-            return Answer::Closed;
-        }
-        let end = consumed + len as usize;
         if data.len() < end {
             // RFC 9110 §10.1.1: a client that sent "Expect: 100-continue"
             // may wait for this before sending the body (curl does for

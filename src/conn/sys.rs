@@ -14,7 +14,8 @@ pub const MAX_IOVECS: usize = 1024;
 /// Reads into `buf` without blocking.
 ///
 /// Returns `Ok(0)` at end of stream and `Err(WouldBlock)` when nothing is
-/// available.
+/// available. An empty `buf` also reads `Ok(0)`, whatever is pending:
+/// callers pass a non-empty buffer.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for
@@ -31,7 +32,8 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads into the spare capacity of `buf` without blocking, extending its
-/// length by what was read.
+/// length by what was read. As with [`recv`], no spare capacity reads
+/// `Ok(0)`: callers reserve first.
 pub fn recv_into_vec(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     loop {
@@ -60,7 +62,8 @@ pub fn recv_into_vec(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// Writes `parts` (each a byte slice that stays alive for the call) in one
-/// `sendmsg` without blocking. Returns the number of bytes written.
+/// `sendmsg` without blocking. Returns the number of bytes written. Only
+/// the first 64 parts are sent (callers pass one).
 pub fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
     let mut iov: [libc::iovec; 64] = [libc::iovec {
         iov_base: std::ptr::null_mut(),
@@ -201,5 +204,131 @@ mod tests {
         drop(b);
         let err = send_parts(a.as_raw_fd(), &[b"x"]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+    }
+
+    /// Fills the socket's send buffer so the next write would block.
+    fn fill(fd: RawFd) {
+        let big = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match send_parts(fd, &[&big]) {
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(total < 1 << 30, "socket never filled");
+        }
+    }
+
+    #[test]
+    fn recv_into_vec_on_an_empty_socket_would_block_and_keeps_the_vec() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut v = Vec::with_capacity(8);
+        v.extend_from_slice(b"ab");
+        let e = recv_into_vec(a.as_raw_fd(), &mut v).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(v, b"ab");
+    }
+
+    #[test]
+    fn zero_length_buffers_read_and_write_nothing() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"pending").unwrap();
+        assert_eq!(recv(a.as_raw_fd(), &mut []).unwrap(), 0);
+        let mut full = Vec::with_capacity(2);
+        full.extend_from_slice(b"xy");
+        assert_eq!(recv_into_vec(a.as_raw_fd(), &mut full).unwrap(), 0);
+        assert_eq!(full, b"xy");
+        // What was pending is still there.
+        let mut buf = [0u8; 16];
+        assert_eq!(recv(a.as_raw_fd(), &mut buf).unwrap(), 7);
+        assert_eq!(send_iovecs(b.as_raw_fd(), &[]).unwrap(), 0);
+        let parts: [&[u8]; 4] = [b"", b"ab", b"", b"c"];
+        assert_eq!(send_parts(b.as_raw_fd(), &parts).unwrap(), 3);
+        assert_eq!(recv(a.as_raw_fd(), &mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+    }
+
+    #[test]
+    fn a_partial_gathered_write_sends_a_prefix_of_the_frames_in_order() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        // Four distinct 256 KiB frames: more than the socket buffer takes.
+        let frames: Vec<Vec<u8>> = (0..4u8)
+            .map(|k| (0..256 * 1024).map(|i| (i as u8) ^ (k * 61)).collect())
+            .collect();
+        let iov: Vec<_> = frames.iter().map(|f| iovec_of(f)).collect();
+        let total: usize = frames.iter().map(Vec::len).sum();
+        let n = send_iovecs(a.as_raw_fd(), &iov).unwrap();
+        assert!(
+            n > 0 && n < total,
+            "expected a partial write, wrote {n} of {total}"
+        );
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, frames.concat()[..n]);
+    }
+
+    #[test]
+    fn a_write_to_a_full_socket_would_block_and_sends_nothing() {
+        let (a, b) = UnixStream::pair().unwrap();
+        fill(a.as_raw_fd());
+        let e = send_iovecs(a.as_raw_fd(), &[iovec_of(b"late")]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        drop(a);
+        let mut got = Vec::new();
+        (&b).read_to_end(&mut got).unwrap();
+        assert!(!got.windows(4).any(|w| w == b"late"));
+    }
+
+    #[test]
+    fn max_iovecs_gather_in_one_call_and_one_more_is_refused() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let bytes: Vec<u8> = (0..=MAX_IOVECS).map(|i| (i % 251) as u8).collect();
+        let iov: Vec<_> = bytes.chunks(1).map(iovec_of).collect();
+        assert_eq!(iov.len(), MAX_IOVECS + 1);
+        let n = send_iovecs(a.as_raw_fd(), &iov[..MAX_IOVECS]).unwrap();
+        assert_eq!(n, MAX_IOVECS);
+        let mut got = vec![0u8; n];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, bytes[..MAX_IOVECS]);
+        // The kernel's limit is the constant's: one more is EMSGSIZE. (The
+        // debug assertion guards the same bound, so call sendmsg directly.)
+        // SAFETY: a zeroed msghdr is valid; `iov` is alive and readable.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            libc::sendmsg(a.as_raw_fd(), &msg, libc::MSG_DONTWAIT)
+        };
+        assert_eq!(sent, -1);
+        assert_eq!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EMSGSIZE)
+        );
+    }
+
+    #[test]
+    fn send_parts_sends_only_the_first_64_parts() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let parts: Vec<&[u8]> = vec![b"x"; 70];
+        assert_eq!(send_parts(a.as_raw_fd(), &parts).unwrap(), 64);
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 64);
+    }
+
+    #[test]
+    fn shutdown_write_gives_the_peer_end_of_stream() {
+        let (a, b) = UnixStream::pair().unwrap();
+        send_parts(a.as_raw_fd(), &[b"bye"]).unwrap();
+        shutdown(a.as_raw_fd(), libc::SHUT_WR);
+        let mut buf = [0u8; 8];
+        assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 3);
+        assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 0);
+        // Shutting down a socket twice, or a closed peer's, is harmless.
+        shutdown(a.as_raw_fd(), libc::SHUT_RDWR);
+        shutdown(a.as_raw_fd(), libc::SHUT_RDWR);
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP on the WebSocket port: `POST /api/publish`, `GET /healthz`, `GET /metrics`, `GET /` (the status page).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -8,7 +9,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use crate::handler::{HttpCtx, HttpRequest, HttpResponder, HttpResponse};
-use crate::PreparedFrame;
+use crate::proto::handshake::Request;
 
 use super::auth::constant_time_eq;
 use super::json::{self, push_str};
@@ -21,11 +22,44 @@ const STATUS_PAGE: &str = include_str!("status.html");
 
 const JSON: &str = "application/json";
 
+/// The endpoints this port answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /` and `GET /index.html`.
+    StatusPage,
+    /// `POST /api/publish`.
+    Publish,
+}
+
+/// Which endpoint a method and path name.
+///
+/// # Errors
+///
+/// 405 for a known path with another method, 404 for any other path.
+pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
+    match (method, path) {
+        ("GET", "/healthz") => Ok(Endpoint::Health),
+        ("GET", "/metrics") => Ok(Endpoint::Metrics),
+        ("GET", "/" | "/index.html") => Ok(Endpoint::StatusPage),
+        ("POST", "/api/publish") => Ok(Endpoint::Publish),
+        (_, "/healthz" | "/metrics" | "/" | "/index.html" | "/api/publish") => Err(HttpError::new(
+            405,
+            "method_not_allowed",
+            "method not allowed",
+        )),
+        _ => Err(HttpError::new(404, "not_found", "no such endpoint")),
+    }
+}
+
 /// Answers one plain HTTP request.
 pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
     let r = req.request();
-    match (r.method(), r.path()) {
-        ("GET", "/healthz") => {
+    match endpoint(r.method(), r.path()) {
+        Ok(Endpoint::Health) => {
             let s = ctx.handle().stats();
             let body = format!(
                 "{{\"status\":\"ok\",\"cores\":{},\"connections\":{}}}\n",
@@ -34,7 +68,7 @@ pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> 
             );
             HttpResponse::new(200, JSON, body)
         }
-        ("GET", "/metrics") => {
+        Ok(Endpoint::Metrics) => {
             let body = super::metrics::render(
                 &ctx.handle().core_stats(),
                 &app.counters,
@@ -42,83 +76,171 @@ pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> 
             );
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
-        ("GET", "/" | "/index.html") => {
+        Ok(Endpoint::StatusPage) => {
             let mut resp = HttpResponse::new(200, "text/html; charset=utf-8", STATUS_PAGE);
             resp.headers
                 .push(("Cache-Control".into(), "no-store".into()));
             resp
         }
-        ("POST", "/api/publish") => publish(app, req, ctx),
-        (_, "/healthz" | "/metrics" | "/" | "/index.html" | "/api/publish") => {
-            error(405, "method_not_allowed", "method not allowed")
+        Ok(Endpoint::Publish) => publish(app, req, ctx),
+        Err(e) => e.response(),
+    }
+}
+
+/// A refused request: the status and the `error` object of the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// A 4xx status.
+    pub status: u16,
+    /// The body's `error.code`, e.g. `bad_request`.
+    pub code: &'static str,
+    /// The body's `error.message`.
+    pub message: String,
+}
+
+impl HttpError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
         }
-        _ => error(404, "not_found", "no such endpoint"),
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    /// `{"error":{"code":..,"message":..}}` and a newline.
+    pub fn body(&self) -> Vec<u8> {
+        let mut out = b"{\"error\":{\"code\":".to_vec();
+        push_str(&mut out, self.code);
+        out.extend_from_slice(b",\"message\":");
+        push_str(&mut out, &self.message);
+        out.extend_from_slice(b"}}\n");
+        out
+    }
+
+    fn response(&self) -> HttpResponse {
+        HttpResponse::new(self.status, JSON, self.body())
     }
 }
 
-/// `{"error":{"code":..,"message":..}}` with `status`.
-fn error(status: u16, code: &str, message: &str) -> HttpResponse {
-    let mut out = b"{\"error\":{\"code\":".to_vec();
-    push_str(&mut out, code);
-    out.extend_from_slice(b",\"message\":");
-    push_str(&mut out, message);
-    out.extend_from_slice(b"}}\n");
-    HttpResponse::new(status, JSON, out)
-}
-
-/// Whether the request carries a valid API key (`Authorization: Bearer`
-/// or `X-API-Key`), or the API is open.
-fn authorized(app: &App, req: &HttpRequest<'_>) -> bool {
-    let keys = &app.settings.api_keys;
-    if keys.is_empty() {
-        return app.settings.anonymous();
-    }
-    let r = req.request();
-    let given = r
-        .header_str("x-api-key")
+/// The API key a request presents: `X-API-Key`, else an
+/// `Authorization: Bearer` token, trimmed.
+pub fn presented_key<'a>(r: &Request<'a>) -> Option<&'a str> {
+    r.header_str("x-api-key")
         .or_else(|| {
             r.header_str("authorization").and_then(|h| {
                 h.strip_prefix("Bearer ")
                     .or_else(|| h.strip_prefix("bearer "))
             })
         })
-        .map(str::trim);
-    given.is_some_and(|g| {
+        .map(str::trim)
+}
+
+/// Whether the request carries a valid API key, or the API is open.
+fn authorized(app: &App, req: &HttpRequest<'_>) -> bool {
+    let keys = &app.settings.api_keys;
+    if keys.is_empty() {
+        return app.settings.anonymous();
+    }
+    presented_key(req.request()).is_some_and(|g| {
         keys.iter()
             .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
     })
 }
 
 /// One message of a publish request, validated.
-struct Item {
-    topic: String,
-    frame: PreparedFrame,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishItem<'a> {
+    /// The topic, unescaped.
+    pub topic: String,
+    /// The `data` value exactly as written in the body (borrowed), or
+    /// re-encoded from the parsed value when `data` is repeated (owned).
+    pub data: Cow<'a, [u8]>,
+}
+
+/// A `POST /api/publish` body, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishBody<'a> {
+    /// The messages, in order.
+    pub items: Vec<PublishItem<'a>>,
+    /// Whether the body was an array (the answer then lists `results`).
+    pub batch: bool,
 }
 
 /// Reads one `{"topic":..,"data":..}` whose text starts at `start`.
-fn item(app: &App, raw: &[u8], start: usize, v: &Value<'_>) -> Result<Item, String> {
+fn item<'a>(
+    raw: &'a [u8],
+    start: usize,
+    v: &Value<'_>,
+    max_topic_length: usize,
+) -> Result<PublishItem<'a>, String> {
     let topic = v
         .get("topic")
         .and_then(|t| t.as_str())
         .ok_or("\"topic\" must be a string")?;
-    if let Some(m) = topic_problem(topic, app.settings.max_topic_length) {
+    if let Some(m) = topic_problem(topic, max_topic_length) {
         return Err(m);
     }
     if topic.starts_with('$') {
         return Err("topics starting with '$' are reserved for the server".into());
     }
     let (spans, _) = json::object_spans(raw, start);
-    let frame = match spans.data {
-        Some(r) => message_frame(topic, &raw[r]),
+    let data = match spans.data {
+        Some(r) => Cow::Borrowed(&raw[r]),
         None => match v.get("data") {
-            Some(d) => message_frame(topic, d.encode().as_bytes()),
+            Some(d) => Cow::Owned(d.encode().into_bytes()),
             None => return Err("missing \"data\"".into()),
         },
     };
-    Ok(Item {
+    Ok(PublishItem {
         topic: topic.to_owned(),
-        frame,
+        data,
     })
+}
+
+/// Parses a `POST /api/publish` body: one `{"topic","data"}` object or an
+/// array of them. Topic names are checked against `max_topic_length`.
+///
+/// # Errors
+///
+/// The 400 answer for invalid JSON, a body of another shape, or the first
+/// invalid message (its index in the message for an array).
+pub fn parse_publish_body(
+    raw: &[u8],
+    max_topic_length: usize,
+) -> Result<PublishBody<'_>, HttpError> {
+    let mut buf = raw.to_vec();
+    let v = simd_json::to_borrowed_value(&mut buf)
+        .map_err(|e| HttpError::bad_request(format!("invalid JSON: {e}")))?;
+    match &v {
+        Value::Array(arr) => {
+            let starts = json::array_elements(raw, 0);
+            if starts.len() != arr.len() {
+                return Err(HttpError::bad_request("cannot read the array"));
+            }
+            let mut items = Vec::with_capacity(arr.len());
+            for (i, (e, &s)) in arr.iter().zip(&starts).enumerate() {
+                match item(raw, s, e, max_topic_length) {
+                    Ok(it) => items.push(it),
+                    Err(m) => return Err(HttpError::bad_request(format!("message {i}: {m}"))),
+                }
+            }
+            Ok(PublishBody { items, batch: true })
+        }
+        Value::Object(_) => match item(raw, 0, &v, max_topic_length) {
+            Ok(it) => Ok(PublishBody {
+                items: vec![it],
+                batch: false,
+            }),
+            Err(m) => Err(HttpError::bad_request(m)),
+        },
+        _ => Err(HttpError::bad_request(
+            "expected {\"topic\":..,\"data\":..} or an array of them",
+        )),
+    }
 }
 
 /// What the callbacks of one publish request share: the last to finish
@@ -167,42 +289,13 @@ impl Pending {
 /// once every core has queued the messages.
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
     if !authorized(app, req) {
-        let mut r = error(401, "unauthorized", "missing or invalid API key");
+        let mut r = HttpError::new(401, "unauthorized", "missing or invalid API key").response();
         r.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
         return r;
     }
-    let raw = req.body();
-    let mut buf = raw.to_vec();
-    let v = match simd_json::to_borrowed_value(&mut buf) {
-        Ok(v) => v,
-        Err(e) => return error(400, "bad_request", &format!("invalid JSON: {e}")),
-    };
-    let (items, batch) = match &v {
-        Value::Array(arr) => {
-            let starts = json::array_elements(raw, 0);
-            if starts.len() != arr.len() {
-                return error(400, "bad_request", "cannot read the array");
-            }
-            let mut items = Vec::with_capacity(arr.len());
-            for (i, (e, &s)) in arr.iter().zip(&starts).enumerate() {
-                match item(app, raw, s, e) {
-                    Ok(it) => items.push(it),
-                    Err(m) => return error(400, "bad_request", &format!("message {i}: {m}")),
-                }
-            }
-            (items, true)
-        }
-        Value::Object(_) => match item(app, raw, 0, &v) {
-            Ok(it) => (vec![it], false),
-            Err(m) => return error(400, "bad_request", &m),
-        },
-        _ => {
-            return error(
-                400,
-                "bad_request",
-                "expected {\"topic\":..,\"data\":..} or an array of them",
-            )
-        }
+    let (items, batch) = match parse_publish_body(req.body(), app.settings.max_topic_length) {
+        Ok(b) => (b.items, b.batch),
+        Err(e) => return e.response(),
     };
     if items.is_empty() {
         return HttpResponse::new(200, JSON, "{\"delivered\":0,\"results\":[]}\n");
@@ -223,7 +316,8 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpRespo
     });
     for (i, it) in items.into_iter().enumerate() {
         let p = pending.clone();
-        ctx.publish_counted(&it.topic, &it.frame, move |r| p.done(i, r.delivered));
+        let frame = message_frame(&it.topic, &it.data);
+        ctx.publish_counted(&it.topic, &frame, move |r| p.done(i, r.delivered));
     }
     // Ignored: the answer goes out when the last core has counted.
     HttpResponse::text(202, "")

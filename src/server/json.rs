@@ -70,43 +70,108 @@ fn skip_value(b: &[u8], mut i: usize) -> usize {
 }
 
 /// The spans of `data` and `id` in the object starting at `start` (after
-/// whitespace), and the index after the object. A key written with escapes
-/// is not recognised (the caller falls back to re-encoding the parsed
-/// value); for a repeated key the last one counts, as in the parsed value.
+/// whitespace), and the index after the object.
+///
+/// Keys are compared unescaped, so `"d\u0061ta"` is `data` as it is to the
+/// parser. A member written more than once has no span: parsers differ on
+/// which one counts (simd-json keeps the first of up to 32 members and the
+/// last of more), so the caller takes the parsed value instead of guessing.
 pub fn object_spans(b: &[u8], start: usize) -> (Spans, usize) {
-    let mut spans = Spans::default();
+    let mut found = Found::default();
+    let end = scan_object(b, start, &mut found);
+    let spans = Spans {
+        data: found.data.filter(|_| found.data_count == 1),
+        id: found.id.filter(|_| found.id_count == 1),
+    };
+    (spans, end)
+}
+
+#[derive(Default)]
+struct Found {
+    data: Option<Range<usize>>,
+    data_count: usize,
+    id: Option<Range<usize>>,
+    id_count: usize,
+}
+
+fn scan_object(b: &[u8], start: usize, found: &mut Found) -> usize {
     let mut i = skip_ws(b, start);
     if b.get(i) != Some(&b'{') {
-        return (spans, skip_value(b, i));
+        return skip_value(b, i);
     }
     i += 1;
     loop {
         i = skip_ws(b, i);
         match b.get(i) {
             Some(b'"') => {}
-            Some(b'}') => return (spans, i + 1),
-            _ => return (spans, b.len()),
+            Some(b'}') => return i + 1,
+            _ => return b.len(),
         }
         let k0 = i;
         i = skip_string(b, i);
         let key = &b[k0 + 1..i.saturating_sub(1).max(k0 + 1)];
         i = skip_ws(b, i);
         if b.get(i) != Some(&b':') {
-            return (spans, b.len());
+            return b.len();
         }
         i = skip_ws(b, i + 1);
         let v0 = i;
         i = skip_value(b, i);
-        match key {
-            b"data" => spans.data = Some(v0..i),
-            b"id" => spans.id = Some(v0..i),
-            _ => {}
+        if key_is(key, b"data") {
+            found.data.get_or_insert(v0..i);
+            found.data_count += 1;
+        } else if key_is(key, b"id") {
+            found.id.get_or_insert(v0..i);
+            found.id_count += 1;
         }
         i = skip_ws(b, i);
         if b.get(i) == Some(&b',') {
             i += 1;
         }
     }
+}
+
+/// Whether the raw text of a key (between its quotes, escapes as written)
+/// unescapes to `name`, which is ASCII.
+fn key_is(raw: &[u8], name: &[u8]) -> bool {
+    if !raw.contains(&b'\\') {
+        return raw == name;
+    }
+    let (mut i, mut n) = (0, 0);
+    while i < raw.len() {
+        let c = if raw[i] == b'\\' {
+            let (c, len) = match raw.get(i + 1) {
+                Some(b'u') => {
+                    let unit = raw
+                        .get(i + 2..i + 6)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u16::from_str_radix(h, 16).ok());
+                    match unit {
+                        // Anything else is not ASCII, so not in `name`.
+                        Some(u) if u < 0x80 => (u as u8, 6),
+                        _ => return false,
+                    }
+                }
+                Some(b'b') => (0x08, 2),
+                Some(b'f') => (0x0c, 2),
+                Some(b'n') => (b'\n', 2),
+                Some(b'r') => (b'\r', 2),
+                Some(b't') => (b'\t', 2),
+                Some(&c) => (c, 2),
+                None => return false,
+            };
+            i += len;
+            c
+        } else {
+            i += 1;
+            raw[i - 1]
+        };
+        if name.get(n) != Some(&c) {
+            return false;
+        }
+        n += 1;
+    }
+    n == name.len()
 }
 
 /// The start of every element of the array starting at `start`.
@@ -192,7 +257,24 @@ mod tests {
         assert_eq!(spans(r#"{"data":"\\"}"#), (Some(r#""\\""#), None));
         assert_eq!(spans(r#"{"data":[] }"#), (Some("[]"), None));
         assert_eq!(spans(r#"{"nodata":true}"#), (None, None));
-        assert_eq!(spans(r#"{"data":1,"data":2}"#), (Some("2"), None));
+        assert_eq!(
+            spans(r#"{"d\u0061ta":[1], "\u0069d":2}"#),
+            (Some("[1]"), Some("2"))
+        );
+        assert_eq!(
+            spans(r#"{"d\u0061t":1,"dat\u0061a":2,"\"id":3}"#),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_repeated_member_has_no_span() {
+        // The parser decides which one counts; the caller uses its value.
+        assert_eq!(spans(r#"{"data":1,"data":2}"#), (None, None));
+        assert_eq!(
+            spans(r#"{"id":1,"d\u0061ta":0,"i\u0064":2,"data":3}"#),
+            (None, None)
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! - `settings`: [`Settings`], every limit with its default, from TOML.
+//! - `command`: one client message parsed into a command or the error
+//!   reply, without I/O (the part the fuzz target drives).
 //! - `protocol`: the client protocol (JSON text frames, parsed with
 //!   simd-json); see `PROTOCOL.md`.
 //! - `http`: `POST /api/publish`, `GET /healthz`, `GET /metrics`, `GET /`.
@@ -17,10 +19,11 @@
 
 pub mod auth;
 pub mod cli;
-mod http;
+pub(crate) mod command;
+pub(crate) mod http;
 pub mod json;
 pub mod metrics;
-mod protocol;
+pub(crate) mod protocol;
 pub mod settings;
 
 use std::cell::{Cell, RefCell};

@@ -1,12 +1,8 @@
 //! The client protocol: JSON text frames in (parsed with simd-json), replies, errors and published messages out. See PROTOCOL.md.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-use simd_json::prelude::*;
-use simd_json::BorrowedValue as Value;
 
 use crate::handler::{Message, Ws};
 use crate::proto::OpCode;
@@ -14,7 +10,10 @@ use crate::shard::StatsSnapshot;
 use crate::{CloseCode, PreparedFrame};
 
 use super::auth::unix_now;
-use super::json::{self, push_str, push_str_array};
+use super::command::{
+    error_json, parse_command, reply_json, topics_reply_json, Command, Op, ProtocolError,
+};
+use super::json::push_str;
 use super::App;
 
 thread_local! {
@@ -23,37 +22,19 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `{"type":"error","code":..,"message":..[,"topics":[..]][,"id":..]}`.
+/// The `error` reply as a text frame.
 pub(crate) fn error_frame(
     code: &str,
     message: &str,
     id: Option<&[u8]>,
     topics: &[&str],
 ) -> PreparedFrame {
-    let mut out = Vec::with_capacity(64 + message.len());
-    out.extend_from_slice(b"{\"type\":\"error\",\"code\":");
-    push_str(&mut out, code);
-    out.extend_from_slice(b",\"message\":");
-    push_str(&mut out, message);
-    if !topics.is_empty() {
-        out.extend_from_slice(b",\"topics\":");
-        push_str_array(&mut out, topics);
-    }
-    push_id(&mut out, id);
-    out.push(b'}');
-    PreparedFrame::from_parts(OpCode::Text, &[&out])
-}
-
-fn push_id(out: &mut Vec<u8>, id: Option<&[u8]>) {
-    if let Some(id) = id {
-        out.extend_from_slice(b",\"id\":");
-        out.extend_from_slice(id);
-    }
+    PreparedFrame::from_parts(OpCode::Text, &[&error_json(code, message, id, topics)])
 }
 
 /// The frame every subscriber receives: built once, `data` spliced in as
 /// the publisher wrote it.
-pub(crate) fn message_frame(topic: &str, data: &[u8]) -> PreparedFrame {
+pub fn message_frame(topic: &str, data: &[u8]) -> PreparedFrame {
     let mut head = Vec::with_capacity(40 + topic.len());
     head.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
     push_str(&mut head, topic);
@@ -74,12 +55,6 @@ pub(crate) fn topic_problem(topic: &str, max: usize) -> Option<String> {
     }
 }
 
-/// What one message asks for, once parsed.
-struct Ctx<'t> {
-    /// The raw `id`, echoed in replies.
-    id: Option<&'t [u8]>,
-}
-
 fn send_error(app: &App, ws: &mut Ws<'_, App>, code: &str, msg: &str, id: Option<&[u8]>) {
     send_error_topics(app, ws, code, msg, id, &[]);
 }
@@ -94,6 +69,11 @@ fn send_error_topics(
 ) {
     app.counters(ws.shard()).error(code);
     ws.send_prepared(&error_frame(code, msg, id, topics));
+}
+
+fn send_protocol_error(app: &App, ws: &mut Ws<'_, App>, e: &ProtocolError<'_>) {
+    app.counters(ws.shard()).error(e.code);
+    ws.send_prepared(&PreparedFrame::from_parts(OpCode::Text, &[&e.to_json()]));
 }
 
 fn send_json(ws: &mut Ws<'_, App>, out: &[u8]) {
@@ -122,90 +102,54 @@ pub(crate) fn on_message(app: &App, ws: &mut Ws<'_, App>, msg: Message<'_>) {
     }
     SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
-        buf.clear();
-        buf.extend_from_slice(text.as_bytes());
-        let parsed = simd_json::to_borrowed_value(&mut buf);
-        match parsed {
-            Ok(v) => dispatch(app, ws, text, &v),
+        match parse_command(text.as_bytes(), &mut buf, app.settings.max_topic_length) {
+            Ok(cmd) => dispatch(app, ws, cmd),
             Err(e) => {
-                let m = format!("invalid JSON: {e}");
-                send_error(app, ws, "bad_request", &m, None);
+                if !e.needs_grant || granted(app, ws, e.id) {
+                    send_protocol_error(app, ws, &e);
+                }
             }
-        };
+        }
     });
 }
 
-fn dispatch(app: &App, ws: &mut Ws<'_, App>, text: &str, v: &Value<'_>) {
-    let raw = text.as_bytes();
-    let Some(obj) = v.as_object() else {
-        return send_error(app, ws, "bad_request", "a message is a JSON object", None);
-    };
-    let (spans, _) = json::object_spans(raw, 0);
-    let cx = Ctx {
-        id: spans.id.clone().map(|r| &raw[r]),
-    };
-    let Some(kind) = obj.get("type").and_then(|t| t.as_str()) else {
-        return send_error(app, ws, "bad_request", "missing \"type\"", cx.id);
-    };
-    match kind {
-        "ping" => {
-            let mut out = b"{\"type\":\"pong\"".to_vec();
-            push_id(&mut out, cx.id);
-            out.push(b'}');
-            return send_json(ws, &out);
-        }
-        "auth" => return auth(app, ws, v, &cx),
-        _ => {}
-    }
+/// Whether the connection holds a live grant; if not, answers so (and
+/// closes on an expired token).
+fn granted(app: &App, ws: &mut Ws<'_, App>, id: Option<&[u8]>) -> bool {
     let Some(grant) = &ws.data().grant else {
-        return send_error(
+        send_error(
             app,
             ws,
             "unauthorized",
             "authenticate first: send {\"type\":\"auth\",\"token\":...}",
-            cx.id,
+            id,
         );
+        return false;
     };
     if grant.expired(unix_now()) {
         app.counters(ws.shard())
             .auth_failed
             .fetch_add(1, Ordering::Relaxed);
-        send_error(app, ws, "unauthorized", "token expired", cx.id);
-        return ws.close(CloseCode::POLICY_VIOLATION, "token expired");
+        send_error(app, ws, "unauthorized", "token expired", id);
+        ws.close(CloseCode::POLICY_VIOLATION, "token expired");
+        return false;
     }
-    match kind {
-        "subscribe" => subscribe(app, ws, v, &cx),
-        "unsubscribe" => unsubscribe(app, ws, v, &cx),
-        "publish" => {
-            let data = match spans.data {
-                Some(r) => Some(Cow::Borrowed(&raw[r])),
-                // Only when "data" was written with escapes in its key.
-                None => v.get("data").map(|d| Cow::Owned(d.encode().into_bytes())),
-            };
-            publish(app, ws, v, data, &cx)
-        }
-        other => {
-            let m = format!("unknown message type {other:?}");
-            send_error(app, ws, "bad_request", &m, cx.id)
-        }
+    true
+}
+
+fn dispatch(app: &App, ws: &mut Ws<'_, App>, cmd: Command<'_>) {
+    let id = cmd.id;
+    match cmd.op {
+        Op::Ping => send_json(ws, &reply_json("pong", id)),
+        Op::Auth { token } => auth(app, ws, &token, id),
+        _ if !granted(app, ws, id) => {}
+        Op::Subscribe { topics } => subscribe(app, ws, &topics, id),
+        Op::Unsubscribe { topics } => unsubscribe(app, ws, &topics, id),
+        Op::Publish { topic, data } => publish(app, ws, &topic, &data, id),
     }
 }
 
-/// The `topics` array of a subscribe or unsubscribe, or why it is bad.
-fn topics_of<'v>(v: &'v Value<'_>) -> Result<Vec<&'v str>, &'static str> {
-    let arr = v
-        .get("topics")
-        .and_then(|t| t.as_array())
-        .ok_or("\"topics\" must be an array of strings")?;
-    arr.iter()
-        .map(|t| t.as_str().ok_or("\"topics\" must be an array of strings"))
-        .collect()
-}
-
-fn auth(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
-    let Some(token) = v.get("token").and_then(|t| t.as_str()) else {
-        return send_error(app, ws, "bad_request", "\"token\" must be a string", cx.id);
-    };
+fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     let counters = app.counters(ws.shard());
     let grant = match &app.verifier {
         None => super::Grant::anonymous(),
@@ -214,7 +158,7 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
             Err(e) => {
                 tracing::debug!(peer = %ws.remote_addr(), error = %e, "auth message refused");
                 counters.auth_failed.fetch_add(1, Ordering::Relaxed);
-                send_error(app, ws, "unauthorized", &e.to_string(), cx.id);
+                send_error(app, ws, "unauthorized", &e.to_string(), id);
                 return ws.close(CloseCode::POLICY_VIOLATION, "unauthorized");
             }
         },
@@ -227,7 +171,7 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
         out.extend_from_slice(b",\"sub\":");
         push_str(&mut out, sub);
     }
-    push_id(&mut out, cx.id);
+    super::command::push_id(&mut out, id);
     out.push(b'}');
     if ws.data().grant.is_none() {
         super::forget_pending(ws.id());
@@ -236,17 +180,13 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
     send_json(ws, &out);
 }
 
-fn subscribe(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
-    let topics = match topics_of(v) {
-        Ok(t) => t,
-        Err(m) => return send_error(app, ws, "bad_request", m, cx.id),
-    };
+fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: Option<&[u8]>) {
     let s = &app.settings;
     let mut ok: Vec<&str> = Vec::with_capacity(topics.len());
     let (mut invalid, mut forbidden, mut over) = (Vec::new(), Vec::new(), Vec::new());
     let mut count = ws.subscription_count();
     let mut added = 0i64;
-    for t in topics {
+    for t in topics.iter().map(AsRef::as_ref) {
         if topic_problem(t, s.max_topic_length).is_some() {
             invalid.push(t);
         } else if !ws.data().grant.as_ref().is_some_and(|g| g.read.allows(t)) {
@@ -265,51 +205,39 @@ fn subscribe(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
         .subscriptions
         .fetch_add(added, Ordering::Relaxed);
     if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && over.is_empty()) {
-        let mut out = b"{\"type\":\"subscribed\",\"topics\":".to_vec();
-        push_str_array(&mut out, &ok);
-        push_id(&mut out, cx.id);
-        out.push(b'}');
-        send_json(ws, &out);
+        send_json(ws, &topics_reply_json("subscribed", &ok, id));
     }
     if !invalid.is_empty() {
         let m = format!(
             "invalid topic names (1 to {} bytes, no control characters)",
             s.max_topic_length
         );
-        send_error_topics(app, ws, "bad_request", &m, cx.id, &invalid);
+        send_error_topics(app, ws, "bad_request", &m, id, &invalid);
     }
     if !forbidden.is_empty() {
         let m = "not allowed to subscribe to these topics";
-        send_error_topics(app, ws, "forbidden", m, cx.id, &forbidden);
+        send_error_topics(app, ws, "forbidden", m, id, &forbidden);
     }
     if !over.is_empty() {
         let m = format!(
             "at most {} subscriptions per connection",
             s.max_subscriptions
         );
-        send_error_topics(app, ws, "too_many_subscriptions", &m, cx.id, &over);
+        send_error_topics(app, ws, "too_many_subscriptions", &m, id, &over);
     }
 }
 
-fn unsubscribe(app: &App, ws: &mut Ws<'_, App>, v: &Value<'_>, cx: &Ctx<'_>) {
-    let topics = match topics_of(v) {
-        Ok(t) => t,
-        Err(m) => return send_error(app, ws, "bad_request", m, cx.id),
-    };
+fn unsubscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: Option<&[u8]>) {
     let mut removed = 0i64;
-    for t in &topics {
-        if ws.unsubscribe(t) {
+    for t in topics {
+        if ws.unsubscribe(t.as_ref()) {
             removed += 1;
         }
     }
     app.counters(ws.shard())
         .subscriptions
         .fetch_sub(removed, Ordering::Relaxed);
-    let mut out = b"{\"type\":\"unsubscribed\",\"topics\":".to_vec();
-    push_str_array(&mut out, &topics);
-    push_id(&mut out, cx.id);
-    out.push(b'}');
-    send_json(ws, &out);
+    send_json(ws, &topics_reply_json("unsubscribed", topics, id));
 }
 
 /// Takes one token from the connection's publish bucket.
@@ -332,22 +260,7 @@ fn take_token(app: &App, ws: &mut Ws<'_, App>) -> bool {
     }
 }
 
-fn publish(
-    app: &App,
-    ws: &mut Ws<'_, App>,
-    v: &Value<'_>,
-    data: Option<Cow<'_, [u8]>>,
-    cx: &Ctx<'_>,
-) {
-    let Some(topic) = v.get("topic").and_then(|t| t.as_str()) else {
-        return send_error(app, ws, "bad_request", "\"topic\" must be a string", cx.id);
-    };
-    if let Some(m) = topic_problem(topic, app.settings.max_topic_length) {
-        return send_error_topics(app, ws, "bad_request", &m, cx.id, &[topic]);
-    }
-    let Some(data) = data else {
-        return send_error(app, ws, "bad_request", "missing \"data\"", cx.id);
-    };
+fn publish(app: &App, ws: &mut Ws<'_, App>, topic: &str, data: &[u8], id: Option<&[u8]>) {
     let allowed = !topic.starts_with('$')
         && ws
             .data()
@@ -356,20 +269,20 @@ fn publish(
             .is_some_and(|g| g.write.allows(topic));
     if !allowed {
         let m = "not allowed to publish to this topic";
-        return send_error_topics(app, ws, "forbidden", m, cx.id, &[topic]);
+        return send_error_topics(app, ws, "forbidden", m, id, &[topic]);
     }
     if !take_token(app, ws) {
         let m = format!(
             "publish rate over {} per second (burst {})",
             app.settings.publish_rate, app.settings.publish_burst
         );
-        return send_error(app, ws, "rate_limited", &m, cx.id);
+        return send_error(app, ws, "rate_limited", &m, id);
     }
     app.counters(ws.shard())
         .ws_publishes
         .fetch_add(1, Ordering::Relaxed);
-    let frame = message_frame(topic, &data);
-    match cx.id {
+    let frame = message_frame(topic, data);
+    match id {
         None => {
             ws.publish(topic, &frame, true);
         }

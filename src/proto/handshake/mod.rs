@@ -38,7 +38,7 @@ pub use headers::Extension;
 pub use response::{
     reason_phrase, write_http_response, write_rejection, write_switching_protocols,
 };
-pub use server::{parse_request, percent_decode, Request, UpgradeKey};
+pub use server::{parse_request, percent_decode, BodyError, Request, UpgradeKey};
 
 /// The GUID appended to the client's key before hashing (RFC 6455 §1.3).
 pub const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

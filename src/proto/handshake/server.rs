@@ -55,6 +55,25 @@ pub fn parse_request<'b>(
     })
 }
 
+/// Why a plain request's body cannot be read; see [`Request::body_end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// `Content-Length` is not a decimal number, or several disagree.
+    InvalidLength,
+    /// The declared body is longer than the limit.
+    TooLarge,
+}
+
+impl BodyError {
+    /// The HTTP status to answer with: 400 or 413.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidLength => 400,
+            Self::TooLarge => 413,
+        }
+    }
+}
+
 /// A parsed request head, borrowing the buffer it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -149,6 +168,29 @@ impl<'a> Request<'a> {
             length = Some(parsed);
         }
         Ok(length)
+    }
+
+    /// Where the body of a plain (non-upgrade) request ends in the buffer
+    /// whose first `head_len` bytes are this head: `head_len` plus the
+    /// declared `Content-Length` (0 without one). Bodies longer than
+    /// `max_body` are refused before any of them is buffered.
+    ///
+    /// # Errors
+    ///
+    /// [`BodyError::InvalidLength`] (400) as for
+    /// [`content_length`](Self::content_length), [`BodyError::TooLarge`]
+    /// (413) beyond `max_body`.
+    pub fn body_end(&self, head_len: usize, max_body: usize) -> Result<usize, BodyError> {
+        let len = self
+            .content_length()
+            .map_err(|_| BodyError::InvalidLength)?
+            .unwrap_or(0);
+        if len > max_body as u64 {
+            return Err(BodyError::TooLarge);
+        }
+        // Cannot overflow: `len` fits `max_body`, a usize, and the head is
+        // in memory.
+        Ok(head_len.saturating_add(len as usize))
     }
 
     /// The `Origin` header, if present and UTF-8. Browsers always send it;
