@@ -77,6 +77,7 @@ fn answer(req: &Request<'_>, head_len: usize, data: &[u8]) -> Option<u16> {
             match e {
                 BodyError::InvalidLength => assert!(declared.is_err()),
                 BodyError::TooLarge => assert!(declared.unwrap().unwrap() > MAX_BODY as u64),
+                BodyError::TransferCoding => assert!(req.header("transfer-encoding").is_some()),
             }
             return Some(e.status());
         }

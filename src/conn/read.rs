@@ -162,6 +162,11 @@ fn answer<H: Handler>(
                 reject_with(core, key, 413, "request body too large\n");
                 return Answer::Closed;
             }
+            Err(BodyError::TransferCoding) => {
+                let msg = "send the body with Content-Length; Transfer-Encoding is not supported\n";
+                reject_with(core, key, 411, msg);
+                return Answer::Closed;
+            }
         };
         if data.len() < end {
             // RFC 9110 §10.1.1: a client that sent "Expect: 100-continue"

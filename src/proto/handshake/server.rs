@@ -62,14 +62,19 @@ pub enum BodyError {
     InvalidLength,
     /// The declared body is longer than the limit.
     TooLarge,
+    /// The request has a `Transfer-Encoding` (a chunked body). Bodies are
+    /// framed by `Content-Length` only; guessing the length of a body in a
+    /// transfer coding we do not decode is how requests get smuggled.
+    TransferCoding,
 }
 
 impl BodyError {
-    /// The HTTP status to answer with: 400 or 413.
+    /// The HTTP status to answer with: 400, 413 or 411 (Length Required).
     pub fn status(self) -> u16 {
         match self {
             Self::InvalidLength => 400,
             Self::TooLarge => 413,
+            Self::TransferCoding => 411,
         }
     }
 }
@@ -179,8 +184,12 @@ impl<'a> Request<'a> {
     ///
     /// [`BodyError::InvalidLength`] (400) as for
     /// [`content_length`](Self::content_length), [`BodyError::TooLarge`]
-    /// (413) beyond `max_body`.
+    /// (413) beyond `max_body`, [`BodyError::TransferCoding`] (411) when a
+    /// `Transfer-Encoding` field is present.
     pub fn body_end(&self, head_len: usize, max_body: usize) -> Result<usize, BodyError> {
+        if self.headers.get("transfer-encoding").is_some() {
+            return Err(BodyError::TransferCoding);
+        }
         let len = self
             .content_length()
             .map_err(|_| BodyError::InvalidLength)?
