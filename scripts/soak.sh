@@ -15,13 +15,15 @@
 #    - deliveries: the loadgen's sequence checks found 0 lost, 0 duplicated,
 #      0 reordered, 0 misrouted, every delivery drained, and the server
 #      closed no connection;
-#    - memory flat after warm-up: the largest RSS sampled during the
-#      measurement (the last 80 % of the run) is at most RSS_TOLERANCE
-#      (default 1.05) x the RSS at the end of warm-up. This bounds leaks
-#      and any queue growth alike: a burst of contention that makes the
-#      server queue more is a failure too, and the printed timeline tells
-#      which it was. The least-squares slope over the measurement is
-#      printed, not judged.
+#    - memory flat after warm-up: the largest RSS sampled in the last fifth
+#      of the measurement (the last 80 % of the run) is at most
+#      RSS_TOLERANCE (default 1.05) x the largest in its first fifth. RSS
+#      under fanout swings with the bytes queued at each moment (in a
+#      quiet 19,000-connection run between 25 and 35 MiB every few
+#      seconds), so one sample against another would judge that swing;
+#      the maxima of two windows compare like with like, and a leak or a
+#      queue that keeps growing raises the second. The least-squares slope
+#      over the measurement is printed, not judged.
 #    Exits 1 when a criterion fails (or a run does not complete).
 # Writes capacity.json, soak.json (one JSON line each; soak.json holds the
 # RSS timeline), the server logs and the SVG charts (<label>_rss.svg,
@@ -182,7 +184,23 @@ f() { field "$S" "$1"; }
 RSS0=$(f server_rss_measure_start_kib)
 RSSMAX=$(f server_rss_measure_max_kib)
 RSSEND=$(f server_rss_measure_end_kib)
-LIMIT=$(awk -v a="$RSS0" -v t="$RSS_TOLERANCE" 'BEGIN { printf "%d", a * t }')
+# Largest RSS in the first and the last fifth of the measurement.
+read -r FIRST LAST < <(python3 - "$S" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+marks = r.get("server_rss_marks", {})
+a, b = marks.get("measure"), marks.get("drain")
+pts = r.get("server_rss_timeline", [])
+if a is None or b is None or not pts:
+    print("0 0")
+    sys.exit()
+w = (b - a) / 5
+first = [p[1] for p in pts if a <= p[0] <= a + w]
+last = [p[1] for p in pts if b - w <= p[0] <= b]
+print(max(first, default=0), max(last, default=0))
+PY
+)
+LIMIT=$(awk -v a="$FIRST" -v t="$RSS_TOLERANCE" 'BEGIN { printf "%d", a * t }')
 cat <<EOF
 soak results ($OUT)
   connections        $CONNECTIONS ($SUBSCRIBERS subscribers, $TOPICS topics, $TOPICS publishers)
@@ -192,6 +210,7 @@ soak results ($OUT)
   latency            p50 $(f latency_p50_us) us, p99 $(f latency_p99_us) us, p99.9 $(f latency_p99.9_us) us, max $(f latency_max_us) us
   lost/dup/reordered $(f lost) / $(f duplicated) / $(f reordered); misrouted $(f misrouted); connections lost $(f connections_lost)
   server RSS         first $(f server_rss_first_kib) KiB, warm-up end $RSS0 KiB, max after warm-up $RSSMAX KiB, end $RSSEND KiB, peak (HWM) $(f server_rss_hwm_kib) KiB
+  RSS windows        max in the first fifth of the measurement $FIRST KiB, in the last fifth $LAST KiB
   RSS slope          $(f server_rss_measure_slope_kib_per_min) KiB/min over the measurement
   CPU                loadgen $(f loadgen_cpu_cores_used) cores, server $(f server_cpu_cores_used) cores, others $(f other_processes_cpu_cores_used) cores
 EOF
@@ -210,8 +229,8 @@ ok=1
     "$(f connections_lost)" == 0 && $ALIVE == yes ]] && ok=0
 judge deliveries $ok "0 lost, duplicated, reordered and misrouted, all drained, no connection closed, server alive ($(f lost)/$(f duplicated)/$(f reordered), correct=$(f correct), alive=$ALIVE)"
 ok=1
-[[ -n "$RSS0" && -n "$RSSMAX" ]] && ((RSSMAX <= LIMIT)) && ok=0
-judge "RSS flat" $ok "max after warm-up $RSSMAX KiB <= $RSS_TOLERANCE x $RSS0 KiB = $LIMIT KiB (ratio $(f server_rss_measure_growth))"
+((FIRST > 0 && LAST > 0 && LAST <= LIMIT)) && ok=0
+judge "RSS flat" $ok "max of the last fifth $LAST KiB <= $RSS_TOLERANCE x max of the first fifth $FIRST KiB = $LIMIT KiB"
 # One line in the form scripts/test.sh adds up: the soak counts as one test.
 VERDICT=1
 if ((FAILED == 0)); then
