@@ -15,15 +15,16 @@
 #    - deliveries: the loadgen's sequence checks found 0 lost, 0 duplicated,
 #      0 reordered, 0 misrouted, every delivery drained, and the server
 #      closed no connection;
-#    - memory flat after warm-up: the largest RSS sampled in the last fifth
-#      of the measurement (the last 80 % of the run) is at most
-#      RSS_TOLERANCE (default 1.05) x the largest in its first fifth. RSS
-#      under fanout swings with the bytes queued at each moment (in a
-#      quiet 19,000-connection run between 25 and 35 MiB every few
-#      seconds), so one sample against another would judge that swing;
-#      the maxima of two windows compare like with like, and a leak or a
-#      queue that keeps growing raises the second. The least-squares slope
-#      over the measurement is printed, not judged.
+#    - memory flat after warm-up: the 95th percentile of the RSS samples in
+#      the last fifth of the measurement (the last 80 % of the run) is at
+#      most RSS_TOLERANCE (default 1.05) x the 95th percentile in its first
+#      fifth. RSS under fanout swings with the bytes queued at each moment
+#      (in quiet 19,000-connection runs between 25 and 35 MiB every few
+#      seconds, with a rare burst to 40-43 MiB), so a single sample, or the
+#      maximum of a window, judges that swing; a leak or a queue that keeps
+#      growing raises the whole distribution, its 95th percentile with it.
+#      The windows' maxima and medians and the least-squares slope over the
+#      measurement are printed, not judged.
 #    Exits 1 when a criterion fails (or a run does not complete).
 # Writes capacity.json, soak.json (one JSON line each; soak.json holds the
 # RSS timeline), the server logs and the SVG charts (<label>_rss.svg,
@@ -184,20 +185,23 @@ f() { field "$S" "$1"; }
 RSS0=$(f server_rss_measure_start_kib)
 RSSMAX=$(f server_rss_measure_max_kib)
 RSSEND=$(f server_rss_measure_end_kib)
-# Largest RSS in the first and the last fifth of the measurement.
-read -r FIRST LAST < <(python3 - "$S" <<'PY'
+# RSS in the first and the last fifth of the measurement: 95th percentile,
+# maximum and median of each.
+read -r FIRST LAST FMAX LMAX FMED LMED < <(python3 - "$S" <<'PY'
 import json, sys
 r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
 marks = r.get("server_rss_marks", {})
 a, b = marks.get("measure"), marks.get("drain")
 pts = r.get("server_rss_timeline", [])
 if a is None or b is None or not pts:
-    print("0 0")
+    print("0 0 0 0 0 0")
     sys.exit()
 w = (b - a) / 5
-first = [p[1] for p in pts if a <= p[0] <= a + w]
-last = [p[1] for p in pts if b - w <= p[0] <= b]
-print(max(first, default=0), max(last, default=0))
+first = sorted(p[1] for p in pts if a <= p[0] <= a + w) or [0]
+last = sorted(p[1] for p in pts if b - w <= p[0] <= b) or [0]
+def q(v, f):
+    return v[min(len(v) - 1, int(f * len(v)))]
+print(q(first, 0.95), q(last, 0.95), first[-1], last[-1], q(first, 0.5), q(last, 0.5))
 PY
 )
 LIMIT=$(awk -v a="$FIRST" -v t="$RSS_TOLERANCE" 'BEGIN { printf "%d", a * t }')
@@ -210,7 +214,7 @@ soak results ($OUT)
   latency            p50 $(f latency_p50_us) us, p99 $(f latency_p99_us) us, p99.9 $(f latency_p99.9_us) us, max $(f latency_max_us) us
   lost/dup/reordered $(f lost) / $(f duplicated) / $(f reordered); misrouted $(f misrouted); connections lost $(f connections_lost)
   server RSS         first $(f server_rss_first_kib) KiB, warm-up end $RSS0 KiB, max after warm-up $RSSMAX KiB, end $RSSEND KiB, peak (HWM) $(f server_rss_hwm_kib) KiB
-  RSS windows        max in the first fifth of the measurement $FIRST KiB, in the last fifth $LAST KiB
+  RSS windows        first / last fifth of the measurement: p95 $FIRST / $LAST KiB, max $FMAX / $LMAX KiB, median $FMED / $LMED KiB
   RSS slope          $(f server_rss_measure_slope_kib_per_min) KiB/min over the measurement
   CPU                loadgen $(f loadgen_cpu_cores_used) cores, server $(f server_cpu_cores_used) cores, others $(f other_processes_cpu_cores_used) cores
 EOF
@@ -230,7 +234,7 @@ ok=1
 judge deliveries $ok "0 lost, duplicated, reordered and misrouted, all drained, no connection closed, server alive ($(f lost)/$(f duplicated)/$(f reordered), correct=$(f correct), alive=$ALIVE)"
 ok=1
 ((FIRST > 0 && LAST > 0 && LAST <= LIMIT)) && ok=0
-judge "RSS flat" $ok "max of the last fifth $LAST KiB <= $RSS_TOLERANCE x max of the first fifth $FIRST KiB = $LIMIT KiB"
+judge "RSS flat" $ok "p95 of the last fifth $LAST KiB <= $RSS_TOLERANCE x p95 of the first fifth $FIRST KiB = $LIMIT KiB"
 # One line in the form scripts/test.sh adds up: the soak counts as one test.
 VERDICT=1
 if ((FAILED == 0)); then
