@@ -67,40 +67,9 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 RESULTS=$OUT/slow-consumer.json
 : >"$RESULTS"
-count() { awk -F, '{n=0; for(i=1;i<=NF;i++){ if($i ~ /-/){split($i,r,"-"); n+=r[2]-r[1]+1} else n++ } print n}' <<<"$1"; }
-
-SERVER_PID=
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
+# shellcheck source=lib/server.sh
+source scripts/lib/server.sh
 trap stop_server EXIT
-
-port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
-
-start_server() { # log name, extra server flags...
-    stop_server
-    local name=$1
-    shift
-    # SO_REUSEPORT: a second server on a busy port would share its traffic.
-    if port_answers; then
-        echo "slow-consumer.sh: something already listens on port $PORT; set PORT" >&2
-        exit 1
-    fi
-    taskset -c "$SERVER_CPUS" "$BIN/shardcast" --listen "127.0.0.1:$PORT" \
-        --cores "$(count "$SERVER_CPUS")" --publish-rate 0 --max-connections-per-ip 0 \
-        --idle-timeout-secs 600 --log warn "$@" >"$OUT/$name.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        if port_answers; then return 0; fi
-        sleep 0.1
-    done
-    echo "slow-consumer.sh: the server did not start (see $OUT/$name.log)" >&2
-    exit 1
-}
 
 # The server's counters, summed over cores: metric NAME FILE.
 metric() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { print s + 0 }' "$2"; }
@@ -109,15 +78,15 @@ run() { # label, file tag, loadgen fanout arguments...
     local label=$1 tag=$2
     shift 2
     echo "== $label" >&2
-    timeout 600 taskset -c "$LOADGEN_CPUS" "$BIN/loadgen" fanout --url "ws://127.0.0.1:$PORT/" \
-        --cores "$(count "$LOADGEN_CPUS")" -s "$SUBSCRIBERS" -t "$TOPICS" -p "$TOPICS" \
+    timeout 600 "${LOADGEN_PIN[@]}" "$BIN/loadgen" fanout --url "ws://127.0.0.1:$PORT/" \
+        --cores "$LOADGEN_CORES" -s "$SUBSCRIBERS" -t "$TOPICS" -p "$TOPICS" \
         --payload "$PAYLOAD" --server-pid "$SERVER_PID" --label "$label" --json -q "$@" \
         >>"$RESULTS"
     curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-$tag.txt" || : >"$OUT/metrics-$tag.txt"
 }
 
 if [[ $RATE == auto ]]; then
-    start_server capacity-server
+    start_server capacity-server --idle-timeout-secs 600
     run capacity capacity --duration 5 --warmup 1
     CAPACITY=$(tail -1 "$RESULTS" | grep -o '"publishes_per_sec":[0-9.]*' | cut -d: -f2)
     RATE=$(awk -v c="$CAPACITY" -v l="$LOAD" 'BEGIN { r = int(c * l); print (r < 1 ? 1 : r) }')
@@ -125,12 +94,12 @@ if [[ $RATE == auto ]]; then
 fi
 
 COMMON=(--rate "$RATE" --warmup "$WARMUP" --duration "$DURATION" --drain-timeout 60)
-start_server baseline-server
+start_server baseline-server --idle-timeout-secs 600
 run "baseline" baseline "${COMMON[@]}"
-start_server stall-close-server
+start_server stall-close-server --idle-timeout-secs 600
 STALL=(--stall 1 --stall-after "$STALL_AFTER" --stall-rcvbuf "$STALL_RCVBUF")
 run "stall 1, close" stall-close "${COMMON[@]}" "${STALL[@]}"
-start_server stall-drop-server --slow-consumer drop
+start_server stall-drop-server --idle-timeout-secs 600 --slow-consumer drop
 run "stall 1, drop" stall-drop "${COMMON[@]}" "${STALL[@]}"
 stop_server
 "$BIN/loadgen" plot "$RESULTS" --out "$OUT" >/dev/null

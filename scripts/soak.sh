@@ -100,23 +100,8 @@ fi
 BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 mkdir -p "$OUT"
 
-# Pin only where there are two CPUs to pin to.
-count() { awk -F, '{n=0; for(i=1;i<=NF;i++){ if($i ~ /-/){split($i,r,"-"); n+=r[2]-r[1]+1} else n++ } print n}' <<<"$1"; }
-if (($(nproc) >= 2)); then
-    SERVER_PIN=(taskset -c "$SERVER_CPUS") LOADGEN_PIN=(taskset -c "$LOADGEN_CPUS")
-    SERVER_CORES=$(count "$SERVER_CPUS") LOADGEN_CORES=$(count "$LOADGEN_CPUS")
-else
-    SERVER_PIN=() LOADGEN_PIN=() SERVER_CORES=1 LOADGEN_CORES=1
-fi
-
-SERVER_PID=
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
+# shellcheck source=lib/server.sh
+source scripts/lib/server.sh
 VERDICT=0
 on_exit() {
     local rc=$?
@@ -125,27 +110,6 @@ on_exit() {
     if [[ $VERDICT == 0 && $rc != 0 ]]; then echo "soak: 0 passed, 1 failed"; fi
 }
 trap on_exit EXIT
-
-port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
-
-start_server() { # log name
-    stop_server
-    # The server binds with SO_REUSEPORT: a second server on a busy port
-    # would silently share its traffic instead of failing.
-    if port_answers; then
-        echo "soak.sh: something already listens on port $PORT; set PORT" >&2
-        exit 1
-    fi
-    "${SERVER_PIN[@]}" "$BIN/shardcast" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" \
-        --publish-rate 0 --max-connections-per-ip 0 --log warn >"$OUT/$1.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        if port_answers; then return 0; fi
-        sleep 0.1
-    done
-    echo "soak.sh: the server did not start (see $OUT/$1.log)" >&2
-    exit 1
-}
 
 # A number from a one-line JSON result (no jq needed): field FILE KEY.
 field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }

@@ -1,0 +1,51 @@
+# Starting and stopping the shardcast server binary for the measuring
+# scripts (soak.sh, slow-consumer.sh). Source it after setting BIN (the
+# binaries' directory), PORT, OUT (server logs go there), SERVER_CPUS and
+# LOADGEN_CPUS (taskset CPU lists); the caller sets its own EXIT trap and
+# calls stop_server in it.
+
+# How many CPUs a taskset list such as "0,2-3" names.
+count() { awk -F, '{n=0; for(i=1;i<=NF;i++){ if($i ~ /-/){split($i,r,"-"); n+=r[2]-r[1]+1} else n++ } print n}' <<<"$1"; }
+
+# Pin only where there are two CPUs to pin to.
+if (($(nproc) >= 2)); then
+    SERVER_PIN=(taskset -c "$SERVER_CPUS") LOADGEN_PIN=(taskset -c "$LOADGEN_CPUS")
+    SERVER_CORES=$(count "$SERVER_CPUS") LOADGEN_CORES=$(count "$LOADGEN_CPUS")
+else
+    SERVER_PIN=() LOADGEN_PIN=() SERVER_CORES=1 LOADGEN_CORES=1
+fi
+
+SERVER_PID=
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+
+port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+# start_server LOG_NAME [server flags...]: starts the server on PORT with the
+# per-connection publish rate and per-address connection cap lifted (a load
+# generator on a few addresses would hit them), waits until it answers.
+start_server() {
+    stop_server
+    local name=$1
+    shift
+    # The server binds with SO_REUSEPORT: a second server on a busy port
+    # would silently share its traffic instead of failing.
+    if port_answers; then
+        echo "$(basename "$0"): something already listens on port $PORT; set PORT" >&2
+        exit 1
+    fi
+    "${SERVER_PIN[@]}" "$BIN/shardcast" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" \
+        --publish-rate 0 --max-connections-per-ip 0 --log warn "$@" >"$OUT/$name.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        if port_answers; then return 0; fi
+        sleep 0.1
+    done
+    echo "$(basename "$0"): the server did not start (see $OUT/$name.log)" >&2
+    exit 1
+}
