@@ -22,7 +22,7 @@ use crate::cli::BroadcastArgs;
 use crate::client::{self, source_for, Flow, Outbox, Target};
 use crate::report::{Progress, Report};
 use crate::runtime::{core_wait, main_wait, spawn_cores};
-use crate::scenario::{open, pool, share, FirstError};
+use crate::scenario::{open, pool, share, spawn_flusher, wind_down, FirstError};
 use crate::stamp::{Finder, Stamp};
 use crate::sys::{self, now_ns, Usage};
 
@@ -114,16 +114,17 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
     let mut tasks = Vec::new();
     let mut upto = 0usize;
     let mut seen = 0u64;
-    let flusher = {
+    let flush = {
         let (sh, me) = (sh.clone(), me.clone());
-        monoio::spawn(async move {
-            while sh.order.load(Ordering::Acquire) & 0xff != DONE {
-                sh.received
-                    .fetch_add(me.pending.replace(0), Ordering::Relaxed);
-                monoio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
+        move || {
+            sh.received
+                .fetch_add(me.pending.replace(0), Ordering::Relaxed);
+        }
     };
+    let flusher = spawn_flusher(flush.clone(), {
+        let sh = sh.clone();
+        move || sh.order.load(Ordering::Acquire) & 0xff == DONE
+    });
     loop {
         core_wait(|| sh.order.load(Ordering::Acquire) != seen).await;
         seen = sh.order.load(Ordering::Acquire);
@@ -198,13 +199,7 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
             _ => {}
         }
     }
-    for &fd in &fds {
-        client::shutdown(fd);
-    }
-    for t in tasks {
-        t.await;
-    }
-    flusher.await;
+    wind_down(&fds, tasks, flusher, flush).await;
 }
 
 fn pct(sorted: &[u64], q: f64) -> f64 {

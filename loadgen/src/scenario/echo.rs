@@ -14,7 +14,7 @@ use crate::cli::{EchoArgs, EchoProtocol};
 use crate::client::{self, source_for, Flow, Outbox, Target};
 use crate::report::{bar, histogram, Progress, Report};
 use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
-use crate::scenario::{open, pool, share, FirstError};
+use crate::scenario::{open, pool, share, spawn_flusher, wind_down, FirstError};
 use crate::stamp::{Finder, Stamp, STAMP_LEN};
 use crate::sys::{self, now_ns, Usage};
 use crate::track::{SeqTrack, Tally};
@@ -147,28 +147,21 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
                     }
                 }));
             }
-            let flusher = {
+            let flush = {
                 let (shared, st) = (shared.clone(), st.clone());
-                monoio::spawn(async move {
-                    while shared.phase() != phase::DONE {
-                        shared
-                            .received
-                            .fetch_add(st.pending.replace(0), Ordering::Relaxed);
-                        monoio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                })
+                move || {
+                    shared
+                        .received
+                        .fetch_add(st.pending.replace(0), Ordering::Relaxed);
+                }
             };
+            let flusher = spawn_flusher(flush.clone(), {
+                let shared = shared.clone();
+                move || shared.phase() == phase::DONE
+            });
             core_wait(|| shared.phase() == phase::DONE).await;
-            for &fd in st.fds.borrow().iter() {
-                client::shutdown(fd);
-            }
-            for t in tasks {
-                t.await;
-            }
-            flusher.await;
-            shared
-                .received
-                .fetch_add(st.pending.replace(0), Ordering::Relaxed);
+            let fds = st.fds.borrow().clone();
+            wind_down(&fds, tasks, flusher, flush).await;
             let hist = st.hist.replace(histogram());
             (hist, st.tally.get(), st.other.get())
         }

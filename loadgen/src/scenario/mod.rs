@@ -9,10 +9,13 @@ pub mod fanout;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use monoio::net::TcpStream;
+use monoio::task::JoinHandle;
 
 use crate::client::{self, Target};
 
@@ -84,6 +87,40 @@ impl FirstError {
     pub fn get(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// Spawns a core's flusher: calls `flush` (which moves the core's count of
+/// received messages to the shared counter) once a millisecond rather than
+/// once a message, until `done()`.
+pub fn spawn_flusher(
+    flush: impl Fn() + 'static,
+    done: impl Fn() -> bool + 'static,
+) -> JoinHandle<()> {
+    monoio::spawn(async move {
+        while !done() {
+            flush();
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+}
+
+/// Ends a core's run: shuts its sockets down so every read loop returns,
+/// waits for the connection tasks and the flusher, then flushes what the
+/// tasks counted last.
+pub async fn wind_down(
+    fds: &[RawFd],
+    tasks: Vec<JoinHandle<()>>,
+    flusher: JoinHandle<()>,
+    flush: impl Fn(),
+) {
+    for &fd in fds {
+        client::shutdown(fd);
+    }
+    for t in tasks {
+        t.await;
+    }
+    flusher.await;
+    flush();
 }
 
 /// The indices of `0..n` core `core` of `cores` handles (round robin).
