@@ -25,9 +25,6 @@ SERVER_CPUS=${SERVER_CPUS:-1}
 LOADGEN_CPUS=${LOADGEN_CPUS:-0}
 DURATION=${DURATION:-5}
 PORT=${PORT:-9301}
-count() { awk -F, '{n=0; for(i=1;i<=NF;i++){ if($i ~ /-/){split($i,r,"-"); n+=r[2]-r[1]+1} else n++ } print n}' <<<"$1"; }
-SERVER_CORES=$(count "$SERVER_CPUS")
-LOADGEN_CORES=$(count "$LOADGEN_CPUS")
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     cargo build --release --locked -p loadgen -p shardcast --examples --bins
@@ -40,33 +37,18 @@ mkdir -p "$OUT"
 RESULTS="$OUT/$STAMP.json"
 : >"$RESULTS"
 
-SERVER_PID=
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
+# shellcheck source=lib/server.sh
+source scripts/lib/server.sh
 trap stop_server EXIT
 
 start_server() { # example name, or "shardcast" for the server binary
-    stop_server
-    local exe="$BIN/examples/$1" extra=()
     if [[ "$1" == shardcast ]]; then
         # No per-connection publish rate limit and no per-IP connection cap:
         # the loadgen's publishers and connections are few addresses.
-        exe="$BIN/shardcast" extra=(--publish-rate 0 --max-connections-per-ip 0)
+        launch_server "$STAMP.$1" "$BIN/shardcast" --publish-rate 0 --max-connections-per-ip 0
+    else
+        launch_server "$STAMP.$1" "$BIN/examples/$1"
     fi
-    taskset -c "$SERVER_CPUS" "$exe" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" "${extra[@]}" \
-        >"$OUT/$STAMP.$1.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "server $1 did not start" >&2
-    exit 1
 }
 
 run() { # label, loadgen arguments...
@@ -74,7 +56,7 @@ run() { # label, loadgen arguments...
     shift
     echo "== $label" >&2
     # A failed run is reported and the suite goes on.
-    timeout 300 taskset -c "$LOADGEN_CPUS" "$BIN/loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
+    timeout 300 "${LOADGEN_PIN[@]}" "$BIN/loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
         --cores "$LOADGEN_CORES" --server-pid "$SERVER_PID" --label "$label" --json \
         | tee -a "$RESULTS" || echo "!! $label failed" >&2
 }

@@ -1,5 +1,5 @@
-# Starting and stopping the shardcast server binary for the measuring
-# scripts (soak.sh, slow-consumer.sh). Source it after setting BIN (the
+# Starting and stopping the server under test for the measuring scripts
+# (bench.sh, soak.sh, slow-consumer.sh). Source it after setting BIN (the
 # binaries' directory), PORT, OUT (server logs go there), SERVER_CPUS and
 # LOADGEN_CPUS (taskset CPU lists); the caller sets its own EXIT trap and
 # calls stop_server in it.
@@ -26,21 +26,27 @@ stop_server() {
 
 port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
-# start_server LOG_NAME [server flags...]: starts the server on PORT with the
-# per-connection publish rate and per-address connection cap lifted (a load
-# generator on a few addresses would hit them), waits until it answers.
-start_server() {
+# launch_server LOG_NAME EXECUTABLE [flags...]: starts a server (the
+# shardcast binary or an example) pinned to SERVER_CPUS on PORT, logging to
+# OUT/LOG_NAME.log, and waits until it answers.
+launch_server() {
     stop_server
-    local name=$1
-    shift
+    local name=$1 exe=$2
+    shift 2
     # The server binds with SO_REUSEPORT: a second server on a busy port
-    # would silently share its traffic instead of failing.
+    # would silently share its traffic instead of failing. A server just
+    # stopped may still answer for a moment: its io_uring ring, which holds
+    # the listening socket, is torn down after the process exits.
+    for _ in $(seq 30); do
+        port_answers || break
+        sleep 0.1
+    done
     if port_answers; then
         echo "$(basename "$0"): something already listens on port $PORT; set PORT" >&2
         exit 1
     fi
-    "${SERVER_PIN[@]}" "$BIN/shardcast" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" \
-        --publish-rate 0 --max-connections-per-ip 0 --log warn "$@" >"$OUT/$name.log" 2>&1 &
+    "${SERVER_PIN[@]}" "$exe" --listen "127.0.0.1:$PORT" --cores "$SERVER_CORES" "$@" \
+        >"$OUT/$name.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
         if port_answers; then return 0; fi
@@ -48,4 +54,13 @@ start_server() {
     done
     echo "$(basename "$0"): the server did not start (see $OUT/$name.log)" >&2
     exit 1
+}
+
+# start_server LOG_NAME [server flags...]: the shardcast binary, with the
+# per-connection publish rate and per-address connection cap lifted (a load
+# generator on a few addresses would hit them).
+start_server() {
+    local name=$1
+    shift
+    launch_server "$name" "$BIN/shardcast" --publish-rate 0 --max-connections-per-ip 0 --log warn "$@"
 }

@@ -29,14 +29,14 @@ use crate::cli::FanoutArgs;
 use crate::client::{self, source_for, End, Flow, Outbox, Reader, Target};
 use crate::report::{bar, histogram, Progress, Report};
 use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
-use crate::scenario::{open, pool, share, spawn_flusher, wind_down, FirstError};
+use crate::scenario::{open_with_rcvbuf, pool, share, spawn_flusher, wind_down, FirstError};
 use crate::stamp::{Finder, Stamp, STAMP_LEN};
 use crate::sys::{self, now_ns, Usage};
 use crate::track::{Arrival, SeqTrack, Tally};
 
 mod stall;
 pub use stall::stalled_ids;
-use stall::{open_with_rcvbuf, report_stalled, stalled_settled, stalled_subscriber, Slot, Stall};
+use stall::{report_stalled, stalled_settled, stalled_subscriber, Slot, Stall};
 
 /// Publishes queued per write when the window allows.
 const BATCH: u64 = 16;
@@ -377,12 +377,11 @@ async fn core_main(
         move |k| {
             let (plan, src, id) = (plan.clone(), source_for(&sources, ids[k]), ids[k]);
             async move {
-                match plan.stall_rcvbuf {
-                    Some(n) if plan.stalled.binary_search(&id).is_ok() => {
-                        open_with_rcvbuf(&plan.target, src, n).await
-                    }
-                    _ => open(&plan.target, src).await,
-                }
+                // Only the subscribers that will stall get the fixed buffer.
+                let rcvbuf = plan
+                    .stall_rcvbuf
+                    .filter(|_| plan.stalled.binary_search(&id).is_ok());
+                open_with_rcvbuf(&plan.target, src, rcvbuf).await
             }
         }
     })

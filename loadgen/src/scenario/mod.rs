@@ -61,7 +61,20 @@ where
 /// # Errors
 /// The connect or handshake error, as text.
 pub async fn open(target: &Target, src: Option<IpAddr>) -> Result<(TcpStream, Vec<u8>), String> {
-    let mut s = client::connect(target.addr, src)
+    open_with_rcvbuf(target, src, None).await
+}
+
+/// [`open`], with the socket's receive buffer fixed at `rcvbuf` bytes when
+/// given (see [`client::connect_with_rcvbuf`]).
+///
+/// # Errors
+/// The connect or handshake error, as text.
+pub async fn open_with_rcvbuf(
+    target: &Target,
+    src: Option<IpAddr>,
+    rcvbuf: Option<usize>,
+) -> Result<(TcpStream, Vec<u8>), String> {
+    let mut s = client::connect_with_rcvbuf(target.addr, src, rcvbuf)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
     let rest = client::handshake(&mut s, target)

@@ -8,7 +8,7 @@ use shardcast::proto::Limits;
 
 use super::{subscribe, Inbox, Kind, Plan};
 use crate::cli::FanoutArgs;
-use crate::client::{self, End, Flow, Outbox, Reader, Target};
+use crate::client::{End, Flow, Outbox, Reader};
 use crate::report::Report;
 use crate::runtime::{core_wait, phase, Shared};
 use crate::sys::now_ns;
@@ -55,21 +55,6 @@ impl Slot {
     fn set_end(&self, e: String) {
         *self.end.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
     }
-}
-
-/// [`open`] with a fixed receive buffer.
-pub(super) async fn open_with_rcvbuf(
-    target: &Target,
-    src: Option<std::net::IpAddr>,
-    rcvbuf: usize,
-) -> Result<(monoio::net::TcpStream, Vec<u8>), String> {
-    let mut s = client::connect_with_rcvbuf(target.addr, src, Some(rcvbuf))
-        .await
-        .map_err(|e| format!("connect {}: {e}", target.addr))?;
-    let rest = client::handshake(&mut s, target)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    Ok((s, rest))
 }
 
 /// A subscriber that stops reading when `stall.now` is set (after the
