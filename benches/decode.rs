@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardcast::proto::decode::{Decoded, Decoder, Limits, Message, Role};
+use shardcast::proto::decode::{Decoded, Decoder, Incoming, Limits, Role};
 use shardcast::proto::frame::{encode_frame, OpCode};
 use shardcast::proto::mask;
 
@@ -30,8 +30,8 @@ fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 fn decode_len(decoder: &mut Decoder, frame: &mut [u8], limits: &Limits) -> usize {
     match decoder.decode(frame, limits) {
         Ok(Decoded::Message { message, .. }) => match message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
+            Incoming::Text(t) => t.len(),
+            Incoming::Binary(b) => b.len(),
             _ => unreachable!(),
         },
         other => panic!("{other:?}"),

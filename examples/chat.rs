@@ -20,6 +20,7 @@ struct Member {
 
 impl Handler for Chat {
     type Data = Member;
+    type Local = ();
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<Member, Rejection> {
         let room = req.request().path().trim_start_matches('/');

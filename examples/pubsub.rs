@@ -38,6 +38,7 @@ thread_local! {
 
 impl Handler for PubSub {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())

@@ -21,6 +21,7 @@ struct Shootout;
 
 impl Handler for Shootout {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())

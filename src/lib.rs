@@ -2,61 +2,81 @@
 //!
 //! # Layout
 //!
-//! - [`proto`]: the sans-IO WebSocket protocol core (RFC 6455): handshake
-//!   bytes, frame codec, SIMD unmasking, incremental UTF-8 validation and
-//!   close codes. No sockets, no runtime; bytes in, events out.
-//! - [`pubsub`]: the per-core topic registry and the lock-free cross-core
-//!   interest table (no I/O).
-//! - `shard`: one pinned thread per core with its own monoio runtime,
-//!   SO_REUSEPORT listener, connection slab, timer wheel and inbox; the
-//!   [`Server`] and its thread-safe [`ServerHandle`].
-//! - `conn`: one connection: readiness-driven reads into the core's scratch
-//!   buffer, the outbox and its gathered writes.
-//! - [`handler`]: the embedding API, [`Handler`] and [`Ws`].
+//! Data crosses the engine one way, and each module imports only modules
+//! below it in this list:
+//!
+//! ```text
+//! socket ─▶ io (task, accept, dispatch) ─▶ api (Handler, Ws) ─▶ state (Core)
+//!        ─▶ handle ─▶ fanout ─▶ mesh ─▶ conn (table, outbox) ─▶ socket
+//! ```
+//!
+//! - `engine`: [`Server::start`]: binds the listeners, starts one pinned
+//!   thread per core with its own monoio runtime, and runs each core's
+//!   tasks (accept loop, inbox, flusher, ticker).
+//! - `io`: one connection's task: readiness-driven reads into the core's
+//!   scratch buffer, the answer to the HTTP request (plain HTTP, rejection
+//!   or upgrade) and the dispatch of decoded messages to callbacks.
+//! - `api`: the embedding API: [`Handler`], [`Ws`], [`HttpCtx`] and the
+//!   request and response types.
+//! - `state`: one core's state: connection table, topics, the
+//!   application's [`Handler::Local`], and the one way to publish.
+//! - `handle`: [`ServerHandle`], usable from any thread.
+//! - `fanout`: local delivery and the one function that hands a frame to
+//!   the other interested cores.
+//! - `mesh`: between cores: lock-free mailboxes, their messages, counted
+//!   publishes.
+//! - `conn`: one core's connections: [`ConnId`], the table with each
+//!   connection's lifecycle and deadlines, the outbox and its gathered
+//!   writes.
+//! - [`stats`]: per-core counters.
+//! - [`pubsub`]: the topic registry and the cross-core interest table (no
+//!   I/O).
+//! - [`proto`]: the sans-IO WebSocket protocol (RFC 6455): handshake bytes,
+//!   frame codec, SIMD unmasking, incremental UTF-8 validation, close codes.
+//! - `sys`: the few raw socket calls.
 //! - [`config`]: [`Config`] with every limit and its default.
 //! - [`alloc`]: the mimalloc setting the binaries use so that memory freed
 //!   after a burst of connections goes back to the system.
 //! - [`server`] (feature `server`, on by default): the standalone server
-//!   behind the `shardcast` binary: JSON protocol, HTTP API, auth, limits,
-//!   metrics, status page.
+//!   behind the `shardcast` binary, written against the public API above
+//!   like any other application.
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
+// Lets the standalone server (`server/`) name the engine as `shardcast::`,
+// the way an application does.
+extern crate self as shardcast;
 
 pub mod alloc;
+mod api;
 pub mod config;
 mod conn;
-pub mod handler;
+mod engine;
+mod fanout;
+mod handle;
+mod io;
+mod mesh;
 pub mod proto;
 pub mod pubsub;
 #[cfg(feature = "server")]
 pub mod server;
-mod shard;
+mod state;
+pub mod stats;
+mod sys;
 
+pub use api::{
+    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, UpgradeRequest,
+    Ws,
+};
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{ConnId, SendStatus};
-pub use handler::{
-    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, PublishResult, Rejection,
-    UpgradeRequest, Ws,
-};
+pub use engine::Server;
+pub use fanout::PublishResult;
+pub use handle::{DriverKind, HandleError, ServerHandle};
+pub use mesh::{CoreView, PublishReport};
 pub use proto::{CloseCode, PreparedFrame};
-pub use shard::{
-    CoreStats, CoreView, DriverKind, HandleError, MemoryGauges, PublishReport, Server,
-    ServerHandle, StatsSnapshot,
-};
-
-/// The pure parsers of the server's inputs, for the fuzz targets in
-/// `fuzz/`: the same functions the server runs, not a stable API.
-#[doc(hidden)]
-#[cfg(feature = "server")]
-pub mod fuzzing {
-    pub use crate::server::command::{
-        error_json, parse_command, reply_json, topics_reply_json, Command, Op, ProtocolError,
-    };
-    pub use crate::server::http::{
-        endpoint, parse_publish_body, presented_key, Endpoint, HttpError, PublishBody, PublishItem,
-    };
-    pub use crate::server::protocol::message_frame;
-}
+pub use stats::{CoreStats, MemoryGauges, StatsSnapshot};
 
 /// The README's examples compile as doctests.
 #[doc = include_str!("../README.md")]

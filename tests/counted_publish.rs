@@ -15,6 +15,7 @@ struct Counting;
 
 impl Handler for Counting {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())
@@ -23,7 +24,7 @@ impl Handler for Counting {
     fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
         let Message::Text(text) = msg else { return };
         if text == "core" {
-            let s = ws.shard().to_string();
+            let s = ws.core().to_string();
             ws.send_text(&s);
         } else if let Some(t) = text.strip_prefix("sub:") {
             ws.subscribe(t);
@@ -40,7 +41,7 @@ impl Handler for Counting {
         }
     }
 
-    fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
+    fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {
         let path = req.request().path().trim_start_matches('/').to_owned();
         if path == "later" {
             let responder = ctx.defer();

@@ -147,6 +147,7 @@ struct Careless;
 
 impl shardcast::Handler for Careless {
     type Data = ();
+    type Local = ();
     fn upgrade(
         &self,
         _req: &mut shardcast::UpgradeRequest<'_>,
@@ -156,7 +157,7 @@ impl shardcast::Handler for Careless {
     fn http(
         &self,
         _req: &shardcast::HttpRequest<'_>,
-        _ctx: &mut shardcast::HttpCtx<'_>,
+        _ctx: &mut shardcast::HttpCtx<'_, Self>,
     ) -> shardcast::HttpResponse {
         let mut r = shardcast::HttpResponse::text(200, "x");
         r.headers

@@ -24,6 +24,7 @@ struct Faulty {
 
 impl Handler for Faulty {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())

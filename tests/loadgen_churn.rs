@@ -91,6 +91,7 @@ struct Leaky {
 
 impl Handler for Leaky {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())
@@ -102,7 +103,7 @@ impl Handler for Leaky {
         let topics = v["topics"].as_array().cloned().unwrap_or_default();
         for topic in &topics {
             if ws.subscribe(topic.as_str().unwrap_or("")) {
-                self.counters[ws.shard()]
+                self.counters[ws.core()]
                     .subscriptions
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -111,7 +112,7 @@ impl Handler for Leaky {
         ws.send_text(&ack.to_string());
     }
 
-    fn http(&self, _req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
+    fn http(&self, _req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {
         HttpResponse::new(
             200,
             "text/plain",

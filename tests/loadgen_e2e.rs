@@ -14,6 +14,7 @@ struct Echo;
 
 impl Handler for Echo {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())
@@ -143,6 +144,7 @@ struct Shootout;
 
 impl Handler for Shootout {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())

@@ -13,6 +13,7 @@ struct Ids(Arc<Mutex<Vec<ConnId>>>);
 
 impl Handler for Ids {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())

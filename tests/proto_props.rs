@@ -1,7 +1,7 @@
 //! Verifies that the frame decoder yields the same messages however a stream is fragmented and chunked, that every frame encodes and decodes back to itself in both roles, and that arbitrary bytes never make it panic.
 
 use proptest::prelude::*;
-use shardcast::proto::decode::{Decoded, Decoder, Limits, Message, OwnedMessage, Reply, Role};
+use shardcast::proto::decode::{Decoded, Decoder, Incoming, Limits, OwnedIncoming, Reply, Role};
 use shardcast::proto::frame::{encode_frame, FrameHeader, OpCode, PreparedFrame, MAX_HEADER_LEN};
 use shardcast::proto::{CloseCode, ProtocolError};
 
@@ -9,9 +9,9 @@ use shardcast::proto::{CloseCode, ProtocolError};
 /// control frames sent after each non-final fragment.
 #[derive(Debug, Clone)]
 struct Planned {
-    msg: OwnedMessage,
+    msg: OwnedIncoming,
     cuts: Vec<usize>,
-    between: Vec<Vec<OwnedMessage>>,
+    between: Vec<Vec<OwnedIncoming>>,
 }
 
 fn payload_len() -> impl Strategy<Value = usize> {
@@ -31,19 +31,19 @@ fn text() -> impl Strategy<Value = String> {
     })
 }
 
-fn control() -> impl Strategy<Value = OwnedMessage> {
+fn control() -> impl Strategy<Value = OwnedIncoming> {
     prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..=125).prop_map(OwnedMessage::Ping),
-        prop::collection::vec(any::<u8>(), 0..=125).prop_map(OwnedMessage::Pong),
+        prop::collection::vec(any::<u8>(), 0..=125).prop_map(OwnedIncoming::Ping),
+        prop::collection::vec(any::<u8>(), 0..=125).prop_map(OwnedIncoming::Pong),
     ]
 }
 
 fn planned() -> impl Strategy<Value = Planned> {
     let data = prop_oneof![
-        text().prop_map(OwnedMessage::Text),
+        text().prop_map(OwnedIncoming::Text),
         payload_len()
             .prop_flat_map(|n| prop::collection::vec(any::<u8>(), n))
-            .prop_map(OwnedMessage::Binary),
+            .prop_map(OwnedIncoming::Binary),
     ];
     (
         data,
@@ -52,8 +52,8 @@ fn planned() -> impl Strategy<Value = Planned> {
     )
         .prop_map(|(msg, cut_at, between)| {
             let len = match &msg {
-                OwnedMessage::Text(t) => t.len(),
-                OwnedMessage::Binary(b) => b.len(),
+                OwnedIncoming::Text(t) => t.len(),
+                OwnedIncoming::Binary(b) => b.len(),
                 _ => unreachable!(),
             };
             let mut cuts: Vec<usize> = cut_at.iter().map(|i| i.index(len + 1)).collect();
@@ -69,7 +69,7 @@ fn encode_plan(
     plan: &[Planned],
     close: &Option<(u16, String)>,
     role: Role,
-) -> (Vec<u8>, Vec<OwnedMessage>) {
+) -> (Vec<u8>, Vec<OwnedIncoming>) {
     let mask = || match role {
         Role::Server => Some(shardcast::proto::frame::random_mask()),
         Role::Client => None,
@@ -78,8 +78,8 @@ fn encode_plan(
     let mut expect = Vec::new();
     for p in plan {
         let (opcode, payload) = match &p.msg {
-            OwnedMessage::Text(t) => (OpCode::Text, t.as_bytes()),
-            OwnedMessage::Binary(b) => (OpCode::Binary, &b[..]),
+            OwnedIncoming::Text(t) => (OpCode::Text, t.as_bytes()),
+            OwnedIncoming::Binary(b) => (OpCode::Binary, &b[..]),
             _ => unreachable!(),
         };
         let mut bounds = vec![0];
@@ -99,8 +99,8 @@ fn encode_plan(
             if !fin {
                 for c in &p.between[i] {
                     let (op, body) = match c {
-                        OwnedMessage::Ping(b) => (OpCode::Ping, b),
-                        OwnedMessage::Pong(b) => (OpCode::Pong, b),
+                        OwnedIncoming::Ping(b) => (OpCode::Ping, b),
+                        OwnedIncoming::Pong(b) => (OpCode::Pong, b),
                         _ => unreachable!(),
                     };
                     encode_frame(&mut out, true, op, body, mask());
@@ -114,7 +114,7 @@ fn encode_plan(
         let mut body = code.to_be_bytes().to_vec();
         body.extend_from_slice(reason.as_bytes());
         encode_frame(&mut out, true, OpCode::Close, &body, mask());
-        expect.push(OwnedMessage::Close(Some((
+        expect.push(OwnedIncoming::Close(Some((
             CloseCode(*code),
             reason.clone(),
         ))));
@@ -128,7 +128,7 @@ fn decode_chunked(
     limits: &Limits,
     bytes: &[u8],
     chunks: &[usize],
-) -> Result<Vec<OwnedMessage>, ProtocolError> {
+) -> Result<Vec<OwnedIncoming>, ProtocolError> {
     let mut buf = Vec::new();
     let out = feed(role, limits, bytes, chunks, &mut buf)?;
     assert!(buf.is_empty(), "{} bytes left over", buf.len());
@@ -145,7 +145,7 @@ fn feed(
     bytes: &[u8],
     chunks: &[usize],
     buf: &mut Vec<u8>,
-) -> Result<Vec<OwnedMessage>, ProtocolError> {
+) -> Result<Vec<OwnedIncoming>, ProtocolError> {
     let mut decoder = Decoder::new(role);
     let mut out = Vec::new();
     let mut pos = 0;
@@ -166,11 +166,11 @@ fn feed(
                 } => {
                     assert!(consumed > 0 && consumed <= before);
                     match (&message, reply) {
-                        (Message::Ping(p), r) => assert_eq!(r, Some(Reply::Pong(p))),
-                        (Message::Close(None), r) => {
+                        (Incoming::Ping(p), r) => assert_eq!(r, Some(Reply::Pong(p))),
+                        (Incoming::Close(None), r) => {
                             assert_eq!(r, Some(Reply::Close(CloseCode::NORMAL, "")))
                         }
-                        (Message::Close(Some(c)), r) => {
+                        (Incoming::Close(Some(c)), r) => {
                             assert_eq!(r, Some(Reply::Close(c.code, c.reason)))
                         }
                         (_, r) => assert_eq!(r, None),
@@ -288,24 +288,24 @@ proptest! {
                 while t.len() < len {
                     t.push('z');
                 }
-                (t.clone().into_bytes(), OwnedMessage::Text(t))
+                (t.clone().into_bytes(), OwnedIncoming::Text(t))
             }
             OpCode::Binary => {
                 let b: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-                (b.clone(), OwnedMessage::Binary(b))
+                (b.clone(), OwnedIncoming::Binary(b))
             }
             OpCode::Ping | OpCode::Pong => {
                 let b: Vec<u8> = (0..len.min(125)).map(|_| rng.u8(..)).collect();
-                (b.clone(), if op == OpCode::Ping { OwnedMessage::Ping(b) } else { OwnedMessage::Pong(b) })
+                (b.clone(), if op == OpCode::Ping { OwnedIncoming::Ping(b) } else { OwnedIncoming::Pong(b) })
             }
             _ => {
                 let reason = "é".repeat(len.min(123) / 2);
                 let mut body = 1000u16.to_be_bytes().to_vec();
                 body.extend_from_slice(reason.as_bytes());
                 if len == 0 {
-                    (Vec::new(), OwnedMessage::Close(None))
+                    (Vec::new(), OwnedIncoming::Close(None))
                 } else {
-                    (body, OwnedMessage::Close(Some((CloseCode(1000), reason))))
+                    (body, OwnedIncoming::Close(Some((CloseCode(1000), reason))))
                 }
             }
         };
@@ -317,11 +317,11 @@ proptest! {
         if role == Role::Client {
             // A prepared (server) frame decodes the same.
             let prepared = match &expect {
-                OwnedMessage::Text(t) => PreparedFrame::text(t),
-                OwnedMessage::Binary(b) => PreparedFrame::binary(b),
-                OwnedMessage::Ping(b) => PreparedFrame::ping(b),
-                OwnedMessage::Pong(b) => PreparedFrame::pong(b),
-                OwnedMessage::Close(Some((code, reason))) => PreparedFrame::close(*code, reason),
+                OwnedIncoming::Text(t) => PreparedFrame::text(t),
+                OwnedIncoming::Binary(b) => PreparedFrame::binary(b),
+                OwnedIncoming::Ping(b) => PreparedFrame::ping(b),
+                OwnedIncoming::Pong(b) => PreparedFrame::pong(b),
+                OwnedIncoming::Close(Some((code, reason))) => PreparedFrame::close(*code, reason),
                 _ => PreparedFrame::close(CloseCode::NO_STATUS, ""),
             };
             prop_assert_eq!(prepared.as_bytes().as_ref(), &frame[..]);

@@ -8,6 +8,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     type Data = ();
+    type Local = ();
 
     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
         Ok(())

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardcast::proto::decode::{Decoded, Decoder, Limits, Message, Role};
+use shardcast::proto::decode::{Decoded, Decoder, Limits, Incoming, Role};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -49,7 +49,7 @@ fn run(role: Role, limits: &Limits, stream: &[u8], chunks: &[usize]) {
                     consumed, message, ..
                 }) => {
                     assert!(consumed > 0 && consumed <= held);
-                    if let Message::Text(t) = message {
+                    if let Incoming::Text(t) = message {
                         // The decoder hands out text it vouches for.
                         assert!(std::str::from_utf8(t.as_bytes()).is_ok());
                     }

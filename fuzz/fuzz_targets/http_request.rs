@@ -20,7 +20,7 @@ mod common;
 
 use common::{is_slice_of, json, same, same_opt};
 use libfuzzer_sys::fuzz_target;
-use shardcast::fuzzing::{
+use shardcast::server::fuzzing::{
     endpoint, message_frame, parse_publish_body, presented_key, Endpoint, HttpError,
 };
 use shardcast::proto::handshake::{parse_request, BodyError, HandshakeLimits, Parsed, Request};

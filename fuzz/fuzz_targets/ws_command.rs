@@ -15,8 +15,8 @@ mod common;
 
 use common::{is_slice_of, json, same, same_opt};
 use libfuzzer_sys::fuzz_target;
-use shardcast::fuzzing::{
-    message_frame, parse_command, reply_json, topics_reply_json, Command, Op, ProtocolError,
+use shardcast::server::fuzzing::{
+    message_frame, parse_command, reply_json, topics_reply_json, Command, Op, CommandError,
 };
 use simd_json::prelude::*;
 use simd_json::OwnedValue;
@@ -107,7 +107,7 @@ fn check_command(input: &[u8], cmd: &Command<'_>) {
     ));
 }
 
-fn check_error(input: &[u8], e: &ProtocolError<'_>) {
+fn check_error(input: &[u8], e: &CommandError<'_>) {
     let out = e.to_json();
     let text = std::str::from_utf8(&out).expect("the error frame is UTF-8");
     let back = json(&out).unwrap_or_else(|| panic!("the error frame is JSON: {text}"));

@@ -10,7 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 use shardcast::proto::encode::{encode_frame, random_mask};
 use shardcast::proto::handshake::{ClientHandshake, Parsed};
-use shardcast::proto::{Decoded, Decoder, Limits, Message, OpCode, Reply, Role};
+use shardcast::proto::{Decoded, Decoder, Incoming, Limits, OpCode, Reply, Role};
 
 /// Where to connect: a `ws://host:port/path` URL, resolved once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,7 +382,7 @@ impl Reader {
                                 outbox.push(OpCode::Close, &code.0.to_be_bytes());
                                 let _ = outbox.flush().await;
                                 let code = match message {
-                                    Message::Close(Some(f)) => Some(f.code.0),
+                                    Incoming::Close(Some(f)) => Some(f.code.0),
                                     _ => None,
                                 };
                                 return End::Closed(code);
@@ -390,8 +390,8 @@ impl Reader {
                             None => {}
                         }
                         let payload = match message {
-                            Message::Text(t) => t.as_bytes(),
-                            Message::Binary(b) => b,
+                            Incoming::Text(t) => t.as_bytes(),
+                            Incoming::Binary(b) => b,
                             _ => continue,
                         };
                         if on_msg(outbox, payload, now) == Flow::Stop {

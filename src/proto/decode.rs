@@ -6,7 +6,7 @@
 //! [`Decoder::decode`] on it until it returns [`Decoded::Incomplete`]:
 //!
 //! ```
-//! use shardcast::proto::decode::{Decoded, Decoder, Limits, Message, Role};
+//! use shardcast::proto::decode::{Decoded, Decoder, Limits, Incoming, Role};
 //!
 //! let limits = Limits::default();
 //! let mut decoder = Decoder::new(Role::Server);
@@ -15,7 +15,7 @@
 //! loop {
 //!     match decoder.decode(&mut buf, &limits) {
 //!         Ok(Decoded::Message { consumed, message, reply }) => {
-//!             assert_eq!(message, Message::Text("Hello"));
+//!             assert_eq!(message, Incoming::Text("Hello"));
 //!             assert!(reply.is_none()); // a Ping or Close would need an answer
 //!             buf.drain(..consumed);
 //!         }
@@ -71,7 +71,7 @@ pub struct Limits {
     pub max_message_size: usize,
     /// RSV1 is allowed on the first frame of a data message, because
     /// permessage-deflate (RFC 7692) was negotiated; such messages come out
-    /// as [`Message::Compressed`]. Default: false.
+    /// as [`Incoming::Compressed`]. Default: false.
     pub allow_rsv1: bool,
 }
 
@@ -113,7 +113,7 @@ impl Limits {
 /// A decoded message. Borrows the caller's input (single-frame messages and
 /// control frames: no copy) or the decoder's reassembly buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
+pub enum Incoming<'a> {
     /// A text message, valid UTF-8.
     Text(&'a str),
     /// A binary message.
@@ -139,17 +139,17 @@ pub enum Message<'a> {
     },
 }
 
-impl Message<'_> {
+impl Incoming<'_> {
     /// Copies the message out of the borrowed input, e.g. to keep it past
     /// the next [`Decoder::decode`] call or send it to another thread.
-    pub fn to_owned_message(&self) -> OwnedMessage {
+    pub fn to_owned_incoming(&self) -> OwnedIncoming {
         match *self {
-            Message::Text(t) => OwnedMessage::Text(t.to_owned()),
-            Message::Binary(b) => OwnedMessage::Binary(b.to_vec()),
-            Message::Ping(b) => OwnedMessage::Ping(b.to_vec()),
-            Message::Pong(b) => OwnedMessage::Pong(b.to_vec()),
-            Message::Close(c) => OwnedMessage::Close(c.map(|c| (c.code, c.reason.to_owned()))),
-            Message::Compressed { opcode, payload } => OwnedMessage::Compressed {
+            Incoming::Text(t) => OwnedIncoming::Text(t.to_owned()),
+            Incoming::Binary(b) => OwnedIncoming::Binary(b.to_vec()),
+            Incoming::Ping(b) => OwnedIncoming::Ping(b.to_vec()),
+            Incoming::Pong(b) => OwnedIncoming::Pong(b.to_vec()),
+            Incoming::Close(c) => OwnedIncoming::Close(c.map(|c| (c.code, c.reason.to_owned()))),
+            Incoming::Compressed { opcode, payload } => OwnedIncoming::Compressed {
                 opcode,
                 payload: payload.to_vec(),
             },
@@ -157,9 +157,9 @@ impl Message<'_> {
     }
 }
 
-/// A [`Message`] that owns its payload.
+/// A [`Incoming`] that owns its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedMessage {
+pub enum OwnedIncoming {
     /// A text message.
     Text(String),
     /// A binary message.
@@ -170,7 +170,7 @@ pub enum OwnedMessage {
     Pong(Vec<u8>),
     /// A close frame's status code and reason, if it carried a code.
     Close(Option<(CloseCode, String)>),
-    /// A compressed data message (see [`Message::Compressed`]).
+    /// A compressed data message (see [`Incoming::Compressed`]).
     Compressed {
         /// [`OpCode::Text`] or [`OpCode::Binary`].
         opcode: OpCode,
@@ -179,9 +179,9 @@ pub enum OwnedMessage {
     },
 }
 
-impl From<Message<'_>> for OwnedMessage {
-    fn from(m: Message<'_>) -> Self {
-        m.to_owned_message()
+impl From<Incoming<'_>> for OwnedIncoming {
+    fn from(m: Incoming<'_>) -> Self {
+        m.to_owned_incoming()
     }
 }
 
@@ -221,7 +221,7 @@ pub enum Decoded<'a> {
         /// absorbed before it) took; drop them before the next call.
         consumed: usize,
         /// The message.
-        message: Message<'a>,
+        message: Incoming<'a>,
         /// The answer the peer is owed, if any.
         reply: Option<Reply<'a>>,
     },
@@ -379,9 +379,9 @@ impl Decoder {
             let message = if is_text {
                 // SAFETY: just checked: all ASCII per `mask::unmask_text`, or
                 // accepted by `utf8::validate`.
-                Message::Text(unsafe { str_unchecked(payload) })
+                Incoming::Text(unsafe { str_unchecked(payload) })
             } else {
-                Message::Binary(payload)
+                Incoming::Binary(payload)
             };
             return Ok(Decoded::Message {
                 consumed: len,
@@ -409,11 +409,11 @@ impl Decoder {
                 // whole payload, in this call: all ASCII per
                 // `mask::unmask_text`, or accepted by `utf8::validate`.
                 let text = unsafe { str_unchecked(&frame[head..]) };
-                (Message::Text(text), None)
+                (Incoming::Text(text), None)
             }
-            Out::Binary { head } => (Message::Binary(&frame[head..]), None),
+            Out::Binary { head } => (Incoming::Binary(&frame[head..]), None),
             Out::Compressed { opcode, head } => (
-                Message::Compressed {
+                Incoming::Compressed {
                     opcode,
                     payload: &frame[head..],
                 },
@@ -422,8 +422,8 @@ impl Decoder {
             Out::Control { opcode, head } => {
                 let payload = &frame[head..];
                 match opcode {
-                    OpCode::Ping => (Message::Ping(payload), Some(Reply::Pong(payload))),
-                    OpCode::Pong => (Message::Pong(payload), None),
+                    OpCode::Ping => (Incoming::Ping(payload), Some(Reply::Pong(payload))),
+                    OpCode::Pong => (Incoming::Pong(payload), None),
                     _ => match CloseFrame::parse(payload) {
                         Ok(close) => {
                             self.closed = true;
@@ -433,7 +433,7 @@ impl Decoder {
                                 Some(c) => Reply::Close(c.code, c.reason),
                                 None => Reply::Close(CloseCode::NORMAL, ""),
                             };
-                            (Message::Close(close), Some(reply))
+                            (Incoming::Close(close), Some(reply))
                         }
                         Err(e) => return Err(self.fail(e)),
                     },
@@ -445,7 +445,7 @@ impl Decoder {
                     .as_deref()
                     .expect("a reassembled message has its buffer");
                 let message = if r.compressed {
-                    Message::Compressed {
+                    Incoming::Compressed {
                         opcode: r.opcode,
                         payload: &r.payload,
                     }
@@ -455,9 +455,9 @@ impl Decoder {
                     // the message ends on a code point; or, if any fragment
                     // was partly fed by an earlier call (`r.recheck`),
                     // `utf8::validate` accepted the whole payload.
-                    Message::Text(unsafe { str_unchecked(&r.payload) })
+                    Incoming::Text(unsafe { str_unchecked(&r.payload) })
                 } else {
-                    Message::Binary(&r.payload)
+                    Incoming::Binary(&r.payload)
                 };
                 (message, None)
             }

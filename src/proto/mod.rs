@@ -13,6 +13,6 @@ pub mod mask;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use decode::{Decoded, Decoder, Limits, Message, OwnedMessage, Reply, Role};
+pub use decode::{Decoded, Decoder, Incoming, Limits, OwnedIncoming, Reply, Role};
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, OpCode, PreparedFrame, MAX_HEADER_LEN};

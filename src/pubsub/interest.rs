@@ -83,11 +83,74 @@ impl InterestTable {
         }
     }
 
+    /// The cores interested in `bucket`, read once: a publisher that must
+    /// know how many cores it sends to (a counted publish) counts and sends
+    /// to the same set. No allocation up to 64 cores.
+    pub fn snapshot(&self, bucket: usize) -> CoreSet {
+        let start = bucket * self.words_per_bucket;
+        let words = &self.bits[start..start + self.words_per_bucket];
+        CoreSet {
+            first: words[0].load(Ordering::Acquire),
+            rest: words[1..]
+                .iter()
+                .map(|w| w.load(Ordering::Acquire))
+                .collect(),
+        }
+    }
+
     fn word(&self, bucket: usize, core: usize) -> (usize, u64) {
         (
             bucket * self.words_per_bucket + core / 64,
             1u64 << (core % 64),
         )
+    }
+}
+
+/// A set of cores read from an [`InterestTable`] bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreSet {
+    first: u64,
+    rest: Vec<u64>,
+}
+
+impl CoreSet {
+    /// Takes `core` out of the set.
+    pub fn remove(&mut self, core: usize) {
+        let bit = !(1u64 << (core % 64));
+        match core / 64 {
+            0 => self.first &= bit,
+            w => {
+                if let Some(x) = self.rest.get_mut(w - 1) {
+                    *x &= bit;
+                }
+            }
+        }
+    }
+
+    /// Number of cores in the set.
+    pub fn len(&self) -> usize {
+        (self.first.count_ones() + self.rest.iter().map(|w| w.count_ones()).sum::<u32>()) as usize
+    }
+
+    /// Whether no core is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.first == 0 && self.rest.iter().all(|&w| w == 0)
+    }
+
+    /// The cores, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.first)
+            .chain(self.rest.iter().copied())
+            .enumerate()
+            .flat_map(|(i, mut v)| {
+                std::iter::from_fn(move || {
+                    (v != 0).then(|| {
+                        let bit = v.trailing_zeros() as usize;
+                        v &= v - 1;
+                        i * 64 + bit
+                    })
+                })
+            })
     }
 }
 
@@ -109,6 +172,13 @@ mod tests {
         assert_eq!(seen, vec![0, 63, 64, 129]);
         assert!(t.contains(b, 129));
         assert!(!t.contains(b, 5));
+        let mut set = t.snapshot(b);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 63, 64, 129]);
+        set.remove(64);
+        set.remove(0);
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![63, 129]);
+        assert!(!set.is_empty());
     }
 
     #[test]

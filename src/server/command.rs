@@ -55,7 +55,7 @@ pub enum Op<'a> {
 
 /// Why a message is refused: the `error` reply's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtocolError<'a> {
+pub struct CommandError<'a> {
     /// The reply's `code`, e.g. `bad_request`.
     pub code: &'static str,
     /// The reply's `message`.
@@ -70,7 +70,7 @@ pub struct ProtocolError<'a> {
     pub needs_grant: bool,
 }
 
-impl ProtocolError<'_> {
+impl CommandError<'_> {
     /// The `error` reply's JSON text.
     pub fn to_json(&self) -> Vec<u8> {
         let topics: Vec<&str> = self.topic.as_deref().into_iter().collect();
@@ -124,8 +124,8 @@ pub(crate) fn push_id(out: &mut Vec<u8>, id: Option<&[u8]>) {
 fn bad_request<'a>(
     message: impl Into<Cow<'static, str>>,
     id: Option<&'a [u8]>,
-) -> ProtocolError<'a> {
-    ProtocolError {
+) -> CommandError<'a> {
+    CommandError {
         code: "bad_request",
         message: message.into(),
         id,
@@ -148,7 +148,7 @@ pub fn parse_command<'a>(
     raw: &'a [u8],
     scratch: &'a mut Vec<u8>,
     max_topic_length: usize,
-) -> Result<Command<'a>, ProtocolError<'a>> {
+) -> Result<Command<'a>, CommandError<'a>> {
     scratch.clear();
     scratch.extend_from_slice(raw);
     let v = match simd_json::to_borrowed_value(scratch) {
@@ -166,7 +166,7 @@ pub fn parse_command<'a>(
         Some(Value::String(kind)) => kind.clone(),
         _ => return Err(bad_request("missing \"type\"", id)),
     };
-    let after_auth = |message: Cow<'static, str>, topic: Option<Cow<'a, str>>| ProtocolError {
+    let after_auth = |message: Cow<'static, str>, topic: Option<Cow<'a, str>>| CommandError {
         needs_grant: true,
         topic,
         ..bad_request(message, id)
@@ -238,7 +238,7 @@ fn strings<'a>(v: &Value<'a>) -> Option<Vec<Cow<'a, str>>> {
 mod tests {
     use super::*;
 
-    fn parse<'a>(scratch: &'a mut Vec<u8>, s: &'a str) -> Result<Command<'a>, ProtocolError<'a>> {
+    fn parse<'a>(scratch: &'a mut Vec<u8>, s: &'a str) -> Result<Command<'a>, CommandError<'a>> {
         parse_command(s.as_bytes(), scratch, 16)
     }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
-use crate::handler::{HttpCtx, HttpRequest, HttpResponder, HttpResponse};
-use crate::proto::handshake::Request;
+use shardcast::proto::handshake::Request;
+use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse};
 
 use super::auth::constant_time_eq;
 use super::json::{self, push_str};
@@ -56,7 +56,7 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
 }
 
 /// Answers one plain HTTP request.
-pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
+pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     let r = req.request();
     match endpoint(r.method(), r.path()) {
         Ok(Endpoint::Health) => {
@@ -248,6 +248,8 @@ pub fn parse_publish_body(
 struct Pending {
     started: Instant,
     counters: Arc<[ServerCounters]>,
+    /// The core that took the request, whose counters these are.
+    core: usize,
     left: AtomicUsize,
     delivered: Box<[AtomicUsize]>,
     batch: bool,
@@ -256,7 +258,7 @@ struct Pending {
 
 impl Pending {
     fn done(&self, i: usize, delivered: usize) {
-        self.counters[0]
+        self.counters[self.core]
             .fanout_latency
             .observe(self.started.elapsed());
         self.delivered[i].store(delivered, Ordering::Relaxed);
@@ -287,7 +289,7 @@ impl Pending {
 /// `POST /api/publish`: one `{"topic","data"}` object or an array of them;
 /// answers `{"delivered":N}` (and `"results"` per message for an array)
 /// once every core has queued the messages.
-fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
+fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
         let mut r = HttpError::new(401, "unauthorized", "missing or invalid API key").response();
         r.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
@@ -301,14 +303,13 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpRespo
         return HttpResponse::new(200, JSON, "{\"delivered\":0,\"results\":[]}\n");
     }
     let n = items.len();
-    // The HTTP hook does not know its core; the counters are atomic, so
-    // core 0's slot takes these.
-    app.counters(0)
+    app.counters(ctx.core())
         .http_publishes
         .fetch_add(n as u64, Ordering::Relaxed);
     let pending = Arc::new(Pending {
         started: Instant::now(),
         counters: app.counters_arc(),
+        core: ctx.core(),
         left: AtomicUsize::new(n),
         delivered: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         batch,

@@ -8,8 +8,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::shard::stats::REJECT_STATUSES;
-use crate::StatsSnapshot;
+use shardcast::stats::REJECT_STATUSES;
+use shardcast::{MemoryGauges, StatsSnapshot};
 
 /// Error codes the server sends, in the order of [`ServerCounters::errors`].
 pub const ERROR_CODES: [&str; 7] = [
@@ -209,7 +209,7 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
     // Sizes and capacities of each core's tables, as of its last tick
     // (once a second): read from the same single-writer atomics, so a
     // scrape never waits for a core.
-    type GetM = fn(&crate::MemoryGauges) -> u64;
+    type GetM = fn(&MemoryGauges) -> u64;
     let memory: [(&str, &str, GetM); 11] = [
         (
             "shardcast_slab_connections",

@@ -16,6 +16,11 @@
 //!
 //! [`start`] runs a server from [`Settings`] and returns a [`Running`]
 //! handle; the binary and the integration tests both use it.
+//!
+//! The server is written against the engine's public API only (every
+//! engine item it uses is imported through `shardcast::`, never through
+//! `crate::`), as any application would be; CI compiles this directory a
+//! second time as a crate of its own (`server-check/`) to prove it.
 
 pub mod auth;
 pub mod cli;
@@ -26,9 +31,23 @@ pub mod metrics;
 pub(crate) mod protocol;
 pub mod settings;
 
+/// The pure parsers of the server's inputs, for the fuzz targets in
+/// `fuzz/`: the same functions the server runs, not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::command::{
+        error_json, parse_command, reply_json, topics_reply_json, Command, CommandError, Op,
+    };
+    pub use super::http::{
+        endpoint, parse_publish_body, presented_key, Endpoint, HttpError, PublishBody, PublishItem,
+    };
+    pub use super::protocol::message_frame;
+}
+
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -39,8 +58,11 @@ use std::collections::VecDeque;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::handler::{HttpCtx, HttpRequest, HttpResponse, Message, Rejection, UpgradeRequest, Ws};
-use crate::{CloseCode, ConnId, Handler, Server, ServerHandle};
+use shardcast::proto::handshake::Request;
+use shardcast::{
+    CloseCode, ConnId, Handler, HttpCtx, HttpRequest, HttpResponse, Message, Rejection, Server,
+    ServerHandle, UpgradeRequest, Ws,
+};
 
 use self::auth::{Grant, Verifier};
 use self::metrics::ServerCounters;
@@ -72,11 +94,17 @@ pub struct App {
     started: Instant,
 }
 
-thread_local! {
-    /// This core's connections that still owe an `auth` message.
-    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+/// The server's state on one core ([`Handler::Local`]).
+#[derive(Default)]
+pub struct CoreLocal {
+    /// This core's connections that still owe an `auth` message; shared
+    /// with the core's sweeper task.
+    pending: Rc<RefCell<Pending>>,
     /// Whether this core runs its auth-deadline sweeper.
-    static SWEEPER: Cell<bool> = const { Cell::new(false) };
+    sweeper: Cell<bool>,
+    /// The copy simd-json parses in place (it rewrites strings as it
+    /// goes); reused so a message costs no allocation for it.
+    scratch: RefCell<Vec<u8>>,
 }
 
 impl App {
@@ -113,7 +141,7 @@ impl App {
 }
 
 /// The token a handshake carries: `?token=` or `Authorization: Bearer`.
-fn handshake_token<'a>(req: &crate::proto::handshake::Request<'a>) -> Option<&'a str> {
+fn handshake_token<'a>(req: &Request<'a>) -> Option<&'a str> {
     req.query_param("token")
         .filter(|t| !t.is_empty())
         .or_else(|| {
@@ -128,6 +156,7 @@ fn handshake_token<'a>(req: &crate::proto::handshake::Request<'a>) -> Option<&'a
 
 impl Handler for App {
     type Data = Client;
+    type Local = CoreLocal;
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<Client, Rejection> {
         let grant = match &self.verifier {
@@ -138,7 +167,9 @@ impl Handler for App {
                     Ok(g) => Some(g),
                     Err(e) => {
                         tracing::debug!(peer = %req.peer(), error = %e, "handshake token refused");
-                        self.counters[0].auth_failed.fetch_add(1, Ordering::Relaxed);
+                        self.counters(req.core())
+                            .auth_failed
+                            .fetch_add(1, Ordering::Relaxed);
                         return Err(Rejection::new(401, format!("{e}\n")));
                     }
                 },
@@ -167,16 +198,17 @@ impl Handler for App {
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
-        let c = self.counters(ws.shard());
+        let c = self.counters(ws.core());
         if ws.data().grant.is_none() {
             let deadline = Instant::now() + Duration::from_secs(self.settings.auth_timeout_secs);
-            PENDING.with(|p| {
-                let mut p = p.borrow_mut();
+            let local = ws.local();
+            {
+                let mut p = local.pending.borrow_mut();
                 p.deadlines.push_back((ws.id(), deadline));
                 p.waiting.insert(ws.id());
-            });
-            if !SWEEPER.with(|s| s.replace(true)) {
-                monoio::spawn(auth_sweeper(ws.handle().clone()));
+            }
+            if !local.sweeper.replace(true) {
+                monoio::spawn(auth_sweeper(ws.handle().clone(), local.pending.clone()));
             }
         } else if self.verifier.is_some() {
             c.auth_ok.fetch_add(1, Ordering::Relaxed);
@@ -189,16 +221,16 @@ impl Handler for App {
 
     fn close(&self, ws: &mut Ws<'_, Self>, _code: CloseCode, _reason: &str) {
         let subs = ws.subscription_count() as i64;
-        self.counters(ws.shard())
+        self.counters(ws.core())
             .subscriptions
             .fetch_sub(subs, Ordering::Relaxed);
         if ws.data().grant.is_none() {
-            forget_pending(ws.id());
+            forget_pending(ws);
         }
         self.release_ip(ws.data().ip);
     }
 
-    fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_>) -> HttpResponse {
+    fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {
         http::route(self, req, ctx)
     }
 }
@@ -212,28 +244,28 @@ struct Pending {
     waiting: FxHashSet<ConnId>,
 }
 
-/// Drops `id` from this core's auth deadlines.
-fn forget_pending(id: ConnId) {
-    PENDING.with(|p| p.borrow_mut().waiting.remove(&id));
+/// Drops `ws` from its core's auth deadlines.
+fn forget_pending(ws: &Ws<'_, App>) {
+    ws.local().pending.borrow_mut().waiting.remove(&ws.id());
 }
 
 /// Closes this core's connections that missed their auth deadline. One
 /// task per core, not one timer per connection.
-async fn auth_sweeper(handle: ServerHandle) {
+async fn auth_sweeper(handle: ServerHandle, pending: Rc<RefCell<Pending>>) {
     let frame = protocol::error_frame("unauthorized", "authentication timeout", None, &[]);
     loop {
         monoio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
         let mut expired = Vec::new();
-        PENDING.with(|p| {
-            let mut p = p.borrow_mut();
+        {
+            let mut p = pending.borrow_mut();
             while p.deadlines.front().is_some_and(|(_, d)| *d <= now) {
                 let (id, _) = p.deadlines.pop_front().expect("front exists");
                 if p.waiting.remove(&id) {
                     expired.push(id);
                 }
             }
-        });
+        }
         for id in expired {
             tracing::debug!(conn = ?id, "authentication deadline passed");
             handle.send(id, &frame);

@@ -1,26 +1,17 @@
 //! The client protocol: JSON text frames in (parsed with simd-json), replies, errors and published messages out. See PROTOCOL.md.
 
-use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::handler::{Message, Ws};
-use crate::proto::OpCode;
-use crate::shard::StatsSnapshot;
-use crate::{CloseCode, PreparedFrame};
+use shardcast::proto::OpCode;
+use shardcast::{CloseCode, Message, PreparedFrame, StatsSnapshot, Ws};
 
 use super::auth::unix_now;
 use super::command::{
-    error_json, parse_command, reply_json, topics_reply_json, Command, Op, ProtocolError,
+    error_json, parse_command, reply_json, topics_reply_json, Command, CommandError, Op,
 };
 use super::json::push_str;
 use super::App;
-
-thread_local! {
-    /// The copy simd-json parses in place (it rewrites strings as it goes);
-    /// reused so a message costs no allocation here.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// The `error` reply as a text frame.
 pub(crate) fn error_frame(
@@ -67,12 +58,12 @@ fn send_error_topics(
     id: Option<&[u8]>,
     topics: &[&str],
 ) {
-    app.counters(ws.shard()).error(code);
+    app.counters(ws.core()).error(code);
     ws.send_prepared(&error_frame(code, msg, id, topics));
 }
 
-fn send_protocol_error(app: &App, ws: &mut Ws<'_, App>, e: &ProtocolError<'_>) {
-    app.counters(ws.shard()).error(e.code);
+fn send_command_error(app: &App, ws: &mut Ws<'_, App>, e: &CommandError<'_>) {
+    app.counters(ws.core()).error(e.code);
     ws.send_prepared(&PreparedFrame::from_parts(OpCode::Text, &[&e.to_json()]));
 }
 
@@ -100,17 +91,16 @@ pub(crate) fn on_message(app: &App, ws: &mut Ws<'_, App>, msg: Message<'_>) {
         let m = format!("message of {} bytes exceeds the limit of {max}", text.len());
         return send_error(app, ws, "too_large", &m, None);
     }
-    SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        match parse_command(text.as_bytes(), &mut buf, app.settings.max_topic_length) {
-            Ok(cmd) => dispatch(app, ws, cmd),
-            Err(e) => {
-                if !e.needs_grant || granted(app, ws, e.id) {
-                    send_protocol_error(app, ws, &e);
-                }
+    let local = ws.local();
+    let mut buf = local.scratch.borrow_mut();
+    match parse_command(text.as_bytes(), &mut buf, app.settings.max_topic_length) {
+        Ok(cmd) => dispatch(app, ws, cmd),
+        Err(e) => {
+            if !e.needs_grant || granted(app, ws, e.id) {
+                send_command_error(app, ws, &e);
             }
         }
-    });
+    }
 }
 
 /// Whether the connection holds a live grant; if not, answers so (and
@@ -127,7 +117,7 @@ fn granted(app: &App, ws: &mut Ws<'_, App>, id: Option<&[u8]>) -> bool {
         return false;
     };
     if grant.expired(unix_now()) {
-        app.counters(ws.shard())
+        app.counters(ws.core())
             .auth_failed
             .fetch_add(1, Ordering::Relaxed);
         send_error(app, ws, "unauthorized", "token expired", id);
@@ -150,7 +140,7 @@ fn dispatch(app: &App, ws: &mut Ws<'_, App>, cmd: Command<'_>) {
 }
 
 fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
-    let counters = app.counters(ws.shard());
+    let counters = app.counters(ws.core());
     let grant = match &app.verifier {
         None => super::Grant::anonymous(),
         Some(verifier) => match verifier.verify(token) {
@@ -174,7 +164,7 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     super::command::push_id(&mut out, id);
     out.push(b'}');
     if ws.data().grant.is_none() {
-        super::forget_pending(ws.id());
+        super::forget_pending(ws);
     }
     ws.data_mut().grant = Some(grant);
     send_json(ws, &out);
@@ -201,7 +191,7 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
             ok.push(t);
         }
     }
-    app.counters(ws.shard())
+    app.counters(ws.core())
         .subscriptions
         .fetch_add(added, Ordering::Relaxed);
     if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && over.is_empty()) {
@@ -234,7 +224,7 @@ fn unsubscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id:
             removed += 1;
         }
     }
-    app.counters(ws.shard())
+    app.counters(ws.core())
         .subscriptions
         .fetch_sub(removed, Ordering::Relaxed);
     send_json(ws, &topics_reply_json("unsubscribed", topics, id));
@@ -278,7 +268,7 @@ fn publish(app: &App, ws: &mut Ws<'_, App>, topic: &str, data: &[u8], id: Option
         );
         return send_error(app, ws, "rate_limited", &m, id);
     }
-    app.counters(ws.shard())
+    app.counters(ws.core())
         .ws_publishes
         .fetch_add(1, Ordering::Relaxed);
     let frame = message_frame(topic, data);
@@ -295,7 +285,7 @@ fn publish(app: &App, ws: &mut Ws<'_, App>, topic: &str, data: &[u8], id: Option
             let handle = ws.handle().clone();
             let me = ws.id();
             let app_counters = app.counters_arc();
-            let core = ws.shard();
+            let core = ws.core();
             let started = Instant::now();
             ws.publish_counted(topic, &frame, true, move |report| {
                 app_counters[core.min(app_counters.len() - 1)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{CloseCode, Config, SlowConsumerPolicy};
+use shardcast::{CloseCode, Config, SlowConsumerPolicy};
 
 /// What happens to a client that reads slower than messages arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

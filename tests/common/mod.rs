@@ -40,6 +40,7 @@ pub struct TestHandler {
 
 impl Handler for TestHandler {
     type Data = u32;
+    type Local = ();
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<u32, Rejection> {
         if req.request().path() == "/reject" {
@@ -66,7 +67,7 @@ impl Handler for TestHandler {
         };
         if let Some(t) = text.strip_prefix("sub:") {
             ws.subscribe(t);
-            let reply = format!("subscribed:{t}:{}", ws.shard());
+            let reply = format!("subscribed:{t}:{}", ws.core());
             ws.send_text(&reply);
         } else if let Some(t) = text.strip_prefix("unsub:") {
             ws.unsubscribe(t);
@@ -80,7 +81,7 @@ impl Handler for TestHandler {
             let r = ws.publish(t, &PreparedFrame::text(p), false);
             ws.send_text(&format!("published:{}", r.delivered));
         } else if text == "core" {
-            let s = ws.shard().to_string();
+            let s = ws.core().to_string();
             ws.send_text(&s);
         } else if text == "count" {
             let s = ws.data().to_string();

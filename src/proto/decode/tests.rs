@@ -24,8 +24,8 @@ fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn text(s: &str) -> OwnedMessage {
-    OwnedMessage::Text(s.to_owned())
+fn text(s: &str) -> OwnedIncoming {
+    OwnedIncoming::Text(s.to_owned())
 }
 
 /// Runs `decoder` over `buf` until it needs more bytes or fails, dropping
@@ -34,7 +34,7 @@ fn drain(
     decoder: &mut Decoder,
     buf: &mut Vec<u8>,
     limits: &Limits,
-) -> (Vec<OwnedMessage>, Result<usize, ProtocolError>) {
+) -> (Vec<OwnedIncoming>, Result<usize, ProtocolError>) {
     let mut out = Vec::new();
     loop {
         match decoder.decode(buf, limits) {
@@ -58,7 +58,7 @@ fn run(
     role: Role,
     limits: &Limits,
     bytes: &[u8],
-) -> (Vec<OwnedMessage>, Result<usize, ProtocolError>) {
+) -> (Vec<OwnedIncoming>, Result<usize, ProtocolError>) {
     drain(&mut Decoder::new(role), &mut bytes.to_vec(), limits)
 }
 
@@ -68,7 +68,7 @@ fn server_err(bytes: &[u8]) -> ProtocolError {
 }
 
 /// The messages `bytes` decode to as a server, which must all be complete.
-fn server_ok(bytes: &[u8]) -> Vec<OwnedMessage> {
+fn server_ok(bytes: &[u8]) -> Vec<OwnedIncoming> {
     let (msgs, rest) = run(Role::Server, &Limits::default(), bytes);
     // 2 for the next header, 0 once a Close ended the stream.
     assert!(
@@ -85,7 +85,7 @@ fn dribble(
     limits: &Limits,
     bytes: &[u8],
     chunk: usize,
-) -> Result<Vec<OwnedMessage>, ProtocolError> {
+) -> Result<Vec<OwnedIncoming>, ProtocolError> {
     let mut decoder = Decoder::new(role);
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -115,7 +115,7 @@ fn rfc_masked_hello() {
         decoder.decode(&mut buf, &Limits::default()),
         Ok(Decoded::Message {
             consumed: 11,
-            message: Message::Text("Hello"),
+            message: Incoming::Text("Hello"),
             reply: None
         })
     );
@@ -136,7 +136,7 @@ fn rfc_unmasked_frames_in_client_role() {
         [
             text("Hello"),
             text("Hello"),
-            OwnedMessage::Ping(b"Hello".to_vec())
+            OwnedIncoming::Ping(b"Hello".to_vec())
         ]
     );
     assert_eq!(rest, Ok(2));
@@ -150,7 +150,7 @@ fn ping_is_answered_with_identical_pong() {
     else {
         panic!("expected a message");
     };
-    assert_eq!(message, Message::Ping(b"Hello"));
+    assert_eq!(message, Incoming::Ping(b"Hello"));
     assert_eq!(reply, Some(Reply::Pong(b"Hello")));
 }
 
@@ -165,7 +165,7 @@ fn pong_needs_no_reply() {
     else {
         panic!("expected a message");
     };
-    assert_eq!((message, reply), (Message::Pong(b"Hello"), None));
+    assert_eq!((message, reply), (Incoming::Pong(b"Hello"), None));
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn sixteen_bit_length() {
     let payload: Vec<u8> = (0..=255).collect();
     let frame = masked(0x82, &payload);
     assert_eq!(&frame[..4], &[0x82, 0xfe, 0x01, 0x00]);
-    assert_eq!(server_ok(&frame), [OwnedMessage::Binary(payload)]);
+    assert_eq!(server_ok(&frame), [OwnedIncoming::Binary(payload)]);
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn sixty_four_bit_length() {
     let payload: Vec<u8> = (0..65536).map(|i| (i * 7) as u8).collect();
     let frame = masked(0x82, &payload);
     assert_eq!(&frame[..10], &[0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0]);
-    assert_eq!(server_ok(&frame), [OwnedMessage::Binary(payload)]);
+    assert_eq!(server_ok(&frame), [OwnedIncoming::Binary(payload)]);
 }
 
 #[test]
@@ -191,8 +191,8 @@ fn non_minimal_length_forms_are_accepted() {
     // 3 bytes announced in the 16-bit and the 64-bit form.
     let a = [0x82, 0xfe, 0, 3, 0, 0, 0, 0, 1, 2, 3];
     let b = [0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 1, 2, 3];
-    assert_eq!(server_ok(&a), [OwnedMessage::Binary(vec![1, 2, 3])]);
-    assert_eq!(server_ok(&b), [OwnedMessage::Binary(vec![1, 2, 3])]);
+    assert_eq!(server_ok(&a), [OwnedIncoming::Binary(vec![1, 2, 3])]);
+    assert_eq!(server_ok(&b), [OwnedIncoming::Binary(vec![1, 2, 3])]);
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn boundary_lengths() {
         let txt: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
         assert_eq!(
             server_ok(&masked(0x82, &bin)),
-            [OwnedMessage::Binary(bin)],
+            [OwnedIncoming::Binary(bin)],
             "{len}"
         );
         assert_eq!(
@@ -218,11 +218,11 @@ fn empty_messages() {
     assert_eq!(server_ok(&[0x81, 0x80, 1, 2, 3, 4]), [text("")]);
     assert_eq!(
         server_ok(&[0x82, 0x80, 1, 2, 3, 4]),
-        [OwnedMessage::Binary(vec![])]
+        [OwnedIncoming::Binary(vec![])]
     );
     assert_eq!(
         server_ok(&[0x89, 0x80, 1, 2, 3, 4]),
-        [OwnedMessage::Ping(vec![])]
+        [OwnedIncoming::Ping(vec![])]
     );
     // An empty first fragment and an empty last one.
     let bytes = [0x01, 0x80, 1, 2, 3, 4, 0x80, 0x80, 1, 2, 3, 4];
@@ -287,7 +287,7 @@ fn rsv1_with_permessage_deflate() {
     assert_eq!(r, Ok(2));
     assert_eq!(
         msgs,
-        [OwnedMessage::Compressed {
+        [OwnedIncoming::Compressed {
             opcode: OpCode::Text,
             payload: vec![0xff, 0]
         }]
@@ -298,7 +298,7 @@ fn rsv1_with_permessage_deflate() {
     let (msgs, _) = run(Role::Server, &limits, &bytes);
     assert_eq!(
         msgs,
-        [OwnedMessage::Compressed {
+        [OwnedIncoming::Compressed {
             opcode: OpCode::Binary,
             payload: b"abcd".to_vec()
         }]
@@ -321,7 +321,7 @@ fn rsv1_with_permessage_deflate() {
 fn control_frames_are_limited_to_125_bytes() {
     assert_eq!(
         server_ok(&masked(0x89, &[7; 125])),
-        [OwnedMessage::Ping(vec![7; 125])]
+        [OwnedIncoming::Ping(vec![7; 125])]
     );
     // 126 bytes in the 16-bit form: 0x89 0xFE 0x00 0x7E; fails from 2 bytes.
     let e = server_err(&masked(0x89, &[7; 126]));
@@ -359,7 +359,7 @@ fn control_frames_between_fragments() {
     match decoder.decode(&mut buf, &limits) {
         Ok(Decoded::Message {
             consumed,
-            message: Message::Ping(b"p"),
+            message: Incoming::Ping(b"p"),
             reply: Some(Reply::Pong(b"p")),
         }) => assert_eq!(consumed, first + ping),
         other => panic!("{other:?}"),
@@ -368,8 +368,8 @@ fn control_frames_between_fragments() {
     assert_eq!(
         server_ok(&bytes),
         [
-            OwnedMessage::Ping(b"p".to_vec()),
-            OwnedMessage::Pong(b"q".to_vec()),
+            OwnedIncoming::Ping(b"p".to_vec()),
+            OwnedIncoming::Pong(b"q".to_vec()),
             text("Hello")
         ]
     );
@@ -406,7 +406,7 @@ fn close_without_body() {
         decoder.decode(&mut buf, &Limits::default()),
         Ok(Decoded::Message {
             consumed: 6,
-            message: Message::Close(None),
+            message: Incoming::Close(None),
             reply: Some(Reply::Close(CloseCode::NORMAL, ""))
         })
     );
@@ -425,7 +425,7 @@ fn close_with_code_and_reason_is_echoed() {
         code: CloseCode(4000),
         reason: "bye",
     };
-    assert_eq!(message, Message::Close(Some(frame)));
+    assert_eq!(message, Incoming::Close(Some(frame)));
     assert_eq!(reply, Some(Reply::Close(CloseCode(4000), "bye")));
 }
 
@@ -451,7 +451,7 @@ fn close_codes_are_checked() {
         let msgs = server_ok(&masked(0x88, &code.to_be_bytes()));
         assert_eq!(
             msgs,
-            [OwnedMessage::Close(Some((CloseCode(code), String::new())))]
+            [OwnedIncoming::Close(Some((CloseCode(code), String::new())))]
         );
     }
 }
@@ -472,7 +472,7 @@ fn nothing_after_close() {
     let (msgs, r) = drain(&mut decoder, &mut buf, &limits);
     assert_eq!(
         msgs,
-        [OwnedMessage::Close(Some((CloseCode(1000), String::new())))]
+        [OwnedIncoming::Close(Some((CloseCode(1000), String::new())))]
     );
     assert_eq!(r, Err(ProtocolError::ReceivedAfterClose));
     assert!(decoder.is_closed());
@@ -491,7 +491,7 @@ fn close_between_fragments_drops_the_message() {
     bytes.extend(masked(0x88, b""));
     let mut decoder = Decoder::new(Role::Server);
     let (msgs, r) = drain(&mut decoder, &mut bytes, &Limits::default());
-    assert_eq!(msgs, [OwnedMessage::Close(None)]);
+    assert_eq!(msgs, [OwnedIncoming::Close(None)]);
     assert_eq!(r, Ok(0));
     assert!(decoder.reassembly.is_none());
 }
@@ -607,8 +607,8 @@ fn dribbled_frames_are_unmasked_once_and_validated_as_they_arrive() {
     bytes.extend(masked(0x80, "𝄞!".as_bytes()));
     let expect = [
         text(txt),
-        OwnedMessage::Binary(vec![0xAB; 300]),
-        OwnedMessage::Ping(b"ping".to_vec()),
+        OwnedIncoming::Binary(vec![0xAB; 300]),
+        OwnedIncoming::Ping(b"ping".to_vec()),
         text("κόσμε €𝄞!"),
     ];
     for chunk in [1, 2, 3, 5, 7, 64, 1000] {
@@ -672,7 +672,7 @@ fn absorbed_fragments_are_consumed_before_a_partial_frame() {
     };
     assert_eq!(
         (consumed, message),
-        (second.len(), Message::Binary(b"abcdefgh"))
+        (second.len(), Incoming::Binary(b"abcdefgh"))
     );
 }
 
@@ -686,7 +686,7 @@ fn frame_size_limit_is_checked_from_the_header() {
     // A small limit: 10 bytes pass, 11 fail before the payload arrives.
     let limits = Limits::new().with_max_frame_size(10);
     let (msgs, _) = run(Role::Server, &limits, &masked(0x82, &[0; 10]));
-    assert_eq!(msgs, [OwnedMessage::Binary(vec![0; 10])]);
+    assert_eq!(msgs, [OwnedIncoming::Binary(vec![0; 10])]);
     let (_, r) = run(Role::Server, &limits, &masked(0x82, &[0; 11])[..6]);
     assert_eq!(r, Err(ProtocolError::FrameTooLarge));
 }
@@ -725,7 +725,7 @@ fn reassembly_buffer_lives_only_while_needed() {
     assert!(matches!(
         decoder.decode(&mut buf, &limits),
         Ok(Decoded::Message {
-            message: Message::Text("Hello"),
+            message: Incoming::Text("Hello"),
             ..
         })
     ));
@@ -760,7 +760,7 @@ fn errors_reset_the_decoder() {
     assert!(matches!(
         decoder.decode(&mut ok, &limits),
         Ok(Decoded::Message {
-            message: Message::Text("fresh"),
+            message: Incoming::Text("fresh"),
             ..
         })
     ));
@@ -776,7 +776,10 @@ fn client_role_dribbled() {
     for chunk in 1..6 {
         assert_eq!(
             dribble(Role::Client, &limits, &bytes, chunk),
-            Ok(vec![text("€uro 𝄞"), OwnedMessage::Binary(vec![1, 2, 3, 4])])
+            Ok(vec![
+                text("€uro 𝄞"),
+                OwnedIncoming::Binary(vec![1, 2, 3, 4])
+            ])
         );
     }
     let mut bad = vec![0x81, 10];

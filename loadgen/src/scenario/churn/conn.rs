@@ -7,7 +7,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use serde_json::json;
 use shardcast::proto::encode::{encode_frame, random_mask};
-use shardcast::proto::{Decoded, Decoder, Limits, Message, OpCode, Role};
+use shardcast::proto::{Decoded, Decoder, Incoming, Limits, OpCode, Role};
 
 use crate::client::Target;
 use crate::scenario::open;
@@ -62,13 +62,13 @@ impl Conn {
                     }) => {
                         off += consumed;
                         match message {
-                            Message::Text(t) => {
+                            Incoming::Text(t) => {
                                 if let Some(ok) = pick(t.as_bytes()) {
                                     self.buf.drain(..off);
                                     return Ok(ok);
                                 }
                             }
-                            Message::Close(_) => return Err("the server closed".into()),
+                            Incoming::Close(_) => return Err("the server closed".into()),
                             _ => {}
                         }
                     }

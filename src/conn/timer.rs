@@ -7,7 +7,7 @@
 /// acts or re-inserts it at the new deadline. So a message arriving costs a
 /// store of the current second, not a wheel operation, and a connection
 /// costs one slot entry (8 bytes) whatever its timeouts.
-pub struct TimerWheel {
+pub(super) struct TimerWheel {
     slots: Vec<Vec<(u32, u32)>>,
     now: u64,
 }
@@ -16,7 +16,7 @@ impl TimerWheel {
     /// A wheel with `slots` one-second slots (rounded up to a power of two),
     /// starting at second `now`. Deadlines further out than the wheel's span
     /// come round early and are re-inserted by the owner.
-    pub fn new(slots: usize, now: u64) -> Self {
+    pub(super) fn new(slots: usize, now: u64) -> Self {
         let slots = slots.max(2).next_power_of_two();
         Self {
             slots: (0..slots).map(|_| Vec::new()).collect(),
@@ -26,7 +26,7 @@ impl TimerWheel {
 
     /// Schedules `(key, gen)` to come round at second `at` (clamped to the
     /// next tick at the earliest and to the wheel's span at the latest).
-    pub fn insert(&mut self, at: u64, key: u32, gen: u32) {
+    pub(super) fn insert(&mut self, at: u64, key: u32, gen: u32) {
         let span = self.slots.len() as u64 - 1;
         let at = at.clamp(self.now + 1, self.now + span);
         let i = (at as usize) & (self.slots.len() - 1);
@@ -35,7 +35,7 @@ impl TimerWheel {
 
     /// Advances to second `now`, moving every entry whose slot passed into
     /// `due` (which the caller reuses between ticks to avoid allocating).
-    pub fn advance(&mut self, now: u64, due: &mut Vec<(u32, u32)>) {
+    pub(super) fn advance(&mut self, now: u64, due: &mut Vec<(u32, u32)>) {
         let len = self.slots.len() as u64;
         // After a long stall, visit each slot once rather than every second.
         let start = self.now.max(now.saturating_sub(len));
@@ -56,7 +56,7 @@ impl TimerWheel {
     }
 
     /// Number of scheduled entries (stale ones included).
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.slots.iter().map(Vec::len).sum()
     }
 
@@ -64,7 +64,7 @@ impl TimerWheel {
     /// were scheduled) and gives back the memory of emptied slots and slot
     /// memory beyond twice what is left. O(entries): for the owner to call when stale entries
     /// outnumber live connections, not per tick.
-    pub fn retain(&mut self, mut live: impl FnMut(u32, u32) -> bool) {
+    pub(super) fn retain(&mut self, mut live: impl FnMut(u32, u32) -> bool) {
         for slot in &mut self.slots {
             slot.retain(|&(k, g)| live(k, g));
             if slot.is_empty() {
@@ -76,7 +76,7 @@ impl TimerWheel {
     }
 
     /// Entries the slots can hold without growing.
-    pub fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.slots.iter().map(Vec::capacity).sum()
     }
 }

@@ -1,9 +1,9 @@
 //! Building a core's runtime (io_uring, or epoll when io_uring is unavailable) and its listener.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use crate::handle::DriverKind;
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
@@ -13,24 +13,6 @@ pub(crate) type CoreRuntime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDrive
 /// Submission queue entries per core ring. Small enough that the ring's
 /// memory fits the default locked-memory limit of kernels before 5.12.
 const RING_ENTRIES: u32 = 1024;
-
-/// The io driver a core runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverKind {
-    /// io_uring.
-    IoUring,
-    /// epoll (monoio's legacy driver).
-    Legacy,
-}
-
-impl fmt::Display for DriverKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DriverKind::IoUring => "io_uring",
-            DriverKind::Legacy => "epoll",
-        })
-    }
-}
 
 /// Builds a runtime for the current thread: io_uring when the kernel
 /// offers it and the ring can be created, otherwise the legacy driver.

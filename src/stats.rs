@@ -1,8 +1,6 @@
-//! Per-core counters, written only by their own core and summed when read.
+//! Per-core counters, written only by their own core and summed when read (no dependencies).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-use crate::shard::Mesh;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A counter with a single writer (its core): an increment is a plain load
 /// and store, not a locked read-modify-write, and readers on other threads
@@ -93,7 +91,7 @@ pub struct CoreStats {
 }
 
 impl CoreStats {
-    pub(crate) fn opened(&self, _mesh: &Mesh) {
+    pub(crate) fn opened(&self) {
         self.accepted.bump(1);
         self.sockets.bump(1);
     }
@@ -102,9 +100,9 @@ impl CoreStats {
         self.sockets.drop_by(1);
     }
 
-    /// The global slot was already reserved in `mesh.upgraded` by the
-    /// handshake.
-    pub(crate) fn upgraded(&self, _mesh: &Mesh) {
+    /// The global slot was already reserved with
+    /// `Mesh::reserve_slot` by the handshake.
+    pub(crate) fn upgraded(&self) {
         self.upgrades.bump(1);
         self.active.bump(1);
         if self.active.get() > self.peak.get() {
@@ -112,8 +110,7 @@ impl CoreStats {
         }
     }
 
-    pub(crate) fn closed_upgraded(&self, mesh: &Mesh) {
-        mesh.upgraded.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn closed_upgraded(&self) {
         self.active.drop_by(1);
     }
 
@@ -307,6 +304,3 @@ impl StatsSnapshot {
         self.rejected.get(i).copied().unwrap_or(0)
     }
 }
-
-/// Global count of upgraded connections, for the connection limit.
-pub(crate) type Gauge = AtomicUsize;

@@ -9,14 +9,14 @@ use std::io;
 use std::os::fd::RawFd;
 
 /// Most iovecs one `sendmsg` takes (Linux's `UIO_MAXIOV`).
-pub const MAX_IOVECS: usize = 1024;
+pub(crate) const MAX_IOVECS: usize = 1024;
 
 /// Reads into `buf` without blocking.
 ///
 /// Returns `Ok(0)` at end of stream and `Err(WouldBlock)` when nothing is
 /// available. An empty `buf` also reads `Ok(0)`, whatever is pending:
 /// callers pass a non-empty buffer.
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for
         // the duration of the call, and `recv` writes at most that many.
@@ -34,7 +34,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Reads into the spare capacity of `buf` without blocking, extending its
 /// length by what was read. As with [`recv`], no spare capacity reads
 /// `Ok(0)`: callers reserve first.
-pub fn recv_into_vec(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) fn recv_into_vec(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     loop {
         // SAFETY: the spare capacity is allocated and writable for
@@ -64,7 +64,7 @@ pub fn recv_into_vec(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// Writes `parts` (each a byte slice that stays alive for the call) in one
 /// `sendmsg` without blocking. Returns the number of bytes written. Only
 /// the first 64 parts are sent (callers pass one).
-pub fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+pub(crate) fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
     let mut iov: [libc::iovec; 64] = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -81,7 +81,7 @@ pub fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
 ///
 /// The caller guarantees every iovec points to memory that is readable for
 /// its length until this call returns (the call is synchronous).
-pub fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+pub(crate) fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     debug_assert!(iov.len() <= MAX_IOVECS);
     // SAFETY: a zeroed msghdr is a valid "no address, no control data" header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -105,7 +105,7 @@ pub fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
 
 /// An iovec for a `Bytes` frame; valid while the frame is kept alive.
 #[inline]
-pub fn iovec_of(b: &[u8]) -> libc::iovec {
+pub(crate) fn iovec_of(b: &[u8]) -> libc::iovec {
     libc::iovec {
         iov_base: b.as_ptr() as *mut _,
         iov_len: b.len(),
@@ -114,7 +114,7 @@ pub fn iovec_of(b: &[u8]) -> libc::iovec {
 
 /// Shuts down one or both directions so that a task waiting for readiness
 /// on the socket wakes up (with end of stream or an error).
-pub fn shutdown(fd: RawFd, how: libc::c_int) {
+pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) {
     // SAFETY: shutdown on any fd is memory safe; errors (e.g. ENOTCONN for a
     // peer that already left) are irrelevant here.
     unsafe {
@@ -123,7 +123,7 @@ pub fn shutdown(fd: RawFd, how: libc::c_int) {
 }
 
 /// Sets TCP_NODELAY: fanout frames must not wait for Nagle's algorithm.
-pub fn set_nodelay(fd: RawFd) {
+pub(crate) fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
     // SAFETY: `one` is a valid c_int for the duration of the call.
     unsafe {

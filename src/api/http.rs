@@ -1,0 +1,172 @@
+//! Plain HTTP on the WebSocket port: the response type, what the `http` hook can do on its core, and deferred answers.
+
+use bytes::Bytes;
+
+use super::{CoreOf, Handler};
+use crate::conn::ConnId;
+use crate::fanout::PublishResult;
+use crate::handle::ServerHandle;
+use crate::mesh::PublishReport;
+use crate::proto::{handshake, PreparedFrame};
+
+/// A plain HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Further headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with `status`, content type and body.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            content_type: content_type.to_owned(),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// The response on the wire, with `Connection: close`. An invalid
+    /// response (a status outside 100–999, a header that would split the
+    /// response) becomes a 500: an application's mistake must not take the
+    /// core down.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let field_ok = |v: &str| !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+        let name_ok = |n: &str| {
+            !n.is_empty() && field_ok(n) && !n.bytes().any(|b| b == b':' || b.is_ascii_whitespace())
+        };
+        let valid = (100..=999).contains(&self.status)
+            && field_ok(&self.content_type)
+            && self.headers.iter().all(|(k, v)| name_ok(k) && field_ok(v));
+        if !valid {
+            tracing::error!(
+                status = self.status,
+                "invalid HTTP response from the handler; answering 500"
+            );
+            return HttpResponse::text(500, "invalid response\n").to_bytes();
+        }
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([("Connection", "close")])
+            .collect();
+        let mut out = Vec::with_capacity(128 + self.body.len());
+        let body: &[u8] = if self.status < 200 || self.status == 204 || self.status == 304 {
+            &[]
+        } else {
+            &self.body
+        };
+        handshake::write_http_response(&mut out, self.status, &self.content_type, &headers, body);
+        out
+    }
+}
+
+/// What an HTTP handler can do on its core.
+pub struct HttpCtx<'a, H: Handler> {
+    core: &'a CoreOf<H>,
+    conn: ConnId,
+    deferred: bool,
+}
+
+impl<'a, H: Handler> HttpCtx<'a, H> {
+    pub(crate) fn new(core: &'a CoreOf<H>, conn: ConnId) -> Self {
+        Self {
+            core,
+            conn,
+            deferred: false,
+        }
+    }
+
+    /// Whether [`HttpCtx::defer`] was called.
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// The core serving this request.
+    pub fn core(&self) -> usize {
+        self.core.id()
+    }
+
+    /// This core's application state ([`Handler::Local`]).
+    pub fn local(&self) -> &'a H::Local {
+        self.core.local()
+    }
+
+    /// Publishes a prepared frame to `topic` on every core.
+    pub fn publish(&mut self, topic: &str, frame: &PreparedFrame) -> PublishResult {
+        self.core
+            .publish(topic, frame.as_bytes().clone(), None, None)
+    }
+
+    /// Publishes like [`HttpCtx::publish`] and calls `done` with the totals
+    /// over all cores once every core has queued the frame. `done` runs on
+    /// the thread of the last core to finish (possibly this one, before
+    /// this returns) and must not block.
+    pub fn publish_counted(
+        &mut self,
+        topic: &str,
+        frame: &PreparedFrame,
+        done: impl FnOnce(PublishReport) + Send + 'static,
+    ) -> PublishResult {
+        self.core
+            .publish(topic, frame.as_bytes().clone(), None, Some(Box::new(done)))
+    }
+
+    /// Answers this request later, from any thread, with the returned
+    /// [`HttpResponder`]; the response [`Handler::http`] returns is then
+    /// ignored. The connection waits at most
+    /// [`Config::close_timeout`](crate::Config::close_timeout) for it.
+    pub fn defer(&mut self) -> HttpResponder {
+        self.deferred = true;
+        HttpResponder {
+            handle: self.core.handle().clone(),
+            to: self.conn,
+            sent: false,
+        }
+    }
+
+    /// The server's handle.
+    pub fn handle(&self) -> &'a ServerHandle {
+        self.core.handle()
+    }
+}
+
+/// Answers a deferred HTTP request (see [`HttpCtx::defer`]) from any
+/// thread. Dropped without answering, it answers 500.
+pub struct HttpResponder {
+    handle: ServerHandle,
+    to: ConnId,
+    sent: bool,
+}
+
+impl HttpResponder {
+    /// Sends `response` and closes the connection.
+    pub fn respond(mut self, response: HttpResponse) {
+        self.sent = true;
+        self.handle
+            .http_reply(self.to, Bytes::from(response.to_bytes()));
+    }
+}
+
+impl Drop for HttpResponder {
+    fn drop(&mut self) {
+        if !self.sent {
+            let resp = HttpResponse::text(500, "no response\n");
+            self.handle
+                .http_reply(self.to, Bytes::from(resp.to_bytes()));
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The embedding API: the [`Handler`] an application implements, the [`Ws`] its callbacks get, and plain HTTP on the same port.
+
+mod handler;
+mod http;
+mod ws;
+
+pub use handler::{Handler, HttpRequest, Message, Rejection, UpgradeRequest};
+pub use http::{HttpCtx, HttpResponder, HttpResponse};
+pub use ws::Ws;
+
+/// The core state a handler `H` runs on.
+pub(crate) type CoreOf<H> = crate::state::Core<H, <H as Handler>::Data, <H as Handler>::Local>;

@@ -1,0 +1,183 @@
+//! [`Ws`]: a connection as its callbacks see it.
+
+use std::net::SocketAddr;
+
+use super::{CoreOf, Handler};
+use crate::conn::{ConnId, Kind, SendStatus, State};
+use crate::fanout::PublishResult;
+use crate::handle::ServerHandle;
+use crate::mesh::PublishReport;
+use crate::proto::{CloseCode, PreparedFrame};
+
+/// A connection, as its callbacks see it.
+pub struct Ws<'a, H: Handler> {
+    core: &'a CoreOf<H>,
+    key: u32,
+    gen: u32,
+    data: &'a mut H::Data,
+}
+
+impl<'a, H: Handler> Ws<'a, H> {
+    pub(crate) fn new(core: &'a CoreOf<H>, key: u32, gen: u32, data: &'a mut H::Data) -> Self {
+        Self {
+            core,
+            key,
+            gen,
+            data,
+        }
+    }
+
+    /// This connection's id (usable from any thread with [`ServerHandle::send`]).
+    pub fn id(&self) -> ConnId {
+        ConnId::new(self.core.id(), self.key, self.gen)
+    }
+
+    /// The core serving this connection.
+    pub fn core(&self) -> usize {
+        self.core.id()
+    }
+
+    /// This core's application state ([`Handler::Local`]).
+    pub fn local(&self) -> &'a H::Local {
+        self.core.local()
+    }
+
+    /// The client's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.core.conns().peer(self.key)
+    }
+
+    /// The connection's data.
+    pub fn data(&self) -> &H::Data {
+        self.data
+    }
+
+    /// The connection's data, mutably.
+    pub fn data_mut(&mut self) -> &mut H::Data {
+        self.data
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> SendStatus {
+        self.send_prepared(&PreparedFrame::text(text))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> SendStatus {
+        self.send_prepared(&PreparedFrame::binary(data))
+    }
+
+    /// Sends a frame encoded once, e.g. shared with other connections.
+    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> SendStatus {
+        let mut conns = self.core.conns();
+        let st = conns.push(self.key, frame.as_bytes().clone(), Kind::Message);
+        if st != SendStatus::Dropped {
+            conns.stats().bytes_out.bump(frame.len() as u64);
+        }
+        st
+    }
+
+    /// Subscribes to `topic`. Returns false if already subscribed (or the
+    /// connection is closing).
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        self.is_open() && self.core.topics().subscribe(self.key, topic)
+    }
+
+    /// Unsubscribes from `topic`. Returns false if it was not subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        self.core.topics().unsubscribe(self.key, topic)
+    }
+
+    /// Whether this connection subscribes to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.core.topics().registry().is_subscribed(self.key, topic)
+    }
+
+    /// The topics this connection subscribes to.
+    pub fn topics(&self) -> Vec<String> {
+        self.core
+            .topics()
+            .registry()
+            .topics_of(self.key)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many topics this connection subscribes to.
+    pub fn subscription_count(&self) -> usize {
+        self.core.topics().registry().subscription_count(self.key)
+    }
+
+    /// Subscribers of `topic` on this connection's core.
+    pub fn local_subscriber_count(&self, topic: &str) -> usize {
+        self.core.topics().subscribers(topic).len()
+    }
+
+    /// Publishes a text message to every subscriber of `topic` except this
+    /// connection.
+    pub fn publish_text(&mut self, topic: &str, text: &str) -> PublishResult {
+        self.publish(topic, &PreparedFrame::text(text), false)
+    }
+
+    /// Publishes a binary message to every subscriber of `topic` except this
+    /// connection.
+    pub fn publish_binary(&mut self, topic: &str, data: &[u8]) -> PublishResult {
+        self.publish(topic, &PreparedFrame::binary(data), false)
+    }
+
+    /// Publishes a prepared frame to every subscriber of `topic`, including
+    /// this connection only when `include_self` is set.
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        frame: &PreparedFrame,
+        include_self: bool,
+    ) -> PublishResult {
+        let exclude = (!include_self).then(|| self.id());
+        self.core
+            .publish(topic, frame.as_bytes().clone(), exclude, None)
+    }
+
+    /// Publishes like [`Ws::publish`] and calls `done` with the totals over
+    /// all cores once every core has queued the frame. `done` runs on the
+    /// thread of the last core to finish (possibly this one, before this
+    /// returns) and must not block; [`ServerHandle::send`] is how it
+    /// reaches a connection.
+    pub fn publish_counted(
+        &mut self,
+        topic: &str,
+        frame: &PreparedFrame,
+        include_self: bool,
+        done: impl FnOnce(PublishReport) + Send + 'static,
+    ) -> PublishResult {
+        let exclude = (!include_self).then(|| self.id());
+        self.core.publish(
+            topic,
+            frame.as_bytes().clone(),
+            exclude,
+            Some(Box::new(done)),
+        )
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (at most 123
+    /// bytes are sent). Queued messages go out first.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        self.core.conns().close(self.key, code, reason);
+    }
+
+    /// Bytes queued for this connection and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.core.conns().buffered(self.key)
+    }
+
+    /// Whether messages can still be sent.
+    pub fn is_open(&self) -> bool {
+        self.core.conns().state(self.key) == Some(State::Open)
+    }
+
+    /// The server's handle: publish with counts, send to other connections,
+    /// stats.
+    pub fn handle(&self) -> &'a ServerHandle {
+        self.core.handle()
+    }
+}

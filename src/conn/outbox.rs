@@ -1,0 +1,191 @@
+//! A connection's queue of frames to write, and the gathered write that empties it: small frames copied together, large shared ones as iovecs.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+
+use bytes::Bytes;
+
+use crate::sys;
+
+/// Frames at most this large are copied together into one write buffer;
+/// larger ones go out as their own iovec, shared with every subscriber.
+const COALESCE_MAX: usize = 2048;
+/// Bytes one flush of one connection hands the kernel at most.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// Frames waiting to be written, oldest first. Admission (the outbox
+/// limit and the slow-consumer policy) is the connection table's job; this
+/// only keeps the queue and its byte count.
+#[derive(Default)]
+pub(super) struct Outbox {
+    frames: VecDeque<Bytes>,
+    /// Bytes of the first frame already written.
+    head_written: usize,
+    /// Bytes queued (not yet written).
+    queued: usize,
+    /// Reported backpressure; `drain` fires below the low-water mark.
+    pub(super) backpressured: bool,
+    /// After the outbox empties, shut down our sending side (close sent).
+    pub(super) fin_after_flush: bool,
+}
+
+impl Outbox {
+    /// Bytes queued and not yet written.
+    pub(super) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub(super) fn push(&mut self, frame: Bytes) {
+        self.queued += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Drops every frame not yet started; a partly written frame stays so
+    /// the stream remains well-formed.
+    pub(super) fn discard_unsent(&mut self) {
+        let keep = usize::from(self.head_written > 0);
+        while self.frames.len() > keep {
+            self.frames.pop_back();
+        }
+        self.queued = self
+            .frames
+            .front()
+            .map_or(0, |f| f.len() - self.head_written);
+    }
+
+    /// Drops everything, written or not, and the queue's memory.
+    pub(super) fn clear(&mut self) {
+        self.frames = VecDeque::new();
+        self.queued = 0;
+        self.head_written = 0;
+    }
+
+    /// One `sendmsg` of the head of the queue: small frames copied into
+    /// `g`'s buffer, large shared frames by reference. `WouldBlock` when the
+    /// socket took less than offered.
+    pub(super) fn write_some(&mut self, fd: RawFd, g: &mut Gather) -> io::Result<usize> {
+        g.wbuf.clear();
+        g.iov.clear();
+        g.plan.clear();
+        // First pass: copy small frames; remember where each run starts so
+        // the iovecs can be built after `wbuf` stops growing.
+        let mut total = 0usize;
+        for (i, f) in self.frames.iter().enumerate() {
+            let bytes: &[u8] = if i == 0 { &f[self.head_written..] } else { f };
+            if g.plan.len() >= sys::MAX_IOVECS - 1 || total >= WRITE_BATCH {
+                break;
+            }
+            if bytes.len() <= COALESCE_MAX && g.wbuf.len() + bytes.len() <= g.wbuf.capacity() {
+                let start = g.wbuf.len();
+                g.wbuf.extend_from_slice(bytes);
+                g.plan.push_copied(start, bytes.len());
+            } else {
+                g.plan.push_ref(i);
+            }
+            total += bytes.len();
+        }
+        for seg in g.plan.segments() {
+            match seg {
+                Seg::Copied(start, len) => g.iov.push(sys::iovec_of(&g.wbuf[start..start + len])),
+                Seg::Ref(i) => {
+                    let f = &self.frames[i];
+                    let bytes: &[u8] = if i == 0 { &f[self.head_written..] } else { f };
+                    g.iov.push(sys::iovec_of(bytes));
+                }
+            }
+        }
+        let n = sys::send_iovecs(fd, &g.iov)?;
+        self.advance(n);
+        if n < total {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    /// Moves past `n` written bytes.
+    fn advance(&mut self, n: usize) {
+        let mut left = n;
+        while left > 0 {
+            let f = self
+                .frames
+                .front()
+                .expect("written bytes belong to queued frames");
+            let rem = f.len() - self.head_written;
+            if left >= rem {
+                left -= rem;
+                self.frames.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += left;
+                left = 0;
+            }
+        }
+        self.queued -= n;
+        if self.frames.is_empty() {
+            // An idle connection keeps no queue memory.
+            self.frames = VecDeque::new();
+        }
+    }
+}
+
+/// A core's scratch for gathered writes, reused by every connection.
+pub(super) struct Gather {
+    wbuf: Vec<u8>,
+    iov: Vec<libc::iovec>,
+    plan: Plan,
+}
+
+impl Gather {
+    pub(super) fn new() -> Self {
+        Self {
+            wbuf: Vec::with_capacity(WRITE_BATCH),
+            iov: Vec::with_capacity(sys::MAX_IOVECS),
+            plan: Plan::default(),
+        }
+    }
+}
+
+/// One segment of a gathered write.
+#[derive(Clone, Copy)]
+enum Seg {
+    /// A run of bytes copied into the write buffer: (start, length).
+    Copied(usize, usize),
+    /// A queued frame by index, sent from its own memory.
+    Ref(usize),
+}
+
+/// The layout of one gathered write: runs of copied bytes and references to
+/// queued frames, merged where adjacent.
+#[derive(Default)]
+struct Plan {
+    segs: Vec<Seg>,
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        self.segs.len()
+    }
+    fn clear(&mut self) {
+        self.segs.clear();
+    }
+    fn push_copied(&mut self, start: usize, len: usize) {
+        if let Some(Seg::Copied(s, l)) = self.segs.last_mut() {
+            if *s + *l == start {
+                *l += len;
+                return;
+            }
+        }
+        self.segs.push(Seg::Copied(start, len));
+    }
+    fn push_ref(&mut self, i: usize) {
+        self.segs.push(Seg::Ref(i));
+    }
+    fn segments(&self) -> impl Iterator<Item = Seg> + '_ {
+        self.segs.iter().copied()
+    }
+}

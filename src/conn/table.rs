@@ -1,0 +1,673 @@
+//! The connection table of one core: slab entries, each connection's lifecycle and deadlines, admission onto outboxes and the flush.
+//!
+//! One cohesive owner, which is why it is one file: every change of a
+//! connection's state (handshake → open → closing → gone), every deadline
+//! armed for it and every frame queued on it happens in a method here, so
+//! no other module writes a connection's fields.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+use slab::Slab;
+
+use super::outbox::{Gather, Outbox};
+use super::timer::TimerWheel;
+use super::{secs, ConnId, LocalNotify, SendStatus, State};
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::proto::{CloseCode, PreparedFrame};
+use crate::pubsub::registry::sparse;
+use crate::stats::{CoreStats, MemoryGauges};
+use crate::sys;
+
+/// What a frame pushed onto an outbox is; decides its admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A data message: only while open and within the outbox limit;
+    /// counted, and reports backpressure.
+    Message,
+    /// A ping or a pong: only while open and within the outbox limit.
+    /// Dropping a pong is allowed (RFC 6455 §5.5.3: only the latest ping
+    /// needs an answer), and a client that floods pings and reads nothing
+    /// must not make us hold its answers without bound.
+    Control,
+    /// A close frame, the 101 response or an HTTP answer: always admitted.
+    /// At most one per connection, and each ends what may be sent.
+    Last,
+}
+
+/// A connection's slab entry: everything other tasks on the core may touch.
+/// The decoder and any partial frame live in the read task.
+struct Conn<D> {
+    gen: u32,
+    fd: RawFd,
+    stream: Rc<TcpStream>,
+    state: State,
+    outbox: Outbox,
+    /// Listed in the table's dirty list for the next flush.
+    dirty: bool,
+    /// A write hit a full socket; a task waits for writability.
+    waiting_writable: bool,
+    /// The `close` callback has run (it runs exactly once).
+    close_notified: bool,
+    /// A ping is out and unanswered.
+    ping_outstanding: bool,
+    /// Core clock second of the last byte received.
+    last_rx: u64,
+    /// Core clock second when closing started.
+    closing_since: u64,
+    /// The first close code sent or received, reported to `close`.
+    /// Boxed: rare, and kept out of every idle connection's entry.
+    close_code: Option<Box<(CloseCode, Box<str>)>>,
+    /// The application's data; taken out while a callback runs.
+    data: Option<D>,
+}
+
+/// How a connection that is going away ended, for the `close` callback.
+pub(crate) struct Finished {
+    /// It was upgraded and the application has not been told yet.
+    pub(crate) was_open: bool,
+    /// The first close code sent or received (1006 if none).
+    pub(crate) code: CloseCode,
+    /// Its reason.
+    pub(crate) reason: Box<str>,
+}
+
+/// What the flusher must look at: the wake-up for it and the connections
+/// whose sockets became writable again. Shared with the tasks that wait
+/// for writability, which touch nothing else.
+#[derive(Default)]
+pub(crate) struct FlushSchedule {
+    wake: LocalNotify,
+    writable: RefCell<Vec<(u32, u32)>>,
+}
+
+impl FlushSchedule {
+    /// Fired when the first connection becomes dirty since the last flush.
+    pub(crate) fn wake(&self) -> &LocalNotify {
+        &self.wake
+    }
+}
+
+/// What [`ConnTable::trim`] gave back.
+pub(crate) struct Trimmed {
+    /// The slab emptied and was replaced; its former capacity (about the
+    /// peak number of connections).
+    pub(crate) emptied: Option<usize>,
+    /// The slab's memory shrank.
+    pub(crate) gave_back: bool,
+}
+
+/// One core's connections.
+pub(crate) struct ConnTable<D> {
+    core: usize,
+    slab: Slab<Conn<D>>,
+    next_gen: u32,
+    /// Core clock, in whole seconds since the core started.
+    now: u64,
+    wheel: TimerWheel,
+    dirty: Vec<u32>,
+    schedule: Rc<FlushSchedule>,
+    gather: Gather,
+    cfg: Arc<Config>,
+    stats: Arc<[CoreStats]>,
+}
+
+impl<D> ConnTable<D> {
+    /// Core `core`'s empty table.
+    pub(crate) fn new(
+        core: usize,
+        cfg: Arc<Config>,
+        stats: Arc<[CoreStats]>,
+        schedule: Rc<FlushSchedule>,
+    ) -> Self {
+        Self {
+            core,
+            slab: Slab::new(),
+            next_gen: 1,
+            now: 0,
+            wheel: TimerWheel::new(64, 0),
+            dirty: Vec::new(),
+            schedule,
+            gather: Gather::new(),
+            cfg,
+            stats,
+        }
+    }
+
+    /// This core's counters.
+    pub(crate) fn stats(&self) -> &CoreStats {
+        &self.stats[self.core]
+    }
+
+    /// Connections held (any state).
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    // ----- identity -----
+
+    /// Takes a slot for a just-accepted socket and arms its handshake
+    /// deadline. Returns its key.
+    pub(crate) fn insert(&mut self, stream: Rc<TcpStream>, fd: RawFd) -> u32 {
+        let gen = self.next_gen;
+        self.next_gen = gen.wrapping_add(1).max(1);
+        let now = self.now;
+        let key = self.slab.insert(Conn {
+            gen,
+            fd,
+            stream,
+            state: State::Handshake,
+            outbox: Outbox::default(),
+            dirty: false,
+            waiting_writable: false,
+            close_notified: false,
+            ping_outstanding: false,
+            last_rx: now,
+            closing_since: 0,
+            close_code: None,
+            data: None,
+        }) as u32;
+        self.stats().opened();
+        self.wheel
+            .insert(now + secs(self.cfg.handshake_timeout), key, gen);
+        key
+    }
+
+    /// The id of the connection in slot `key`.
+    pub(crate) fn id(&self, key: u32) -> ConnId {
+        ConnId::new(self.core, key, self.slab[key as usize].gen)
+    }
+
+    /// Whether `id` still names a live connection of this core.
+    pub(crate) fn is_live(&self, id: ConnId) -> bool {
+        id.core() == self.core
+            && self
+                .slab
+                .get(id.key() as usize)
+                .is_some_and(|c| c.gen == id.gen())
+    }
+
+    /// The state of the connection in slot `key`.
+    pub(crate) fn state(&self, key: u32) -> Option<State> {
+        self.slab.get(key as usize).map(|c| c.state)
+    }
+
+    /// The client's address (cached by the runtime after the first call).
+    pub(crate) fn peer(&self, key: u32) -> SocketAddr {
+        self.slab[key as usize]
+            .stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Bytes queued for `key` and not yet written.
+    pub(crate) fn buffered(&self, key: u32) -> usize {
+        self.slab.get(key as usize).map_or(0, |c| c.outbox.queued())
+    }
+
+    /// Bytes queued over every connection.
+    pub(crate) fn queued_total(&self) -> usize {
+        self.slab.iter().map(|(_, c)| c.outbox.queued()).sum()
+    }
+
+    /// Timer wheel entries (live and stale).
+    pub(crate) fn timer_entries(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// Takes the application's data out for a callback: (generation, data).
+    pub(crate) fn take_data(&mut self, key: u32) -> Option<(u32, D)> {
+        let c = self.slab.get_mut(key as usize)?;
+        Some((c.gen, c.data.take()?))
+    }
+
+    /// Puts the data back after a callback, if the connection is still
+    /// the same one.
+    pub(crate) fn put_data(&mut self, key: u32, gen: u32, data: D) {
+        if let Some(c) = self.slab.get_mut(key as usize) {
+            if c.gen == gen {
+                c.data = Some(data);
+            }
+        }
+    }
+
+    // ----- reading -----
+
+    /// Notes `n` bytes received on `key`: the idle clock restarts.
+    pub(crate) fn note_rx(&mut self, key: u32, n: usize) {
+        self.stats[self.core].bytes_in.bump(n as u64);
+        if let Some(c) = self.slab.get_mut(key as usize) {
+            c.last_rx = self.now;
+            c.ping_outstanding = false;
+        }
+    }
+
+    // ----- the outbox -----
+
+    /// Queues `frame` for `key`: the one way onto an outbox. Data and
+    /// control frames are admitted only while the connection is open and
+    /// within the outbox limit; over the limit the slow-consumer policy
+    /// applies.
+    pub(crate) fn push(&mut self, key: u32, frame: Bytes, kind: Kind) -> SendStatus {
+        let (limit, low) = (self.cfg.outbox_limit, self.cfg.outbox_low_water);
+        let Some(c) = self.slab.get_mut(key as usize) else {
+            return SendStatus::Dropped;
+        };
+        let admitted = match kind {
+            Kind::Last => true,
+            Kind::Message | Kind::Control => {
+                let q = c.outbox.queued();
+                c.state == State::Open && (q + frame.len() <= limit || q == 0)
+            }
+        };
+        if !admitted {
+            if c.state == State::Open {
+                self.refuse(key);
+            }
+            return SendStatus::Dropped;
+        }
+        c.outbox.push(frame);
+        let mut status = SendStatus::Sent;
+        if kind == Kind::Message {
+            self.stats[self.core].messages_out.bump(1);
+            if c.outbox.queued() > low {
+                c.outbox.backpressured = true;
+                status = SendStatus::Backpressure;
+            }
+        }
+        if !c.dirty && !c.waiting_writable {
+            c.dirty = true;
+            if self.dirty.is_empty() {
+                self.schedule.wake.notify();
+            }
+            self.dirty.push(key);
+        }
+        status
+    }
+
+    /// An open connection's outbox is full: counts the drop and applies
+    /// the slow-consumer policy.
+    fn refuse(&mut self, key: u32) {
+        self.stats().dropped.bump(1);
+        if let SlowConsumerPolicy::Close(code, reason) = &self.cfg.slow_consumer {
+            let (code, reason) = (*code, reason.clone());
+            self.stats().slow_closes.bump(1);
+            self.begin_close(key, code, &reason, true);
+        }
+    }
+
+    // ----- lifecycle -----
+
+    /// Completes the upgrade: queues the 101 response, hands the
+    /// connection its data and arms its idle (and ping) deadline.
+    pub(crate) fn upgrade(&mut self, key: u32, response: Vec<u8>, data: D) {
+        self.push(key, Bytes::from(response), Kind::Last);
+        let now = self.now;
+        let c = &mut self.slab[key as usize];
+        c.state = State::Open;
+        c.data = Some(data);
+        c.last_rx = now;
+        let gen = c.gen;
+        self.stats().upgraded();
+        let (ping, idle) = (secs(self.cfg.ping_interval), secs(self.cfg.idle_timeout));
+        let first = if ping > 0 { ping.min(idle) } else { idle };
+        self.wheel.insert(now + first, key, gen);
+    }
+
+    /// Starts the closing handshake with `code` and `reason` after what is
+    /// queued; a connection still in its handshake is just shut.
+    pub(crate) fn close(&mut self, key: u32, code: CloseCode, reason: &str) {
+        match self.state(key) {
+            Some(State::Open) => self.begin_close(key, code, reason, false),
+            Some(State::Handshake) => sys::shutdown(self.slab[key as usize].fd, libc::SHUT_RDWR),
+            _ => {}
+        }
+    }
+
+    /// The peer's close frame arrived: remember its code and, if we had not
+    /// started closing, queue `echo` (the close the decoder says we owe).
+    pub(crate) fn peer_closed(
+        &mut self,
+        key: u32,
+        code: CloseCode,
+        reason: &str,
+        echo: Option<(CloseCode, &str)>,
+    ) {
+        let c = &mut self.slab[key as usize];
+        c.close_code
+            .get_or_insert_with(|| Box::new((code, reason.into())));
+        if c.state == State::Open {
+            if let Some((ec, er)) = echo {
+                self.begin_close(key, ec, er, false);
+            }
+        }
+    }
+
+    /// Queues a close frame (after what is queued, or instead of what has
+    /// not started when `discard` is set), stops further sends, shuts our
+    /// side once it is written and arms the close deadline.
+    fn begin_close(&mut self, key: u32, code: CloseCode, reason: &str, discard: bool) {
+        let c = &mut self.slab[key as usize];
+        if discard {
+            c.outbox.discard_unsent();
+        }
+        c.close_code
+            .get_or_insert_with(|| Box::new((code, reason.into())));
+        c.outbox.fin_after_flush = true;
+        self.push(
+            key,
+            PreparedFrame::close(code, reason).into_bytes(),
+            Kind::Last,
+        );
+        self.enter_closing(key);
+    }
+
+    /// Nothing more may be sent: the peer has the close timeout to finish
+    /// before the socket is shut.
+    fn enter_closing(&mut self, key: u32) {
+        let now = self.now;
+        let c = &mut self.slab[key as usize];
+        c.state = State::Closing;
+        c.closing_since = now;
+        let gen = c.gen;
+        self.wheel
+            .insert(now + secs(self.cfg.close_timeout), key, gen);
+    }
+
+    /// Answers a plain HTTP request (or refuses a handshake) and half-closes
+    /// once the answer is out; the close timeout bounds the rest.
+    pub(crate) fn answer_http(&mut self, key: u32, response: &[u8]) {
+        self.write_and_finish(key, response);
+        self.enter_closing(key);
+    }
+
+    /// The application answers this request later
+    /// ([`ConnTable::http_reply`]); meanwhile the connection lingers,
+    /// bounded by the close timeout.
+    pub(crate) fn defer_http(&mut self, key: u32) {
+        self.enter_closing(key);
+    }
+
+    /// The deferred answer to a plain HTTP request.
+    pub(crate) fn http_reply(&mut self, key: u32, response: &[u8]) {
+        self.write_and_finish(key, response);
+    }
+
+    /// Writes an interim response (`100 Continue`) directly; one that does
+    /// not fit is not worth queueing (the client sends the body anyway
+    /// after its own timeout).
+    pub(crate) fn write_interim(&mut self, key: u32, response: &[u8]) {
+        let _ = sys::send_parts(self.slab[key as usize].fd, &[response]);
+    }
+
+    /// Writes `response` directly when the socket takes it all, the common
+    /// case; what does not fit (a large `/metrics` on many cores) goes
+    /// through the outbox and the FIN follows it.
+    fn write_and_finish(&mut self, key: u32, response: &[u8]) {
+        let fd = self.slab[key as usize].fd;
+        let sent = sys::send_parts(fd, &[response]).unwrap_or(0);
+        if sent >= response.len() {
+            sys::shutdown(fd, libc::SHUT_WR);
+            return;
+        }
+        self.slab[key as usize].outbox.fin_after_flush = true;
+        self.push(key, Bytes::copy_from_slice(&response[sent..]), Kind::Last);
+    }
+
+    /// The read task is done with `key`: reports how it ended (once) and
+    /// drops what is still queued. The entry stays until
+    /// [`ConnTable::remove`], so the `close` callback still has its data.
+    pub(crate) fn finish(&mut self, key: u32) -> Finished {
+        let c = &mut self.slab[key as usize];
+        let was_open = c.data.is_some() && !c.close_notified;
+        c.close_notified = true;
+        let (code, reason) = c
+            .close_code
+            .take()
+            .map_or((CloseCode::ABNORMAL, "".into()), |b| *b);
+        c.state = State::Closing;
+        c.outbox.clear();
+        if was_open {
+            self.stats().closed_upgraded();
+        }
+        Finished {
+            was_open,
+            code,
+            reason,
+        }
+    }
+
+    /// Frees `key`'s slot and shuts its socket.
+    pub(crate) fn remove(&mut self, key: u32) {
+        let c = self.slab.remove(key as usize);
+        sys::shutdown(c.fd, libc::SHUT_RDWR);
+        self.stats().closed();
+    }
+
+    /// Server shutdown: close 1001 to every open connection; handshakes in
+    /// progress are dropped.
+    pub(crate) fn close_all(&mut self) {
+        let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k as u32).collect();
+        for k in keys {
+            self.close(k, CloseCode::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    // ----- deadlines -----
+
+    /// Advances the core clock to `now` and collects the connections whose
+    /// wheel slot came round into `due`.
+    pub(crate) fn advance(&mut self, now: u64, due: &mut Vec<(u32, u32)>) {
+        self.now = now;
+        self.wheel.advance(now, due);
+    }
+
+    /// Acts on a connection whose timer came round: handshake timeout,
+    /// idle timeout, ping, close timeout. Re-arms it otherwise.
+    pub(crate) fn on_timer(&mut self, key: u32, gen: u32) {
+        let now = self.now;
+        let cfg = self.cfg.clone();
+        let Some(c) = self.slab.get_mut(key as usize) else {
+            return;
+        };
+        if c.gen != gen {
+            return;
+        }
+        let next = match c.state {
+            State::Handshake | State::Closing => {
+                let deadline = if c.state == State::Handshake {
+                    c.last_rx + secs(cfg.handshake_timeout)
+                } else {
+                    c.closing_since + secs(cfg.close_timeout)
+                };
+                if now >= deadline {
+                    sys::shutdown(c.fd, libc::SHUT_RDWR);
+                    return;
+                }
+                deadline
+            }
+            State::Open => {
+                let idle = now.saturating_sub(c.last_rx);
+                let idle_limit = secs(cfg.idle_timeout);
+                let ping = secs(cfg.ping_interval);
+                if idle >= idle_limit {
+                    self.begin_close(key, CloseCode::GOING_AWAY, "idle timeout", true);
+                    return;
+                }
+                let next = c.last_rx + idle_limit;
+                if ping > 0 && idle >= ping && !c.ping_outstanding {
+                    c.ping_outstanding = true;
+                    self.push(key, PreparedFrame::ping(b"").into_bytes(), Kind::Control);
+                }
+                if ping > 0 {
+                    next.min(now + ping)
+                } else {
+                    next
+                }
+            }
+        };
+        self.wheel.insert(next, key, gen);
+    }
+
+    // ----- writing -----
+
+    /// Writes every connection that got frames since the last flush, and
+    /// those whose sockets became writable again: one `sendmsg` per
+    /// connection however many frames were queued. Adds to `drained` the
+    /// open connections whose backpressure ended.
+    pub(crate) fn flush(&mut self, drained: &mut Vec<u32>) {
+        let writable = std::mem::take(&mut *self.schedule.writable.borrow_mut());
+        for (key, gen) in writable {
+            if let Some(c) = self.slab.get_mut(key as usize) {
+                if c.gen == gen {
+                    c.waiting_writable = false;
+                    if self.flush_one(key) {
+                        drained.push(key);
+                    }
+                }
+            }
+        }
+        loop {
+            let mut keys = std::mem::take(&mut self.dirty);
+            if keys.is_empty() {
+                break;
+            }
+            for &key in &keys {
+                if self.flush_one(key) {
+                    drained.push(key);
+                }
+            }
+            // Reuse the allocation for the next round.
+            if self.dirty.is_empty() {
+                keys.clear();
+                self.dirty = keys;
+            }
+        }
+    }
+
+    /// Writes `key`'s outbox until it is empty or the socket is full; in
+    /// the latter case a task waits for writability. Returns whether the
+    /// connection is open and its backpressure just ended.
+    pub(crate) fn flush_one(&mut self, key: u32) -> bool {
+        let low = self.cfg.outbox_low_water;
+        let Some(c) = self.slab.get_mut(key as usize) else {
+            return false;
+        };
+        c.dirty = false;
+        if c.waiting_writable {
+            return false;
+        }
+        let mut wrote = 0usize;
+        while !c.outbox.is_empty() {
+            match c.outbox.write_some(c.fd, &mut self.gather) {
+                Ok(0) => break,
+                Ok(n) => wrote += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.waiting_writable = true;
+                    let (stream, gen, schedule) = (c.stream.clone(), c.gen, self.schedule.clone());
+                    monoio::spawn(async move {
+                        let _ = stream.writable(false).await;
+                        schedule.writable.borrow_mut().push((key, gen));
+                        schedule.wake.notify();
+                    });
+                    break;
+                }
+                Err(_) => {
+                    // Peer gone: drop what is queued and shut the socket;
+                    // the read task sees it and cleans up.
+                    c.outbox.clear();
+                    sys::shutdown(c.fd, libc::SHUT_RDWR);
+                    break;
+                }
+            }
+        }
+        self.stats[self.core].write_bytes.bump(wrote as u64);
+        if c.outbox.is_empty() && c.outbox.fin_after_flush {
+            c.outbox.fin_after_flush = false;
+            sys::shutdown(c.fd, libc::SHUT_WR);
+        }
+        if c.outbox.backpressured && c.outbox.queued() <= low {
+            c.outbox.backpressured = false;
+            return c.state == State::Open;
+        }
+        false
+    }
+
+    // ----- memory -----
+
+    /// Gives back the memory of tables that emptied or are mostly empty
+    /// (hysteresis: at most a quarter full).
+    ///
+    /// Shrinking the slab never changes a live key: an empty slab is
+    /// replaced, a sparse one only loses its vacant tail. A key is reused
+    /// after that as after any close; a stale [`ConnId`] still cannot
+    /// reach the new connection because `gen` comes from this table's
+    /// counter, which a new slab does not reset.
+    pub(crate) fn trim(&mut self) -> Trimmed {
+        let mut t = Trimmed {
+            emptied: None,
+            gave_back: false,
+        };
+        if self.slab.is_empty() {
+            if self.slab.capacity() > 0 {
+                t.emptied = Some(self.slab.capacity());
+                self.slab = Slab::new();
+                t.gave_back = true;
+            }
+        } else if sparse(self.slab.len(), self.slab.capacity()) {
+            let before = self.slab.capacity();
+            self.slab.shrink_to_fit();
+            t.gave_back = self.slab.capacity() < before;
+        }
+        if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
+            self.dirty = Vec::new();
+        }
+        // Wheel entries of closed connections stay until their slot comes
+        // round (up to the wheel's span); after a wave of closes they would
+        // hold the wave's memory that long. Sweep once they outnumber the
+        // live connections (each has one or two), or when none is left.
+        let stale = self.wheel.len() > 3 * self.slab.len() + 64;
+        if stale || (self.slab.is_empty() && self.wheel.capacity() > 0) {
+            let slab = &self.slab;
+            self.wheel
+                .retain(|k, g| slab.get(k as usize).is_some_and(|c| c.gen == g));
+        }
+        t
+    }
+
+    /// Fills in the connection table's part of the memory gauges.
+    pub(crate) fn gauges(&self, g: &mut MemoryGauges) {
+        g.connections = self.slab.len() as u64;
+        g.connection_slots = self.slab.capacity() as u64;
+        g.timer_entries = self.wheel.len() as u64;
+        g.timer_capacity = self.wheel.capacity() as u64;
+        g.dirty_capacity = self.dirty.capacity() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slab entry is most of what an idle connection costs in user
+    /// space; keep it from growing unnoticed.
+    #[test]
+    fn slab_entry_stays_small() {
+        let size = std::mem::size_of::<Conn<()>>();
+        assert!(size <= 112, "Conn<()> is {size} bytes");
+        eprintln!(
+            "Conn<()>: {size} bytes, TcpStream: {}",
+            std::mem::size_of::<TcpStream>()
+        );
+    }
+}

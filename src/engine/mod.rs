@@ -1,0 +1,150 @@
+//! The engine's top: [`Server::start`] binds the listeners and starts one pinned thread per core, each running its runtime and tasks.
+
+mod runtime;
+mod settle;
+mod tasks;
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::api::Handler;
+use crate::config::Config;
+use crate::handle::{DriverKind, ServerHandle};
+use crate::mesh::{self, Mesh};
+use crate::pubsub::InterestTable;
+use crate::state::Core;
+
+/// A shardcast server: a handler and a configuration, ready to start.
+pub struct Server<H: Handler> {
+    config: Config,
+    handler: H,
+}
+
+impl<H: Handler> Server<H> {
+    /// A server running `handler` with `config`.
+    pub fn new(config: Config, handler: H) -> Self {
+        Self { config, handler }
+    }
+
+    /// Binds every core's listener, starts the cores and returns once all of
+    /// them run.
+    ///
+    /// # Errors
+    /// Binding fails, or a core cannot build its runtime.
+    pub fn start(self) -> io::Result<ServerHandle> {
+        let config = Arc::new(self.config);
+        let handler = Arc::new(self.handler);
+        let n = config.effective_cores();
+        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+
+        // Bind all listeners up front: errors reach the caller, and port 0
+        // resolves to one port that every core then shares.
+        let first = runtime::bind_reuseport(config.listen, config.backlog)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            listeners.push(runtime::bind_reuseport(local_addr, config.backlog)?);
+        }
+
+        let mut mailboxes = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (mb, ib) = mesh::mailbox()?;
+            mailboxes.push(mb);
+            inboxes.push(ib);
+        }
+        let interest = Arc::new(InterestTable::new(n, config.interest_buckets));
+        let mesh = Arc::new(Mesh::new(interest, mailboxes));
+        let handle = ServerHandle::new(mesh.clone(), local_addr);
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<(usize, DriverKind)>>();
+        let mut threads = Vec::with_capacity(n);
+        for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+            let cpu = if config.pin && !cpus.is_empty() {
+                Some(cpus[i % cpus.len()])
+            } else {
+                None
+            };
+            let (mesh, handle, handler, config, ready) = (
+                mesh.clone(),
+                handle.clone(),
+                handler.clone(),
+                config.clone(),
+                ready_tx.clone(),
+            );
+            let t = std::thread::Builder::new()
+                .name(format!("shardcast-core-{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        core_affinity::set_for_current(cpu);
+                    }
+                    crate::handle::mark_core_thread();
+                    let (mut rt, driver) = match runtime::build() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    tracing::info!(core = i, cpu = ?cpu.map(|c| c.id), driver = %driver, "core started");
+                    let _ = ready.send(Ok((i, driver)));
+                    drop(ready);
+                    rt.block_on(async move {
+                        let local = handler.local(i);
+                        let core = Rc::new(Core::new(i, mesh, handle, handler, config, local));
+                        tasks::run_core(core, listener, inbox).await;
+                    });
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        handle.set_threads(threads);
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok((i, d))) => handle.set_driver(i, d),
+                Ok(Err(e)) => {
+                    handle.shutdown();
+                    handle.join();
+                    return Err(e);
+                }
+                Err(_) => {
+                    handle.shutdown();
+                    handle.join();
+                    return Err(io::Error::other("a core stopped while starting"));
+                }
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Starts the server and blocks until it shuts down.
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub fn run(self) -> io::Result<()> {
+        let h = self.start()?;
+        h.join();
+        Ok(())
+    }
+}
+
+/// A one-core setup for unit tests that need a core without threads.
+#[cfg(test)]
+pub(crate) fn test_core<H: Handler>(handler: H) -> Rc<crate::api::CoreOf<H>> {
+    let (mb, _inbox) = mesh::mailbox().unwrap();
+    let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
+    let handle = ServerHandle::new(
+        mesh.clone(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    let local = handler.local(0);
+    Rc::new(Core::new(
+        0,
+        mesh,
+        handle,
+        Arc::new(handler),
+        Arc::new(Config::default()),
+        local,
+    ))
+}

@@ -1,0 +1,186 @@
+//! A core's tasks: the accept loop, the inbox, the flusher and the once-a-second ticker, and the core's graceful shutdown.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::settle::{settle_driver_tables, SETTLE_MIN_PEAK};
+use crate::api::{CoreOf, Handler};
+use crate::io::{self, flush};
+use crate::mesh::{CoreMsg, Inbox};
+use crate::sys;
+
+/// A core's life: accept until told to stop, then close gracefully.
+pub(super) async fn run_core<H: Handler>(
+    core: Rc<CoreOf<H>>,
+    listener: std::net::TcpListener,
+    inbox: Inbox,
+) {
+    monoio::spawn(flusher(core.clone()));
+    monoio::spawn(ticker(core.clone()));
+    monoio::spawn(inbox_loop(core.clone(), inbox));
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(core = core.id(), error = %e, "cannot register listener");
+            return;
+        }
+    };
+    monoio::select! {
+        _ = accept_loop(core.clone(), &listener) => {},
+        _ = core.stop_signal().notified() => {},
+    }
+    // Stop listening now: the runtime may end before an asynchronous close
+    // of the socket would run, and new clients must be refused, not queued.
+    sys::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+    drop(listener);
+    // Graceful shutdown: close 1001 to every open connection, drop
+    // handshakes in progress, wait for close handshakes or the deadline.
+    core.begin_shutdown();
+    core.conns().close_all();
+    flush(&core);
+    if !core.conns().is_empty() {
+        monoio::select! {
+            _ = core.drained_signal().notified() => {},
+            _ = monoio::time::sleep(core.config().shutdown_timeout) => {
+                tracing::warn!(core = core.id(), left = core.conns().len(), "shutdown deadline: dropping connections");
+            },
+        }
+    }
+}
+
+async fn accept_loop<H: Handler>(core: Rc<CoreOf<H>>, listener: &monoio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                monoio::spawn(io::serve(core.clone(), Rc::new(stream)));
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of
+                // spinning on a full accept queue.
+                tracing::warn!(core = core.id(), error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Writes every connection that got frames since the last turn.
+async fn flusher<H: Handler>(core: Rc<CoreOf<H>>) {
+    loop {
+        core.schedule().wake().notified().await;
+        flush(&core);
+    }
+}
+
+/// Drains the core's inbox; sleeps on the wake socket when it is empty.
+async fn inbox_loop<H: Handler>(core: Rc<CoreOf<H>>, inbox: Inbox) {
+    let wake_fd = inbox.wake_socket().as_raw_fd();
+    let wake = match inbox
+        .wake_socket()
+        .try_clone()
+        .and_then(monoio::net::UnixStream::from_std)
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(core = core.id(), error = %e, "cannot register wake socket");
+            return;
+        }
+    };
+    let mailbox = core.mesh().mailbox(core.id());
+    let mut drain = [0u8; 64];
+    loop {
+        let mut handled = 0usize;
+        while let Some(msg) = inbox.try_recv() {
+            on_core_msg(&core, msg);
+            handled += 1;
+            if handled.is_multiple_of(1024) {
+                // Let this core's connections run between long bursts.
+                yield_now().await;
+            }
+        }
+        if !mailbox.sleep(&inbox) {
+            continue;
+        }
+        if wake.readable(false).await.is_err() {
+            return;
+        }
+        while sys::recv(wake_fd, &mut drain).is_ok_and(|n| n > 0) {}
+        mailbox.awake();
+    }
+}
+
+/// Handles a message from another core (or a thread holding the handle).
+fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
+    match msg {
+        CoreMsg::Publish {
+            topic,
+            frame,
+            exclude,
+            tally,
+        } => core.deliver_remote(&topic, frame, exclude, tally),
+        CoreMsg::Send { to, frame } => {
+            let mut conns = core.conns();
+            if conns.is_live(to) {
+                conns.push(to.key(), frame, crate::conn::Kind::Message);
+            }
+        }
+        CoreMsg::Close { to, code, reason } => {
+            let mut conns = core.conns();
+            if conns.is_live(to) {
+                conns.close(to.key(), code, &reason);
+            }
+        }
+        CoreMsg::HttpReply { to, response } => {
+            let mut conns = core.conns();
+            if conns.is_live(to) {
+                conns.http_reply(to.key(), &response);
+            }
+        }
+        CoreMsg::Run(job) => job(core),
+        CoreMsg::Shutdown => core.begin_shutdown(),
+    }
+}
+
+/// The core's clock and timer wheel: one tick per second.
+async fn ticker<H: Handler>(core: Rc<CoreOf<H>>) {
+    let start = Instant::now();
+    let mut due = Vec::new();
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let now = start.elapsed().as_secs();
+        core.conns().advance(now, &mut due);
+        let n = due.len();
+        {
+            let mut conns = core.conns();
+            for (key, gen) in due.drain(..) {
+                conns.on_timer(key, gen);
+            }
+        }
+        if due.capacity() > 2 * n.max(64) {
+            due.shrink_to(n);
+        }
+        flush(&core);
+        if let Some(peak) = core.trim() {
+            if peak >= SETTLE_MIN_PEAK {
+                settle_driver_tables(peak).await;
+                crate::alloc::core_emptied();
+            }
+        }
+    }
+}
+
+/// Yields once to the scheduler.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,97 @@
+//! Fanout: a frame queued for a core's local subscribers, and the one function that hands it to the other interested cores.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::conn::{ConnId, ConnTable, Kind, SendStatus};
+use crate::mesh::{CoreMsg, Mesh, Tally};
+use crate::pubsub::CoreSet;
+
+/// Frames up to this size that arrive from another core are copied once
+/// into core-local memory before the per-subscriber clones.
+const LOCAL_COPY_MAX: usize = 64 << 10;
+
+/// What a publish reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishResult {
+    /// Local subscribers the frame was queued for.
+    pub delivered: usize,
+    /// Local subscribers skipped by the slow-consumer policy.
+    pub dropped: usize,
+    /// Other cores the frame was forwarded to (their counts arrive there).
+    pub remote_cores: usize,
+}
+
+/// The cores other than `here` with interest in `topic`'s bucket.
+pub(crate) fn interested_cores(mesh: &Mesh, topic: &str, here: Option<usize>) -> CoreSet {
+    let interest = mesh.interest();
+    let mut set = interest.snapshot(interest.bucket(topic));
+    if let Some(c) = here {
+        set.remove(c);
+    }
+    set
+}
+
+/// Hands `frame` to each core of `cores`, once per core whatever its
+/// number of subscribers; each adds its counts to `tally` if given.
+pub(crate) fn to_cores(
+    mesh: &Mesh,
+    cores: &CoreSet,
+    topic: &str,
+    frame: &Bytes,
+    exclude: Option<ConnId>,
+    tally: Option<&Arc<Tally>>,
+) {
+    if cores.is_empty() {
+        return;
+    }
+    let topic: Arc<str> = Arc::from(topic);
+    for c in cores.iter() {
+        mesh.send(
+            c,
+            CoreMsg::Publish {
+                topic: topic.clone(),
+                frame: frame.clone(),
+                exclude,
+                tally: tally.cloned(),
+            },
+        );
+    }
+}
+
+/// Queues `frame` for each of `subs` but `exclude`: (delivered, dropped).
+pub(crate) fn deliver<D>(
+    conns: &mut ConnTable<D>,
+    subs: &[u32],
+    frame: &Bytes,
+    exclude: Option<u32>,
+) -> (usize, usize) {
+    let (mut delivered, mut dropped) = (0, 0);
+    for &s in subs {
+        if Some(s) == exclude {
+            continue;
+        }
+        match conns.push(s, frame.clone(), Kind::Message) {
+            SendStatus::Dropped => dropped += 1,
+            _ => delivered += 1,
+        }
+    }
+    let st = conns.stats();
+    st.deliveries.bump(delivered as u64);
+    st.bytes_out.bump((delivered * frame.len()) as u64);
+    (delivered, dropped)
+}
+
+/// A frame that arrived from another core, ready for `subscribers` local
+/// clones. Every clone bumps the frame's reference count; shared with
+/// other cores, that count's cache line would bounce between them once per
+/// subscriber, so the frame is first copied once into core-local memory
+/// (unless it has one subscriber here, or is large and has few).
+pub(crate) fn localize(frame: Bytes, subscribers: usize) -> Bytes {
+    if subscribers > 1 && (frame.len() <= LOCAL_COPY_MAX || subscribers >= 16) {
+        Bytes::copy_from_slice(&frame)
+    } else {
+        frame
+    }
+}

@@ -1,0 +1,295 @@
+//! [`ServerHandle`]: publish, send, close, query and stop a running server from any thread.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::conn::ConnId;
+use crate::fanout;
+use crate::mesh::{CoreMsg, CoreView, Mesh, PublishReport, Tally};
+use crate::proto::{CloseCode, PreparedFrame};
+use crate::stats::{CoreStats, StatsSnapshot};
+
+thread_local! {
+    /// Set on core threads: blocking calls on the handle would deadlock there.
+    static ON_CORE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as a core thread.
+pub(crate) fn mark_core_thread() {
+    ON_CORE.with(|s| s.set(true));
+}
+
+fn on_core() -> bool {
+    ON_CORE.with(Cell::get)
+}
+
+/// The io driver a core runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring.
+    IoUring,
+    /// epoll (monoio's legacy driver).
+    Legacy,
+}
+
+impl std::fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Legacy => "epoll",
+        })
+    }
+}
+
+/// Errors of the handle's blocking calls.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Called on a core thread, where waiting would stop the core that
+    /// must answer.
+    #[error("blocking server call made on a core thread")]
+    OnCore,
+    /// The server has stopped.
+    #[error("server stopped")]
+    Stopped,
+}
+
+struct HandleInner {
+    mesh: Arc<Mesh>,
+    local_addr: SocketAddr,
+    drivers: Mutex<Vec<DriverKind>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A handle to a running server, usable from any thread: publish, send to
+/// a connection, read stats, shut down.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl ServerHandle {
+    pub(crate) fn new(mesh: Arc<Mesh>, local_addr: SocketAddr) -> Self {
+        let n = mesh.cores();
+        Self {
+            inner: Arc::new(HandleInner {
+                mesh,
+                local_addr,
+                drivers: Mutex::new(vec![DriverKind::Legacy; n]),
+                threads: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub(crate) fn set_driver(&self, core: usize, driver: DriverKind) {
+        if let Ok(mut d) = self.inner.drivers.lock() {
+            d[core] = driver;
+        }
+    }
+
+    pub(crate) fn set_threads(&self, threads: Vec<JoinHandle<()>>) {
+        *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+    }
+
+    /// The address every core listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.inner.mesh.cores()
+    }
+
+    /// The io driver each core runs.
+    pub fn drivers(&self) -> Vec<DriverKind> {
+        self.inner
+            .drivers
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Publishes `frame` to every subscriber of `topic` on every core, from
+    /// any thread. Messages published from one thread to one topic arrive in
+    /// order. Returns the number of cores it was sent to.
+    pub fn publish(&self, topic: &str, frame: &PreparedFrame) -> usize {
+        let mesh = &self.inner.mesh;
+        let cores = fanout::interested_cores(mesh, topic, None);
+        fanout::to_cores(mesh, &cores, topic, frame.as_bytes(), None, None);
+        cores.len()
+    }
+
+    /// Publishes a text message; see [`ServerHandle::publish`].
+    pub fn publish_text(&self, topic: &str, text: &str) -> usize {
+        self.publish(topic, &PreparedFrame::text(text))
+    }
+
+    /// Publishes a binary message; see [`ServerHandle::publish`].
+    pub fn publish_binary(&self, topic: &str, data: &[u8]) -> usize {
+        self.publish(topic, &PreparedFrame::binary(data))
+    }
+
+    /// Publishes and waits until every core has queued it, returning how
+    /// many subscribers it reached.
+    ///
+    /// # Errors
+    /// [`HandleError::OnCore`] on a core thread (use the callback's
+    /// `publish_counted` there); [`HandleError::Stopped`] if the server
+    /// stopped.
+    pub fn publish_counted(
+        &self,
+        topic: &str,
+        frame: &PreparedFrame,
+    ) -> Result<PublishReport, HandleError> {
+        if on_core() {
+            return Err(HandleError::OnCore);
+        }
+        let mesh = &self.inner.mesh;
+        let cores = fanout::interested_cores(mesh, topic, None);
+        if cores.is_empty() {
+            return Ok(PublishReport::default());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tally = Tally::new(
+            cores.len(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        fanout::to_cores(mesh, &cores, topic, frame.as_bytes(), None, Some(&tally));
+        drop(tally);
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| HandleError::Stopped)
+    }
+
+    /// Sends a frame to one connection, from any thread. A stale id (the
+    /// connection closed) is ignored.
+    pub fn send(&self, to: ConnId, frame: &PreparedFrame) {
+        self.inner.mesh.send(
+            to.core(),
+            CoreMsg::Send {
+                to,
+                frame: frame.as_bytes().clone(),
+            },
+        );
+    }
+
+    /// Answers a deferred HTTP request with a serialised response and
+    /// half-closes its connection.
+    pub(crate) fn http_reply(&self, to: ConnId, response: Bytes) {
+        self.inner
+            .mesh
+            .send(to.core(), CoreMsg::HttpReply { to, response });
+    }
+
+    /// Closes one connection with `code` and `reason`, from any thread.
+    pub fn close(&self, to: ConnId, code: CloseCode, reason: &str) {
+        self.inner.mesh.send(
+            to.core(),
+            CoreMsg::Close {
+                to,
+                code,
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    /// Runs `f` on every core and collects the results, in core order.
+    ///
+    /// # Errors
+    /// [`HandleError::OnCore`] on a core thread; [`HandleError::Stopped`]
+    /// if a core did not answer within 10 s.
+    pub fn query<R: Send + 'static>(
+        &self,
+        f: impl Fn(&dyn CoreView) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, HandleError> {
+        if on_core() {
+            return Err(HandleError::OnCore);
+        }
+        let f = Arc::new(f);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let n = self.cores();
+        for i in 0..n {
+            let f = f.clone();
+            let tx = tx.clone();
+            self.inner.mesh.send(
+                i,
+                CoreMsg::Run(Box::new(move |core: &dyn CoreView| {
+                    let _ = tx.send((i, f(core)));
+                })),
+            );
+        }
+        let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+        for _ in 0..n {
+            let (i, r) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| HandleError::Stopped)?;
+            out[i] = Some(r);
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every core answered"))
+            .collect())
+    }
+
+    /// Subscribers of `topic` over all cores.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::query`].
+    pub fn subscriber_count(&self, topic: &str) -> Result<usize, HandleError> {
+        let t = topic.to_owned();
+        Ok(self
+            .query(move |c| c.subscriber_count(&t))?
+            .into_iter()
+            .sum())
+    }
+
+    /// Messages waiting in each core's inbox (a core that falls behind its
+    /// peers shows here first).
+    pub fn inbox_depths(&self) -> Vec<usize> {
+        self.inner.mesh.inbox_depths()
+    }
+
+    /// Counters of each core.
+    pub fn core_stats(&self) -> Vec<StatsSnapshot> {
+        self.inner
+            .mesh
+            .all_stats()
+            .iter()
+            .map(CoreStats::snapshot)
+            .collect()
+    }
+
+    /// Counters summed over all cores.
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut total = StatsSnapshot::default();
+        for s in self.core_stats() {
+            total.add(&s);
+        }
+        total
+    }
+
+    /// Starts a graceful shutdown: every core stops accepting, sends close
+    /// 1001 to its connections, waits for their close handshakes (at most
+    /// [`Config::shutdown_timeout`](crate::Config::shutdown_timeout)) and
+    /// stops. Returns at once; see [`ServerHandle::join`].
+    pub fn shutdown(&self) {
+        for i in 0..self.cores() {
+            self.inner.mesh.send(i, CoreMsg::Shutdown);
+        }
+    }
+
+    /// Waits until every core has stopped.
+    pub fn join(&self) {
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

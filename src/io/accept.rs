@@ -1,0 +1,173 @@
+//! The answer to a connection's HTTP request: a plain HTTP response, a rejection, or the upgrade, each decided by policy and the application's hooks.
+
+use std::rc::Rc;
+
+use crate::api::{CoreOf, Handler, HttpCtx, HttpRequest, UpgradeRequest};
+use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
+
+/// What one look at the request bytes decided.
+pub(super) enum Answer {
+    /// The request (or its body) is incomplete; the bytes wanted in all, if known.
+    NeedMore(usize),
+    /// Answered (HTTP response or rejection); the connection is closing.
+    Closed,
+    /// Upgraded; the request head was this long.
+    Upgraded(usize),
+}
+
+/// Parses `data` and, once the request is complete, answers it: plain HTTP,
+/// a rejection, or the upgrade.
+pub(super) fn answer<H: Handler>(
+    core: &Rc<CoreOf<H>>,
+    key: u32,
+    data: &[u8],
+    limits: &HandshakeLimits,
+    continued: &mut bool,
+) -> Answer {
+    let parsed = match handshake::parse_request(data, limits) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut out = Vec::new();
+            e.write_response(&mut out);
+            reject(core, key, &out, e.status());
+            return Answer::Closed;
+        }
+    };
+    let Parsed::Complete {
+        value: req,
+        consumed,
+    } = parsed
+    else {
+        return Answer::NeedMore(0);
+    };
+
+    if !req.is_websocket_upgrade() {
+        // Plain HTTP on the WebSocket port: wait for the body, answer, close.
+        let end = match req.body_end(consumed, core.config().max_http_body) {
+            Ok(end) => end,
+            Err(BodyError::InvalidLength) => {
+                let e = HandshakeError::InvalidContentLength;
+                let mut out = Vec::new();
+                e.write_response(&mut out);
+                reject(core, key, &out, e.status());
+                return Answer::Closed;
+            }
+            Err(BodyError::TooLarge) => {
+                reject_with(core, key, 413, "request body too large\n");
+                return Answer::Closed;
+            }
+            Err(BodyError::TransferCoding) => {
+                let msg = "send the body with Content-Length; Transfer-Encoding is not supported\n";
+                reject_with(core, key, 411, msg);
+                return Answer::Closed;
+            }
+        };
+        if data.len() < end {
+            // RFC 9110 §10.1.1: a client that sent "Expect: 100-continue"
+            // may wait for this before sending the body (curl does for
+            // bodies over 1 KiB, for a second).
+            let expects = req
+                .header_str("expect")
+                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+            if expects && !*continued && req.version() == 1 {
+                *continued = true;
+                core.conns()
+                    .write_interim(key, b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            return Answer::NeedMore(end);
+        }
+        let conn = core.conns().id(key);
+        let mut ctx = HttpCtx::new(core, conn);
+        let hreq = HttpRequest::new(&req, &data[consumed..end], core.conns().peer(key));
+        let resp = core.handler().http(&hreq, &mut ctx);
+        core.stats().http_requests.bump(1);
+        if ctx.is_deferred() {
+            // The answer comes later through the inbox; meanwhile the
+            // connection lingers, bounded by the close timeout.
+            core.conns().defer_http(key);
+            return Answer::Closed;
+        }
+        core.conns().answer_http(key, &resp.to_bytes());
+        return Answer::Closed;
+    }
+
+    let upgrade_key = match req.validate_upgrade() {
+        Ok(k) => k,
+        Err(e) => {
+            let mut out = Vec::new();
+            e.write_response(&mut out);
+            reject(core, key, &out, e.status());
+            return Answer::Closed;
+        }
+    };
+    let cfg = core.config();
+    if !cfg.allowed_origins.is_empty() {
+        let ok = req.origin().is_some_and(|o| {
+            cfg.allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o))
+        });
+        if !ok {
+            reject_with(core, key, 403, "origin not allowed\n");
+            return Answer::Closed;
+        }
+    }
+    if core.is_shutting_down() {
+        reject_with(core, key, 503, "server shutting down\n");
+        return Answer::Closed;
+    }
+    // Reserve the slot before the application's hook runs: cores accept at
+    // the same time, and a check-then-count would let each of them take
+    // the last slot.
+    if !core.mesh().reserve_slot(cfg.max_connections) {
+        reject_with(core, key, 503, "server full\n");
+        return Answer::Closed;
+    }
+    let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
+    let mut ureq = UpgradeRequest::new(
+        &req,
+        core.conns().peer(key),
+        core.id(),
+        req.select_protocol(&supported).map(str::to_owned),
+    );
+    let data = match core.handler().upgrade(&mut ureq) {
+        Ok(d) => d,
+        Err(rej) => {
+            core.mesh().release_slot();
+            reject_with(core, key, rej.status, &rej.reason);
+            return Answer::Closed;
+        }
+    };
+    // Only a protocol the client offered may be selected (RFC 6455 §4.2.2).
+    let protocol = ureq
+        .into_protocol()
+        .filter(|p| req.protocols().any(|o| o == p.as_str()));
+    let mut out = Vec::with_capacity(160);
+    handshake::write_switching_protocols(&mut out, &upgrade_key, protocol.as_deref(), &[]);
+    core.conns().upgrade(key, out, data);
+    super::dispatch::flush_one(core, key);
+    Answer::Upgraded(consumed)
+}
+
+/// Answers a refused handshake with `status` and a short body.
+fn reject_with<H: Handler>(core: &CoreOf<H>, key: u32, status: u16, reason: &str) {
+    // A rejection is an error status; anything else from an application's
+    // `upgrade` hook must not take the core down.
+    let status = if (400..=599).contains(&status) {
+        status
+    } else {
+        tracing::error!(
+            status,
+            "upgrade rejected with a non-error status; answering 500"
+        );
+        500
+    };
+    let mut out = Vec::new();
+    handshake::write_rejection(&mut out, status, reason);
+    reject(core, key, &out, status);
+}
+
+fn reject<H: Handler>(core: &CoreOf<H>, key: u32, response: &[u8], status: u16) {
+    core.stats().rejected(status);
+    core.conns().answer_http(key, response);
+}

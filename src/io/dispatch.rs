@@ -1,0 +1,155 @@
+//! Dispatch: decoded messages to the [`Handler`]'s callbacks, the replies the decoder says we owe, and the callbacks of a connection's life (open, drain, close).
+
+use crate::api::{CoreOf, Handler, Message, Ws};
+use crate::conn::{Kind, State};
+use crate::proto::{CloseCode, Decoded, Decoder, Incoming, PreparedFrame, Reply};
+
+/// What one pass of decoding left behind.
+pub(super) struct Step {
+    pub(super) consumed: usize,
+    pub(super) needed: usize,
+    /// The close handshake is complete (the peer's close arrived): stop.
+    pub(super) done: bool,
+    /// The input violated the protocol: nothing more can be decoded.
+    pub(super) failed: bool,
+}
+
+/// Runs `f` with a [`Ws`] for connection `key`, its data taken out of the
+/// table for the duration so the callback may touch any other state.
+fn with_ws<H: Handler, R>(
+    core: &CoreOf<H>,
+    key: u32,
+    f: impl FnOnce(&mut Ws<'_, H>) -> R,
+) -> Option<R> {
+    let (gen, mut data) = core.conns().take_data(key)?;
+    let r = {
+        let mut ws = Ws::new(core, key, gen, &mut data);
+        f(&mut ws)
+    };
+    core.conns().put_data(key, gen, data);
+    Some(r)
+}
+
+/// The connection is open: `open`.
+pub(super) fn open<H: Handler>(core: &CoreOf<H>, key: u32) {
+    let handler = core.handler().clone();
+    with_ws(core, key, |ws| handler.open(ws));
+}
+
+/// Decodes and dispatches every whole message in `input`.
+pub(super) fn process<H: Handler>(
+    core: &CoreOf<H>,
+    key: u32,
+    dec: &mut Decoder,
+    input: &mut [u8],
+) -> Step {
+    let handler = core.handler().clone();
+    let mut pos = 0;
+    loop {
+        let state = core.conns().state(key);
+        let decoded = dec.decode(&mut input[pos..], core.limits());
+        match decoded {
+            Ok(Decoded::Incomplete { consumed, needed }) => {
+                return Step {
+                    consumed: pos + consumed,
+                    needed,
+                    done: false,
+                    failed: false,
+                };
+            }
+            Ok(Decoded::Message {
+                consumed,
+                message,
+                reply,
+            }) => {
+                let msg = match message {
+                    Incoming::Text(t) => Some(Message::Text(t)),
+                    Incoming::Binary(b) => Some(Message::Binary(b)),
+                    Incoming::Ping(_) | Incoming::Pong(_) => None,
+                    // Only produced when RSV1 is allowed, which needs a
+                    // negotiated permessage-deflate; never offered yet.
+                    Incoming::Compressed { .. } => None,
+                    Incoming::Close(frame) => {
+                        let (code, reason) =
+                            frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
+                        let echo = match reply {
+                            Some(Reply::Close(rc, rr)) => Some((rc, rr)),
+                            _ => None,
+                        };
+                        core.conns().peer_closed(key, code, reason, echo);
+                        flush_one(core, key);
+                        return Step {
+                            consumed: pos + consumed,
+                            needed: 0,
+                            done: true,
+                            failed: false,
+                        };
+                    }
+                };
+                if let Some(msg) = msg {
+                    core.stats().messages_in.bump(1);
+                    if state == Some(State::Open) {
+                        with_ws(core, key, |ws| handler.message(ws, msg));
+                    }
+                }
+                if let Some(Reply::Pong(p)) = reply {
+                    core.conns()
+                        .push(key, PreparedFrame::pong(p).into_bytes(), Kind::Control);
+                }
+                pos += consumed;
+            }
+            Err(e) => {
+                core.stats().protocol_errors.bump(1);
+                core.conns().close(key, e.close_code(), &e.to_string());
+                flush_one(core, key);
+                return Step {
+                    consumed: input.len(),
+                    needed: 0,
+                    done: false,
+                    failed: true,
+                };
+            }
+        }
+    }
+}
+
+/// Writes `key`'s outbox now; `drain` if its backpressure ended.
+pub(crate) fn flush_one<H: Handler>(core: &CoreOf<H>, key: u32) {
+    if core.conns().flush_one(key) {
+        drain(core, key);
+    }
+}
+
+/// Writes every dirty connection (the flusher's turn), then runs `drain`
+/// for those whose backpressure ended.
+pub(crate) fn flush<H: Handler>(core: &CoreOf<H>) {
+    let mut drained = Vec::new();
+    core.conns().flush(&mut drained);
+    for key in drained {
+        drain(core, key);
+    }
+}
+
+fn drain<H: Handler>(core: &CoreOf<H>, key: u32) {
+    let handler = core.handler().clone();
+    with_ws(core, key, |ws| handler.drain(ws));
+}
+
+/// The connection is gone: tell the application, drop its subscriptions
+/// and its slot.
+pub(super) fn finish<H: Handler>(core: &CoreOf<H>, key: u32) {
+    // Whatever is still queued (e.g. our close echo) gets one last write.
+    core.conns().flush_one(key);
+    let end = core.conns().finish(key);
+    if end.was_open {
+        let handler = core.handler().clone();
+        with_ws(core, key, |ws| handler.close(ws, end.code, &end.reason));
+        core.mesh().release_slot();
+    }
+    core.topics().remove_subscriber(key);
+    let mut conns = core.conns();
+    conns.remove(key);
+    if core.is_shutting_down() && conns.is_empty() {
+        core.drained_signal().notify();
+    }
+}

@@ -1,0 +1,8 @@
+//! The connection task: reads, the answer to the HTTP request, and the dispatch of decoded messages to the handler's callbacks.
+
+mod accept;
+mod dispatch;
+mod task;
+
+pub(crate) use dispatch::flush;
+pub(crate) use task::serve;

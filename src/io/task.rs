@@ -1,0 +1,246 @@
+//! A connection's task: readiness → read into the core's scratch buffer → the handshake, then frames decoded in place and dispatched.
+
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+
+use super::accept::{answer, Answer};
+use super::dispatch::{self, Step};
+use crate::api::{CoreOf, Handler};
+use crate::conn::State;
+use crate::proto::handshake::HandshakeLimits;
+use crate::proto::{Decoder, MAX_HEADER_LEN};
+use crate::sys;
+
+/// Reads per readiness before yielding to other connections.
+const READS_PER_WAKE: usize = 4;
+
+/// Serves one accepted connection until it is gone.
+///
+/// Takes the stream already in an `Rc`: every argument is stored in the
+/// task for its whole life, so it gets nothing it does not keep.
+pub(crate) async fn serve<H: Handler>(core: Rc<CoreOf<H>>, stream: Rc<TcpStream>) {
+    let fd = stream.as_raw_fd();
+    sys::set_nodelay(fd);
+    let key = core.conns().insert(stream.clone(), fd);
+    match handshake(&core, &stream, key).await {
+        Some(leftover) => frames(&core, &stream, key, leftover).await,
+        None => linger(&core, &stream, key).await,
+    }
+    dispatch::finish(&core, key);
+}
+
+/// The most a partial frame may make a connection buffer.
+fn partial_cap<H: Handler>(core: &CoreOf<H>) -> usize {
+    core.config().max_frame_size.max(4096) + MAX_HEADER_LEN
+}
+
+/// Reads the HTTP request and answers it. Returns the bytes that followed
+/// the request head when the connection was upgraded.
+///
+/// The request is read into the core's scratch buffer and answered from
+/// there; only a request that arrives in pieces is copied into a buffer of
+/// its own, so a burst of handshakes does not hold a buffer per connection.
+async fn handshake<H: Handler>(
+    core: &Rc<CoreOf<H>>,
+    stream: &TcpStream,
+    key: u32,
+) -> Option<Vec<u8>> {
+    let fd = stream.as_raw_fd();
+    let limits = HandshakeLimits {
+        max_header_bytes: core.config().max_header_bytes,
+        ..Default::default()
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut continued = false;
+    loop {
+        stream.readable(false).await.ok()?;
+        let answer = if buf.is_empty() {
+            let mut scratch = core.scratch();
+            let n = match sys::recv(fd, &mut scratch) {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            };
+            core.stats().bytes_in.bump(n as u64);
+            let data = &scratch[..n];
+            match answer(core, key, data, &limits, &mut continued) {
+                Answer::NeedMore(want) => {
+                    buf.reserve_exact(want.max(n + 512));
+                    buf.extend_from_slice(data);
+                    continue;
+                }
+                Answer::Upgraded(consumed) => return Some(data[consumed..].to_vec()),
+                Answer::Closed => return None,
+            }
+        } else {
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.capacity());
+            }
+            match sys::recv_into_vec(fd, &mut buf) {
+                Ok(0) => return None,
+                Ok(n) => core.stats().bytes_in.bump(n as u64),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            }
+            answer(core, key, &buf, &limits, &mut continued)
+        };
+        match answer {
+            Answer::NeedMore(want) => buf.reserve(want.saturating_sub(buf.len())),
+            Answer::Upgraded(consumed) => {
+                buf.drain(..consumed);
+                return Some(buf);
+            }
+            Answer::Closed => return None,
+        }
+    }
+}
+
+/// After our side closed: read and discard until the peer closes too (or
+/// the close timeout shuts the socket), so unread bytes never turn our FIN
+/// into a reset that would destroy the response.
+async fn linger<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32) {
+    if core.conns().state(key) != Some(State::Closing) {
+        return; // the peer left during the handshake
+    }
+    let fd = stream.as_raw_fd();
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        match sys::recv(fd, &mut core.scratch()) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The message loop of an upgraded connection.
+async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, mut rbuf: Vec<u8>) {
+    let fd = stream.as_raw_fd();
+    let mut dec = Decoder::new(crate::proto::Role::Server);
+    dispatch::open(core, key);
+    let mut failed = false;
+    let mut needed = 0usize;
+    if !rbuf.is_empty() {
+        let step = dispatch::process(core, key, &mut dec, &mut rbuf);
+        if step.done {
+            return;
+        }
+        rbuf.drain(..step.consumed);
+        needed = step.needed;
+        failed = step.failed;
+    }
+    if rbuf.is_empty() {
+        rbuf = Vec::new();
+    }
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        for _ in 0..READS_PER_WAKE {
+            if failed {
+                // After a protocol error nothing can be decoded: read and
+                // discard until the peer's FIN or the close timeout.
+                match sys::recv(fd, &mut core.scratch()) {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                }
+            }
+            let full;
+            let step: Step;
+            if rbuf.is_empty() {
+                // Common case: no partial frame. Read into the core's shared
+                // buffer and decode in place; keep only an unfinished tail.
+                let mut scratch = core.scratch();
+                let n = match sys::recv(fd, &mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                };
+                full = n == scratch.len();
+                core.conns().note_rx(key, n);
+                step = dispatch::process(core, key, &mut dec, &mut scratch[..n]);
+                if !step.done && step.consumed < n {
+                    let tail = &scratch[step.consumed..n];
+                    rbuf.reserve_exact(tail.len().max(step.needed.min(partial_cap(core))));
+                    rbuf.extend_from_slice(tail);
+                }
+            } else {
+                // A frame is partly here: read straight behind it.
+                let want = needed
+                    .saturating_sub(rbuf.len())
+                    .clamp(4096, partial_cap(core));
+                rbuf.reserve(want);
+                let n = match sys::recv_into_vec(fd, &mut rbuf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                };
+                full = rbuf.len() == rbuf.capacity();
+                core.conns().note_rx(key, n);
+                step = dispatch::process(core, key, &mut dec, &mut rbuf);
+                if !step.done {
+                    rbuf.drain(..step.consumed);
+                }
+                if rbuf.is_empty() || step.done {
+                    // Idle connections hold no buffer.
+                    rbuf = Vec::new();
+                }
+            }
+            if step.done {
+                return;
+            }
+            needed = step.needed;
+            failed = step.failed;
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Rejection, UpgradeRequest};
+
+    struct Nop;
+    impl Handler for Nop {
+        type Data = ();
+        type Local = ();
+        fn upgrade(&self, _: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+            Ok(())
+        }
+    }
+
+    /// The connection task's future is allocated once per connection and
+    /// lives as long as it: an idle connection's user-space cost is this
+    /// plus its slab entry.
+    #[test]
+    fn connection_task_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let core = crate::engine::test_core(Nop);
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let fut = serve(core, Rc::new(stream));
+            let size = std::mem::size_of_val(&fut);
+            eprintln!("connection task future: {size} bytes");
+            assert!(size <= 400, "connection task future is {size} bytes");
+        });
+    }
+}

@@ -1,0 +1,109 @@
+//! Between cores: one lock-free mailbox per core, the messages it carries, counted publishes and per-core counters.
+//!
+//! Everything here is shared by every core and by [`ServerHandle`]s on any
+//! thread, and nothing here is locked on the message path.
+//!
+//! [`ServerHandle`]: crate::ServerHandle
+
+mod completion;
+mod mailbox;
+mod msg;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::pubsub::InterestTable;
+use crate::stats::CoreStats;
+
+pub use completion::PublishReport;
+pub(crate) use completion::{Completion, Tally};
+pub(crate) use mailbox::{mailbox, Inbox, Mailbox};
+pub(crate) use msg::CoreMsg;
+pub use msg::CoreView;
+
+/// What every core shares: the interest table, the mailboxes, the counters
+/// and the count of upgraded connections.
+pub(crate) struct Mesh {
+    interest: Arc<InterestTable>,
+    mailboxes: Box<[Mailbox]>,
+    stats: Arc<[CoreStats]>,
+    /// Upgraded connections over all cores, for the connection limit.
+    upgraded: AtomicUsize,
+}
+
+impl Mesh {
+    /// The mesh of `mailboxes.len()` cores.
+    pub(crate) fn new(interest: Arc<InterestTable>, mailboxes: Vec<Mailbox>) -> Self {
+        let n = mailboxes.len();
+        Self {
+            interest,
+            mailboxes: mailboxes.into_boxed_slice(),
+            stats: (0..n).map(|_| CoreStats::default()).collect(),
+            upgraded: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of cores.
+    pub(crate) fn cores(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// Which cores want which topics.
+    pub(crate) fn interest(&self) -> &InterestTable {
+        &self.interest
+    }
+
+    /// The interest table, to keep.
+    pub(crate) fn interest_arc(&self) -> Arc<InterestTable> {
+        self.interest.clone()
+    }
+
+    /// Queues `msg` for `core` (ignored for a core that does not exist).
+    pub(crate) fn send(&self, core: usize, msg: CoreMsg) {
+        if let Some(mb) = self.mailboxes.get(core) {
+            mb.send(msg);
+        }
+    }
+
+    /// `core`'s mailbox.
+    pub(crate) fn mailbox(&self, core: usize) -> &Mailbox {
+        &self.mailboxes[core]
+    }
+
+    /// Messages waiting in each core's inbox.
+    pub(crate) fn inbox_depths(&self) -> Vec<usize> {
+        self.mailboxes.iter().map(Mailbox::len).collect()
+    }
+
+    /// `core`'s counters.
+    pub(crate) fn stats(&self, core: usize) -> &CoreStats {
+        &self.stats[core]
+    }
+
+    /// Every core's counters.
+    pub(crate) fn all_stats(&self) -> &[CoreStats] {
+        &self.stats
+    }
+
+    /// Every core's counters, to keep (a core's connection table counts
+    /// into its own).
+    pub(crate) fn stats_arc(&self) -> Arc<[CoreStats]> {
+        self.stats.clone()
+    }
+
+    /// Takes one of `max` connection slots over all cores. Reserved before
+    /// the application's hook runs: cores accept at the same time, and a
+    /// check-then-count would let each of them take the last slot.
+    pub(crate) fn reserve_slot(&self, max: usize) -> bool {
+        if self.upgraded.fetch_add(1, Ordering::AcqRel) >= max {
+            self.upgraded.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken with [`Mesh::reserve_slot`].
+    pub(crate) fn release_slot(&self) {
+        self.upgraded.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,62 @@
+//! What one core (or any thread) sends a core, and the read-only view a job sent there gets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::completion::Tally;
+use crate::conn::ConnId;
+use crate::proto::CloseCode;
+
+/// Read-only view of a core, for jobs sent with
+/// [`ServerHandle::query`](crate::ServerHandle::query).
+pub trait CoreView {
+    /// The core's index.
+    fn core(&self) -> usize;
+    /// Open connections on this core (any state).
+    fn connections(&self) -> usize;
+    /// Topics with at least one subscriber on this core.
+    fn topic_count(&self) -> usize;
+    /// Subscribers of `topic` on this core.
+    fn subscriber_count(&self, topic: &str) -> usize;
+    /// (subscriber, topic) pairs on this core.
+    fn subscription_total(&self) -> usize;
+    /// Timer wheel entries (live and stale).
+    fn timer_entries(&self) -> usize;
+    /// Bytes queued in the outboxes of this core's connections (not yet
+    /// written to their sockets).
+    fn queued_bytes(&self) -> usize;
+}
+
+/// A job run on a core with a view of its state (stats, queries, tests).
+pub(crate) type CoreJob = Box<dyn FnOnce(&dyn CoreView) + Send>;
+
+/// What one core (or a thread holding the handle) sends a core.
+pub(crate) enum CoreMsg {
+    /// Deliver a frame to the local subscribers of a topic.
+    Publish {
+        /// The topic.
+        topic: Arc<str>,
+        /// The frame, encoded once by the publisher.
+        frame: Bytes,
+        /// A connection not to deliver to (the publisher).
+        exclude: Option<ConnId>,
+        /// Where to add the counts, for a counted publish.
+        tally: Option<Arc<Tally>>,
+    },
+    /// Send a frame to one connection; a stale id is ignored.
+    Send { to: ConnId, frame: Bytes },
+    /// Close one connection; a stale id is ignored.
+    Close {
+        to: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
+    /// Answer a plain HTTP request whose response was deferred (the whole
+    /// response: status line, headers, body), then half-close.
+    HttpReply { to: ConnId, response: Bytes },
+    /// Run a closure on the core.
+    Run(CoreJob),
+    /// Stop accepting, close every connection with 1001 and stop.
+    Shutdown,
+}

@@ -1,0 +1,114 @@
+//! One core's topics: its registry and the interest bits it holds for them in the shared table (no I/O).
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::registry::{
+    sparse, Registry, RegistryCapacity, Subscribed, SubscriberKey, Unsubscribed,
+};
+use super::InterestTable;
+
+/// A core's registry plus the reference counts that keep its bit in the
+/// interest table right: the bit of a bucket is set while at least one
+/// local topic of that bucket has a subscriber.
+pub(crate) struct CoreTopics {
+    core: usize,
+    interest: Arc<InterestTable>,
+    registry: Registry,
+    /// Local topics per interest bucket.
+    bucket_refs: FxHashMap<usize, u32>,
+}
+
+impl CoreTopics {
+    /// Core `core`'s (empty) topics.
+    pub(crate) fn new(core: usize, interest: Arc<InterestTable>) -> Self {
+        Self {
+            core,
+            interest,
+            registry: Registry::new(),
+            bucket_refs: FxHashMap::default(),
+        }
+    }
+
+    /// The local subscribers of `topic`.
+    pub(crate) fn subscribers(&self, topic: &str) -> &[SubscriberKey] {
+        self.registry.subscribers(topic)
+    }
+
+    /// The registry, read-only.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Subscribes `sub` to `topic`; false if it already was.
+    pub(crate) fn subscribe(&mut self, sub: SubscriberKey, topic: &str) -> bool {
+        match self.registry.subscribe(sub, topic) {
+            Subscribed::Added { first } => {
+                if first {
+                    let b = self.interest.bucket(topic);
+                    let n = self.bucket_refs.entry(b).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        self.interest.set(b, self.core);
+                    }
+                }
+                true
+            }
+            Subscribed::AlreadySubscribed => false,
+        }
+    }
+
+    /// Unsubscribes `sub` from `topic`; false if it was not subscribed.
+    pub(crate) fn unsubscribe(&mut self, sub: SubscriberKey, topic: &str) -> bool {
+        match self.registry.unsubscribe(sub, topic) {
+            Unsubscribed::Removed { last } => {
+                if last {
+                    self.topic_emptied(topic);
+                }
+                true
+            }
+            Unsubscribed::NotSubscribed => false,
+        }
+    }
+
+    /// Removes every subscription of `sub` (it closed).
+    pub(crate) fn remove_subscriber(&mut self, sub: SubscriberKey) {
+        let mut emptied = Vec::new();
+        self.registry
+            .remove_subscriber(sub, |t| emptied.push(t.to_owned()));
+        for t in emptied {
+            self.topic_emptied(&t);
+        }
+    }
+
+    fn topic_emptied(&mut self, topic: &str) {
+        let b = self.interest.bucket(topic);
+        if let Some(n) = self.bucket_refs.get_mut(&b) {
+            *n -= 1;
+            if *n == 0 {
+                self.bucket_refs.remove(&b);
+                self.interest.clear(b, self.core);
+            }
+        }
+    }
+
+    /// Gives back the memory of tables that emptied or are mostly empty.
+    pub(crate) fn shrink(&mut self) {
+        self.registry.shrink();
+        let refs = &mut self.bucket_refs;
+        if refs.is_empty() || sparse(refs.len(), refs.capacity()) {
+            refs.shrink_to_fit();
+        }
+    }
+
+    /// The registry's table capacities.
+    pub(crate) fn capacity(&self) -> RegistryCapacity {
+        self.registry.capacity()
+    }
+
+    /// Entries the interest reference counts can hold without growing.
+    pub(crate) fn refs_capacity(&self) -> usize {
+        self.bucket_refs.capacity()
+    }
+}

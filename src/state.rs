@@ -1,0 +1,263 @@
+//! One core's state: its connection table, its topics, the application's per-core state, and the one way to publish from it.
+//!
+//! Touched only by its own thread. Generic over the handler type `H`, its
+//! per-connection data `D` and its per-core state `L`, without naming the
+//! [`Handler`](crate::Handler) trait, which sits above this module.
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::conn::{ConnId, ConnTable, FlushSchedule, LocalNotify};
+use crate::fanout::{self, PublishResult};
+use crate::handle::ServerHandle;
+use crate::mesh::{Completion, CoreView, Mesh, Tally};
+use crate::proto::Limits;
+use crate::pubsub::CoreTopics;
+use crate::stats::{CoreStats, MemoryGauges};
+
+/// Size of the per-core read buffer every readable connection reads into.
+pub(crate) const SCRATCH_SIZE: usize = 64 << 10;
+
+/// One core.
+pub(crate) struct Core<H, D, L> {
+    id: usize,
+    mesh: Arc<Mesh>,
+    handle: ServerHandle,
+    handler: Arc<H>,
+    config: Arc<Config>,
+    limits: Limits,
+    conns: RefCell<ConnTable<D>>,
+    topics: RefCell<CoreTopics>,
+    schedule: Rc<FlushSchedule>,
+    /// The application's per-core state.
+    local: L,
+    /// The read buffer every readable connection of this core reads into.
+    scratch: RefCell<Vec<u8>>,
+    shutting_down: Cell<bool>,
+    /// Fired by a shutdown message.
+    stop: LocalNotify,
+    /// Fired when the last connection of a shutting-down core is gone.
+    drained: LocalNotify,
+}
+
+impl<H, D, L> Core<H, D, L> {
+    pub(crate) fn new(
+        id: usize,
+        mesh: Arc<Mesh>,
+        handle: ServerHandle,
+        handler: Arc<H>,
+        config: Arc<Config>,
+        local: L,
+    ) -> Self {
+        let limits = Limits::default()
+            .with_max_frame_size(config.max_frame_size)
+            .with_max_message_size(config.max_message_size);
+        let schedule = Rc::new(FlushSchedule::default());
+        Self {
+            conns: RefCell::new(ConnTable::new(
+                id,
+                config.clone(),
+                mesh.stats_arc(),
+                schedule.clone(),
+            )),
+            topics: RefCell::new(CoreTopics::new(id, mesh.interest_arc())),
+            id,
+            handle,
+            handler,
+            limits,
+            schedule,
+            local,
+            scratch: RefCell::new(vec![0; SCRATCH_SIZE]),
+            shutting_down: Cell::new(false),
+            stop: LocalNotify::default(),
+            drained: LocalNotify::default(),
+            config,
+            mesh,
+        }
+    }
+
+    /// The core's index.
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
+    pub(crate) fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    pub(crate) fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    pub(crate) fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn local(&self) -> &L {
+        &self.local
+    }
+
+    pub(crate) fn stats(&self) -> &CoreStats {
+        self.mesh.stats(self.id)
+    }
+
+    /// The connection table, borrowed for one step (never across an
+    /// `.await` or a callback).
+    pub(crate) fn conns(&self) -> RefMut<'_, ConnTable<D>> {
+        self.conns.borrow_mut()
+    }
+
+    /// The topics, borrowed for one step.
+    pub(crate) fn topics(&self) -> RefMut<'_, CoreTopics> {
+        self.topics.borrow_mut()
+    }
+
+    pub(crate) fn scratch(&self) -> RefMut<'_, Vec<u8>> {
+        self.scratch.borrow_mut()
+    }
+
+    pub(crate) fn schedule(&self) -> &FlushSchedule {
+        &self.schedule
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Starts this core's shutdown.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        self.stop.notify();
+    }
+
+    pub(crate) fn stop_signal(&self) -> &LocalNotify {
+        &self.stop
+    }
+
+    pub(crate) fn drained_signal(&self) -> &LocalNotify {
+        &self.drained
+    }
+
+    /// Publishes to every subscriber of `topic` on every core, but
+    /// `exclude`: the one way to publish from a core. Local subscribers get
+    /// the frame now; every other core with interest gets one inbox
+    /// message. With `done`, it is called with the totals over all cores
+    /// once every core has queued the frame, on the thread of the last
+    /// core to finish (possibly this one, before this returns).
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+        done: Option<Completion>,
+    ) -> PublishResult {
+        self.stats().publishes.bump(1);
+        let cores = fanout::interested_cores(&self.mesh, topic, Some(self.id));
+        let tally = done.map(|d| Tally::new(cores.len() + 1, d));
+        fanout::to_cores(&self.mesh, &cores, topic, &frame, exclude, tally.as_ref());
+        let exclude_here = exclude.filter(|e| e.core() == self.id).map(|e| e.key());
+        let (delivered, dropped) = {
+            let topics = self.topics.borrow();
+            let mut conns = self.conns.borrow_mut();
+            fanout::deliver(&mut conns, topics.subscribers(topic), &frame, exclude_here)
+        };
+        if let Some(t) = tally {
+            t.add(delivered, dropped);
+        }
+        PublishResult {
+            delivered,
+            dropped,
+            remote_cores: cores.len(),
+        }
+    }
+
+    /// Delivers a frame another core published to this core's subscribers.
+    pub(crate) fn deliver_remote(
+        &self,
+        topic: &str,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+        tally: Option<Arc<Tally>>,
+    ) {
+        let exclude_here = exclude.filter(|e| e.core() == self.id).map(|e| e.key());
+        let (delivered, dropped) = {
+            let topics = self.topics.borrow();
+            let subs = topics.subscribers(topic);
+            let frame = fanout::localize(frame, subs.len());
+            let mut conns = self.conns.borrow_mut();
+            fanout::deliver(&mut conns, subs, &frame, exclude_here)
+        };
+        if delivered + dropped == 0 {
+            self.stats().fanout_misses.bump(1);
+        }
+        if let Some(t) = tally {
+            t.add(delivered, dropped);
+        }
+    }
+
+    /// Gives back the memory of tables that emptied or are mostly empty,
+    /// then publishes their sizes and capacities to this core's
+    /// [`MemoryGauges`]. Runs once a second from the ticker, never on a
+    /// connection's path. Returns the slab's former capacity when it has
+    /// just been emptied and replaced: about the peak number of
+    /// connections the core held.
+    pub(crate) fn trim(&self) -> Option<usize> {
+        let trimmed = self.conns.borrow_mut().trim();
+        self.topics.borrow_mut().shrink();
+        if trimmed.gave_back {
+            // Most connections are gone. After the tables, so their memory
+            // is part of what goes back.
+            crate::alloc::core_emptied();
+        }
+        let mut g = MemoryGauges::default();
+        self.conns.borrow().gauges(&mut g);
+        let topics = self.topics.borrow();
+        let cap = topics.capacity();
+        g.topics = topics.registry().topic_count() as u64;
+        g.subscriptions = topics.registry().subscription_total() as u64;
+        g.topic_index_capacity = cap.names as u64;
+        g.topic_slots = cap.topics as u64;
+        g.subscriber_lists = cap.subscribers as u64;
+        g.interest_refs_capacity = topics.refs_capacity() as u64;
+        for (cell, v) in self.stats().memory.iter().zip(g.values()) {
+            cell.set(v);
+        }
+        trimmed.emptied
+    }
+}
+
+impl<H, D, L> CoreView for Core<H, D, L> {
+    fn core(&self) -> usize {
+        self.id
+    }
+    fn connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+    fn topic_count(&self) -> usize {
+        self.topics.borrow().registry().topic_count()
+    }
+    fn subscriber_count(&self, topic: &str) -> usize {
+        self.topics.borrow().subscribers(topic).len()
+    }
+    fn subscription_total(&self) -> usize {
+        self.topics.borrow().registry().subscription_total()
+    }
+    fn timer_entries(&self) -> usize {
+        self.conns.borrow().timer_entries()
+    }
+    fn queued_bytes(&self) -> usize {
+        self.conns.borrow().queued_total()
+    }
+}
