@@ -12,7 +12,7 @@
 //! thread's mimalloc heap when its connection table shrinks or empties,
 //! which purges regardless of the delay: 6.7-7.6 MiB after each wave,
 //! and 6.4-6.7 MiB once cores also make monoio give back its driver
-//! table pages (see `settle_driver_tables` in `shard`).
+//! table pages (see `settle_driver_tables` in `engine`).
 //! They call [`purge_freed_memory_promptly`] first thing in `main`.
 
 // Linked for its allocator and the option functions below, which the

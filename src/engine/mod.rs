@@ -128,23 +128,3 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 }
-
-/// A one-core setup for unit tests that need a core without threads.
-#[cfg(test)]
-pub(crate) fn test_core<H: Handler>(handler: H) -> Rc<crate::api::CoreOf<H>> {
-    let (mb, _inbox) = mesh::mailbox().unwrap();
-    let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
-    let handle = ServerHandle::new(
-        mesh.clone(),
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-    );
-    let local = handler.local(0);
-    Rc::new(Core::new(
-        0,
-        mesh,
-        handle,
-        Arc::new(handler),
-        Arc::new(Config::default()),
-        local,
-    ))
-}

@@ -211,8 +211,26 @@ async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::api::{Rejection, UpgradeRequest};
+    use crate::config::Config;
+    use crate::handle::ServerHandle;
+    use crate::mesh::{mailbox, Mesh};
+    use crate::pubsub::InterestTable;
+    use crate::state::Core;
+
+    /// One core without threads.
+    fn test_core<H: Handler>(handler: H) -> Rc<CoreOf<H>> {
+        let (mb, _inbox) = mailbox().unwrap();
+        let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let handle = ServerHandle::new(mesh.clone(), addr);
+        let local = handler.local(0);
+        let config = Arc::new(Config::default());
+        Rc::new(Core::new(0, mesh, handle, Arc::new(handler), config, local))
+    }
 
     struct Nop;
     impl Handler for Nop {
@@ -233,7 +251,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let core = crate::engine::test_core(Nop);
+            let core = test_core(Nop);
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
