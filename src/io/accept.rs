@@ -27,9 +27,7 @@ pub(super) fn answer<H: Handler>(
     let parsed = match handshake::parse_request(data, limits) {
         Ok(p) => p,
         Err(e) => {
-            let mut out = Vec::new();
-            e.write_response(&mut out);
-            reject(core, key, &out, e.status());
+            reject_invalid(core, key, &e);
             return Answer::Closed;
         }
     };
@@ -46,10 +44,7 @@ pub(super) fn answer<H: Handler>(
         let end = match req.body_end(consumed, core.config().max_http_body) {
             Ok(end) => end,
             Err(BodyError::InvalidLength) => {
-                let e = HandshakeError::InvalidContentLength;
-                let mut out = Vec::new();
-                e.write_response(&mut out);
-                reject(core, key, &out, e.status());
+                reject_invalid(core, key, &HandshakeError::InvalidContentLength);
                 return Answer::Closed;
             }
             Err(BodyError::TooLarge) => {
@@ -94,9 +89,7 @@ pub(super) fn answer<H: Handler>(
     let upgrade_key = match req.validate_upgrade() {
         Ok(k) => k,
         Err(e) => {
-            let mut out = Vec::new();
-            e.write_response(&mut out);
-            reject(core, key, &out, e.status());
+            reject_invalid(core, key, &e);
             return Answer::Closed;
         }
     };
@@ -165,6 +158,13 @@ fn reject_with<H: Handler>(core: &CoreOf<H>, key: u32, status: u16, reason: &str
     let mut out = Vec::new();
     handshake::write_rejection(&mut out, status, reason);
     reject(core, key, &out, status);
+}
+
+/// Answers an invalid request with the status and body its error names.
+fn reject_invalid<H: Handler>(core: &CoreOf<H>, key: u32, e: &HandshakeError) {
+    let mut out = Vec::new();
+    e.write_response(&mut out);
+    reject(core, key, &out, e.status());
 }
 
 fn reject<H: Handler>(core: &CoreOf<H>, key: u32, response: &[u8], status: u16) {

@@ -1,5 +1,8 @@
 //! The frame decoder: bytes in, unmasked in place; whole messages, the replies they call for, "need more bytes" or a protocol error out.
 //!
+//! One file although long: the decoder is one state machine whose steps
+//! share its invariants (its tests live in `decode/tests.rs`).
+//!
 //! # The caller's contract
 //!
 //! The caller keeps one buffer of received bytes per connection and calls

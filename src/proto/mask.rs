@@ -1,6 +1,9 @@
 //! XOR masking of frame payloads (RFC 6455 §5.3), by the fastest kernel for
 //! the buffer's size that the CPU offers.
 //!
+//! One file although long: every kernel here computes the same function,
+//! one per instruction set, picked at run time and tested against each other.
+//!
 //! The crate is built for generic x86-64, so AVX2 lives in `#[target_feature]`
 //! functions behind a run-time check; SSE2 is part of the x86-64 baseline and
 //! needs none. Every kernel processes whole 4-byte key periods until the tail,
