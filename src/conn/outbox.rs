@@ -24,10 +24,6 @@ pub(super) struct Outbox {
     head_written: usize,
     /// Bytes queued (not yet written).
     queued: usize,
-    /// Reported backpressure; `drain` fires below the low-water mark.
-    pub(super) backpressured: bool,
-    /// After the outbox empties, shut down our sending side (close sent).
-    pub(super) fin_after_flush: bool,
 }
 
 impl Outbox {
