@@ -80,6 +80,9 @@ pub struct CoreStats {
     pub fanout_misses: Counter,
     /// Protocol violations (closed with 1002/1007/1009).
     pub protocol_errors: Counter,
+    /// Application callbacks that panicked (each closed its connection
+    /// with 1011, or answered its request with 500).
+    pub handler_panics: Counter,
     /// Plain HTTP requests answered.
     pub http_requests: Counter,
     /// Handshakes rejected, by status (see [`REJECT_STATUSES`]; last slot:
@@ -141,6 +144,7 @@ impl CoreStats {
             slow_closes: self.slow_closes.get(),
             fanout_misses: self.fanout_misses.get(),
             protocol_errors: self.protocol_errors.get(),
+            handler_panics: self.handler_panics.get(),
             http_requests: self.http_requests.get(),
             rejected: self.rejected.iter().map(Counter::get).collect(),
             memory: MemoryGauges::from_values(std::array::from_fn(|i| self.memory[i].get())),
@@ -184,6 +188,8 @@ pub struct StatsSnapshot {
     pub fanout_misses: u64,
     /// Protocol violations.
     pub protocol_errors: u64,
+    /// Application callbacks that panicked.
+    pub handler_panics: u64,
     /// Plain HTTP requests answered.
     pub http_requests: u64,
     /// Rejected handshakes by status, in the order of [`REJECT_STATUSES`]
@@ -281,6 +287,7 @@ impl StatsSnapshot {
         self.slow_closes += o.slow_closes;
         self.fanout_misses += o.fanout_misses;
         self.protocol_errors += o.protocol_errors;
+        self.handler_panics += o.handler_panics;
         self.http_requests += o.http_requests;
         if self.rejected.len() < o.rejected.len() {
             self.rejected.resize(o.rejected.len(), 0);

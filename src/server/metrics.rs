@@ -108,7 +108,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 15] = [
+    let engine: [(&str, &str, &str, Get); 16] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -192,6 +192,12 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "WebSocket protocol violations.",
             |s| s.protocol_errors,
+        ),
+        (
+            "shardcast_handler_panics_total",
+            "counter",
+            "Application callbacks that panicked (connection closed with 1011, or 500).",
+            |s| s.handler_panics,
         ),
         (
             "shardcast_http_requests_total",
