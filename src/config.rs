@@ -39,6 +39,15 @@ pub struct Config {
     pub max_message_size: usize,
     /// Largest single frame. Default: 16 MiB.
     pub max_frame_size: usize,
+    /// A message whose first byte has arrived must be complete (all its
+    /// frames) within this, or the connection is closed with 1008: a client
+    /// trickling a large message cannot hold its buffer indefinitely,
+    /// whatever the idle timeout. Default: 10 s.
+    pub message_timeout: Duration,
+    /// Bytes one core may hold for partly received messages over all its
+    /// connections; a connection whose partial message would take more is
+    /// closed with 1013. Default: 256 MiB.
+    pub max_reassembly_per_core: usize,
     /// Largest HTTP request head (handshake); larger gets 431.
     /// Default: 8 KiB.
     pub max_header_bytes: usize,
@@ -94,6 +103,8 @@ impl Default for Config {
             pin: true,
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
+            message_timeout: Duration::from_secs(10),
+            max_reassembly_per_core: 256 << 20,
             max_header_bytes: 8 << 10,
             max_http_body: 1 << 20,
             handshake_timeout: Duration::from_secs(10),
@@ -149,6 +160,10 @@ impl Config {
         max_message_size: usize;
         /// Sets [`Config::max_frame_size`].
         max_frame_size: usize;
+        /// Sets [`Config::message_timeout`].
+        message_timeout: Duration;
+        /// Sets [`Config::max_reassembly_per_core`].
+        max_reassembly_per_core: usize;
         /// Sets [`Config::max_header_bytes`].
         max_header_bytes: usize;
         /// Sets [`Config::max_http_body`].

@@ -83,6 +83,13 @@ pub struct CoreStats {
     /// Application callbacks that panicked (each closed its connection
     /// with 1011, or answered its request with 500).
     pub handler_panics: Counter,
+    /// Connections closed because a message did not complete within
+    /// [`Config::message_timeout`](crate::Config::message_timeout).
+    pub message_timeouts: Counter,
+    /// Connections closed because their partial message would have taken
+    /// the core past
+    /// [`Config::max_reassembly_per_core`](crate::Config::max_reassembly_per_core).
+    pub reassembly_refused: Counter,
     /// Plain HTTP requests answered.
     pub http_requests: Counter,
     /// Handshakes rejected, by status (see [`REJECT_STATUSES`]; last slot:
@@ -145,6 +152,8 @@ impl CoreStats {
             fanout_misses: self.fanout_misses.get(),
             protocol_errors: self.protocol_errors.get(),
             handler_panics: self.handler_panics.get(),
+            message_timeouts: self.message_timeouts.get(),
+            reassembly_refused: self.reassembly_refused.get(),
             http_requests: self.http_requests.get(),
             rejected: self.rejected.iter().map(Counter::get).collect(),
             memory: MemoryGauges::from_values(std::array::from_fn(|i| self.memory[i].get())),
@@ -190,6 +199,10 @@ pub struct StatsSnapshot {
     pub protocol_errors: u64,
     /// Application callbacks that panicked.
     pub handler_panics: u64,
+    /// Connections closed by the message deadline.
+    pub message_timeouts: u64,
+    /// Connections closed by the per-core reassembly budget.
+    pub reassembly_refused: u64,
     /// Plain HTTP requests answered.
     pub http_requests: u64,
     /// Rejected handshakes by status, in the order of [`REJECT_STATUSES`]
@@ -288,6 +301,8 @@ impl StatsSnapshot {
         self.fanout_misses += o.fanout_misses;
         self.protocol_errors += o.protocol_errors;
         self.handler_panics += o.handler_panics;
+        self.message_timeouts += o.message_timeouts;
+        self.reassembly_refused += o.reassembly_refused;
         self.http_requests += o.http_requests;
         if self.rejected.len() < o.rejected.len() {
             self.rejected.resize(o.rejected.len(), 0);

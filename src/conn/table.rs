@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use monoio::net::TcpStream;
+use rustc_hash::FxHashMap;
 use slab::Slab;
 
 use super::outbox::{Gather, Outbox};
@@ -84,6 +85,14 @@ pub(crate) struct Finished {
     pub(crate) reason: Box<str>,
 }
 
+/// A connection's partly received message: since when, and the bytes its
+/// read task holds for it (read buffer and reassembly buffer).
+struct Partial {
+    gen: u32,
+    since: u64,
+    held: usize,
+}
+
 /// What the flusher must look at: the wake-up for it and the connections
 /// whose sockets became writable again. Shared with the tasks that wait
 /// for writability, which touch nothing else.
@@ -120,6 +129,11 @@ pub(crate) struct ConnTable<D> {
     dirty: Vec<u32>,
     schedule: Rc<FlushSchedule>,
     gather: Gather,
+    /// Connections with a message in progress. A side table, so idle
+    /// connections pay nothing for it.
+    partials: FxHashMap<u32, Partial>,
+    /// Sum of `partials`' held bytes.
+    partial_total: usize,
     cfg: Arc<Config>,
     stats: Arc<[CoreStats]>,
 }
@@ -141,6 +155,8 @@ impl<D> ConnTable<D> {
             dirty: Vec::new(),
             schedule,
             gather: Gather::new(),
+            partials: FxHashMap::default(),
+            partial_total: 0,
             cfg,
             stats,
         }
@@ -257,6 +273,56 @@ impl<D> ConnTable<D> {
         if let Some(c) = self.slab.get_mut(key as usize) {
             c.last_rx = self.now;
             c.ping_outstanding = false;
+        }
+    }
+
+    /// The read task of `key` holds `held` bytes for a message not yet
+    /// complete (`pending`), or none (`pending` false). The first report of
+    /// a message starts its completion deadline
+    /// ([`Config::message_timeout`]). Returns false, having closed the
+    /// connection with 1013, when the message would take the core past
+    /// [`Config::max_reassembly_per_core`]; the task then stops decoding.
+    pub(crate) fn note_partial(&mut self, key: u32, pending: bool, held: usize) -> bool {
+        let Some(c) = self.slab.get(key as usize) else {
+            return true;
+        };
+        let gen = c.gen;
+        if !pending || c.state != State::Open {
+            self.forget_partial(key);
+            return true;
+        }
+        let old = self.partials.get(&key).map_or(0, |p| p.held);
+        let total = self.partial_total - old + held;
+        if held > old && total > self.cfg.max_reassembly_per_core {
+            self.forget_partial(key);
+            self.stats().reassembly_refused.bump(1);
+            self.close(
+                key,
+                CloseCode::TRY_AGAIN_LATER,
+                "server busy: partial messages over budget",
+            );
+            return false;
+        }
+        self.partial_total = total;
+        let now = self.now;
+        match self.partials.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().held = held,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Partial {
+                    gen,
+                    since: now,
+                    held,
+                });
+                self.wheel
+                    .insert(now + secs(self.cfg.message_timeout), key, gen);
+            }
+        }
+        true
+    }
+
+    fn forget_partial(&mut self, key: u32) {
+        if let Some(p) = self.partials.remove(&key) {
+            self.partial_total -= p.held;
         }
     }
 
@@ -457,6 +523,7 @@ impl<D> ConnTable<D> {
 
     /// Frees `key`'s slot and shuts its socket.
     pub(crate) fn remove(&mut self, key: u32) {
+        self.forget_partial(key);
         let c = self.slab.remove(key as usize);
         sys::shutdown(c.fd, libc::SHUT_RDWR);
         self.stats().closed();
@@ -512,7 +579,18 @@ impl<D> ConnTable<D> {
                     self.begin_close(key, CloseCode::GOING_AWAY, "idle timeout", true);
                     return;
                 }
-                let next = c.last_rx + idle_limit;
+                let mut next = c.last_rx + idle_limit;
+                if let Some(p) = self.partials.get(&key).filter(|p| p.gen == gen) {
+                    let deadline = p.since + secs(cfg.message_timeout);
+                    if now >= deadline {
+                        self.forget_partial(key);
+                        self.stats().message_timeouts.bump(1);
+                        let reason = "message not completed in time";
+                        self.begin_close(key, CloseCode::POLICY_VIOLATION, reason, true);
+                        return;
+                    }
+                    next = next.min(deadline);
+                }
                 if ping > 0 && idle >= ping && !c.ping_outstanding {
                     c.ping_outstanding = true;
                     self.push(key, PreparedFrame::ping(b"").into_bytes(), Kind::Control);

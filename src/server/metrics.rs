@@ -12,12 +12,11 @@ use shardcast::stats::REJECT_STATUSES;
 use shardcast::{MemoryGauges, StatsSnapshot};
 
 /// Error codes the server sends, in the order of [`ServerCounters::errors`].
-pub const ERROR_CODES: [&str; 7] = [
+pub const ERROR_CODES: [&str; 6] = [
     "bad_request",
     "unauthorized",
     "forbidden",
     "rate_limited",
-    "too_large",
     "too_many_subscriptions",
     "internal",
 ];
@@ -108,7 +107,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 16] = [
+    let engine: [(&str, &str, &str, Get); 18] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -198,6 +197,18 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "Application callbacks that panicked (connection closed with 1011, or 500).",
             |s| s.handler_panics,
+        ),
+        (
+            "shardcast_message_timeouts_total",
+            "counter",
+            "Connections closed (1008) because a message did not complete in time.",
+            |s| s.message_timeouts,
+        ),
+        (
+            "shardcast_reassembly_refused_total",
+            "counter",
+            "Connections closed (1013) by the per-core budget for partial messages.",
+            |s| s.reassembly_refused,
         ),
         (
             "shardcast_http_requests_total",

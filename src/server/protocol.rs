@@ -86,11 +86,6 @@ pub(crate) fn on_message(app: &App, ws: &mut Ws<'_, App>, msg: Message<'_>) {
             );
         }
     };
-    let max = app.settings.max_message_size;
-    if text.len() > max {
-        let m = format!("message of {} bytes exceeds the limit of {max}", text.len());
-        return send_error(app, ws, "too_large", &m, None);
-    }
     let local = ws.local();
     let mut buf = local.scratch.borrow_mut();
     match parse_command(text.as_bytes(), &mut buf, app.settings.max_topic_length) {

@@ -57,10 +57,9 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Longest topic name in bytes. Default: 256.
     pub max_topic_length: usize,
-    /// Largest client message in bytes; larger ones get `too_large` and
-    /// the connection stays. Messages over four times this (at least
-    /// 1 MiB) close the connection with 1009 before they are buffered.
-    /// Default: 65,536.
+    /// Largest client message in bytes (all its frames); a larger one
+    /// closes the connection with 1009 as soon as its size is known,
+    /// before it is buffered. Default: 65,536.
     pub max_message_size: usize,
     /// Publishes per second one connection may make, on average (token
     /// bucket); over it, `rate_limited`. Zero: no limit. Default: 100.
@@ -169,13 +168,12 @@ impl Settings {
 
     /// The engine configuration these settings ask for.
     pub fn engine_config(&self) -> Config {
-        let hard_cap = (self.max_message_size.saturating_mul(4)).max(1 << 20);
         let idle = Duration::from_secs(self.idle_timeout_secs.max(1));
         let mut c = Config::new()
             .listen(self.listen)
             .pin(self.pin)
-            .max_message_size(hard_cap)
-            .max_frame_size(hard_cap)
+            .max_message_size(self.max_message_size)
+            .max_frame_size(self.max_message_size)
             .max_http_body(self.max_http_body)
             .max_connections(self.max_connections)
             .allowed_origins(self.allowed_origins.clone())
