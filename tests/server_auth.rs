@@ -238,3 +238,27 @@ fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
     assert_eq!(expect_close(&mut c), 1008);
     stop(running);
 }
+
+#[test]
+fn an_empty_api_key_is_refused_at_start_and_an_empty_presented_key_never_passes() {
+    let mut s = shardcast::server::Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.api_keys = vec!["k1".into(), String::new()];
+    let err = match shardcast::server::start(s) {
+        Ok(_) => panic!("a server with an empty API key started"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("empty"), "{err}");
+
+    let running = start(|s| s.api_keys = vec!["k1".into()]);
+    let body = r#"{"topic":"t","data":1}"#;
+    let addr = running.local_addr();
+    for key in ["", "k", "k1x"] {
+        let (status, _) = http(addr, "POST", "/api/publish", &[("X-API-Key", key)], body);
+        assert_eq!(status, 401, "key {key:?}");
+    }
+    let (status, _) = http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], body);
+    assert_eq!(status, 200, "the real key still works");
+    stop(running);
+}

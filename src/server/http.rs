@@ -146,8 +146,10 @@ fn authorized(app: &App, req: &HttpRequest<'_>) -> bool {
         return app.settings.anonymous();
     }
     presented_key(req.request()).is_some_and(|g| {
-        keys.iter()
-            .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
+        !g.is_empty()
+            && keys
+                .iter()
+                .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
     })
 }
 

@@ -328,8 +328,12 @@ impl Running {
 /// Starts a server with `settings` and returns once every core accepts.
 ///
 /// # Errors
-/// Binding the address fails, or a core cannot start.
+/// The settings are invalid ([`Settings::validate`]), binding the address
+/// fails, or a core cannot start.
 pub fn start(settings: Settings) -> io::Result<Running> {
+    settings
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let config = settings.engine_config();
     let cores = config.effective_cores();
     let interval = Duration::from_millis(settings.stats_interval_ms);

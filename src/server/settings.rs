@@ -130,6 +130,9 @@ pub enum SettingsError {
         /// Why.
         source: toml::de::Error,
     },
+    /// The settings contradict themselves or would be unsafe.
+    #[error("invalid settings: {0}")]
+    Invalid(String),
 }
 
 impl Settings {
@@ -159,6 +162,23 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })
+    }
+
+    /// Refuses settings that cannot be served safely: an empty API key
+    /// (a trailing comma in `SHARDCAST_API_KEYS` would otherwise make an
+    /// empty `X-API-Key` valid).
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] saying what is wrong.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(i) = self.api_keys.iter().position(|k| k.trim().is_empty()) {
+            return Err(SettingsError::Invalid(format!(
+                "API key {} of {} is empty (a trailing comma in SHARDCAST_API_KEYS?)",
+                i + 1,
+                self.api_keys.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Whether WebSocket clients may connect without a token.
