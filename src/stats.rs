@@ -73,6 +73,12 @@ pub struct CoreStats {
     pub deliveries: Counter,
     /// Messages dropped by the slow-consumer policy.
     pub dropped: Counter,
+    /// Messages discarded before being written: sent to a connection that
+    /// is closing or gone, thrown away by a slow-consumer close, or lost
+    /// with a connection that ended or failed with frames still queued.
+    /// With `dropped`, every message queued or attempted and not written
+    /// is counted here: written + dropped + discarded = attempted.
+    pub discarded: Counter,
     /// Connections closed by the slow-consumer policy.
     pub slow_closes: Counter,
     /// Cross-core publishes that found no subscriber here (interest bucket
@@ -148,6 +154,7 @@ impl CoreStats {
             publishes: self.publishes.get(),
             deliveries: self.deliveries.get(),
             dropped: self.dropped.get(),
+            discarded: self.discarded.get(),
             slow_closes: self.slow_closes.get(),
             fanout_misses: self.fanout_misses.get(),
             protocol_errors: self.protocol_errors.get(),
@@ -191,6 +198,8 @@ pub struct StatsSnapshot {
     pub deliveries: u64,
     /// Messages dropped by the slow-consumer policy.
     pub dropped: u64,
+    /// Messages discarded before being written (see [`CoreStats::discarded`]).
+    pub discarded: u64,
     /// Connections closed by the slow-consumer policy.
     pub slow_closes: u64,
     /// Cross-core publishes that found no local subscriber.
@@ -297,6 +306,7 @@ impl StatsSnapshot {
         self.publishes += o.publishes;
         self.deliveries += o.deliveries;
         self.dropped += o.dropped;
+        self.discarded += o.discarded;
         self.slow_closes += o.slow_closes;
         self.fanout_misses += o.fanout_misses;
         self.protocol_errors += o.protocol_errors;

@@ -335,6 +335,9 @@ impl<D> ConnTable<D> {
     pub(crate) fn push(&mut self, key: u32, frame: Bytes, kind: Kind) -> SendStatus {
         let (limit, low) = (self.cfg.outbox_limit, self.cfg.outbox_low_water);
         let Some(c) = self.slab.get_mut(key as usize) else {
+            if kind == Kind::Message {
+                self.stats[self.core].discarded.bump(1);
+            }
             return SendStatus::Dropped;
         };
         let admitted = match kind {
@@ -347,6 +350,9 @@ impl<D> ConnTable<D> {
         if !admitted {
             if c.state == State::Open {
                 self.refuse(key);
+            } else if kind == Kind::Message {
+                // Sent to a connection that is closing.
+                self.stats[self.core].discarded.bump(1);
             }
             return SendStatus::Dropped;
         }
@@ -433,7 +439,8 @@ impl<D> ConnTable<D> {
     fn begin_close(&mut self, key: u32, code: CloseCode, reason: &str, discard: bool) {
         let c = &mut self.slab[key as usize];
         if discard {
-            c.outbox.discard_unsent();
+            let n = c.outbox.discard_unsent();
+            self.stats[self.core].discarded.bump(n as u64);
         }
         c.close_code
             .get_or_insert_with(|| Box::new((code, reason.into())));
@@ -510,7 +517,8 @@ impl<D> ConnTable<D> {
             .take()
             .map_or((CloseCode::ABNORMAL, "".into()), |b| *b);
         c.state = State::Closing;
-        c.outbox.clear();
+        let lost = c.outbox.clear();
+        self.stats[self.core].discarded.bump(lost as u64);
         if was_open {
             self.stats().closed_upgraded();
         }
@@ -671,7 +679,8 @@ impl<D> ConnTable<D> {
                 Err(_) => {
                     // Peer gone: drop what is queued and shut the socket;
                     // the read task sees it and cleans up.
-                    c.outbox.clear();
+                    let lost = c.outbox.clear();
+                    self.stats[self.core].discarded.bump(lost as u64);
                     sys::shutdown(c.fd, libc::SHUT_RDWR);
                     break;
                 }

@@ -123,6 +123,9 @@ fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
             let mut conns = core.conns();
             if conns.is_live(to) {
                 conns.push(to.key(), frame, crate::conn::Kind::Message);
+            } else {
+                // The connection closed before the message reached it.
+                conns.stats().discarded.bump(1);
             }
         }
         CoreMsg::Close { to, code, reason } => {

@@ -107,7 +107,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 18] = [
+    let engine: [(&str, &str, &str, Get); 19] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -179,6 +179,12 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "Messages dropped by the slow-consumer policy.",
             |s| s.dropped,
+        ),
+        (
+            "shardcast_discarded_total",
+            "counter",
+            "Messages discarded before being written (to a closing connection, by a slow-consumer close, or lost with a connection that ended).",
+            |s| s.discarded,
         ),
         (
             "shardcast_slow_consumer_closes_total",
