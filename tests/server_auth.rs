@@ -224,7 +224,7 @@ fn with_jwt_and_no_api_key_the_http_api_is_closed() {
 }
 
 #[test]
-fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
+fn a_token_that_expires_while_connected_is_refused_and_closed() {
     let running = jwt_server();
     let exp = now() + 1;
     let t = token(SECRET, json!({"sub":"e","exp": exp, "subscribe":["*"]}));
@@ -232,9 +232,10 @@ fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
     subscribe(&mut c, &["a"]);
     // Let the clock pass the expiry (bounded: about two seconds).
     wait_until("token expiry", || now() > exp);
+    // Whichever comes first, the expiry sweep or this message's check,
+    // the answer is `unauthorized` and a 1008 close.
     let e = ask(&mut c, r#"{"type":"subscribe","topics":["b"],"id":4}"#);
     assert_error(&e, "unauthorized");
-    assert_eq!(e["id"], 4);
     assert_eq!(expect_close(&mut c), 1008);
     stop(running);
 }
@@ -260,5 +261,46 @@ fn an_empty_api_key_is_refused_at_start_and_an_empty_presented_key_never_passes(
     }
     let (status, _) = http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], body);
     assert_eq!(status, 200, "the real key still works");
+    stop(running);
+}
+
+fn expiring(secs: u64) -> String {
+    token(
+        SECRET,
+        serde_json::json!({"sub": "eve", "exp": now() + secs, "subscribe": ["*"], "publish": ["*"]}),
+    )
+}
+
+#[test]
+fn a_connection_that_only_listens_is_closed_when_its_token_expires() {
+    let running = jwt_server();
+    let mut c = connect(running.local_addr(), &format!("/ws?token={}", expiring(2)));
+    subscribe(&mut c, &["news"]);
+    let t = std::time::Instant::now();
+    let v = recv(&mut c);
+    assert_error(&v, "unauthorized");
+    assert_eq!(v["message"], "token expired");
+    assert_eq!(expect_close(&mut c), 1008);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    stop(running);
+}
+
+#[test]
+fn a_fresh_token_sent_before_expiry_keeps_the_connection() {
+    let running = jwt_server();
+    let mut c = connect(running.local_addr(), &format!("/ws?token={}", expiring(2)));
+    let v = ask(
+        &mut c,
+        &format!(r#"{{"type":"auth","token":"{}"}}"#, expiring(60)),
+    );
+    assert_eq!(v["type"], "authenticated");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Past the first token's expiry: still served.
+    let v = ask(&mut c, r#"{"type":"ping","id":1}"#);
+    assert_eq!(v["type"], "pong");
     stop(running);
 }

@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod cli;
 pub(crate) mod command;
+mod deadlines;
 pub(crate) mod http;
 pub mod json;
 pub mod metrics;
@@ -44,23 +45,20 @@ pub mod fuzzing {
     pub use super::protocol::message_frame;
 }
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use shardcast::proto::handshake::Request;
 use shardcast::{
-    CloseCode, ConnId, Handler, HttpCtx, HttpRequest, HttpResponse, Message, Rejection, Server,
+    CloseCode, Handler, HttpCtx, HttpRequest, HttpResponse, Message, Rejection, Server,
     ServerHandle, UpgradeRequest, Ws,
 };
 
@@ -97,11 +95,8 @@ pub struct App {
 /// The server's state on one core ([`Handler::Local`]).
 #[derive(Default)]
 pub struct CoreLocal {
-    /// This core's connections that still owe an `auth` message; shared
-    /// with the core's sweeper task.
-    pending: Rc<RefCell<Pending>>,
-    /// Whether this core runs its auth-deadline sweeper.
-    sweeper: Cell<bool>,
+    /// Auth deadlines and token expiries of this core's connections.
+    deadlines: deadlines::Deadlines,
     /// The copy simd-json parses in place (it rewrites strings as it
     /// goes); reused so a message costs no allocation for it.
     scratch: RefCell<Vec<u8>>,
@@ -199,19 +194,21 @@ impl Handler for App {
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
         let c = self.counters(ws.core());
-        if ws.data().grant.is_none() {
-            let deadline = Instant::now() + Duration::from_secs(self.settings.auth_timeout_secs);
-            let local = ws.local();
-            {
-                let mut p = local.pending.borrow_mut();
-                p.deadlines.push_back((ws.id(), deadline));
-                p.waiting.insert(ws.id());
+        let deadlines = &ws.local().deadlines;
+        match ws.data().grant.as_ref().map(|g| g.exp) {
+            None => {
+                let deadline =
+                    Instant::now() + Duration::from_secs(self.settings.auth_timeout_secs);
+                deadlines.await_auth(ws.handle(), ws.id(), deadline);
             }
-            if !local.sweeper.replace(true) {
-                monoio::spawn(auth_sweeper(ws.handle().clone(), local.pending.clone()));
+            Some(exp) => {
+                if let Some(exp) = exp {
+                    deadlines.watch_expiry(ws.handle(), ws.id(), exp);
+                }
+                if self.verifier.is_some() {
+                    c.auth_ok.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        } else if self.verifier.is_some() {
-            c.auth_ok.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -224,53 +221,12 @@ impl Handler for App {
         self.counters(ws.core())
             .subscriptions
             .fetch_sub(subs, Ordering::Relaxed);
-        if ws.data().grant.is_none() {
-            forget_pending(ws);
-        }
+        ws.local().deadlines.forget(ws.id());
         self.release_ip(ws.data().ip);
     }
 
     fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {
         http::route(self, req, ctx)
-    }
-}
-
-/// One core's auth deadlines: a queue in deadline order (every connection
-/// gets the same timeout) and the set of connections still waiting, so that
-/// authenticating or leaving costs O(1) and the sweeper skips those.
-#[derive(Default)]
-struct Pending {
-    deadlines: VecDeque<(ConnId, Instant)>,
-    waiting: FxHashSet<ConnId>,
-}
-
-/// Drops `ws` from its core's auth deadlines.
-fn forget_pending(ws: &Ws<'_, App>) {
-    ws.local().pending.borrow_mut().waiting.remove(&ws.id());
-}
-
-/// Closes this core's connections that missed their auth deadline. One
-/// task per core, not one timer per connection.
-async fn auth_sweeper(handle: ServerHandle, pending: Rc<RefCell<Pending>>) {
-    let frame = protocol::error_frame("unauthorized", "authentication timeout", None, &[]);
-    loop {
-        monoio::time::sleep(Duration::from_millis(250)).await;
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        {
-            let mut p = pending.borrow_mut();
-            while p.deadlines.front().is_some_and(|(_, d)| *d <= now) {
-                let (id, _) = p.deadlines.pop_front().expect("front exists");
-                if p.waiting.remove(&id) {
-                    expired.push(id);
-                }
-            }
-        }
-        for id in expired {
-            tracing::debug!(conn = ?id, "authentication deadline passed");
-            handle.send(id, &frame);
-            handle.close(id, CloseCode::POLICY_VIOLATION, "authentication timeout");
-        }
     }
 }
 

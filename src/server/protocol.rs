@@ -158,8 +158,11 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     }
     super::command::push_id(&mut out, id);
     out.push(b'}');
-    if ws.data().grant.is_none() {
-        super::forget_pending(ws);
+    let deadlines = &ws.local().deadlines;
+    deadlines.authenticated(ws.id());
+    if let Some(exp) = grant.exp {
+        // A token sent before the old one expired extends the connection.
+        deadlines.watch_expiry(ws.handle(), ws.id(), exp);
     }
     ws.data_mut().grant = Some(grant);
     send_json(ws, &out);
