@@ -67,12 +67,23 @@ pub struct Config {
     /// After a close frame is sent, how long to wait for the peer's close
     /// before dropping the TCP connection. Default: 5 s.
     pub close_timeout: Duration,
-    /// Bytes a connection may have queued for sending before
-    /// [`Config::slow_consumer`] applies. Default: 1 MiB.
+    /// Bytes a connection may have queued for sending; a connection that
+    /// stays over this for [`Config::slow_consumer_grace`] (or goes over
+    /// [`Config::outbox_burst_limit`]) gets [`Config::slow_consumer`].
+    /// Default: 1 MiB.
     pub outbox_limit: usize,
     /// A connection that reported backpressure gets its `drain` callback when
     /// its queued bytes fall to this level or below. Default: 64 KiB.
     pub outbox_low_water: usize,
+    /// A connection over [`Config::outbox_limit`] is a slow consumer only
+    /// once its socket has refused writes for this long without a break:
+    /// a reader that keeps up but received a burst larger than the limit
+    /// (a batch, many publishes in one loop turn) is not punished for the
+    /// publisher's burst. Default: 2 s.
+    pub slow_consumer_grace: Duration,
+    /// Bytes a connection may have queued at most, lagging or not: the
+    /// policy applies at once beyond this. Default: 16 MiB.
+    pub outbox_burst_limit: usize,
     /// Policy when the outbox limit would be exceeded.
     /// Default: [`SlowConsumerPolicy::Close`] with 1013 "slow consumer".
     pub slow_consumer: SlowConsumerPolicy,
@@ -113,6 +124,8 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             outbox_limit: 1 << 20,
             outbox_low_water: 64 << 10,
+            slow_consumer_grace: Duration::from_secs(2),
+            outbox_burst_limit: 16 << 20,
             slow_consumer: SlowConsumerPolicy::Close(
                 CloseCode::TRY_AGAIN_LATER,
                 "slow consumer".to_string(),
@@ -180,6 +193,10 @@ impl Config {
         outbox_limit: usize;
         /// Sets [`Config::outbox_low_water`].
         outbox_low_water: usize;
+        /// Sets [`Config::slow_consumer_grace`].
+        slow_consumer_grace: Duration;
+        /// Sets [`Config::outbox_burst_limit`].
+        outbox_burst_limit: usize;
         /// Sets [`Config::slow_consumer`].
         slow_consumer: SlowConsumerPolicy;
         /// Sets [`Config::max_connections`].

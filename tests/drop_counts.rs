@@ -76,6 +76,7 @@ fn accounted(policy: SlowConsumerPolicy) -> usize {
     let cfg = config(2)
         .slow_consumer(policy)
         .outbox_limit(32 << 10)
+        .outbox_burst_limit(64 << 10)
         .outbox_low_water(8 << 10)
         .ping_interval(Duration::ZERO);
     let (h, _) = start(cfg);

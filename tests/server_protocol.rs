@@ -306,6 +306,10 @@ fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
             break;
         }
     }
+    // Over the limit for the grace period (2 s): a slow consumer.
+    wait_until("the slow consumer is closed", || {
+        running.handle().stats().slow_closes > 0
+    });
     assert_eq!(running.handle().stats().slow_closes, 1);
     assert_eq!(expect_close(&mut slow), 1013);
     assert_alive(&mut fast);

@@ -67,7 +67,10 @@ struct Conn<D> {
     /// Core clock second of the last byte received.
     last_rx: u64,
     /// Core clock second when closing started.
-    closing_since: u64,
+    closing_since: u32,
+    /// One more than the core clock second since which the outbox has been
+    /// over the outbox limit without a break; 0 while it is not.
+    over_since: u32,
     /// The first close code sent or received, reported to `close`.
     /// Boxed: rare, and kept out of every idle connection's entry.
     close_code: Option<Box<(CloseCode, Box<str>)>>,
@@ -134,6 +137,9 @@ pub(crate) struct ConnTable<D> {
     partials: FxHashMap<u32, Partial>,
     /// Sum of `partials`' held bytes.
     partial_total: usize,
+    /// Connections whose outbox went over the limit, checked once a second
+    /// for sustained lag ([`ConnTable::enforce_lag`]).
+    over: Vec<(u32, u32)>,
     cfg: Arc<Config>,
     stats: Arc<[CoreStats]>,
 }
@@ -157,6 +163,7 @@ impl<D> ConnTable<D> {
             gather: Gather::new(),
             partials: FxHashMap::default(),
             partial_total: 0,
+            over: Vec::new(),
             cfg,
             stats,
         }
@@ -198,6 +205,7 @@ impl<D> ConnTable<D> {
             ping_outstanding: false,
             last_rx: now,
             closing_since: 0,
+            over_since: 0,
             close_code: None,
             data: None,
         }) as u32;
@@ -334,6 +342,7 @@ impl<D> ConnTable<D> {
     /// applies.
     pub(crate) fn push(&mut self, key: u32, frame: Bytes, kind: Kind) -> SendStatus {
         let (limit, low) = (self.cfg.outbox_limit, self.cfg.outbox_low_water);
+        let now = self.now;
         let Some(c) = self.slab.get_mut(key as usize) else {
             if kind == Kind::Message {
                 self.stats[self.core].discarded.bump(1);
@@ -343,8 +352,18 @@ impl<D> ConnTable<D> {
         let admitted = match kind {
             Kind::Last => true,
             Kind::Message | Kind::Control => {
-                let q = c.outbox.queued();
-                c.state == State::Open && (q + frame.len() <= limit || q == 0)
+                let q = c.outbox.queued() + frame.len();
+                // Over the limit, only a reader that has lagged for the
+                // grace period (its socket full all along) is refused; a
+                // burst that a reader is keeping up with is admitted up to
+                // the burst limit.
+                let lagging = c.over_since != 0
+                    && (now + 1).saturating_sub(u64::from(c.over_since))
+                        >= secs(self.cfg.slow_consumer_grace);
+                c.state == State::Open
+                    && (q <= limit
+                        || c.outbox.queued() == 0
+                        || (!lagging && q <= self.cfg.outbox_burst_limit))
             }
         };
         if !admitted {
@@ -357,6 +376,10 @@ impl<D> ConnTable<D> {
             return SendStatus::Dropped;
         }
         c.outbox.push(frame);
+        if c.over_since == 0 && c.outbox.queued() > limit {
+            c.over_since = now as u32 + 1;
+            self.over.push((key, c.gen));
+        }
         let mut status = SendStatus::Sent;
         if kind == Kind::Message {
             self.stats[self.core].messages_out.bump(1);
@@ -373,6 +396,38 @@ impl<D> ConnTable<D> {
             self.dirty.push(key);
         }
         status
+    }
+
+    /// Once a second: a connection that has stayed over the outbox limit
+    /// for the grace period is a slow consumer even if nothing more is sent
+    /// to it; under the close policy it is closed now.
+    pub(crate) fn enforce_lag(&mut self) {
+        let grace = secs(self.cfg.slow_consumer_grace);
+        let now = self.now;
+        let close = match &self.cfg.slow_consumer {
+            SlowConsumerPolicy::Close(code, reason) => Some((*code, reason.clone())),
+            SlowConsumerPolicy::DropMessage => None,
+        };
+        let mut over = std::mem::take(&mut self.over);
+        over.retain(|&(key, gen)| {
+            let Some(c) = self.slab.get(key as usize) else {
+                return false;
+            };
+            if c.gen != gen || c.over_since == 0 || c.state != State::Open {
+                return false;
+            }
+            let lagging = (now + 1).saturating_sub(u64::from(c.over_since)) >= grace;
+            match &close {
+                Some((code, reason)) if lagging => {
+                    self.stats().slow_closes.bump(1);
+                    self.begin_close(key, *code, reason, true);
+                    false
+                }
+                _ => true,
+            }
+        });
+        over.append(&mut self.over);
+        self.over = over;
     }
 
     /// An open connection's outbox is full: counts the drop and applies
@@ -459,7 +514,7 @@ impl<D> ConnTable<D> {
         let now = self.now;
         let c = &mut self.slab[key as usize];
         c.state = State::Closing;
-        c.closing_since = now;
+        c.closing_since = now as u32;
         let gen = c.gen;
         self.wheel
             .insert(now + secs(self.cfg.close_timeout), key, gen);
@@ -571,7 +626,7 @@ impl<D> ConnTable<D> {
                 let deadline = if c.state == State::Handshake {
                     c.last_rx + secs(cfg.handshake_timeout)
                 } else {
-                    c.closing_since + secs(cfg.close_timeout)
+                    u64::from(c.closing_since) + secs(cfg.close_timeout)
                 };
                 if now >= deadline {
                     sys::shutdown(c.fd, libc::SHUT_RDWR);
@@ -687,6 +742,9 @@ impl<D> ConnTable<D> {
             }
         }
         self.stats[self.core].write_bytes.bump(wrote as u64);
+        if c.outbox.queued() <= self.cfg.outbox_limit {
+            c.over_since = 0;
+        }
         if c.outbox.is_empty() && c.fin_after_flush {
             c.fin_after_flush = false;
             sys::shutdown(c.fd, libc::SHUT_WR);

@@ -195,6 +195,7 @@ async fn ticker<H: Handler>(core: Rc<CoreOf<H>>) {
             for (key, gen) in due.drain(..) {
                 conns.on_timer(key, gen);
             }
+            conns.enforce_lag();
         }
         if due.capacity() > 2 * n.max(64) {
             due.shrink_to(n);

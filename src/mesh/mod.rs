@@ -1,4 +1,4 @@
-//! Between cores: one lock-free mailbox per core, the messages it carries, counted publishes and per-core counters.
+//! Between cores: one lock-free mailbox per core, the messages it carries, and counted publishes.
 //!
 //! Everything here is shared by every core and by [`ServerHandle`]s on any
 //! thread, and nothing here is locked on the message path.
