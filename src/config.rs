@@ -84,6 +84,12 @@ pub struct Config {
     /// Bytes a connection may have queued at most, lagging or not: the
     /// policy applies at once beyond this. Default: 16 MiB.
     pub outbox_burst_limit: usize,
+    /// Publishes from other cores (or threads) one core's inbox holds at
+    /// most; beyond it, publishes to that core are refused and counted
+    /// ([`ServerHandle::inbox_refused`](crate::ServerHandle::inbox_refused)):
+    /// a core far behind its peers loses publishes, not memory without
+    /// bound. Default: 65,536.
+    pub inbox_capacity: usize,
     /// Policy when the outbox limit would be exceeded.
     /// Default: [`SlowConsumerPolicy::Close`] with 1013 "slow consumer".
     pub slow_consumer: SlowConsumerPolicy,
@@ -125,6 +131,7 @@ impl Default for Config {
             outbox_limit: 1 << 20,
             outbox_low_water: 64 << 10,
             slow_consumer_grace: Duration::from_secs(2),
+            inbox_capacity: 1 << 16,
             outbox_burst_limit: 16 << 20,
             slow_consumer: SlowConsumerPolicy::Close(
                 CloseCode::TRY_AGAIN_LATER,
@@ -193,6 +200,8 @@ impl Config {
         outbox_limit: usize;
         /// Sets [`Config::outbox_low_water`].
         outbox_low_water: usize;
+        /// Sets [`Config::inbox_capacity`].
+        inbox_capacity: usize;
         /// Sets [`Config::slow_consumer_grace`].
         slow_consumer_grace: Duration;
         /// Sets [`Config::outbox_burst_limit`].

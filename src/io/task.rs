@@ -260,7 +260,7 @@ mod tests {
 
     /// One core without threads.
     fn test_core<H: Handler>(handler: H) -> Rc<CoreOf<H>> {
-        let (mb, _inbox) = mailbox().unwrap();
+        let (mb, _inbox) = mailbox(16).unwrap();
         let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let handle = ServerHandle::new(mesh.clone(), addr);

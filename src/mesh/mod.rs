@@ -65,6 +65,19 @@ impl Mesh {
         }
     }
 
+    /// Queues a publish for `core` unless its inbox is full (then counted
+    /// as refused). Returns whether it was queued.
+    pub(crate) fn send_publish(&self, core: usize, msg: CoreMsg) -> bool {
+        self.mailboxes
+            .get(core)
+            .is_some_and(|mb| mb.send_publish(msg))
+    }
+
+    /// Publishes each core's inbox refused because it was full.
+    pub(crate) fn inbox_refused(&self) -> Vec<u64> {
+        self.mailboxes.iter().map(Mailbox::refused).collect()
+    }
+
     /// `core`'s mailbox.
     pub(crate) fn mailbox(&self, core: usize) -> &Mailbox {
         &self.mailboxes[core]

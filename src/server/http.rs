@@ -69,11 +69,16 @@ pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>
             HttpResponse::new(200, JSON, body)
         }
         Ok(Endpoint::Metrics) => {
-            let body = super::metrics::render(
-                &ctx.handle().core_stats(),
+            let handle = ctx.handle();
+            let mut body = super::metrics::render(
+                &handle.core_stats(),
                 &app.counters,
                 app.started.elapsed().as_secs_f64(),
             );
+            body.push_str(&super::metrics::render_inboxes(
+                &handle.inbox_depths(),
+                &handle.inbox_refused(),
+            ));
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         Ok(Endpoint::StatusPage) => {

@@ -102,6 +102,22 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Renders each core's inbox: messages waiting (a core falling behind its
+/// peers shows here first) and publishes refused because it was full.
+pub fn render_inboxes(depths: &[usize], refused: &[u64]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    out.push_str("# HELP shardcast_inbox_depth Messages waiting in the core's inbox from other cores.\n# TYPE shardcast_inbox_depth gauge\n");
+    for (i, d) in depths.iter().enumerate() {
+        let _ = writeln!(out, "shardcast_inbox_depth{{core=\"{i}\"}} {d}");
+    }
+    out.push_str("# HELP shardcast_inbox_refused_total Publishes refused because the core's inbox was full.\n# TYPE shardcast_inbox_refused_total counter\n");
+    for (i, r) in refused.iter().enumerate() {
+        let _ = writeln!(out, "shardcast_inbox_refused_total{{core=\"{i}\"}} {r}");
+    }
+    out
+}
+
 /// Renders the Prometheus text format (version 0.0.4): engine counters per
 /// core (label `core`), rejections by status, server counters.
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
