@@ -61,6 +61,19 @@ pub struct Cli {
     )]
     pub jwt_secret: Option<String>,
 
+    /// A file holding the HS256 secret (trailing whitespace trimmed), so
+    /// the secret stays out of the process list and the environment.
+    #[arg(long, env = "SHARDCAST_JWT_SECRET_FILE", value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The `iss` a client token must carry.
+    #[arg(long, env = "SHARDCAST_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` a client token must name.
+    #[arg(long, env = "SHARDCAST_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
     /// API key for POST /api/publish (repeat the flag, or comma-separate in
     /// the variable).
     #[arg(
@@ -185,6 +198,17 @@ impl Cli {
         if self.jwt_secret.is_some() {
             s.jwt_secret = self.jwt_secret.clone();
         }
+        if let Some(path) = &self.jwt_secret_file {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the JWT secret from {}", path.display()))?;
+            s.jwt_secret = Some(secret.trim_end().to_owned());
+        }
+        if self.jwt_issuer.is_some() {
+            s.jwt_issuer = self.jwt_issuer.clone();
+        }
+        if self.jwt_audience.is_some() {
+            s.jwt_audience = self.jwt_audience.clone();
+        }
         if !self.api_keys.is_empty() {
             s.api_keys = self.api_keys.clone();
         }
@@ -199,6 +223,14 @@ impl Cli {
         }
         if s.jwt_secret.as_deref() == Some("") {
             anyhow::bail!("the JWT secret is empty");
+        }
+        if let Some(secret) = &s.jwt_secret {
+            if secret.len() < 32 {
+                tracing::warn!(
+                    bytes = secret.len(),
+                    "the JWT secret is shorter than 32 bytes: HS256 tokens signed with it can be brute-forced; use 32 random bytes or more"
+                );
+            }
         }
         Ok(s)
     }

@@ -105,7 +105,13 @@ pub struct CoreLocal {
 impl App {
     fn new(settings: Settings, cores: usize) -> Self {
         Self {
-            verifier: settings.jwt_secret.as_deref().map(Verifier::new),
+            verifier: settings.jwt_secret.as_deref().map(|s| {
+                Verifier::new(
+                    s,
+                    settings.jwt_issuer.as_deref(),
+                    settings.jwt_audience.as_deref(),
+                )
+            }),
             settings,
             per_ip: Mutex::new(FxHashMap::default()),
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),

@@ -37,6 +37,10 @@ pub struct Settings {
     /// authenticate; when unset, anyone may subscribe and publish to any
     /// topic (a warning says so at start). Default: unset.
     pub jwt_secret: Option<String>,
+    /// When set, a token's `iss` claim must equal it. Default: unset.
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` claim must name it. Default: unset.
+    pub jwt_audience: Option<String>,
     /// API keys for `POST /api/publish`. When empty, the HTTP API is open
     /// if `jwt_secret` is unset too, and closed otherwise. Default: none.
     pub api_keys: Vec<String>,
@@ -91,6 +95,8 @@ impl Default for Settings {
             cores: None,
             pin: true,
             jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             api_keys: Vec::new(),
             auth_timeout_secs: 10,
             max_connections: 1_000_000,
