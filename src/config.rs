@@ -67,6 +67,10 @@ pub struct Config {
     /// After a close frame is sent, how long to wait for the peer's close
     /// before dropping the TCP connection. Default: 5 s.
     pub close_timeout: Duration,
+    /// A plain HTTP request whose answer the application deferred
+    /// ([`HttpCtx::defer`](crate::HttpCtx::defer)) is answered 504 if the
+    /// answer has not come by then. Default: 30 s.
+    pub http_reply_timeout: Duration,
     /// Bytes a connection may have queued for sending; a connection that
     /// stays over this for [`Config::slow_consumer_grace`] (or goes over
     /// [`Config::outbox_burst_limit`]) gets [`Config::slow_consumer`].
@@ -128,6 +132,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(120),
             ping_interval: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
+            http_reply_timeout: Duration::from_secs(30),
             outbox_limit: 1 << 20,
             outbox_low_water: 64 << 10,
             slow_consumer_grace: Duration::from_secs(2),
@@ -194,6 +199,8 @@ impl Config {
         idle_timeout: Duration;
         /// Sets [`Config::ping_interval`].
         ping_interval: Duration;
+        /// Sets [`Config::http_reply_timeout`].
+        http_reply_timeout: Duration;
         /// Sets [`Config::close_timeout`].
         close_timeout: Duration;
         /// Sets [`Config::outbox_limit`].

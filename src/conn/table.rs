@@ -137,6 +137,8 @@ pub(crate) struct ConnTable<D> {
     partials: FxHashMap<u32, Partial>,
     /// Sum of `partials`' held bytes.
     partial_total: usize,
+    /// Connections waiting for a deferred HTTP answer: key → generation.
+    awaiting: FxHashMap<u32, u32>,
     /// Connections whose outbox went over the limit, checked once a second
     /// for sustained lag ([`ConnTable::enforce_lag`]).
     over: Vec<(u32, u32)>,
@@ -164,6 +166,7 @@ impl<D> ConnTable<D> {
             partials: FxHashMap::default(),
             partial_total: 0,
             over: Vec::new(),
+            awaiting: FxHashMap::default(),
             cfg,
             stats,
         }
@@ -528,15 +531,26 @@ impl<D> ConnTable<D> {
     }
 
     /// The application answers this request later
-    /// ([`ConnTable::http_reply`]); meanwhile the connection lingers,
-    /// bounded by the close timeout.
+    /// ([`ConnTable::http_reply`]); meanwhile the connection waits, at
+    /// most [`Config::http_reply_timeout`], after which it gets a 504.
     pub(crate) fn defer_http(&mut self, key: u32) {
-        self.enter_closing(key);
+        let now = self.now;
+        let c = &mut self.slab[key as usize];
+        c.state = State::Closing;
+        c.closing_since = now as u32;
+        let gen = c.gen;
+        self.awaiting.insert(key, gen);
+        self.wheel
+            .insert(now + secs(self.cfg.http_reply_timeout), key, gen);
     }
 
-    /// The deferred answer to a plain HTTP request.
+    /// The deferred answer to a plain HTTP request; ignored if the request
+    /// was already answered (504 after its deadline).
     pub(crate) fn http_reply(&mut self, key: u32, response: &[u8]) {
-        self.write_and_finish(key, response);
+        if self.awaiting.remove(&key).is_some() {
+            self.write_and_finish(key, response);
+            self.enter_closing(key);
+        }
     }
 
     /// Writes an interim response (`100 Continue`) directly; one that does
@@ -587,6 +601,7 @@ impl<D> ConnTable<D> {
     /// Frees `key`'s slot and shuts its socket.
     pub(crate) fn remove(&mut self, key: u32) {
         self.forget_partial(key);
+        self.awaiting.remove(&key);
         let c = self.slab.remove(key as usize);
         sys::shutdown(c.fd, libc::SHUT_RDWR);
         self.stats().closed();
@@ -622,6 +637,23 @@ impl<D> ConnTable<D> {
             return;
         }
         let next = match c.state {
+            State::Closing if self.awaiting.get(&key) == Some(&gen) => {
+                let deadline = u64::from(c.closing_since) + secs(cfg.http_reply_timeout);
+                if now >= deadline {
+                    self.awaiting.remove(&key);
+                    let mut out = Vec::new();
+                    crate::proto::handshake::write_http_response(
+                        &mut out,
+                        504,
+                        "text/plain; charset=utf-8",
+                        &[("Connection", "close")],
+                        b"the answer was not ready in time\n",
+                    );
+                    self.answer_http(key, &out);
+                    return;
+                }
+                deadline
+            }
             State::Handshake | State::Closing => {
                 let deadline = if c.state == State::Handshake {
                     c.last_rx + secs(cfg.handshake_timeout)
