@@ -304,3 +304,35 @@ fn a_fresh_token_sent_before_expiry_keeps_the_connection() {
     assert_eq!(v["type"], "pong");
     stop(running);
 }
+
+#[test]
+fn with_protect_status_metrics_health_and_the_status_page_need_a_key() {
+    let running = start(|s| {
+        s.api_keys = vec!["k1".into()];
+        s.protect_status = true;
+    });
+    let addr = running.local_addr();
+    for path in ["/metrics", "/healthz", "/"] {
+        assert_eq!(
+            http(addr, "GET", path, &[], "").0,
+            401,
+            "{path} without a key"
+        );
+        assert_eq!(
+            http(addr, "GET", path, &[("X-API-Key", "k2")], "").0,
+            401,
+            "{path} with a wrong key"
+        );
+        assert_eq!(
+            http(addr, "GET", path, &[("X-API-Key", "k1")], "").0,
+            200,
+            "{path} with the key"
+        );
+    }
+    stop(running);
+    // Without a key to check, the option cannot start.
+    let mut s = shardcast::server::Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.protect_status = true;
+    assert!(shardcast::server::start(s).is_err());
+}

@@ -61,6 +61,10 @@ pub struct Cli {
     )]
     pub jwt_secret: Option<String>,
 
+    /// Require an API key for /metrics, /healthz and the status page too.
+    #[arg(long, env = "SHARDCAST_PROTECT_STATUS")]
+    pub protect_status: bool,
+
     /// A file holding the HS256 secret (trailing whitespace trimmed), so
     /// the secret stays out of the process list and the environment.
     #[arg(long, env = "SHARDCAST_JWT_SECRET_FILE", value_name = "FILE")]
@@ -194,6 +198,9 @@ impl Cli {
         }
         if self.no_pin {
             s.pin = false;
+        }
+        if self.protect_status {
+            s.protect_status = true;
         }
         if self.jwt_secret.is_some() {
             s.jwt_secret = self.jwt_secret.clone();

@@ -58,7 +58,15 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
 /// Answers one plain HTTP request.
 pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     let r = req.request();
-    match endpoint(r.method(), r.path()) {
+    let endpoint = endpoint(r.method(), r.path());
+    let status_endpoint = matches!(
+        endpoint,
+        Ok(Endpoint::Health | Endpoint::Metrics | Endpoint::StatusPage)
+    );
+    if status_endpoint && app.settings.protect_status && !key_matches(app, req) {
+        return unauthorized();
+    }
+    match endpoint {
         Ok(Endpoint::Health) => {
             let s = ctx.handle().stats();
             let body = format!(
@@ -146,16 +154,28 @@ pub fn presented_key<'a>(r: &Request<'a>) -> Option<&'a str> {
 
 /// Whether the request carries a valid API key, or the API is open.
 fn authorized(app: &App, req: &HttpRequest<'_>) -> bool {
-    let keys = &app.settings.api_keys;
-    if keys.is_empty() {
+    if app.settings.api_keys.is_empty() {
         return app.settings.anonymous();
     }
+    key_matches(app, req)
+}
+
+/// Whether the request presents one of the API keys.
+fn key_matches(app: &App, req: &HttpRequest<'_>) -> bool {
+    let keys = &app.settings.api_keys;
     presented_key(req.request()).is_some_and(|g| {
         !g.is_empty()
             && keys
                 .iter()
                 .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
     })
+}
+
+/// 401 with its `WWW-Authenticate` challenge.
+fn unauthorized() -> HttpResponse {
+    let mut r = HttpError::new(401, "unauthorized", "missing or invalid API key").response();
+    r.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
+    r
 }
 
 /// One message of a publish request, validated.
@@ -298,9 +318,7 @@ impl Pending {
 /// once every core has queued the messages.
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
-        let mut r = HttpError::new(401, "unauthorized", "missing or invalid API key").response();
-        r.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
-        return r;
+        return unauthorized();
     }
     let (items, batch) = match parse_publish_body(req.body(), app.settings.max_topic_length) {
         Ok(b) => (b.items, b.batch),

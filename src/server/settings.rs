@@ -44,6 +44,9 @@ pub struct Settings {
     /// API keys for `POST /api/publish`. When empty, the HTTP API is open
     /// if `jwt_secret` is unset too, and closed otherwise. Default: none.
     pub api_keys: Vec<String>,
+    /// `GET /metrics`, `GET /healthz` and the status page need one of the
+    /// API keys, like the publish API (needs `api_keys`). Default: false.
+    pub protect_status: bool,
     /// A client that connected without a token must send an `auth` message
     /// within this many seconds, or gets `unauthorized` and close 1008.
     /// Default: 10.
@@ -95,6 +98,7 @@ impl Default for Settings {
             cores: None,
             pin: true,
             jwt_secret: None,
+            protect_status: false,
             jwt_issuer: None,
             jwt_audience: None,
             api_keys: Vec::new(),
@@ -183,6 +187,11 @@ impl Settings {
                 i + 1,
                 self.api_keys.len()
             )));
+        }
+        if self.protect_status && self.api_keys.is_empty() {
+            return Err(SettingsError::Invalid(
+                "protect_status needs at least one API key".into(),
+            ));
         }
         Ok(())
     }
