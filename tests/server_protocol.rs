@@ -319,3 +319,16 @@ fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
         .any(|l| l.starts_with("shardcast_slow_consumer_closes_total") && l.ends_with(" 1")));
     stop(running);
 }
+
+#[test]
+fn a_topic_listed_many_times_in_one_subscribe_is_handled_once() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    let topics: Vec<&str> = std::iter::repeat_n("dup", 5000).chain(["other"]).collect();
+    let msg = json!({"type": "subscribe", "topics": topics, "id": 1}).to_string();
+    let v = ask(&mut c, &msg);
+    assert_eq!(v["type"], "subscribed");
+    assert_eq!(v["topics"], json!(["dup", "other"]));
+    assert_alive(&mut c);
+    stop(running);
+}

@@ -174,7 +174,12 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
     let (mut invalid, mut forbidden, mut over) = (Vec::new(), Vec::new(), Vec::new());
     let mut count = ws.subscription_count();
     let mut added = 0i64;
+    // A topic listed more than once is handled (and answered) once.
+    let mut seen = rustc_hash::FxHashSet::default();
     for t in topics.iter().map(AsRef::as_ref) {
+        if !seen.insert(t) {
+            continue;
+        }
         if topic_problem(t, s.max_topic_length).is_some() {
             invalid.push(t);
         } else if !ws.data().grant.as_ref().is_some_and(|g| g.read.allows(t)) {
