@@ -336,3 +336,26 @@ fn with_protect_status_metrics_health_and_the_status_page_need_a_key() {
     s.protect_status = true;
     assert!(shardcast::server::start(s).is_err());
 }
+
+#[test]
+fn behind_a_trusted_proxy_the_per_address_limit_counts_the_forwarded_client() {
+    let running = start(|s| {
+        s.max_connections_per_ip = 1;
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let addr = running.local_addr();
+    let _a = connect_with(addr, "/", &[("X-Forwarded-For", "203.0.113.7")]);
+    let _b = connect_with(addr, "/", &[("X-Forwarded-For", "203.0.113.8")]);
+    assert_eq!(
+        refused(addr, "/", &[("X-Forwarded-For", "203.0.113.7")]),
+        429,
+        "the same client through the proxy"
+    );
+    // IPv6 clients count per /64.
+    let _c = connect_with(addr, "/", &[("X-Forwarded-For", "2001:db8:1:2::1")]);
+    assert_eq!(
+        refused(addr, "/", &[("X-Forwarded-For", "2001:db8:1:2::99")]),
+        429
+    );
+    stop(running);
+}

@@ -61,6 +61,16 @@ pub struct Cli {
     )]
     pub jwt_secret: Option<String>,
 
+    /// A proxy whose X-Forwarded-For names the client for the per-address
+    /// limit (repeat the flag, or comma-separate in the variable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SHARDCAST_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Require an API key for /metrics, /healthz and the status page too.
     #[arg(long, env = "SHARDCAST_PROTECT_STATUS")]
     pub protect_status: bool,
@@ -201,6 +211,9 @@ impl Cli {
         }
         if self.protect_status {
             s.protect_status = true;
+        }
+        if !self.trusted_proxies.is_empty() {
+            s.trusted_proxies = self.trusted_proxies.clone();
         }
         if self.jwt_secret.is_some() {
             s.jwt_secret = self.jwt_secret.clone();

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod cli;
+mod client_ip;
 pub(crate) mod command;
 mod deadlines;
 pub(crate) mod http;
@@ -176,7 +177,10 @@ impl Handler for App {
                 },
             },
         };
-        let ip = req.peer().ip();
+        let forwarded = req.request().header_str("x-forwarded-for");
+        let client =
+            client_ip::client_address(req.peer().ip(), forwarded, &self.settings.trusted_proxies);
+        let ip = client_ip::limit_key(client);
         let limit = self.settings.max_connections_per_ip;
         if limit > 0 {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());

@@ -55,8 +55,12 @@ pub struct Settings {
     /// Default: 1,000,000.
     pub max_connections: usize,
     /// WebSocket connections from one IP address; the next gets 429.
-    /// Zero: no limit. Default: 10,000.
+    /// Zero: no limit. IPv6 addresses count per /64. Default: 10,000.
     pub max_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` names the client for the
+    /// per-address limit (the right-most untrusted entry). Default: none
+    /// (the header is ignored).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Allowed `Origin` values (exact, case-insensitive); others get 403.
     /// Empty allows any. Default: empty.
     pub allowed_origins: Vec<String>,
@@ -105,6 +109,7 @@ impl Default for Settings {
             auth_timeout_secs: 10,
             max_connections: 1_000_000,
             max_connections_per_ip: 10_000,
+            trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             max_subscriptions: 1_000,
             max_topic_length: 256,
