@@ -140,6 +140,18 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_PUBLISH_BURST", value_name = "N")]
     pub publish_burst: Option<u32>,
 
+    /// Messages one POST /api/publish may carry. [default: 10000]
+    #[arg(long, env = "SHARDCAST_MAX_BATCH_ITEMS", value_name = "N")]
+    pub max_batch_items: Option<usize>,
+
+    /// Messages per second one HTTP client (key or address) may publish; 0: no limit. [default: 10000]
+    #[arg(long, env = "SHARDCAST_HTTP_PUBLISH_RATE", value_name = "PER_SEC")]
+    pub http_publish_rate: Option<f64>,
+
+    /// Messages one HTTP client may publish in a burst. [default: 20000]
+    #[arg(long, env = "SHARDCAST_HTTP_PUBLISH_BURST", value_name = "N")]
+    pub http_publish_burst: Option<u32>,
+
     /// Bytes queued for one slow client before --slow-consumer applies. [default: 1048576]
     #[arg(long, env = "SHARDCAST_OUTBOX_LIMIT", value_name = "BYTES")]
     pub outbox_limit: Option<usize>,
@@ -197,6 +209,9 @@ impl Cli {
             max_message_size,
             publish_rate,
             publish_burst,
+            max_batch_items,
+            http_publish_rate,
+            http_publish_burst,
             outbox_limit,
             idle_timeout_secs,
             max_http_body,

@@ -328,6 +328,25 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> Http
         return HttpResponse::new(200, JSON, "{\"delivered\":0,\"results\":[]}\n");
     }
     let n = items.len();
+    let max = app.settings.max_batch_items;
+    if n > max {
+        let m = format!("at most {max} messages per request; send {n} in several");
+        return HttpError::new(413, "too_large", m).response();
+    }
+    let client = match presented_key(req.request()) {
+        Some(k) if !k.is_empty() => format!("key:{k}"),
+        _ => format!("ip:{}", req.peer().ip()),
+    };
+    if let Err(wait) = app.http_buckets.take(&client, n as f64) {
+        let m = format!(
+            "HTTP publish rate over {} messages per second (burst {})",
+            app.settings.http_publish_rate, app.settings.http_publish_burst
+        );
+        let mut r = HttpError::new(429, "rate_limited", m).response();
+        r.headers
+            .push(("Retry-After".into(), wait.as_secs().max(1).to_string()));
+        return r;
+    }
     app.counters(ctx.core())
         .http_publishes
         .fetch_add(n as u64, Ordering::Relaxed);

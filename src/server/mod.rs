@@ -23,6 +23,7 @@
 //! second time as a crate of its own (`server-check/`) to prove it.
 
 pub mod auth;
+mod buckets;
 pub mod cli;
 mod client_ip;
 pub(crate) mod command;
@@ -87,6 +88,8 @@ pub struct App {
     /// Connections per IP address. Locked once per handshake and once per
     /// close, never on the message path.
     per_ip: Mutex<FxHashMap<IpAddr, usize>>,
+    /// HTTP publish rate per client (API key, or address).
+    http_buckets: buckets::Buckets,
     /// Shared with the completion callbacks of counted publishes, which
     /// run on whichever core finishes last.
     counters: Arc<[ServerCounters]>,
@@ -113,6 +116,10 @@ impl App {
                     settings.jwt_audience.as_deref(),
                 )
             }),
+            http_buckets: buckets::Buckets::new(
+                settings.http_publish_rate,
+                settings.http_publish_burst,
+            ),
             settings,
             per_ip: Mutex::new(FxHashMap::default()),
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),

@@ -77,6 +77,15 @@ pub struct Settings {
     pub publish_rate: f64,
     /// Publishes one connection may make in a burst. Default: 200.
     pub publish_burst: u32,
+    /// Messages one `POST /api/publish` may carry; more get 413.
+    /// Default: 10,000.
+    pub max_batch_items: usize,
+    /// Messages per second one HTTP client (its API key, or its address
+    /// without one) may publish, on average (token bucket); over it, 429.
+    /// Zero: no limit. Default: 10,000.
+    pub http_publish_rate: f64,
+    /// Messages one HTTP client may publish in a burst. Default: 20,000.
+    pub http_publish_burst: u32,
     /// Bytes queued for one slow client before `slow_consumer` applies.
     /// Default: 1 MiB.
     pub outbox_limit: usize,
@@ -116,6 +125,9 @@ impl Default for Settings {
             max_message_size: 64 << 10,
             publish_rate: 100.0,
             publish_burst: 200,
+            max_batch_items: 10_000,
+            http_publish_rate: 10_000.0,
+            http_publish_burst: 20_000,
             outbox_limit: 1 << 20,
             slow_consumer: SlowConsumer::Close,
             max_http_body: 1 << 20,
