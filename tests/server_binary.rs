@@ -8,6 +8,12 @@ use std::time::Instant;
 
 use server_support::*;
 
+/// The address in the binary's "listening" JSON log line, if `line` is it.
+fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    v["fields"]["addr"].as_str().map(|a| a.parse().unwrap())
+}
+
 #[test]
 fn the_binary_serves_and_stops_gracefully_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
@@ -32,9 +38,8 @@ fn the_binary_serves_and_stops_gracefully_on_sigterm() {
         loop {
             assert!(start.elapsed() < TIMEOUT, "no listening line");
             let line = lines.next().expect("log line").unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-            if let Some(a) = v["fields"]["addr"].as_str() {
-                break a.parse::<std::net::SocketAddr>().unwrap();
+            if let Some(a) = listening_addr(&line) {
+                break a;
             }
         },
         false,
@@ -118,9 +123,8 @@ fn out_of_descriptors_the_server_backs_off_logs_sparingly_and_recovers() {
     let start = Instant::now();
     let addr = loop {
         let line = rx.recv_timeout(TIMEOUT).expect("a log line");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if let Some(a) = v["fields"]["addr"].as_str() {
-            break a.parse::<std::net::SocketAddr>().unwrap();
+        if let Some(a) = listening_addr(&line) {
+            break a;
         }
         assert!(start.elapsed() < TIMEOUT, "no listening line");
     };
