@@ -31,6 +31,20 @@ pub(crate) fn client_address(
     client
 }
 
+/// Whether a browser `Origin` (`scheme://host[:port]`) names this machine:
+/// `localhost`, `127.0.0.0/8` or `[::1]`, any port.
+pub(crate) fn is_loopback_origin(origin: &str) -> bool {
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The key a per-address limit counts under: an IPv4 address as is (also
 /// when written as IPv4-mapped IPv6), an IPv6 address by its /64, since one
 /// host usually holds a whole /64.
@@ -72,6 +86,28 @@ mod tests {
             client_address(ip("10.0.0.1"), Some("nonsense"), &trusted),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn loopback_origins_are_recognised() {
+        for o in [
+            "http://localhost:3000",
+            "http://127.0.0.1:8080",
+            "https://[::1]:1",
+            "http://127.3.4.5",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_loopback_origin(o), "{o}");
+        }
+        for o in [
+            "https://evil.example",
+            "http://localhost.evil.example",
+            "http://10.0.0.1:8080",
+            "null",
+            "http://[::2]",
+        ] {
+            assert!(!is_loopback_origin(o), "{o}");
+        }
     }
 
     #[test]

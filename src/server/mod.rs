@@ -168,6 +168,19 @@ impl Handler for App {
     type Local = CoreLocal;
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<Client, Rejection> {
+        // Anonymous, with no allowlist of its own: a web page from elsewhere
+        // must not read and publish every topic through the visitor's
+        // browser. Clients that send no Origin are not browsers.
+        if self.settings.anonymous() && self.settings.allowed_origins.is_empty() {
+            if let Some(origin) = req.request().origin() {
+                if !client_ip::is_loopback_origin(origin) {
+                    return Err(Rejection::new(
+                        403,
+                        "origin not allowed: an anonymous server accepts pages from this machine only (set allowed_origins)\n",
+                    ));
+                }
+            }
+        }
         let grant = match &self.verifier {
             None => Some(Grant::anonymous()),
             Some(v) => match handshake_token(req.request()) {
