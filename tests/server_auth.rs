@@ -364,12 +364,19 @@ fn behind_a_trusted_proxy_the_per_address_limit_counts_the_forwarded_client() {
 fn an_anonymous_server_accepts_browser_pages_from_this_machine_only() {
     let running = start(|_| {});
     let addr = running.local_addr();
-    assert_eq!(refused(addr, "/", &[("Origin", "https://evil.example")]), 403);
+    assert_eq!(
+        refused(addr, "/", &[("Origin", "https://evil.example")]),
+        403
+    );
     let _local = connect_with(addr, "/", &[("Origin", "http://localhost:3000")]);
     let _no_origin = connect(addr, "/");
     stop(running);
     // With an allowlist of its own, the allowlist decides.
     let running = start(|s| s.allowed_origins = vec!["https://app.example".into()]);
-    let _app = connect_with(running.local_addr(), "/", &[("Origin", "https://app.example")]);
+    let _app = connect_with(
+        running.local_addr(),
+        "/",
+        &[("Origin", "https://app.example")],
+    );
     stop(running);
 }
