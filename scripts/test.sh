@@ -12,13 +12,14 @@
 # missing tool fails the run at once): a Python virtualenv in
 # target/test-venv with `websockets` and `prometheus_client` (pip runs only
 # when they are missing; tests/clients/run.sh gets it as $PYTHON), `npm ci`
-# in tests/clients when node_modules is missing, and Debian's `chromium`
-# from the system's packages when it is missing (apt-get as root, else
-# through passwordless sudo; otherwise the run fails naming the package).
-# Node 18+ must be installed. If clients/js/test.sh exists it runs after the
-# client tests and its "N passed, M failed" line joins the total.
-# SKIP_CLIENTS=1 leaves out the client tests and their setup (and
-# clients/js), SKIP_CHROMIUM=1 only the browser, SKIP_SOAK=1 the soak.
+# in tests/clients when node_modules is missing, and, from the system's
+# packages when they are missing, Debian's `chromium` and `python3-venv`
+# (apt-get as root, else through passwordless sudo; otherwise the run fails
+# naming the package). Node 18+ must be installed. If clients/js/test.sh
+# exists it runs after the client tests and its "N passed, M failed" line
+# joins the total. SKIP_CLIENTS=1 leaves out the client tests and their
+# setup (and clients/js), SKIP_CHROMIUM=1 only the browser, SKIP_SOAK=1 the
+# soak.
 # `bash scripts/test.sh --setup` only sets up and exits. A failed churn,
 # client run or soak still reaches the closing total, then fails the script.
 set -euo pipefail
@@ -27,6 +28,25 @@ root="$(pwd)"
 
 die() { echo "scripts/test.sh: $*" >&2; exit 2; }
 
+# apt_install HINT PACKAGE...: installs Debian packages when they are
+# missing, as root or through passwordless sudo; otherwise fails saying
+# exactly what to install, then HINT (the way to do without them).
+apt_install() {
+    local hint=$1; shift
+    local sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        sudo -n true 2>/dev/null ||
+            die "missing: $*. Installing it needs root; run \`sudo apt-get install -y $*\` and try again. $hint"
+        sudo=(sudo -n)
+    fi
+    command -v apt-get >/dev/null ||
+        die "missing: $*, and there is no apt-get here; install it with the system's package manager. $hint"
+    echo "== setup: apt-get install $*"
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+        ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null ||
+        die "apt-get install -y $* failed; install it by hand. $hint"
+}
+
 # Everything the client tests need that does not come with Rust.
 setup_clients() {
     command -v node >/dev/null && command -v npm >/dev/null ||
@@ -34,6 +54,10 @@ setup_clients() {
 
     local venv="$root/target/test-venv"
     if [[ ! -x "$venv/bin/python" ]]; then
+        # Debian's python3 lacks ensurepip until python3-venv is installed.
+        if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+            apt_install "Or set SKIP_CLIENTS=1 to leave out the client tests." python3 python3-venv
+        fi
         echo "== setup: Python virtualenv in target/test-venv"
         python3 -m venv "$venv" || {
             rm -rf "$venv"
@@ -47,24 +71,13 @@ setup_clients() {
     fi
     export PYTHON="$venv/bin/python"
 
-    if [[ ! -d tests/clients/node_modules ]]; then
+    if [[ ! -d tests/clients/node_modules/ws ]]; then
         echo "== setup: npm ci (tests/clients)"
         (cd tests/clients && npm ci --no-audit --no-fund --silent) || die "npm ci in tests/clients failed"
     fi
 
     if [[ "${SKIP_CHROMIUM:-0}" != 1 ]] && ! command -v "${CHROMIUM:-chromium}" >/dev/null; then
-        local sudo=()
-        if [[ "$(id -u)" != 0 ]]; then
-            sudo -n true 2>/dev/null ||
-                die "chromium is missing and cannot be installed without root: install it (apt-get install chromium), point \$CHROMIUM at a Chromium binary, or set SKIP_CHROMIUM=1"
-            sudo=(sudo -n)
-        fi
-        command -v apt-get >/dev/null ||
-            die "chromium is missing and apt-get is not available: install Chromium, point \$CHROMIUM at it, or set SKIP_CHROMIUM=1"
-        echo "== setup: apt-get install chromium"
-        ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
-            ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
-            die "apt-get install chromium failed: install it by hand, or set SKIP_CHROMIUM=1"
+        apt_install "Or point \$CHROMIUM at a Chromium binary, or set SKIP_CHROMIUM=1 to leave out the browser test." chromium
         command -v "${CHROMIUM:-chromium}" >/dev/null || die "chromium installed but not on PATH: set \$CHROMIUM"
     fi
 }
