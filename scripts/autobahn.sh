@@ -22,6 +22,10 @@ OUT=target/autobahn
 PORT=${PORT:-9371}
 
 if [[ ! -x "$VENV/bin/wstest" ]]; then
+    if [[ ! -x "$PY2" ]] && command -v pyenv >/dev/null && [[ -z "${PYTHON2:-}" ]]; then
+        echo "== autobahn: pyenv install 2.7.18 (several minutes)"
+        pyenv install -s 2.7.18
+    fi
     if [[ ! -x "$PY2" ]]; then
         echo "autobahn: CPython 2.7.18 not found at $PY2 (pyenv install 2.7.18, or set PYTHON2)" >&2
         exit 2
