@@ -112,6 +112,14 @@ impl FlushSchedule {
     }
 }
 
+/// Whether a connection over the outbox limit since `over_since` (one
+/// more than that core second; 0: not over) has stayed over it for the
+/// slow-consumer grace period by `now`.
+fn lagging(over_since: u32, now: u64, cfg: &Config) -> bool {
+    over_since != 0
+        && (now + 1).saturating_sub(u64::from(over_since)) >= secs(cfg.slow_consumer_grace)
+}
+
 /// What [`ConnTable::trim`] gave back.
 pub(crate) struct Trimmed {
     /// The slab emptied and was replaced; its former capacity (about the
@@ -356,17 +364,14 @@ impl<D> ConnTable<D> {
             Kind::Last => true,
             Kind::Message | Kind::Control => {
                 let q = c.outbox.queued() + frame.len();
-                // Over the limit, only a reader that has lagged for the
-                // grace period (its socket full all along) is refused; a
-                // burst that a reader is keeping up with is admitted up to
-                // the burst limit.
-                let lagging = c.over_since != 0
-                    && (now + 1).saturating_sub(u64::from(c.over_since))
-                        >= secs(self.cfg.slow_consumer_grace);
+                // Over the limit, only a reader that has stayed over it for
+                // the grace period is refused; a burst that a reader is
+                // keeping up with is admitted up to the burst limit.
                 c.state == State::Open
                     && (q <= limit
                         || c.outbox.queued() == 0
-                        || (!lagging && q <= self.cfg.outbox_burst_limit))
+                        || (q <= self.cfg.outbox_burst_limit
+                            && !lagging(c.over_since, now, &self.cfg)))
             }
         };
         if !admitted {
@@ -405,7 +410,6 @@ impl<D> ConnTable<D> {
     /// for the grace period is a slow consumer even if nothing more is sent
     /// to it; under the close policy it is closed now.
     pub(crate) fn enforce_lag(&mut self) {
-        let grace = secs(self.cfg.slow_consumer_grace);
         let now = self.now;
         let close = match &self.cfg.slow_consumer {
             SlowConsumerPolicy::Close(code, reason) => Some((*code, reason.clone())),
@@ -419,9 +423,8 @@ impl<D> ConnTable<D> {
             if c.gen != gen || c.over_since == 0 || c.state != State::Open {
                 return false;
             }
-            let lagging = (now + 1).saturating_sub(u64::from(c.over_since)) >= grace;
             match &close {
-                Some((code, reason)) if lagging => {
+                Some((code, reason)) if lagging(c.over_since, now, &self.cfg) => {
                     self.stats().slow_closes.bump(1);
                     self.begin_close(key, *code, reason, true);
                     false
@@ -816,6 +819,9 @@ impl<D> ConnTable<D> {
         }
         if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
             self.dirty = Vec::new();
+        }
+        if self.over.is_empty() && self.over.capacity() > 64 {
+            self.over = Vec::new();
         }
         // Wheel entries of closed connections stay until their slot comes
         // round (up to the wheel's span); after a wave of closes they would
