@@ -37,9 +37,7 @@ run() { # build label, server executable, server flags..., --, loadgen args...
     while [[ $1 != -- ]]; do flags+=("$1"); shift; done
     shift
     launch_server "ab.$build" "$exe" "${flags[@]}"
-    timeout 300 "${LOADGEN_PIN[@]}" "$B/loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
-        --cores "$LOADGEN_CORES" --server-pid "$SERVER_PID" --label "$build" --json \
-        >>"$RESULTS" || echo "!! $build $* failed" >&2
+    run_loadgen "$B/loadgen" "$build" "$@"
     stop_server
 }
 

@@ -55,10 +55,7 @@ run() { # label, loadgen arguments...
     local label=$1
     shift
     echo "== $label" >&2
-    # A failed run is reported and the suite goes on.
-    timeout 300 "${LOADGEN_PIN[@]}" "$BIN/loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
-        --cores "$LOADGEN_CORES" --server-pid "$SERVER_PID" --label "$label" --json \
-        | tee -a "$RESULTS" || echo "!! $label failed" >&2
+    run_loadgen "$BIN/loadgen" "$label" "$@"
 }
 
 start_server echo

@@ -64,3 +64,14 @@ start_server() {
     shift
     launch_server "$name" "$BIN/shardcast" --publish-rate 0 --max-connections-per-ip 0 --log warn "$@"
 }
+
+# run_loadgen LOADGEN LABEL [loadgen arguments...]: one loadgen run against
+# the server launch_server started, pinned to LOADGEN_CPUS, its JSON line
+# appended to RESULTS. A failed run is reported and the caller goes on.
+run_loadgen() {
+    local loadgen=$1 label=$2
+    shift 2
+    timeout 300 "${LOADGEN_PIN[@]}" "$loadgen" "$@" --url "ws://127.0.0.1:$PORT/" \
+        --cores "$LOADGEN_CORES" --server-pid "$SERVER_PID" --label "$label" --json \
+        >>"$RESULTS" || echo "!! $label $* failed" >&2
+}
