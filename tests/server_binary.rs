@@ -8,6 +8,23 @@ use std::time::Instant;
 
 use server_support::*;
 
+/// `command` (the binary, or a shell that execs it with the arguments that
+/// follow) on a free loopback port, logging JSON to a pipe.
+fn server_command(mut command: Command) -> Command {
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
+
 /// The address in the binary's "listening" JSON log line, if `line` is it.
 fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
     let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
@@ -16,19 +33,9 @@ fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
 
 #[test]
 fn the_binary_serves_and_stops_gracefully_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--log-format",
-            "json",
-        ])
+    let mut child = server_command(Command::new(env!("CARGO_BIN_EXE_shardcast")))
         .env("SHARDCAST_CORES", "2")
         .env("SHARDCAST_MAX_SUBSCRIPTIONS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
     let stdout = child.stdout.take().unwrap();
@@ -94,21 +101,11 @@ fn help_names_the_flags_and_their_variables() {
 #[test]
 fn out_of_descriptors_the_server_backs_off_logs_sparingly_and_recovers() {
     // A descriptor limit far below what the clients open.
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--log-format",
-            "json",
-            "--cores",
-            "1",
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_shardcast"));
+    let mut child = server_command(sh)
+        .args(["--cores", "1"])
         .spawn()
         .expect("binary starts");
     let stdout = child.stdout.take().unwrap();
