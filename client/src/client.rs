@@ -189,7 +189,8 @@ impl Client {
             if g.stopped {
                 return Err(Error::Closed);
             }
-            let (key, id, rx, new) = g.registry.add(topic);
+            let connected = g.connected;
+            let (key, id, rx, new) = g.registry.add(topic, connected);
             (key, id, rx, new, g.connected)
         };
         let sub = Subscription {

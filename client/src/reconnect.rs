@@ -61,6 +61,36 @@ impl Default for BackoffPolicy {
 }
 
 impl BackoffPolicy {
+    /// Sets [`BackoffPolicy::base`]. Default: 100 ms.
+    pub fn with_base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Sets [`BackoffPolicy::max`]. Default: 10 s.
+    pub fn with_max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Sets [`BackoffPolicy::factor`]. Default: 2.
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets [`BackoffPolicy::max_attempts`]. Default: `None` (unlimited).
+    pub fn with_max_attempts(mut self, max_attempts: Option<u32>) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets [`BackoffPolicy::reset_after`]. Default: 5 s.
+    pub fn with_reset_after(mut self, reset_after: Duration) -> Self {
+        self.reset_after = reset_after;
+        self
+    }
+
     /// The ceiling of the wait before attempt `n` (from 0).
     pub fn ceiling(&self, n: u32) -> Duration {
         let grown = self.base.as_secs_f64() * self.factor.max(1.0).powi(n.min(1024) as i32);
@@ -155,6 +185,13 @@ impl Default for ClosePolicy {
 }
 
 impl ClosePolicy {
+    /// A policy that stops on exactly `codes`.
+    pub fn stopping_on(codes: &[u16]) -> Self {
+        Self {
+            stop: codes.to_vec(),
+        }
+    }
+
     /// The verdict for a close `code` from the server.
     pub fn verdict(&self, code: u16) -> Verdict {
         if self.stop.contains(&code) {

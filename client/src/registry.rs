@@ -72,8 +72,13 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Adds a local subscriber; `true` in the result when the topic is new
-    /// (the server must be told).
-    pub fn add(&mut self, topic: &str) -> (Arc<str>, u64, UnboundedReceiver<Event>, bool) {
+    /// (the server must be told). `connected`: it is being subscribed on
+    /// the current connection, so the next one has a gap to report.
+    pub fn add(
+        &mut self,
+        topic: &str,
+        connected: bool,
+    ) -> (Arc<str>, u64, UnboundedReceiver<Event>, bool) {
         let (tx, rx) = unbounded_channel();
         self.next += 1;
         let id = self.next;
@@ -82,11 +87,9 @@ impl Registry {
             Some((k, _)) => k.clone(),
             None => topic.into(),
         };
-        self.topics
-            .entry(key.clone())
-            .or_default()
-            .sinks
-            .push((id, tx));
+        let t = self.topics.entry(key.clone()).or_default();
+        t.sinks.push((id, tx));
+        t.was_live |= connected;
         (key, id, rx, new)
     }
 
@@ -189,8 +192,8 @@ mod tests {
     #[test]
     fn delivers_to_every_local_subscriber_and_forgets_the_last_one() {
         let mut r = Registry::default();
-        let (_, a, mut ra, new_a) = r.add("t");
-        let (_, b, mut rb, new_b) = r.add("t");
+        let (_, a, mut ra, new_a) = r.add("t", false);
+        let (_, b, mut rb, new_b) = r.add("t", false);
         assert!(new_a && !new_b);
         assert_eq!(r.deliver("t", "1", None), 2);
         assert!(matches!(ra.try_recv(), Ok(Event::Message(m)) if &*m.data == "1"));
@@ -203,8 +206,8 @@ mod tests {
     #[test]
     fn a_reconnect_resubscribes_everything_and_reports_gaps() {
         let mut r = Registry::default();
-        let (_, _, mut rx, _) = r.add("b");
-        let (_, _, _ry, _) = r.add("a");
+        let (_, _, mut rx, _) = r.add("b", false);
+        let (_, _, _ry, _) = r.add("a", false);
         let first = r.on_connected(1).unwrap();
         assert_eq!(first, r#"{"type":"subscribe","topics":["a","b"],"id":1}"#);
         assert!(rx.try_recv().is_err(), "no gap on the first connection");
