@@ -210,7 +210,10 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::Setting("connect_timeout must be > 0"));
         }
-        if !(self.backoff.factor >= 1.0) || self.backoff.max < self.backoff.base {
+        if self.backoff.factor.is_nan()
+            || self.backoff.factor < 1.0
+            || self.backoff.max < self.backoff.base
+        {
             return Err(ConfigError::Setting(
                 "backoff needs factor >= 1 and max >= base",
             ));
