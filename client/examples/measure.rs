@@ -1,8 +1,9 @@
-//! Measures the client against a real server it starts: connection establishment time, reconnection time after a server restart, messages per second through one client, and memory per client connection.
+//! Measures the client against a real server it starts (connection establishment time, messages per second through one client, memory per client connection, reconnection time after a server restart) and prints the first-retry distribution of 10,000 clients under the default backoff policy with real jitter.
 //!
-//! `cargo run --release -p shardcast-client --example bench -- PATH/TO/shardcast`
-//! (default: target/release/shardcast). About 30 s. Loopback only; the
-//! server is started with `--cores 2 --no-pin` and killed by its PID at the end.
+//! `cargo build --release --bin shardcast && cargo run --release -p shardcast-client --example measure -- target/release/shardcast`
+//! (the argument defaults to target/release/shardcast). About a minute.
+//! Loopback only; the server is started with `--cores 2 --no-pin` and killed
+//! through its `Child` handle.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shardcast_client::{Client, Config, Delivery, Event, Heartbeat, State};
+use shardcast_client::{Backoff, BackoffPolicy, Client, Config, Delivery, Event, Heartbeat, State};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -180,34 +181,92 @@ async fn main() {
     drop(clients);
 
     // Reconnection after a server restart, default backoff: SIGKILL the
-    // server, start it again on the same port, time until Connected.
+    // server, start it again on the same port, time until Connected. First
+    // with a connection that had been up for `reset_after` (5 s), so the
+    // schedule starts over, as after a real outage; then back to back,
+    // where each short-lived connection keeps the schedule growing.
     let c = Client::start(Config::new(&url).unwrap()).unwrap();
     c.connected(WAIT).await.unwrap();
     let mut server = Some(server);
-    let mut from_up = Vec::new();
-    let mut from_down = Vec::new();
-    for round in 0..10u64 {
-        let down = Instant::now();
-        drop(server.take());
-        c.wait_for(WAIT, |s| s.state == State::Reconnecting)
+    let mut connections = 1;
+    for (label, rounds, stable) in [
+        ("after 5.5 s up", 4, Duration::from_millis(5500)),
+        ("back to back", 8, Duration::ZERO),
+    ] {
+        let mut from_up = Vec::new();
+        let mut from_down = Vec::new();
+        for _ in 0..rounds {
+            tokio::time::sleep(stable).await;
+            let down = Instant::now();
+            drop(server.take());
+            c.wait_for(WAIT, |s| s.state == State::Reconnecting)
+                .await
+                .unwrap();
+            let (s, _, up) = start(&bin, port);
+            server = Some(s);
+            connections += 1;
+            c.wait_for(WAIT, |s| {
+                s.state == State::Connected && s.connections == connections
+            })
             .await
             .unwrap();
-        let (s, _, up) = start(&bin, port);
-        server = Some(s);
-        c.wait_for(WAIT, |s| {
-            s.state == State::Connected && s.connections == round + 2
+            from_up.push(up.elapsed());
+            from_down.push(down.elapsed());
+        }
+        println!(
+            "reconnect after a server restart, {label} ({rounds} rounds, default backoff): from the new server's start p50 {:?} max {:?}; from the kill p50 {:?} max {:?}",
+            pct(&mut from_up, 0.5),
+            pct(&mut from_up, 1.0),
+            pct(&mut from_down, 0.5),
+            pct(&mut from_down, 1.0)
+        );
+    }
+    c.close().await;
+    drop(server);
+
+    storm();
+}
+
+/// 10,000 clients dropped at the same instant: when does each one's first
+/// retry land? Drawn from the client's own [`Backoff`] with a real
+/// (OS-seeded) random source, so the figures change a little per run.
+fn storm() {
+    const CLIENTS: usize = 10_000;
+    let policy = BackoffPolicy::default();
+    let mut rng = fastrand::Rng::new();
+    let mut first: Vec<Duration> = (0..CLIENTS)
+        .map(|_| {
+            Backoff::new(policy.clone())
+                .next_delay(&mut rng)
+                .expect("unlimited attempts")
         })
-        .await
-        .unwrap();
-        from_up.push(up.elapsed());
-        from_down.push(down.elapsed());
+        .collect();
+    let buckets = 10;
+    let width = policy.ceiling(0) / buckets as u32;
+    let mut counts = vec![0usize; buckets];
+    for d in &first {
+        counts[((d.as_nanos() / width.as_nanos()) as usize).min(buckets - 1)] += 1;
     }
     println!(
-        "reconnect after a server restart (10 rounds, default backoff): from the new server's start p50 {:?} max {:?}; from the kill p50 {:?} max {:?}",
-        pct(&mut from_up, 0.5),
-        pct(&mut from_up, 1.0),
-        pct(&mut from_down, 0.5),
-        pct(&mut from_down, 1.0)
+        "reconnect storm: first retry of {CLIENTS} clients, default policy (base {:?}, factor {}, max {:?}), full jitter:",
+        policy.base, policy.factor, policy.max
     );
-    c.close().await;
+    let peak = *counts.iter().max().unwrap_or(&1) as f64;
+    for (i, n) in counts.iter().enumerate() {
+        let from = width * i as u32;
+        let bar = "#".repeat((50.0 * *n as f64 / peak).round() as usize);
+        println!(
+            "  {:>5.1}-{:>5.1} ms {n:>5} {bar}",
+            from.as_secs_f64() * 1e3,
+            (from + width).as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "  p50 {:?}, p99 {:?}, max {:?}; busiest 10 ms window: {} clients ({:.1} %)",
+        pct(&mut first, 0.5),
+        pct(&mut first, 0.99),
+        pct(&mut first, 1.0),
+        counts.iter().max().unwrap_or(&0),
+        100.0 * *counts.iter().max().unwrap_or(&0) as f64 / CLIENTS as f64
+    );
 }
