@@ -262,10 +262,11 @@ fn storm() {
         );
     }
     println!(
-        "  p50 {:?}, p99 {:?}, max {:?}; busiest 10 ms window: {} clients ({:.1} %)",
+        "  p50 {:?}, p99 {:?}, max {:?}; busiest {:?} window: {} clients ({:.1} %)",
         pct(&mut first, 0.5),
         pct(&mut first, 0.99),
         pct(&mut first, 1.0),
+        width,
         counts.iter().max().unwrap_or(&0),
         100.0 * *counts.iter().max().unwrap_or(&0) as f64 / CLIENTS as f64
     );
