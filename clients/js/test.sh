@@ -11,4 +11,12 @@ root="$(cd "$here/../.." && pwd)"
 export SHARDCAST_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/shardcast"
 cd "$here"
 # One file at a time: each test starts its own servers, and the machine may have only 2 cores.
-exec node --test --test-concurrency=1 test/*.test.mjs
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+rc=0
+node --test --test-concurrency=1 test/*.test.mjs | tee "$log" || rc=$?
+# The runner's TAP summary ends with "# pass N" and "# fail M".
+pass="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -1)"
+fail="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -1)"
+echo "js: ${pass:-0} passed, ${fail:-?} failed"
+exit "$rc"
