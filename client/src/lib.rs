@@ -41,6 +41,8 @@
 //! - `client`: [`Client`], [`Subscription`] and the driver task.
 //! - `error`: one error enum per layer.
 
+#![warn(missing_docs)]
+
 mod client;
 mod config;
 mod conn;
