@@ -13,6 +13,10 @@ pub enum TokenPlacement {
     Query,
     /// `Authorization: Bearer ...`.
     Header,
+    /// An `{"type":"auth","token":...}` message, written first on every
+    /// connection (before the resubscribe and anything queued); for paths
+    /// where the handshake's query and headers are logged or stripped.
+    Message,
 }
 
 /// Heartbeat settings.
@@ -224,18 +228,21 @@ impl Config {
         Ok(())
     }
 
-    /// The request target, with the token when it goes in the query.
-    pub(crate) fn target(&self) -> String {
-        match &self.token {
+    /// The request target, with `token` when it goes in the query.
+    pub(crate) fn target(&self, token: Option<&(String, TokenPlacement)>) -> String {
+        match token {
             Some((t, TokenPlacement::Query)) => self.endpoint.with_query_param("token", t),
             _ => self.endpoint.target.clone(),
         }
     }
 
-    /// Every extra header, the token's included.
-    pub(crate) fn all_headers(&self) -> Vec<(String, String)> {
+    /// Every extra header, `token`'s included when it goes in a header.
+    pub(crate) fn all_headers(
+        &self,
+        token: Option<&(String, TokenPlacement)>,
+    ) -> Vec<(String, String)> {
         let mut h = self.headers.clone();
-        if let Some((t, TokenPlacement::Header)) = &self.token {
+        if let Some((t, TokenPlacement::Header)) = token {
             h.push(("Authorization".into(), format!("Bearer {t}")));
         }
         h

@@ -69,6 +69,14 @@ pub(crate) fn publish(topic: &str, data: &str, id: Option<u64>) -> String {
     out
 }
 
+/// `{"type":"auth","token":T,"id":N}`.
+pub(crate) fn auth(token: &str, id: Option<u64>) -> String {
+    let mut out = String::from("{\"type\":\"auth\",\"token\":");
+    push_str(&mut out, token);
+    push_id(&mut out, id);
+    out
+}
+
 /// `{"type":"ping","id":N}`.
 pub(crate) fn ping(id: u64) -> String {
     format!("{{\"type\":\"ping\",\"id\":{id}}}")
@@ -88,6 +96,9 @@ pub(crate) struct ServerMsg<'a> {
     pub id: Option<&'a RawValue>,
     #[serde(default)]
     pub delivered: Option<u64>,
+    /// The token's subject, in `authenticated`.
+    #[serde(borrow, default)]
+    pub sub: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub code: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -136,6 +147,11 @@ mod tests {
             r#"{"type":"publish","topic":"news","data":{"x": 1},"id":9}"#
         );
         assert_eq!(ping(3), r#"{"type":"ping","id":3}"#);
+        assert_eq!(
+            auth("a\"b", Some(4)),
+            r#"{"type":"auth","token":"a\"b","id":4}"#
+        );
+        assert_eq!(auth("t", None), r#"{"type":"auth","token":"t"}"#);
     }
 
     #[test]

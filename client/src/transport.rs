@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use shardcast::proto::handshake::{ClientHandshake, HandshakeError, Parsed};
 
-use crate::config::Config;
+use crate::config::{Config, TokenPlacement};
 use crate::error::ConnectError;
 
 /// A byte stream: TCP, or TLS over TCP.
@@ -21,8 +21,12 @@ pub(crate) struct Opened {
     pub leftover: Vec<u8>,
 }
 
-/// Opens a connection, without a time limit (the caller applies one).
-pub(crate) async fn open(cfg: &Config) -> Result<Opened, ConnectError> {
+/// Opens a connection with the current `token`, without a time limit (the
+/// caller applies one).
+pub(crate) async fn open(
+    cfg: &Config,
+    token: Option<(String, TokenPlacement)>,
+) -> Result<Opened, ConnectError> {
     let ep = &cfg.endpoint;
     let addrs: Vec<_> = tokio::net::lookup_host((ep.host.as_str(), ep.port))
         .await
@@ -50,7 +54,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, ConnectError> {
     } else {
         Box::new(tcp)
     };
-    handshake(cfg, stream).await
+    handshake(cfg, token.as_ref(), stream).await
 }
 
 #[cfg(feature = "tls")]
@@ -92,8 +96,12 @@ async fn tls(_cfg: &Config, _tcp: TcpStream) -> Result<Box<dyn Io>, ConnectError
     )))
 }
 
-async fn handshake(cfg: &Config, mut stream: Box<dyn Io>) -> Result<Opened, ConnectError> {
-    let headers = cfg.all_headers();
+async fn handshake(
+    cfg: &Config,
+    token: Option<&(String, TokenPlacement)>,
+    mut stream: Box<dyn Io>,
+) -> Result<Opened, ConnectError> {
+    let headers = cfg.all_headers(token);
     let headers: Vec<(&str, &str)> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -101,7 +109,7 @@ async fn handshake(cfg: &Config, mut stream: Box<dyn Io>) -> Result<Opened, Conn
     let protocols: Vec<&str> = cfg.protocols.iter().map(String::as_str).collect();
     let hs = ClientHandshake::new(
         &cfg.endpoint.host_header(),
-        &cfg.target(),
+        &cfg.target(token),
         &protocols,
         &headers,
     );
