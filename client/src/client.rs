@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::config::Config;
+use crate::config::{Config, TokenPlacement};
 use crate::conn::{self, End};
 use crate::error::{ConfigError, Error};
 use crate::metrics::MetricsSnapshot;
@@ -168,7 +168,7 @@ impl Client {
             .enqueue(delivery, true, |id| protocol::publish(topic, data, id))?;
         match wait(rx).await? {
             Ack::Published(n) => Ok(n),
-            Ack::Done => Ok(0),
+            Ack::Done | Ack::Authenticated(_) => Ok(0),
         }
     }
 
@@ -213,6 +213,38 @@ impl Client {
             }
         }
         Ok(sub)
+    }
+
+    /// Presents `token` on the open connection (an `auth` message: the server
+    /// replaces the connection's grant, e.g. before the old token expires)
+    /// and on every later connection, in the configured
+    /// [`TokenPlacement`] ([`TokenPlacement::Message`] when none was
+    /// configured). Returns the token's subject (`sub`) from the server's
+    /// answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`] if `token` holds CR, LF or NUL;
+    /// [`Error::NotConnected`]; [`Error::Server`] (`unauthorized`) when the
+    /// server refuses it, after which it closes the connection with 1008
+    /// and the client turns [`State::Failed`]; as
+    /// [`publish_acked`](Self::publish_acked) otherwise.
+    pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
+        if token.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+            return Err(Error::InvalidToken);
+        }
+        let rx = self
+            .shared
+            .enqueue(Delivery::Now, true, |id| protocol::auth(token, id))?;
+        {
+            let mut g = self.shared.lock();
+            let placement = g.token.as_ref().map_or(TokenPlacement::Message, |t| t.1);
+            g.token = Some((token.to_owned(), placement));
+        }
+        match wait(rx).await? {
+            Ack::Authenticated(sub) => Ok(sub),
+            _ => Ok(String::new()),
+        }
     }
 
     /// Sends an application-level `ping` and returns the round-trip time.
@@ -375,8 +407,9 @@ async fn drive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             connections,
             backoff.attempt(),
         ));
+        let token = shared.lock().token.clone();
         let attempt = tokio::select! {
-            r = tokio::time::timeout(cfg.connect_timeout, transport::open(cfg)) => r,
+            r = tokio::time::timeout(cfg.connect_timeout, transport::open(cfg, token)) => r,
             _ = shutdown.wait_for(|s| *s) => break 'run (State::Disconnected, Reason::ClientClosed),
         };
         let failure = match attempt {
@@ -389,14 +422,14 @@ async fn drive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let started = Instant::now();
-                let resubscribe = shared.on_connected();
+                let first = shared.on_connected();
                 shared.set_state(change(
                     State::Connected,
                     None,
                     connections,
                     backoff.attempt(),
                 ));
-                let end = conn::run(opened, &shared, resubscribe, &mut shutdown).await;
+                let end = conn::run(opened, &shared, first, &mut shutdown).await;
                 shared.on_disconnected();
                 backoff.connection_ended(started.elapsed());
                 match end {

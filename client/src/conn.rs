@@ -46,17 +46,17 @@ fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     frame(OpCode::Close, &payload)
 }
 
-/// Runs an open connection until it ends. `resubscribe` is written first,
-/// before anything queued.
+/// Runs an open connection until it ends. `first` (auth, resubscribe) is
+/// written first, in order, before anything queued.
 pub(crate) async fn run(
     opened: Opened,
     shared: &Arc<Shared>,
-    resubscribe: Option<String>,
+    first: Vec<String>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
     let (mut rd, wr) = tokio::io::split(opened.stream);
     let (ctrl, ctrl_rx) = unbounded_channel();
-    if let Some(text) = resubscribe {
+    for text in first {
         shared.metrics.sent(1, text.len());
         let _ = ctrl.send(frame(OpCode::Text, text.as_bytes()));
     }

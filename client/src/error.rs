@@ -148,4 +148,7 @@ pub enum Error {
     /// The `data` to publish is not valid JSON.
     #[error("data is not valid JSON")]
     InvalidJson,
+    /// A token holds CR, LF or NUL.
+    #[error("the token holds CR, LF or NUL")]
+    InvalidToken,
 }

@@ -8,19 +8,21 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{broadcast, oneshot, watch, Notify};
 
-use crate::config::Config;
+use crate::config::{Config, TokenPlacement};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::protocol::ServerMsg;
+use crate::protocol::{self, ServerMsg};
 use crate::queue::{OutQueue, Outgoing};
 use crate::registry::Registry;
 use crate::state::StateChange;
 
 /// A positive answer to a message sent with an id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ack {
     /// `published`, with the number of subscribers it was queued for.
     Published(u64),
+    /// `authenticated`, with the token's subject.
+    Authenticated(String),
     /// `subscribed`, `unsubscribed` or `pong`.
     Done,
 }
@@ -46,6 +48,9 @@ pub(crate) struct Inner {
     pending: HashMap<u64, Pending>,
     pub connected: bool,
     pub stopped: bool,
+    /// The token every new connection presents: the configured one until
+    /// [`Client::authenticate`](crate::Client::authenticate) replaces it.
+    pub token: Option<(String, TokenPlacement)>,
     next_id: u64,
 }
 
@@ -80,6 +85,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(cfg: Config, initial: StateChange) -> Self {
         let queue = OutQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes);
+        let token = cfg.token.clone();
         Self {
             cfg,
             inner: Mutex::new(Inner {
@@ -88,6 +94,7 @@ impl Shared {
                 pending: HashMap::new(),
                 connected: false,
                 stopped: false,
+                token,
                 next_id: 0,
             }),
             wake_writer: Notify::new(),
@@ -170,9 +177,16 @@ impl Shared {
         }
     }
 
-    /// A connection is open: the resubscribe text for it, if any topic is held.
-    pub fn on_connected(&self) -> Option<String> {
+    /// A connection is open: what it must carry before anything queued, in
+    /// order: the `auth` message (token placement [`TokenPlacement::Message`])
+    /// and the resubscribe, if any topic is held.
+    pub fn on_connected(&self) -> Vec<String> {
         let mut g = self.lock();
+        let mut first = Vec::new();
+        if let Some((token, TokenPlacement::Message)) = &g.token {
+            // No id: a refusal closes with 1008, which the close policy handles.
+            first.push(protocol::auth(token, None));
+        }
         let id = g.next_id();
         let text = g.registry.on_connected(id);
         if text.is_some() {
@@ -184,6 +198,7 @@ impl Shared {
                 },
             );
         }
+        first.extend(text);
         g.connected = true;
         drop(g);
         self.metrics
@@ -191,7 +206,7 @@ impl Shared {
             .lock()
             .expect("metrics lock")
             .connected_at = Some(Instant::now());
-        text
+        first
     }
 
     /// The connection is gone: answers written but unanswered messages
@@ -279,6 +294,9 @@ impl Shared {
             _ => {
                 let ack = match (&*msg.kind, msg.delivered) {
                     ("published", Some(n)) => Ack::Published(n),
+                    ("authenticated", _) => {
+                        Ack::Authenticated(msg.sub.as_deref().unwrap_or("").to_owned())
+                    }
                     _ => Ack::Done,
                 };
                 if let Some(p) = msg.own_id().and_then(|id| g.pending.remove(&id)) {
