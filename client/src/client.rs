@@ -62,6 +62,7 @@ impl Client {
             reason: None,
             connections: 0,
             attempt: 0,
+            retry_in: None,
         };
         let shared = Arc::new(Shared::new(config, initial));
         let (tx, rx) = watch::channel(false);
@@ -384,7 +385,9 @@ impl futures_core::Stream for Subscription {
 async fn drive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let cfg = &shared.cfg;
     let mut backoff = Backoff::new(cfg.backoff.clone());
-    let mut rng = fastrand::Rng::new();
+    let mut rng = cfg
+        .jitter_seed
+        .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
     let mut connections = 0u64;
     let mut reason: Option<Reason> = None;
     let change = |state, reason: Option<Reason>, connections, attempt| StateChange {
@@ -392,6 +395,7 @@ async fn drive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         reason,
         connections,
         attempt,
+        retry_in: None,
     };
     let waiting = |connections: u64| {
         if connections == 0 {
@@ -467,12 +471,15 @@ async fn drive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             break 'run (State::Failed, Reason::AttemptsExhausted(Box::new(failure)));
         };
         reason = Some(failure);
-        shared.set_state(change(
-            waiting(connections),
-            reason.clone(),
-            connections,
-            backoff.attempt(),
-        ));
+        shared.set_state(StateChange {
+            retry_in: Some(delay),
+            ..change(
+                waiting(connections),
+                reason.clone(),
+                connections,
+                backoff.attempt(),
+            )
+        });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|s| *s) => break 'run (State::Disconnected, Reason::ClientClosed),

@@ -75,6 +75,10 @@ pub struct Config {
     pub queue_max_bytes: usize,
     /// The largest message accepted from the server. Default: 16 MiB.
     pub max_message_size: usize,
+    /// Seeds the random source of the backoff's jitter, so that a test can
+    /// predict every wait; `None` seeds it from the OS, which is what keeps
+    /// many clients from retrying in step. Default: `None`.
+    pub jitter_seed: Option<u64>,
     /// The TLS configuration for `wss://`. Default: Mozilla's root
     /// certificates (webpki-roots), no client certificate.
     #[cfg(feature = "tls")]
@@ -105,6 +109,7 @@ impl Config {
             queue_max_messages: 1024,
             queue_max_bytes: 1 << 20,
             max_message_size: 16 << 20,
+            jitter_seed: None,
             #[cfg(feature = "tls")]
             tls: None,
         })
@@ -185,6 +190,12 @@ impl Config {
     /// Sets [`Config::heartbeat`]. Default: `Some(Heartbeat::default())`.
     pub fn with_heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
         self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets [`Config::jitter_seed`]. Default: `None` (seeded by the OS).
+    pub fn with_jitter_seed(mut self, seed: Option<u64>) -> Self {
+        self.jitter_seed = seed;
         self
     }
 

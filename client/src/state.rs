@@ -80,4 +80,9 @@ pub struct StateChange {
     pub connections: u64,
     /// Connection attempts since the last stable connection.
     pub attempt: u32,
+    /// After a failure: how long the client waits before its next attempt
+    /// (the backoff's draw), e.g. for a "reconnecting in 3 s" display.
+    /// `None` while an attempt is under way, when connected, and in the
+    /// terminal states.
+    pub retry_in: Option<std::time::Duration>,
 }
