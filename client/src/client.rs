@@ -278,14 +278,22 @@ impl Client {
 
     /// Closes the connection with 1000 (waiting up to 1 s for the server's
     /// Close), stops reconnecting and ends every subscription stream. The
-    /// state turns [`State::Disconnected`]. Messages still queued are
-    /// dropped with the client.
-    pub async fn close(&self) {
+    /// state turns [`State::Disconnected`].
+    ///
+    /// Returns the messages that were still queued and were not written, in
+    /// order, as the JSON text they would have been sent as (e.g. to keep
+    /// them for a later client), so that none is dropped unseen; their
+    /// acknowledgements, if any, resolve with [`Error::Closed`]. A clone
+    /// that calls `close` after another gets an empty list.
+    pub async fn close(&self) -> Vec<String> {
         let _ = self.guard.0.send(true);
         let driver = self.driver.lock().expect("driver lock").take();
-        if let Some(d) = driver {
-            let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
-        }
+        let Some(d) = driver else {
+            return Vec::new();
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
+        let mut g = self.shared.lock();
+        std::iter::from_fn(|| g.queue.pop().map(|m| m.text)).collect()
     }
 }
 

@@ -215,6 +215,14 @@ async fn read_loop(
     }
 }
 
+/// Whether an encoded frame is a Close frame (the opcode is the low nibble
+/// of its first byte).
+fn is_close(frame: &[u8]) -> bool {
+    frame
+        .first()
+        .is_some_and(|b| b & 0x0f == OpCode::Close as u8)
+}
+
 /// Why the writer stopped early.
 enum Stop {
     Io(io::Error),
@@ -271,6 +279,9 @@ async fn writer(
     let mut ends = Vec::new();
     let mut buf = Vec::new();
     let mut stop = cancel.clone();
+    // RFC 6455 §5.5.1: "After sending a Close frame, the endpoint MUST NOT
+    // send any further data frames." What is still queued then stays queued.
+    let mut sent_close = false;
     loop {
         tokio::select! {
             biased;
@@ -280,6 +291,7 @@ async fn writer(
                     if let (_, Some(stop)) = write_some(&mut wr, &f, &mut cancel).await {
                         return stopped(stop);
                     }
+                    sent_close |= is_close(&f);
                 }
                 None => {
                     let _ = wr.flush().await;
@@ -291,6 +303,10 @@ async fn writer(
                     if let (_, Some(stop)) = write_some(&mut wr, &f, &mut cancel).await {
                         return stopped(stop);
                     }
+                    sent_close |= is_close(&f);
+                }
+                if sent_close {
+                    break;
                 }
                 shared.take_batch(BATCH_BYTES, &mut batch);
                 if batch.is_empty() {

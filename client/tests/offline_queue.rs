@@ -82,3 +82,55 @@ async fn queued_while_down_then_flushed_in_order() {
         m.errors
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_hands_back_what_was_never_sent() {
+    let server = Server::start(0, &[]);
+    let proxy = Proxy::start(server.addr).await;
+    proxy.refuse(true);
+    let client = Client::start(
+        Config::new(&proxy.url())
+            .unwrap()
+            .with_backoff(BackoffPolicy::default().with_base(Duration::from_millis(20))),
+    )
+    .unwrap();
+    client
+        .wait_for(WAIT, |s| s.state == State::Connecting && s.attempt >= 1)
+        .await
+        .unwrap();
+    client.publish("q", "1", Delivery::Queue).unwrap();
+    let acked = {
+        let client = client.clone();
+        tokio::spawn(async move { client.publish_acked("q", "2", Delivery::Queue).await })
+    };
+    // The acknowledged publish is queued once the depth says so.
+    tokio::time::timeout(WAIT, async {
+        while client.metrics().queue_depth < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    client.publish("q", "3", Delivery::Queue).unwrap();
+
+    let unsent = tokio::time::timeout(WAIT, client.close()).await.unwrap();
+    assert_eq!(unsent.len(), 3, "{unsent:?}");
+    let data: Vec<u32> = unsent
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(t).unwrap()["data"]
+                .as_u64()
+                .unwrap() as u32
+        })
+        .collect();
+    assert_eq!(data, [1, 2, 3]);
+    assert_eq!(
+        tokio::time::timeout(WAIT, acked).await.unwrap().unwrap(),
+        Err(Error::Closed)
+    );
+    assert_eq!(client.state().state, State::Disconnected);
+    assert!(
+        client.close().await.is_empty(),
+        "a second close has nothing left"
+    );
+}
