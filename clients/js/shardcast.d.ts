@@ -82,6 +82,8 @@ export interface StateDetail {
   reason: string | null;
   attempt: number;
   connections: number;
+  /** After a failure: the ms the client waits before its next attempt (the backoff's draw); else null. */
+  retryIn: number | null;
 }
 
 export declare class ShardcastClient extends EventTarget {
@@ -96,7 +98,8 @@ export declare class ShardcastClient extends EventTarget {
   ping(): Promise<number>;
   metrics(): Metrics;
   topics(): string[];
-  close(): void;
+  /** Stops; returns the messages never written, in order, as JSON text. */
+  close(): string[];
   addEventListener(type: "state", listener: (ev: CustomEvent<StateDetail>) => void): void;
   addEventListener(type: "message", listener: (ev: CustomEvent<{ topic: string; data: Json }>) => void): void;
   addEventListener(type: "gap", listener: (ev: CustomEvent<{ topic: string; recovered: false }>) => void): void;

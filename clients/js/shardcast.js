@@ -167,22 +167,30 @@ export class ShardcastClient extends EventTarget {
   /** The subscribed topics. */
   topics() { return [...this._subs.keys()].sort(); }
 
-  /** Closes with 1000, stops reconnecting; pending requests reject with "closed". */
+  /**
+   * Closes with 1000, stops reconnecting; pending requests reject with "closed". Returns the
+   * messages still queued (never written), in order, as the JSON text they would have been sent
+   * as, so that none is dropped unseen.
+   */
   close() {
     this._stopped = true;
     this._clearTimers();
     const ws = this._ws;
     this._detach();
     if (ws) { try { ws.close(1000); } catch { /* already closing */ } }
+    const unsent = this._queue.map((m) => m.text);
+    this._queue = [];
+    this._queueBytes = 0;
     this._failPending(() => true, "closed", "client closed");
     this._setState(State.Disconnected, "closed by the client");
+    return unsent;
   }
 
   // ---- internals ----
 
-  _setState(state, reason = null) {
+  _setState(state, reason = null, retryIn = null) {
     this._state = state;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state, reason, attempt: this._attempt, connections: this._connections } }));
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, reason, attempt: this._attempt, connections: this._connections, retryIn } }));
   }
 
   _timer(fn, ms) {
@@ -365,7 +373,7 @@ export class ShardcastClient extends EventTarget {
     const delay = backoffDelay(this._attempt, this.backoff, this.random);
     this._attempt += 1;
     this._lastReason = reason;
-    this._setState(this._connections ? State.Reconnecting : State.Connecting, reason);
+    this._setState(this._connections ? State.Reconnecting : State.Connecting, reason, delay);
     this._timer(() => { if (!this._stopped) this._open(); }, delay);
   }
 

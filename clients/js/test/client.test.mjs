@@ -36,6 +36,22 @@ test("the reconnect schedule follows the injected random source and stops after 
   assert.match(failed.reason, /gave up after 3 attempts/);
   assert.equal(draws.length, 3);
   assert.deepEqual(states.filter((s) => s.state === State.Connecting).map((s) => s.attempt), [0, 1, 2, 3]);
+  // Each wait announced is the draw: half of 20, 40, 80 ms.
+  assert.deepEqual(states.filter((s) => s.retryIn !== null).map((s) => s.retryIn), [10, 20, 40]);
+});
+
+test("close hands back what was never sent and rejects its acknowledgements", async () => {
+  const port = await freePort(); // nothing listens: the queue only fills
+  const c = new ShardcastClient(`ws://127.0.0.1:${port}/ws`, opts());
+  const a = c.publish("q", 1, { ack: false });
+  const b = c.publish("q", 2);
+  await a;
+  assert.equal(c.metrics().queueDepth, 2);
+  const unsent = c.close();
+  assert.deepEqual(unsent.map((t) => JSON.parse(t).data), [1, 2]);
+  await assert.rejects(b, (e) => e.code === "closed");
+  assert.equal(c.metrics().queueDepth, 0);
+  assert.deepEqual(c.close(), [], "a second close has nothing left");
 });
 
 test("publish and subscribe with acknowledgements as promises", async () => {
