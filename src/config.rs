@@ -39,6 +39,15 @@ pub struct Config {
     pub max_message_size: usize,
     /// Largest single frame. Default: 16 MiB.
     pub max_frame_size: usize,
+    /// A message whose first byte has arrived must be complete (all its
+    /// frames) within this, or the connection is closed with 1008: a client
+    /// trickling a large message cannot hold its buffer indefinitely,
+    /// whatever the idle timeout. Default: 10 s.
+    pub message_timeout: Duration,
+    /// Bytes one core may hold for partly received messages over all its
+    /// connections; a connection whose partial message would take more is
+    /// closed with 1013. Default: 256 MiB.
+    pub max_reassembly_per_core: usize,
     /// Largest HTTP request head (handshake); larger gets 431.
     /// Default: 8 KiB.
     pub max_header_bytes: usize,
@@ -58,12 +67,33 @@ pub struct Config {
     /// After a close frame is sent, how long to wait for the peer's close
     /// before dropping the TCP connection. Default: 5 s.
     pub close_timeout: Duration,
-    /// Bytes a connection may have queued for sending before
-    /// [`Config::slow_consumer`] applies. Default: 1 MiB.
+    /// A plain HTTP request whose answer the application deferred
+    /// ([`HttpCtx::defer`](crate::HttpCtx::defer)) is answered 504 if the
+    /// answer has not come by then. Default: 30 s.
+    pub http_reply_timeout: Duration,
+    /// Bytes a connection may have queued for sending; a connection that
+    /// stays over this for [`Config::slow_consumer_grace`] (or goes over
+    /// [`Config::outbox_burst_limit`]) gets [`Config::slow_consumer`].
+    /// Default: 1 MiB.
     pub outbox_limit: usize,
     /// A connection that reported backpressure gets its `drain` callback when
     /// its queued bytes fall to this level or below. Default: 64 KiB.
     pub outbox_low_water: usize,
+    /// A connection over [`Config::outbox_limit`] is a slow consumer only
+    /// once its socket has refused writes for this long without a break:
+    /// a reader that keeps up but received a burst larger than the limit
+    /// (a batch, many publishes in one loop turn) is not punished for the
+    /// publisher's burst. Default: 2 s.
+    pub slow_consumer_grace: Duration,
+    /// Bytes a connection may have queued at most, lagging or not: the
+    /// policy applies at once beyond this. Default: 16 MiB.
+    pub outbox_burst_limit: usize,
+    /// Publishes from other cores (or threads) one core's inbox holds at
+    /// most; beyond it, publishes to that core are refused and counted
+    /// ([`ServerHandle::inbox_refused`](crate::ServerHandle::inbox_refused)):
+    /// a core far behind its peers loses publishes, not memory without
+    /// bound. Default: 65,536.
+    pub inbox_capacity: usize,
     /// Policy when the outbox limit would be exceeded.
     /// Default: [`SlowConsumerPolicy::Close`] with 1013 "slow consumer".
     pub slow_consumer: SlowConsumerPolicy,
@@ -94,14 +124,20 @@ impl Default for Config {
             pin: true,
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
+            message_timeout: Duration::from_secs(10),
+            max_reassembly_per_core: 256 << 20,
             max_header_bytes: 8 << 10,
             max_http_body: 1 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             ping_interval: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
+            http_reply_timeout: Duration::from_secs(30),
             outbox_limit: 1 << 20,
             outbox_low_water: 64 << 10,
+            slow_consumer_grace: Duration::from_secs(2),
+            inbox_capacity: 1 << 16,
+            outbox_burst_limit: 16 << 20,
             slow_consumer: SlowConsumerPolicy::Close(
                 CloseCode::TRY_AGAIN_LATER,
                 "slow consumer".to_string(),
@@ -149,6 +185,10 @@ impl Config {
         max_message_size: usize;
         /// Sets [`Config::max_frame_size`].
         max_frame_size: usize;
+        /// Sets [`Config::message_timeout`].
+        message_timeout: Duration;
+        /// Sets [`Config::max_reassembly_per_core`].
+        max_reassembly_per_core: usize;
         /// Sets [`Config::max_header_bytes`].
         max_header_bytes: usize;
         /// Sets [`Config::max_http_body`].
@@ -159,12 +199,20 @@ impl Config {
         idle_timeout: Duration;
         /// Sets [`Config::ping_interval`].
         ping_interval: Duration;
+        /// Sets [`Config::http_reply_timeout`].
+        http_reply_timeout: Duration;
         /// Sets [`Config::close_timeout`].
         close_timeout: Duration;
         /// Sets [`Config::outbox_limit`].
         outbox_limit: usize;
         /// Sets [`Config::outbox_low_water`].
         outbox_low_water: usize;
+        /// Sets [`Config::inbox_capacity`].
+        inbox_capacity: usize;
+        /// Sets [`Config::slow_consumer_grace`].
+        slow_consumer_grace: Duration;
+        /// Sets [`Config::outbox_burst_limit`].
+        outbox_burst_limit: usize;
         /// Sets [`Config::slow_consumer`].
         slow_consumer: SlowConsumerPolicy;
         /// Sets [`Config::max_connections`].

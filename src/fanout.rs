@@ -48,7 +48,7 @@ pub(crate) fn to_cores(
     }
     let topic: Arc<str> = Arc::from(topic);
     for c in cores.iter() {
-        mesh.send(
+        let queued = mesh.send_publish(
             c,
             CoreMsg::Publish {
                 topic: topic.clone(),
@@ -57,6 +57,12 @@ pub(crate) fn to_cores(
                 tally: tally.cloned(),
             },
         );
+        if !queued {
+            // That core will not answer: complete its part of the count.
+            if let Some(t) = tally {
+                t.add(0, 0);
+            }
+        }
     }
 }
 

@@ -255,6 +255,12 @@ impl ServerHandle {
         self.inner.mesh.inbox_depths()
     }
 
+    /// Publishes each core's inbox refused because it already held
+    /// [`Config::inbox_capacity`](crate::Config::inbox_capacity) messages.
+    pub fn inbox_refused(&self) -> Vec<u64> {
+        self.inner.mesh.inbox_refused()
+    }
+
     /// Counters of each core.
     pub fn core_stats(&self) -> Vec<StatsSnapshot> {
         self.inner

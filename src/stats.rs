@@ -73,6 +73,12 @@ pub struct CoreStats {
     pub deliveries: Counter,
     /// Messages dropped by the slow-consumer policy.
     pub dropped: Counter,
+    /// Messages discarded before being written: sent to a connection that
+    /// is closing or gone, thrown away by a slow-consumer close, or lost
+    /// with a connection that ended or failed with frames still queued.
+    /// With `dropped`, every message queued or attempted and not written
+    /// is counted here: written + dropped + discarded = attempted.
+    pub discarded: Counter,
     /// Connections closed by the slow-consumer policy.
     pub slow_closes: Counter,
     /// Cross-core publishes that found no subscriber here (interest bucket
@@ -80,6 +86,16 @@ pub struct CoreStats {
     pub fanout_misses: Counter,
     /// Protocol violations (closed with 1002/1007/1009).
     pub protocol_errors: Counter,
+    /// Application callbacks that panicked (each closed its connection
+    /// with 1011, or answered its request with 500).
+    pub handler_panics: Counter,
+    /// Connections closed because a message did not complete within
+    /// [`Config::message_timeout`](crate::Config::message_timeout).
+    pub message_timeouts: Counter,
+    /// Connections closed because their partial message would have taken
+    /// the core past
+    /// [`Config::max_reassembly_per_core`](crate::Config::max_reassembly_per_core).
+    pub reassembly_refused: Counter,
     /// Plain HTTP requests answered.
     pub http_requests: Counter,
     /// Handshakes rejected, by status (see [`REJECT_STATUSES`]; last slot:
@@ -138,9 +154,13 @@ impl CoreStats {
             publishes: self.publishes.get(),
             deliveries: self.deliveries.get(),
             dropped: self.dropped.get(),
+            discarded: self.discarded.get(),
             slow_closes: self.slow_closes.get(),
             fanout_misses: self.fanout_misses.get(),
             protocol_errors: self.protocol_errors.get(),
+            handler_panics: self.handler_panics.get(),
+            message_timeouts: self.message_timeouts.get(),
+            reassembly_refused: self.reassembly_refused.get(),
             http_requests: self.http_requests.get(),
             rejected: self.rejected.iter().map(Counter::get).collect(),
             memory: MemoryGauges::from_values(std::array::from_fn(|i| self.memory[i].get())),
@@ -178,12 +198,20 @@ pub struct StatsSnapshot {
     pub deliveries: u64,
     /// Messages dropped by the slow-consumer policy.
     pub dropped: u64,
+    /// Messages discarded before being written (see [`CoreStats::discarded`]).
+    pub discarded: u64,
     /// Connections closed by the slow-consumer policy.
     pub slow_closes: u64,
     /// Cross-core publishes that found no local subscriber.
     pub fanout_misses: u64,
     /// Protocol violations.
     pub protocol_errors: u64,
+    /// Application callbacks that panicked.
+    pub handler_panics: u64,
+    /// Connections closed by the message deadline.
+    pub message_timeouts: u64,
+    /// Connections closed by the per-core reassembly budget.
+    pub reassembly_refused: u64,
     /// Plain HTTP requests answered.
     pub http_requests: u64,
     /// Rejected handshakes by status, in the order of [`REJECT_STATUSES`]
@@ -278,9 +306,13 @@ impl StatsSnapshot {
         self.publishes += o.publishes;
         self.deliveries += o.deliveries;
         self.dropped += o.dropped;
+        self.discarded += o.discarded;
         self.slow_closes += o.slow_closes;
         self.fanout_misses += o.fanout_misses;
         self.protocol_errors += o.protocol_errors;
+        self.handler_panics += o.handler_panics;
+        self.message_timeouts += o.message_timeouts;
+        self.reassembly_refused += o.reassembly_refused;
         self.http_requests += o.http_requests;
         if self.rejected.len() < o.rejected.len() {
             self.rejected.resize(o.rejected.len(), 0);

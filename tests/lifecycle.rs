@@ -125,9 +125,45 @@ fn a_slow_consumer_is_closed_and_the_others_get_everything() {
 }
 
 #[test]
+fn a_burst_to_a_reader_that_keeps_up_is_delivered_whole_under_either_policy() {
+    for policy in [
+        SlowConsumerPolicy::DropMessage,
+        SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow".into()),
+    ] {
+        let cfg = config(1)
+            .outbox_limit(64 << 10)
+            .outbox_low_water(16 << 10)
+            .slow_consumer(policy);
+        let (h, _) = start(cfg);
+        let mut c = connect(h.local_addr(), "/");
+        // 400 × 8 KiB queued in one callback: 3.2 MiB against a 64 KiB
+        // limit, to a client that reads all along.
+        send_text(&mut c, "flood:400:8192");
+        send_text(&mut c, "after");
+        let mut got = 0;
+        loop {
+            match c.read().unwrap() {
+                tungstenite::Message::Binary(_) => got += 1,
+                tungstenite::Message::Text(t) => {
+                    assert_eq!(t.as_str(), "after");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, 400);
+        let s = h.stats();
+        assert_eq!((s.dropped, s.slow_closes), (0, 0));
+        stop(h);
+    }
+}
+
+#[test]
 fn drop_policy_reports_drops_and_drain_fires() {
+    // No room for bursts: the limit applies at once.
     let cfg = config(1)
         .outbox_limit(64 << 10)
+        .outbox_burst_limit(64 << 10)
         .outbox_low_water(16 << 10)
         .slow_consumer(SlowConsumerPolicy::DropMessage);
     let (h, ev) = start(cfg);

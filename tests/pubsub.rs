@@ -105,3 +105,45 @@ fn subscriptions_go_away_with_their_connection() {
     );
     stop(h);
 }
+
+#[test]
+fn a_core_that_falls_behind_refuses_publishes_past_its_inbox_capacity_and_counts_them() {
+    let (h, _) = start(config(2).inbox_capacity(100));
+    let clients = one_per_core(h.local_addr(), 2);
+    let (core, mut sub) = clients.into_iter().next().unwrap();
+    send_text(&mut sub, "sub:busy");
+    assert!(read_text(&mut sub).starts_with("subscribed:busy:"));
+    // Hold the subscriber's core for a moment, from another thread.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let blocker = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            let held_tx = std::sync::Mutex::new(held_tx);
+            h.query(move |c| {
+                if c.core() == core {
+                    let _ = held_tx.lock().unwrap().send(());
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+            })
+            .unwrap();
+        })
+    };
+    held_rx.recv_timeout(TIMEOUT).unwrap();
+    for i in 0..1000 {
+        h.publish_text("busy", &i.to_string());
+    }
+    blocker.join().unwrap();
+    let refused: u64 = h.inbox_refused()[core];
+    assert!(
+        refused >= 800,
+        "only {refused} of 1000 refused with room for 100"
+    );
+    // What was queued arrives, in order; nothing else does.
+    let mut got = Vec::new();
+    while got.len() < (1000 - refused) as usize {
+        got.push(read_text(&mut sub).parse::<u32>().unwrap());
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order");
+    assert_eq!(h.inbox_refused().iter().sum::<u64>(), refused);
+    stop(h);
+}

@@ -224,7 +224,7 @@ fn with_jwt_and_no_api_key_the_http_api_is_closed() {
 }
 
 #[test]
-fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
+fn a_token_that_expires_while_connected_is_refused_and_closed() {
     let running = jwt_server();
     let exp = now() + 1;
     let t = token(SECRET, json!({"sub":"e","exp": exp, "subscribe":["*"]}));
@@ -232,9 +232,151 @@ fn a_token_that_expires_while_connected_is_refused_at_the_next_message() {
     subscribe(&mut c, &["a"]);
     // Let the clock pass the expiry (bounded: about two seconds).
     wait_until("token expiry", || now() > exp);
+    // Whichever comes first, the expiry sweep or this message's check,
+    // the answer is `unauthorized` and a 1008 close.
     let e = ask(&mut c, r#"{"type":"subscribe","topics":["b"],"id":4}"#);
     assert_error(&e, "unauthorized");
-    assert_eq!(e["id"], 4);
     assert_eq!(expect_close(&mut c), 1008);
+    stop(running);
+}
+
+#[test]
+fn an_empty_api_key_is_refused_at_start_and_an_empty_presented_key_never_passes() {
+    let mut s = shardcast::server::Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.api_keys = vec!["k1".into(), String::new()];
+    let err = match shardcast::server::start(s) {
+        Ok(_) => panic!("a server with an empty API key started"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("empty"), "{err}");
+
+    let running = start(|s| s.api_keys = vec!["k1".into()]);
+    let body = r#"{"topic":"t","data":1}"#;
+    let addr = running.local_addr();
+    for key in ["", "k", "k1x"] {
+        let (status, _) = http(addr, "POST", "/api/publish", &[("X-API-Key", key)], body);
+        assert_eq!(status, 401, "key {key:?}");
+    }
+    let (status, _) = http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], body);
+    assert_eq!(status, 200, "the real key still works");
+    stop(running);
+}
+
+fn expiring(secs: u64) -> String {
+    token(
+        SECRET,
+        serde_json::json!({"sub": "eve", "exp": now() + secs, "subscribe": ["*"], "publish": ["*"]}),
+    )
+}
+
+#[test]
+fn a_connection_that_only_listens_is_closed_when_its_token_expires() {
+    let running = jwt_server();
+    let mut c = connect(running.local_addr(), &format!("/ws?token={}", expiring(2)));
+    subscribe(&mut c, &["news"]);
+    let t = std::time::Instant::now();
+    let v = recv(&mut c);
+    assert_error(&v, "unauthorized");
+    assert_eq!(v["message"], "token expired");
+    assert_eq!(expect_close(&mut c), 1008);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    stop(running);
+}
+
+#[test]
+fn a_fresh_token_sent_before_expiry_keeps_the_connection() {
+    let running = jwt_server();
+    let mut c = connect(running.local_addr(), &format!("/ws?token={}", expiring(2)));
+    let v = ask(
+        &mut c,
+        &format!(r#"{{"type":"auth","token":"{}"}}"#, expiring(60)),
+    );
+    assert_eq!(v["type"], "authenticated");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Past the first token's expiry: still served.
+    let v = ask(&mut c, r#"{"type":"ping","id":1}"#);
+    assert_eq!(v["type"], "pong");
+    stop(running);
+}
+
+#[test]
+fn with_protect_status_metrics_health_and_the_status_page_need_a_key() {
+    let running = start(|s| {
+        s.api_keys = vec!["k1".into()];
+        s.protect_status = true;
+    });
+    let addr = running.local_addr();
+    for path in ["/metrics", "/healthz", "/"] {
+        assert_eq!(
+            http(addr, "GET", path, &[], "").0,
+            401,
+            "{path} without a key"
+        );
+        assert_eq!(
+            http(addr, "GET", path, &[("X-API-Key", "k2")], "").0,
+            401,
+            "{path} with a wrong key"
+        );
+        assert_eq!(
+            http(addr, "GET", path, &[("X-API-Key", "k1")], "").0,
+            200,
+            "{path} with the key"
+        );
+    }
+    stop(running);
+    // Without a key to check, the option cannot start.
+    let mut s = shardcast::server::Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.protect_status = true;
+    assert!(shardcast::server::start(s).is_err());
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_per_address_limit_counts_the_forwarded_client() {
+    let running = start(|s| {
+        s.max_connections_per_ip = 1;
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let addr = running.local_addr();
+    let _a = connect_with(addr, "/", &[("X-Forwarded-For", "203.0.113.7")]);
+    let _b = connect_with(addr, "/", &[("X-Forwarded-For", "203.0.113.8")]);
+    assert_eq!(
+        refused(addr, "/", &[("X-Forwarded-For", "203.0.113.7")]),
+        429,
+        "the same client through the proxy"
+    );
+    // IPv6 clients count per /64.
+    let _c = connect_with(addr, "/", &[("X-Forwarded-For", "2001:db8:1:2::1")]);
+    assert_eq!(
+        refused(addr, "/", &[("X-Forwarded-For", "2001:db8:1:2::99")]),
+        429
+    );
+    stop(running);
+}
+
+#[test]
+fn an_anonymous_server_accepts_browser_pages_from_this_machine_only() {
+    let running = start(|_| {});
+    let addr = running.local_addr();
+    assert_eq!(
+        refused(addr, "/", &[("Origin", "https://evil.example")]),
+        403
+    );
+    let _local = connect_with(addr, "/", &[("Origin", "http://localhost:3000")]);
+    let _no_origin = connect(addr, "/");
+    stop(running);
+    // With an allowlist of its own, the allowlist decides.
+    let running = start(|s| s.allowed_origins = vec!["https://app.example".into()]);
+    let _app = connect_with(
+        running.local_addr(),
+        "/",
+        &[("Origin", "https://app.example")],
+    );
     stop(running);
 }

@@ -8,6 +8,12 @@ use std::time::Instant;
 
 use server_support::*;
 
+/// The address in the binary's "listening" JSON log line, if `line` is it.
+fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    v["fields"]["addr"].as_str().map(|a| a.parse().unwrap())
+}
+
 #[test]
 fn the_binary_serves_and_stops_gracefully_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
@@ -32,9 +38,8 @@ fn the_binary_serves_and_stops_gracefully_on_sigterm() {
         loop {
             assert!(start.elapsed() < TIMEOUT, "no listening line");
             let line = lines.next().expect("log line").unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-            if let Some(a) = v["fields"]["addr"].as_str() {
-                break a.parse::<std::net::SocketAddr>().unwrap();
+            if let Some(a) = listening_addr(&line) {
+                break a;
             }
         },
         false,
@@ -84,4 +89,89 @@ fn help_names_the_flags_and_their_variables() {
     ] {
         assert!(help.contains(s), "--help lacks {s}:\n{help}");
     }
+}
+
+#[test]
+fn out_of_descriptors_the_server_backs_off_logs_sparingly_and_recovers() {
+    // A descriptor limit far below what the clients open.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--log-format",
+            "json",
+            "--cores",
+            "1",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let addr = loop {
+        let line = rx.recv_timeout(TIMEOUT).expect("a log line");
+        if let Some(a) = listening_addr(&line) {
+            break a;
+        }
+        assert!(start.elapsed() < TIMEOUT, "no listening line");
+    };
+
+    // 80 sockets: the kernel completes them, the server runs out of
+    // descriptors accepting them.
+    let held: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let flood = Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    drop(held);
+    let mut c = loop {
+        assert!(
+            flood.elapsed() < TIMEOUT,
+            "no recovery after the descriptors came back"
+        );
+        match tungstenite::connect(format!("ws://{addr}/ws")) {
+            Ok((c, _)) => break c,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    c.send(tungstenite::Message::text(r#"{"type":"ping","id":1}"#))
+        .unwrap();
+    let reply = c.read().unwrap();
+    assert!(reply.to_string().contains("pong"), "{reply}");
+    let secs = flood.elapsed().as_secs() + 1;
+
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    reader.join().unwrap();
+    let failures: Vec<String> = rx
+        .try_iter()
+        .filter(|l| l.contains("accept failed"))
+        .collect();
+    assert!(
+        !failures.is_empty(),
+        "the server never ran out of descriptors"
+    );
+    assert!(
+        failures.len() as u64 <= secs + 1,
+        "{} accept warnings in {secs} s: not rate-limited",
+        failures.len()
+    );
 }

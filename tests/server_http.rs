@@ -270,3 +270,75 @@ fn a_client_expecting_100_continue_gets_it_before_sending_the_body() {
     assert!(out.ends_with("{\"delivered\":0}\n"), "{out}");
     stop(running);
 }
+
+#[test]
+fn a_batch_larger_than_the_outbox_limit_reaches_readers_that_keep_up() {
+    let running = start(|s| {
+        s.max_http_body = 8 << 20;
+        s.http_publish_rate = 0.0;
+    });
+    let addr = running.local_addr();
+    let mut subs = clients_on_every_core(&running);
+    for s in subs.iter_mut() {
+        subscribe(s, &["burst"]);
+    }
+    // 5,000 messages of ~400 bytes: 2 MB per subscriber, twice the outbox
+    // limit, queued in one loop turn.
+    let data = "y".repeat(400);
+    let items: Vec<Value> = (0..5000)
+        .map(|i| json!({"topic": "burst", "data": format!("{i}:{data}")}))
+        .collect();
+    let body = serde_json::to_string(&items).unwrap();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    let v = recv(&mut s);
+                    let d = v["data"].as_str().unwrap().to_owned();
+                    assert!(d.starts_with(&format!("{i}:")), "message {i}: {d:.20}");
+                }
+                assert_alive(&mut s);
+            })
+        })
+        .collect();
+    let (st, b) = http(addr, "POST", "/api/publish", &[], &body);
+    assert_eq!(st, 200, "{b}");
+    for r in readers {
+        r.join().expect("a reader was cut off");
+    }
+    assert_eq!(running.handle().stats().slow_closes, 0);
+    stop(running);
+}
+
+#[test]
+fn batches_are_capped_and_http_publishers_rate_limited_per_key() {
+    let running = start(|s| {
+        s.api_keys = vec!["k1".into(), "k2".into()];
+        s.max_batch_items = 10;
+        s.http_publish_rate = 1.0;
+        s.http_publish_burst = 3;
+    });
+    let addr = running.local_addr();
+    let items: Vec<Value> = (0..11).map(|i| json!({"topic": "t", "data": i})).collect();
+    let big = serde_json::to_string(&items).unwrap();
+    let (st, b) = http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], &big);
+    assert_eq!(st, 413, "{b}");
+    assert_eq!(parse(&b)["error"]["code"], "too_large");
+    let one = r#"{"topic":"t","data":1}"#;
+    for _ in 0..3 {
+        assert_eq!(
+            http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], one).0,
+            200
+        );
+    }
+    let (st, b) = http(addr, "POST", "/api/publish", &[("X-API-Key", "k1")], one);
+    assert_eq!(st, 429, "{b}");
+    assert_eq!(parse(&b)["error"]["code"], "rate_limited");
+    assert_eq!(
+        http(addr, "POST", "/api/publish", &[("X-API-Key", "k2")], one).0,
+        200,
+        "another key has its own budget"
+    );
+    stop(running);
+}

@@ -157,19 +157,19 @@ fn invalid_topic_names_are_refused_by_name() {
 }
 
 #[test]
-fn oversize_messages_get_too_large_and_huge_ones_close_1009() {
+fn messages_over_the_limit_close_1009_before_they_are_buffered() {
     let running = start(|s| s.max_message_size = 1024);
     let mut c = connect(running.local_addr(), "/");
+    let fits = format!(
+        r#"{{"type":"publish","topic":"a","data":"{}","id":1}}"#,
+        "x".repeat(900)
+    );
+    assert_eq!(ask(&mut c, &fits)["type"], "published");
     let big = format!(
         r#"{{"type":"publish","topic":"a","data":"{}"}}"#,
         "x".repeat(2000)
     );
-    let v = ask(&mut c, &big);
-    assert_error(&v, "too_large");
-    assert_alive(&mut c);
-    // Past the hard cap (4x the limit, at least 1 MiB) the engine closes.
-    let huge = "x".repeat(2 << 20);
-    c.send(Message::text(huge)).unwrap();
+    c.send(Message::text(big)).unwrap();
     assert_eq!(expect_close(&mut c), 1009);
     stop(running);
 }
@@ -306,6 +306,10 @@ fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
             break;
         }
     }
+    // Over the limit for the grace period (2 s): a slow consumer.
+    wait_until("the slow consumer is closed", || {
+        running.handle().stats().slow_closes > 0
+    });
     assert_eq!(running.handle().stats().slow_closes, 1);
     assert_eq!(expect_close(&mut slow), 1013);
     assert_alive(&mut fast);
@@ -313,5 +317,18 @@ fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
     assert!(m
         .lines()
         .any(|l| l.starts_with("shardcast_slow_consumer_closes_total") && l.ends_with(" 1")));
+    stop(running);
+}
+
+#[test]
+fn a_topic_listed_many_times_in_one_subscribe_is_handled_once() {
+    let running = start(|_| {});
+    let mut c = connect(running.local_addr(), "/");
+    let topics: Vec<&str> = std::iter::repeat_n("dup", 5000).chain(["other"]).collect();
+    let msg = json!({"type": "subscribe", "topics": topics, "id": 1}).to_string();
+    let v = ask(&mut c, &msg);
+    assert_eq!(v["type"], "subscribed");
+    assert_eq!(v["topics"], json!(["dup", "other"]));
+    assert_alive(&mut c);
     stop(running);
 }

@@ -39,17 +39,16 @@ impl HttpResponse {
     }
 
     /// The response on the wire, with `Connection: close`. An invalid
-    /// response (a status outside 100–999, a header that would split the
-    /// response) becomes a 500: an application's mistake must not take the
-    /// core down.
+    /// response (a status outside 100–999, a header name or value the
+    /// writer refuses) becomes a 500: an application's mistake must not
+    /// take the core down.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let field_ok = |v: &str| !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-        let name_ok = |n: &str| {
-            !n.is_empty() && field_ok(n) && !n.bytes().any(|b| b == b':' || b.is_ascii_whitespace())
-        };
         let valid = (100..=999).contains(&self.status)
-            && field_ok(&self.content_type)
-            && self.headers.iter().all(|(k, v)| name_ok(k) && field_ok(v));
+            && handshake::valid_header_value(&self.content_type)
+            && self
+                .headers
+                .iter()
+                .all(|(k, v)| handshake::valid_header_name(k) && handshake::valid_header_value(v));
         if !valid {
             tracing::error!(
                 status = self.status,
@@ -168,5 +167,35 @@ impl Drop for HttpResponder {
             self.handle
                 .http_reply(self.to, Bytes::from(resp.to_bytes()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every response an application can build serialises without a
+    /// panic: what the writer would refuse is answered as a 500.
+    #[test]
+    fn invalid_responses_become_500_instead_of_panicking() {
+        let bad: [(&str, &str); 5] = [
+            ("X-Tab\tName", "v"),
+            ("X-\u{7f}", "v"),
+            ("X-Ünï", "v"),
+            ("X-Colon:", "v"),
+            ("X-Ok", "line\r\nbreak"),
+        ];
+        for (k, v) in bad {
+            let mut r = HttpResponse::text(200, "body");
+            r.headers.push((k.into(), v.into()));
+            let out = String::from_utf8(r.to_bytes()).unwrap();
+            assert!(out.starts_with("HTTP/1.1 500"), "{k:?}: {out}");
+        }
+        let mut ok = HttpResponse::text(200, "body");
+        ok.headers
+            .push(("X-Fine".into(), "value with spaces".into()));
+        assert!(String::from_utf8(ok.to_bytes())
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
     }
 }

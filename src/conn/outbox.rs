@@ -42,23 +42,30 @@ impl Outbox {
     }
 
     /// Drops every frame not yet started; a partly written frame stays so
-    /// the stream remains well-formed.
-    pub(super) fn discard_unsent(&mut self) {
+    /// the stream remains well-formed. Returns the data frames dropped.
+    pub(super) fn discard_unsent(&mut self) -> usize {
         let keep = usize::from(self.head_written > 0);
+        let mut dropped = 0;
         while self.frames.len() > keep {
-            self.frames.pop_back();
+            if let Some(f) = self.frames.pop_back() {
+                dropped += usize::from(is_data(&f));
+            }
         }
         self.queued = self
             .frames
             .front()
             .map_or(0, |f| f.len() - self.head_written);
+        dropped
     }
 
-    /// Drops everything, written or not, and the queue's memory.
-    pub(super) fn clear(&mut self) {
+    /// Drops everything not completely written, and the queue's memory.
+    /// Returns the data frames lost (a partly written one included).
+    pub(super) fn clear(&mut self) -> usize {
+        let lost = self.frames.iter().filter(|f| is_data(f)).count();
         self.frames = VecDeque::new();
         self.queued = 0;
         self.head_written = 0;
+        lost
     }
 
     /// One `sendmsg` of the head of the queue: small frames copied into
@@ -127,6 +134,15 @@ impl Outbox {
             self.frames = VecDeque::new();
         }
     }
+}
+
+/// Whether a queued frame is a data message (a whole text or binary frame,
+/// the only kind the engine sends), as opposed to a control frame or the
+/// bytes of an HTTP response: what the drop counters count.
+fn is_data(frame: &[u8]) -> bool {
+    frame
+        .first()
+        .is_some_and(|&b| matches!(b & 0x8f, 0x81 | 0x82))
 }
 
 /// A core's scratch for gathered writes, reused by every connection.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use monoio::net::TcpStream;
+use rustc_hash::FxHashMap;
 use slab::Slab;
 
 use super::outbox::{Gather, Outbox};
@@ -66,7 +67,10 @@ struct Conn<D> {
     /// Core clock second of the last byte received.
     last_rx: u64,
     /// Core clock second when closing started.
-    closing_since: u64,
+    closing_since: u32,
+    /// One more than the core clock second since which the outbox has been
+    /// over the outbox limit without a break; 0 while it is not.
+    over_since: u32,
     /// The first close code sent or received, reported to `close`.
     /// Boxed: rare, and kept out of every idle connection's entry.
     close_code: Option<Box<(CloseCode, Box<str>)>>,
@@ -82,6 +86,14 @@ pub(crate) struct Finished {
     pub(crate) code: CloseCode,
     /// Its reason.
     pub(crate) reason: Box<str>,
+}
+
+/// A connection's partly received message: since when, and the bytes its
+/// read task holds for it (read buffer and reassembly buffer).
+struct Partial {
+    gen: u32,
+    since: u64,
+    held: usize,
 }
 
 /// What the flusher must look at: the wake-up for it and the connections
@@ -120,6 +132,16 @@ pub(crate) struct ConnTable<D> {
     dirty: Vec<u32>,
     schedule: Rc<FlushSchedule>,
     gather: Gather,
+    /// Connections with a message in progress. A side table, so idle
+    /// connections pay nothing for it.
+    partials: FxHashMap<u32, Partial>,
+    /// Sum of `partials`' held bytes.
+    partial_total: usize,
+    /// Connections waiting for a deferred HTTP answer: key → generation.
+    awaiting: FxHashMap<u32, u32>,
+    /// Connections whose outbox went over the limit, checked once a second
+    /// for sustained lag ([`ConnTable::enforce_lag`]).
+    over: Vec<(u32, u32)>,
     cfg: Arc<Config>,
     stats: Arc<[CoreStats]>,
 }
@@ -141,6 +163,10 @@ impl<D> ConnTable<D> {
             dirty: Vec::new(),
             schedule,
             gather: Gather::new(),
+            partials: FxHashMap::default(),
+            partial_total: 0,
+            over: Vec::new(),
+            awaiting: FxHashMap::default(),
             cfg,
             stats,
         }
@@ -182,6 +208,7 @@ impl<D> ConnTable<D> {
             ping_outstanding: false,
             last_rx: now,
             closing_since: 0,
+            over_since: 0,
             close_code: None,
             data: None,
         }) as u32;
@@ -260,6 +287,56 @@ impl<D> ConnTable<D> {
         }
     }
 
+    /// The read task of `key` holds `held` bytes for a message not yet
+    /// complete (`pending`), or none (`pending` false). The first report of
+    /// a message starts its completion deadline
+    /// ([`Config::message_timeout`]). Returns false, having closed the
+    /// connection with 1013, when the message would take the core past
+    /// [`Config::max_reassembly_per_core`]; the task then stops decoding.
+    pub(crate) fn note_partial(&mut self, key: u32, pending: bool, held: usize) -> bool {
+        let Some(c) = self.slab.get(key as usize) else {
+            return true;
+        };
+        let gen = c.gen;
+        if !pending || c.state != State::Open {
+            self.forget_partial(key);
+            return true;
+        }
+        let old = self.partials.get(&key).map_or(0, |p| p.held);
+        let total = self.partial_total - old + held;
+        if held > old && total > self.cfg.max_reassembly_per_core {
+            self.forget_partial(key);
+            self.stats().reassembly_refused.bump(1);
+            self.close(
+                key,
+                CloseCode::TRY_AGAIN_LATER,
+                "server busy: partial messages over budget",
+            );
+            return false;
+        }
+        self.partial_total = total;
+        let now = self.now;
+        match self.partials.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().held = held,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Partial {
+                    gen,
+                    since: now,
+                    held,
+                });
+                self.wheel
+                    .insert(now + secs(self.cfg.message_timeout), key, gen);
+            }
+        }
+        true
+    }
+
+    fn forget_partial(&mut self, key: u32) {
+        if let Some(p) = self.partials.remove(&key) {
+            self.partial_total -= p.held;
+        }
+    }
+
     // ----- the outbox -----
 
     /// Queues `frame` for `key`: the one way onto an outbox. Data and
@@ -268,23 +345,44 @@ impl<D> ConnTable<D> {
     /// applies.
     pub(crate) fn push(&mut self, key: u32, frame: Bytes, kind: Kind) -> SendStatus {
         let (limit, low) = (self.cfg.outbox_limit, self.cfg.outbox_low_water);
+        let now = self.now;
         let Some(c) = self.slab.get_mut(key as usize) else {
+            if kind == Kind::Message {
+                self.stats[self.core].discarded.bump(1);
+            }
             return SendStatus::Dropped;
         };
         let admitted = match kind {
             Kind::Last => true,
             Kind::Message | Kind::Control => {
-                let q = c.outbox.queued();
-                c.state == State::Open && (q + frame.len() <= limit || q == 0)
+                let q = c.outbox.queued() + frame.len();
+                // Over the limit, only a reader that has lagged for the
+                // grace period (its socket full all along) is refused; a
+                // burst that a reader is keeping up with is admitted up to
+                // the burst limit.
+                let lagging = c.over_since != 0
+                    && (now + 1).saturating_sub(u64::from(c.over_since))
+                        >= secs(self.cfg.slow_consumer_grace);
+                c.state == State::Open
+                    && (q <= limit
+                        || c.outbox.queued() == 0
+                        || (!lagging && q <= self.cfg.outbox_burst_limit))
             }
         };
         if !admitted {
             if c.state == State::Open {
                 self.refuse(key);
+            } else if kind == Kind::Message {
+                // Sent to a connection that is closing.
+                self.stats[self.core].discarded.bump(1);
             }
             return SendStatus::Dropped;
         }
         c.outbox.push(frame);
+        if c.over_since == 0 && c.outbox.queued() > limit {
+            c.over_since = now as u32 + 1;
+            self.over.push((key, c.gen));
+        }
         let mut status = SendStatus::Sent;
         if kind == Kind::Message {
             self.stats[self.core].messages_out.bump(1);
@@ -301,6 +399,38 @@ impl<D> ConnTable<D> {
             self.dirty.push(key);
         }
         status
+    }
+
+    /// Once a second: a connection that has stayed over the outbox limit
+    /// for the grace period is a slow consumer even if nothing more is sent
+    /// to it; under the close policy it is closed now.
+    pub(crate) fn enforce_lag(&mut self) {
+        let grace = secs(self.cfg.slow_consumer_grace);
+        let now = self.now;
+        let close = match &self.cfg.slow_consumer {
+            SlowConsumerPolicy::Close(code, reason) => Some((*code, reason.clone())),
+            SlowConsumerPolicy::DropMessage => None,
+        };
+        let mut over = std::mem::take(&mut self.over);
+        over.retain(|&(key, gen)| {
+            let Some(c) = self.slab.get(key as usize) else {
+                return false;
+            };
+            if c.gen != gen || c.over_since == 0 || c.state != State::Open {
+                return false;
+            }
+            let lagging = (now + 1).saturating_sub(u64::from(c.over_since)) >= grace;
+            match &close {
+                Some((code, reason)) if lagging => {
+                    self.stats().slow_closes.bump(1);
+                    self.begin_close(key, *code, reason, true);
+                    false
+                }
+                _ => true,
+            }
+        });
+        over.append(&mut self.over);
+        self.over = over;
     }
 
     /// An open connection's outbox is full: counts the drop and applies
@@ -367,7 +497,8 @@ impl<D> ConnTable<D> {
     fn begin_close(&mut self, key: u32, code: CloseCode, reason: &str, discard: bool) {
         let c = &mut self.slab[key as usize];
         if discard {
-            c.outbox.discard_unsent();
+            let n = c.outbox.discard_unsent();
+            self.stats[self.core].discarded.bump(n as u64);
         }
         c.close_code
             .get_or_insert_with(|| Box::new((code, reason.into())));
@@ -386,7 +517,7 @@ impl<D> ConnTable<D> {
         let now = self.now;
         let c = &mut self.slab[key as usize];
         c.state = State::Closing;
-        c.closing_since = now;
+        c.closing_since = now as u32;
         let gen = c.gen;
         self.wheel
             .insert(now + secs(self.cfg.close_timeout), key, gen);
@@ -400,15 +531,26 @@ impl<D> ConnTable<D> {
     }
 
     /// The application answers this request later
-    /// ([`ConnTable::http_reply`]); meanwhile the connection lingers,
-    /// bounded by the close timeout.
+    /// ([`ConnTable::http_reply`]); meanwhile the connection waits, at
+    /// most [`Config::http_reply_timeout`], after which it gets a 504.
     pub(crate) fn defer_http(&mut self, key: u32) {
-        self.enter_closing(key);
+        let now = self.now;
+        let c = &mut self.slab[key as usize];
+        c.state = State::Closing;
+        c.closing_since = now as u32;
+        let gen = c.gen;
+        self.awaiting.insert(key, gen);
+        self.wheel
+            .insert(now + secs(self.cfg.http_reply_timeout), key, gen);
     }
 
-    /// The deferred answer to a plain HTTP request.
+    /// The deferred answer to a plain HTTP request; ignored if the request
+    /// was already answered (504 after its deadline).
     pub(crate) fn http_reply(&mut self, key: u32, response: &[u8]) {
-        self.write_and_finish(key, response);
+        if self.awaiting.remove(&key).is_some() {
+            self.write_and_finish(key, response);
+            self.enter_closing(key);
+        }
     }
 
     /// Writes an interim response (`100 Continue`) directly; one that does
@@ -444,7 +586,8 @@ impl<D> ConnTable<D> {
             .take()
             .map_or((CloseCode::ABNORMAL, "".into()), |b| *b);
         c.state = State::Closing;
-        c.outbox.clear();
+        let lost = c.outbox.clear();
+        self.stats[self.core].discarded.bump(lost as u64);
         if was_open {
             self.stats().closed_upgraded();
         }
@@ -457,6 +600,8 @@ impl<D> ConnTable<D> {
 
     /// Frees `key`'s slot and shuts its socket.
     pub(crate) fn remove(&mut self, key: u32) {
+        self.forget_partial(key);
+        self.awaiting.remove(&key);
         let c = self.slab.remove(key as usize);
         sys::shutdown(c.fd, libc::SHUT_RDWR);
         self.stats().closed();
@@ -492,11 +637,28 @@ impl<D> ConnTable<D> {
             return;
         }
         let next = match c.state {
+            State::Closing if self.awaiting.get(&key) == Some(&gen) => {
+                let deadline = u64::from(c.closing_since) + secs(cfg.http_reply_timeout);
+                if now >= deadline {
+                    self.awaiting.remove(&key);
+                    let mut out = Vec::new();
+                    crate::proto::handshake::write_http_response(
+                        &mut out,
+                        504,
+                        "text/plain; charset=utf-8",
+                        &[("Connection", "close")],
+                        b"the answer was not ready in time\n",
+                    );
+                    self.answer_http(key, &out);
+                    return;
+                }
+                deadline
+            }
             State::Handshake | State::Closing => {
                 let deadline = if c.state == State::Handshake {
                     c.last_rx + secs(cfg.handshake_timeout)
                 } else {
-                    c.closing_since + secs(cfg.close_timeout)
+                    u64::from(c.closing_since) + secs(cfg.close_timeout)
                 };
                 if now >= deadline {
                     sys::shutdown(c.fd, libc::SHUT_RDWR);
@@ -512,7 +674,18 @@ impl<D> ConnTable<D> {
                     self.begin_close(key, CloseCode::GOING_AWAY, "idle timeout", true);
                     return;
                 }
-                let next = c.last_rx + idle_limit;
+                let mut next = c.last_rx + idle_limit;
+                if let Some(p) = self.partials.get(&key).filter(|p| p.gen == gen) {
+                    let deadline = p.since + secs(cfg.message_timeout);
+                    if now >= deadline {
+                        self.forget_partial(key);
+                        self.stats().message_timeouts.bump(1);
+                        let reason = "message not completed in time";
+                        self.begin_close(key, CloseCode::POLICY_VIOLATION, reason, true);
+                        return;
+                    }
+                    next = next.min(deadline);
+                }
                 if ping > 0 && idle >= ping && !c.ping_outstanding {
                     c.ping_outstanding = true;
                     self.push(key, PreparedFrame::ping(b"").into_bytes(), Kind::Control);
@@ -593,13 +766,17 @@ impl<D> ConnTable<D> {
                 Err(_) => {
                     // Peer gone: drop what is queued and shut the socket;
                     // the read task sees it and cleans up.
-                    c.outbox.clear();
+                    let lost = c.outbox.clear();
+                    self.stats[self.core].discarded.bump(lost as u64);
                     sys::shutdown(c.fd, libc::SHUT_RDWR);
                     break;
                 }
             }
         }
         self.stats[self.core].write_bytes.bump(wrote as u64);
+        if c.outbox.queued() <= self.cfg.outbox_limit {
+            c.over_since = 0;
+        }
         if c.outbox.is_empty() && c.fin_after_flush {
             c.fin_after_flush = false;
             sys::shutdown(c.fd, libc::SHUT_WR);

@@ -50,7 +50,7 @@ impl<H: Handler> Server<H> {
         let mut mailboxes = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         for _ in 0..n {
-            let (mb, ib) = mesh::mailbox()?;
+            let (mb, ib) = mesh::mailbox(config.inbox_capacity)?;
             mailboxes.push(mb);
             inboxes.push(ib);
         }

@@ -50,18 +50,54 @@ pub(super) async fn run_core<H: Handler>(
 }
 
 async fn accept_loop<H: Handler>(core: Rc<CoreOf<H>>, listener: &monoio::net::TcpListener) {
+    let mut log = RateLimitedLog::default();
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 monoio::spawn(io::serve(core.clone(), Rc::new(stream)));
             }
-            Err(e) => {
-                // Out of file descriptors or memory: back off instead of
-                // spinning on a full accept queue.
-                tracing::warn!(core = core.id(), error = %e, "accept failed");
+            Err(e) if out_of_resources(&e) => {
+                // Out of descriptors or memory: the queue stays full until
+                // something closes, so back off instead of spinning.
+                log.warn(core.id(), &e);
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
+            // A connection that failed between SYN and accept (reset,
+            // aborted, unreachable) costs only itself: take the next one.
+            Err(e) => log.warn(core.id(), &e),
         }
+    }
+}
+
+/// Errors after which `accept` will fail again until resources free up.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// One warning per second at most, with the count of what it summarises:
+/// a flood of failing accepts must not become a flood of log lines.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn warn(&mut self, core: usize, e: &std::io::Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(core, error = %e, suppressed = self.suppressed, "accept failed");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }
 
@@ -123,6 +159,9 @@ fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
             let mut conns = core.conns();
             if conns.is_live(to) {
                 conns.push(to.key(), frame, crate::conn::Kind::Message);
+            } else {
+                // The connection closed before the message reached it.
+                conns.stats().discarded.bump(1);
             }
         }
         CoreMsg::Close { to, code, reason } => {
@@ -156,6 +195,7 @@ async fn ticker<H: Handler>(core: Rc<CoreOf<H>>) {
             for (key, gen) in due.drain(..) {
                 conns.on_timer(key, gen);
             }
+            conns.enforce_lag();
         }
         if due.capacity() > 2 * n.max(64) {
             due.shrink_to(n);

@@ -1,8 +1,10 @@
 //! The answer to a connection's HTTP request: a plain HTTP response, a rejection, or the upgrade, each decided by policy and the application's hooks.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use crate::api::{CoreOf, Handler, HttpCtx, HttpRequest, UpgradeRequest};
+use super::dispatch::callback_panicked;
+use crate::api::{CoreOf, Handler, HttpCtx, HttpRequest, HttpResponse, UpgradeRequest};
 use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
 
 /// What one look at the request bytes decided.
@@ -74,9 +76,14 @@ pub(super) fn answer<H: Handler>(
         let conn = core.conns().id(key);
         let mut ctx = HttpCtx::new(core, conn);
         let hreq = HttpRequest::new(&req, &data[consumed..end], core.conns().peer(key));
-        let resp = core.handler().http(&hreq, &mut ctx);
+        let resp = catch_unwind(AssertUnwindSafe(|| core.handler().http(&hreq, &mut ctx)));
         core.stats().http_requests.bump(1);
+        let resp = resp.unwrap_or_else(|panic| {
+            callback_panicked(core, &*panic, "its HTTP request");
+            HttpResponse::text(500, "internal error\n")
+        });
         if ctx.is_deferred() {
+            // A responder dropped by a panic answers 500 itself.
             // The answer comes later through the inbox; meanwhile the
             // connection lingers, bounded by the close timeout.
             core.conns().defer_http(key);
@@ -123,11 +130,18 @@ pub(super) fn answer<H: Handler>(
         core.id(),
         req.select_protocol(&supported).map(str::to_owned),
     );
-    let data = match core.handler().upgrade(&mut ureq) {
-        Ok(d) => d,
-        Err(rej) => {
+    let decided = catch_unwind(AssertUnwindSafe(|| core.handler().upgrade(&mut ureq)));
+    let data = match decided {
+        Ok(Ok(d)) => d,
+        Ok(Err(rej)) => {
             core.mesh().release_slot();
             reject_with(core, key, rej.status, &rej.reason);
+            return Answer::Closed;
+        }
+        Err(panic) => {
+            core.mesh().release_slot();
+            callback_panicked(core, &*panic, "its handshake");
+            reject_with(core, key, 500, "internal error\n");
             return Answer::Closed;
         }
     };

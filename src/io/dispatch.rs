@@ -1,5 +1,8 @@
 //! Dispatch: decoded messages to the [`Handler`]'s callbacks, the replies the decoder says we owe, and the callbacks of a connection's life (open, drain, close).
 
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use crate::api::{CoreOf, Handler, Message, Ws};
 use crate::conn::{Kind, State};
 use crate::proto::{CloseCode, Decoded, Decoder, Incoming, PreparedFrame, Reply};
@@ -16,18 +19,50 @@ pub(super) struct Step {
 
 /// Runs `f` with a [`Ws`] for connection `key`, its data taken out of the
 /// table for the duration so the callback may touch any other state.
+///
+/// A panic in the callback costs only its connection: it is caught here,
+/// logged and counted, and the connection is closed with 1011; the core
+/// and every other connection go on.
 fn with_ws<H: Handler, R>(
     core: &CoreOf<H>,
     key: u32,
     f: impl FnOnce(&mut Ws<'_, H>) -> R,
 ) -> Option<R> {
     let (gen, mut data) = core.conns().take_data(key)?;
-    let r = {
+    let r = catch_unwind(AssertUnwindSafe(|| {
         let mut ws = Ws::new(core, key, gen, &mut data);
         f(&mut ws)
-    };
+    }));
     core.conns().put_data(key, gen, data);
-    Some(r)
+    match r {
+        Ok(r) => Some(r),
+        Err(panic) => {
+            let id = core.conns().id(key);
+            callback_panicked(core, &*panic, &format!("connection {id:?}"));
+            core.conns()
+                .close(key, CloseCode::INTERNAL_ERROR, "internal error");
+            None
+        }
+    }
+}
+
+/// Logs and counts a panic an application callback raised.
+pub(super) fn callback_panicked<H: Handler>(
+    core: &CoreOf<H>,
+    panic: &(dyn Any + Send),
+    what: &str,
+) {
+    core.stats().handler_panics.bump(1);
+    let msg = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!(
+        core = core.id(),
+        panic = msg,
+        "a handler callback panicked; {what} is closed"
+    );
 }
 
 /// The connection is open: `open`.

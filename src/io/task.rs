@@ -139,6 +139,12 @@ async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, 
     if rbuf.is_empty() {
         rbuf = Vec::new();
     }
+    // Whether the table tracks a partial message of ours.
+    let mut tracked = false;
+    if !failed && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
+        failed = true;
+        dec = Decoder::new(crate::proto::Role::Server);
+    }
     loop {
         if stream.readable(false).await.is_err() {
             return;
@@ -202,11 +208,42 @@ async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, 
             }
             needed = step.needed;
             failed = step.failed;
+            if !failed && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
+                failed = true;
+                dec = Decoder::new(crate::proto::Role::Server);
+            }
             if !full {
                 break;
             }
         }
     }
+}
+
+/// Tells the connection table what this task holds for a message not yet
+/// complete: its read buffer and the decoder's reassembly buffer. Only
+/// called while a message is in progress, or once when it ends, so a
+/// connection between messages pays nothing. Returns false when the
+/// table refused the bytes (the core's budget for partial messages): the
+/// connection is closing and the buffer is dropped.
+fn report_partial<H: Handler>(
+    core: &CoreOf<H>,
+    key: u32,
+    dec: &Decoder,
+    rbuf: &mut Vec<u8>,
+    tracked: &mut bool,
+) -> bool {
+    let pending = !rbuf.is_empty() || dec.in_fragmented_message();
+    if !pending && !*tracked {
+        return true;
+    }
+    *tracked = pending;
+    let held = rbuf.capacity() + dec.reassembly_capacity();
+    if core.conns().note_partial(key, pending, held) {
+        return true;
+    }
+    *tracked = false;
+    *rbuf = Vec::new();
+    false
 }
 
 #[cfg(test)]
@@ -223,7 +260,7 @@ mod tests {
 
     /// One core without threads.
     fn test_core<H: Handler>(handler: H) -> Rc<CoreOf<H>> {
-        let (mb, _inbox) = mailbox().unwrap();
+        let (mb, _inbox) = mailbox(16).unwrap();
         let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let handle = ServerHandle::new(mesh.clone(), addr);

@@ -1,5 +1,6 @@
 //! Counted publishes: every core adds what it queued, and the last one to finish calls the one completion.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -45,10 +46,15 @@ impl Tally {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let done = self.done.lock().ok().and_then(|mut g| g.take());
             if let Some(f) = done {
-                f(PublishReport {
+                let report = PublishReport {
                     delivered: self.delivered.load(Ordering::Relaxed),
                     dropped: self.dropped.load(Ordering::Relaxed),
-                });
+                };
+                // The completion is application code running on a core:
+                // its panic must not unwind through the core's fanout.
+                if catch_unwind(AssertUnwindSafe(|| f(report))).is_err() {
+                    tracing::error!("a counted publish's completion panicked");
+                }
             }
         }
     }

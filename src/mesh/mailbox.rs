@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -17,6 +17,11 @@ pub(crate) struct Mailbox {
     /// most one wake-up write however many messages arrive.
     asleep: AtomicBool,
     wake: UnixStream,
+    /// Publishes waiting beyond which more are refused.
+    capacity: usize,
+    /// Publishes refused because the inbox was full: written by every
+    /// sender, hence a locked add (rare: only a core far behind its peers).
+    refused: AtomicU64,
 }
 
 /// The receiving side, owned by the core.
@@ -38,7 +43,7 @@ impl Inbox {
 }
 
 /// Creates the mailbox of one core and the inbox it reads.
-pub(crate) fn mailbox() -> io::Result<(Mailbox, Inbox)> {
+pub(crate) fn mailbox(capacity: usize) -> io::Result<(Mailbox, Inbox)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
@@ -48,12 +53,32 @@ pub(crate) fn mailbox() -> io::Result<(Mailbox, Inbox)> {
             tx,
             asleep: AtomicBool::new(false),
             wake: wake_tx,
+            capacity,
+            refused: AtomicU64::new(0),
         },
         Inbox { rx, wake: wake_rx },
     ))
 }
 
 impl Mailbox {
+    /// Queues a publish unless the inbox already holds `capacity`
+    /// messages: a core that falls far behind its peers loses publishes
+    /// (counted) rather than memory without bound. Returns whether it was
+    /// queued.
+    pub(crate) fn send_publish(&self, msg: CoreMsg) -> bool {
+        if self.tx.len() >= self.capacity {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.send(msg);
+        true
+    }
+
+    /// Publishes refused because the inbox was full.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Queues `msg` and wakes the core if it sleeps.
     pub(crate) fn send(&self, msg: CoreMsg) {
         if self.tx.send(msg).is_err() {
@@ -98,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_sleeping_core_is_rung_once_per_sleep() {
-        let (mb, inbox) = mailbox().unwrap();
+        let (mb, inbox) = mailbox(16).unwrap();
         // Awake: no ring.
         mb.send(CoreMsg::Shutdown);
         let mut buf = [0u8; 8];

@@ -1,4 +1,4 @@
-//! Between cores: one lock-free mailbox per core, the messages it carries, counted publishes and per-core counters.
+//! Between cores: one lock-free mailbox per core, the messages it carries, and counted publishes.
 //!
 //! Everything here is shared by every core and by [`ServerHandle`]s on any
 //! thread, and nothing here is locked on the message path.
@@ -63,6 +63,19 @@ impl Mesh {
         if let Some(mb) = self.mailboxes.get(core) {
             mb.send(msg);
         }
+    }
+
+    /// Queues a publish for `core` unless its inbox is full (then counted
+    /// as refused). Returns whether it was queued.
+    pub(crate) fn send_publish(&self, core: usize, msg: CoreMsg) -> bool {
+        self.mailboxes
+            .get(core)
+            .is_some_and(|mb| mb.send_publish(msg))
+    }
+
+    /// Publishes each core's inbox refused because it was full.
+    pub(crate) fn inbox_refused(&self) -> Vec<u64> {
+        self.mailboxes.iter().map(Mailbox::refused).collect()
     }
 
     /// `core`'s mailbox.

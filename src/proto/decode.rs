@@ -333,6 +333,15 @@ impl Decoder {
         self.reassembly.as_ref().is_some_and(|r| !r.delivered)
     }
 
+    /// Bytes the decoder holds for a fragmented message in progress (its
+    /// reassembly buffer's capacity); 0 between messages.
+    pub fn reassembly_capacity(&self) -> usize {
+        self.reassembly
+            .as_ref()
+            .filter(|r| !r.delivered)
+            .map_or(0, |r| r.payload.capacity())
+    }
+
     /// Decodes the next message from `input`, unmasking it in place.
     ///
     /// Absorbs non-final fragments (copying their payload into the decoder)

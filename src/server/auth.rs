@@ -4,7 +4,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 /// Topic patterns: an exact name, or a prefix ending in `*` (`*` alone
-/// matches every topic).
+/// matches every topic but the server's). `chat.*` matches `chat.` and
+/// `chat.room`, not `chat`. Server topics (those starting with `$`, such
+/// as `$sys.stats`) match only patterns that start with `$` themselves:
+/// `*` does not grant them, `$sys.*` does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Patterns(Vec<String>);
 
@@ -21,9 +24,13 @@ impl Patterns {
 
     /// Whether `topic` matches one of the patterns.
     pub fn allows(&self, topic: &str) -> bool {
-        self.0.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => topic.starts_with(prefix),
-            None => p == topic,
+        let server_topic = topic.starts_with('$');
+        self.0.iter().any(|p| {
+            server_topic == p.starts_with('$')
+                && match p.strip_suffix('*') {
+                    Some(prefix) => topic.starts_with(prefix),
+                    None => p == topic,
+                }
         })
     }
 }
@@ -58,12 +65,13 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// An anonymous client of a server without auth: every topic.
+    /// An anonymous client of a server without auth: every topic, and the
+    /// server's topics to read.
     pub fn anonymous() -> Self {
         Self {
             sub: None,
             exp: None,
-            read: Patterns::all(),
+            read: Patterns::new(vec!["*".into(), "$*".into()]),
             write: Patterns::all(),
         }
     }
@@ -94,11 +102,26 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier for `secret`.
-    pub fn new(secret: &str) -> Self {
+    /// A verifier for `secret`; tokens must carry `exp`, must not be used
+    /// before their `nbf`, and, when given, must name `issuer` (`iss`) and
+    /// `audience` (`aud`).
+    pub fn new(secret: &str, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
@@ -154,6 +177,49 @@ mod tests {
         assert!(!p.allows("chat"));
         assert!(Patterns::all().allows("anything"));
         assert!(!Patterns::default().allows("x"));
+    }
+
+    #[test]
+    fn server_topics_need_a_pattern_of_their_own() {
+        assert!(!Patterns::all().allows("$sys.stats"));
+        assert!(!Patterns::new(vec!["*".into(), "$sys".into()]).allows("$sys.stats"));
+        assert!(Patterns::new(vec!["$sys.*".into()]).allows("$sys.stats"));
+        assert!(!Patterns::new(vec!["$sys.*".into()]).allows("news"));
+        assert!(Grant::anonymous().read.allows("$sys.stats"));
+        assert!(!Grant::anonymous().write.allows("$sys.stats"));
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nbf_iss_and_aud_are_checked() {
+        let now = unix_now();
+        let v = Verifier::new("0123456789abcdef0123456789abcdef", Some("me"), Some("ws"));
+        let ok = serde_json::json!({"exp": now + 60, "iss": "me", "aud": "ws"});
+        assert!(v.verify(&token(ok)).is_ok());
+        for bad in [
+            serde_json::json!({"exp": now + 60, "iss": "me", "aud": "ws", "nbf": now + 30}),
+            serde_json::json!({"exp": now + 60, "iss": "other", "aud": "ws"}),
+            serde_json::json!({"exp": now + 60, "iss": "me", "aud": "else"}),
+            serde_json::json!({"exp": now + 60, "aud": "ws"}),
+            serde_json::json!({"exp": now + 60, "iss": "me"}),
+        ] {
+            assert!(v.verify(&token(bad.clone())).is_err(), "{bad}");
+        }
+        // Without iss/aud settings, tokens without them pass; nbf still counts.
+        let plain = Verifier::new("0123456789abcdef0123456789abcdef", None, None);
+        assert!(plain
+            .verify(&token(serde_json::json!({"exp": now + 60})))
+            .is_ok());
+        let early = serde_json::json!({"exp": now + 60, "nbf": now + 30});
+        assert!(plain.verify(&token(early)).is_err());
     }
 
     #[test]

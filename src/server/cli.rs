@@ -61,6 +61,33 @@ pub struct Cli {
     )]
     pub jwt_secret: Option<String>,
 
+    /// A proxy whose X-Forwarded-For names the client for the per-address
+    /// limit (repeat the flag, or comma-separate in the variable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SHARDCAST_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// Require an API key for /metrics, /healthz and the status page too.
+    #[arg(long, env = "SHARDCAST_PROTECT_STATUS")]
+    pub protect_status: bool,
+
+    /// A file holding the HS256 secret (trailing whitespace trimmed), so
+    /// the secret stays out of the process list and the environment.
+    #[arg(long, env = "SHARDCAST_JWT_SECRET_FILE", value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The `iss` a client token must carry.
+    #[arg(long, env = "SHARDCAST_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` a client token must name.
+    #[arg(long, env = "SHARDCAST_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
     /// API key for POST /api/publish (repeat the flag, or comma-separate in
     /// the variable).
     #[arg(
@@ -112,6 +139,18 @@ pub struct Cli {
     /// Publish burst per connection. [default: 200]
     #[arg(long, env = "SHARDCAST_PUBLISH_BURST", value_name = "N")]
     pub publish_burst: Option<u32>,
+
+    /// Messages one POST /api/publish may carry. [default: 10000]
+    #[arg(long, env = "SHARDCAST_MAX_BATCH_ITEMS", value_name = "N")]
+    pub max_batch_items: Option<usize>,
+
+    /// Messages per second one HTTP client (key or address) may publish; 0: no limit. [default: 10000]
+    #[arg(long, env = "SHARDCAST_HTTP_PUBLISH_RATE", value_name = "PER_SEC")]
+    pub http_publish_rate: Option<f64>,
+
+    /// Messages one HTTP client may publish in a burst. [default: 20000]
+    #[arg(long, env = "SHARDCAST_HTTP_PUBLISH_BURST", value_name = "N")]
+    pub http_publish_burst: Option<u32>,
 
     /// Bytes queued for one slow client before --slow-consumer applies. [default: 1048576]
     #[arg(long, env = "SHARDCAST_OUTBOX_LIMIT", value_name = "BYTES")]
@@ -170,6 +209,9 @@ impl Cli {
             max_message_size,
             publish_rate,
             publish_burst,
+            max_batch_items,
+            http_publish_rate,
+            http_publish_burst,
             outbox_limit,
             idle_timeout_secs,
             max_http_body,
@@ -182,8 +224,25 @@ impl Cli {
         if self.no_pin {
             s.pin = false;
         }
+        if self.protect_status {
+            s.protect_status = true;
+        }
+        if !self.trusted_proxies.is_empty() {
+            s.trusted_proxies = self.trusted_proxies.clone();
+        }
         if self.jwt_secret.is_some() {
             s.jwt_secret = self.jwt_secret.clone();
+        }
+        if let Some(path) = &self.jwt_secret_file {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the JWT secret from {}", path.display()))?;
+            s.jwt_secret = Some(secret.trim_end().to_owned());
+        }
+        if self.jwt_issuer.is_some() {
+            s.jwt_issuer = self.jwt_issuer.clone();
+        }
+        if self.jwt_audience.is_some() {
+            s.jwt_audience = self.jwt_audience.clone();
         }
         if !self.api_keys.is_empty() {
             s.api_keys = self.api_keys.clone();
@@ -199,6 +258,14 @@ impl Cli {
         }
         if s.jwt_secret.as_deref() == Some("") {
             anyhow::bail!("the JWT secret is empty");
+        }
+        if let Some(secret) = &s.jwt_secret {
+            if secret.len() < 32 {
+                tracing::warn!(
+                    bytes = secret.len(),
+                    "the JWT secret is shorter than 32 bytes: HS256 tokens signed with it can be brute-forced; use 32 random bytes or more"
+                );
+            }
         }
         Ok(s)
     }

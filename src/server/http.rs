@@ -58,7 +58,15 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
 /// Answers one plain HTTP request.
 pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     let r = req.request();
-    match endpoint(r.method(), r.path()) {
+    let endpoint = endpoint(r.method(), r.path());
+    let status_endpoint = matches!(
+        endpoint,
+        Ok(Endpoint::Health | Endpoint::Metrics | Endpoint::StatusPage)
+    );
+    if status_endpoint && app.settings.protect_status && !key_matches(app, req) {
+        return unauthorized();
+    }
+    match endpoint {
         Ok(Endpoint::Health) => {
             let s = ctx.handle().stats();
             let body = format!(
@@ -69,11 +77,16 @@ pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>
             HttpResponse::new(200, JSON, body)
         }
         Ok(Endpoint::Metrics) => {
-            let body = super::metrics::render(
-                &ctx.handle().core_stats(),
+            let handle = ctx.handle();
+            let mut body = super::metrics::render(
+                &handle.core_stats(),
                 &app.counters,
                 app.started.elapsed().as_secs_f64(),
             );
+            body.push_str(&super::metrics::render_inboxes(
+                &handle.inbox_depths(),
+                &handle.inbox_refused(),
+            ));
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         Ok(Endpoint::StatusPage) => {
@@ -141,14 +154,28 @@ pub fn presented_key<'a>(r: &Request<'a>) -> Option<&'a str> {
 
 /// Whether the request carries a valid API key, or the API is open.
 fn authorized(app: &App, req: &HttpRequest<'_>) -> bool {
-    let keys = &app.settings.api_keys;
-    if keys.is_empty() {
+    if app.settings.api_keys.is_empty() {
         return app.settings.anonymous();
     }
+    key_matches(app, req)
+}
+
+/// Whether the request presents one of the API keys.
+fn key_matches(app: &App, req: &HttpRequest<'_>) -> bool {
+    let keys = &app.settings.api_keys;
     presented_key(req.request()).is_some_and(|g| {
-        keys.iter()
-            .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
+        !g.is_empty()
+            && keys
+                .iter()
+                .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
     })
+}
+
+/// 401 with its `WWW-Authenticate` challenge.
+fn unauthorized() -> HttpResponse {
+    let mut r = HttpError::new(401, "unauthorized", "missing or invalid API key").response();
+    r.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
+    r
 }
 
 /// One message of a publish request, validated.
@@ -291,9 +318,7 @@ impl Pending {
 /// once every core has queued the messages.
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
-        let mut r = HttpError::new(401, "unauthorized", "missing or invalid API key").response();
-        r.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
-        return r;
+        return unauthorized();
     }
     let (items, batch) = match parse_publish_body(req.body(), app.settings.max_topic_length) {
         Ok(b) => (b.items, b.batch),
@@ -303,6 +328,25 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> Http
         return HttpResponse::new(200, JSON, "{\"delivered\":0,\"results\":[]}\n");
     }
     let n = items.len();
+    let max = app.settings.max_batch_items;
+    if n > max {
+        let m = format!("at most {max} messages per request; send {n} in several");
+        return HttpError::new(413, "too_large", m).response();
+    }
+    let client = match presented_key(req.request()) {
+        Some(k) if !k.is_empty() => format!("key:{k}"),
+        _ => format!("ip:{}", req.peer().ip()),
+    };
+    if let Err(wait) = app.http_buckets.take(&client, n as f64) {
+        let m = format!(
+            "HTTP publish rate over {} messages per second (burst {})",
+            app.settings.http_publish_rate, app.settings.http_publish_burst
+        );
+        let mut r = HttpError::new(429, "rate_limited", m).response();
+        r.headers
+            .push(("Retry-After".into(), wait.as_secs().max(1).to_string()));
+        return r;
+    }
     app.counters(ctx.core())
         .http_publishes
         .fetch_add(n as u64, Ordering::Relaxed);

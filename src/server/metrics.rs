@@ -12,12 +12,11 @@ use shardcast::stats::REJECT_STATUSES;
 use shardcast::{MemoryGauges, StatsSnapshot};
 
 /// Error codes the server sends, in the order of [`ServerCounters::errors`].
-pub const ERROR_CODES: [&str; 7] = [
+pub const ERROR_CODES: [&str; 6] = [
     "bad_request",
     "unauthorized",
     "forbidden",
     "rate_limited",
-    "too_large",
     "too_many_subscriptions",
     "internal",
 ];
@@ -103,12 +102,28 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Renders each core's inbox: messages waiting (a core falling behind its
+/// peers shows here first) and publishes refused because it was full.
+pub fn render_inboxes(depths: &[usize], refused: &[u64]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    out.push_str("# HELP shardcast_inbox_depth Messages waiting in the core's inbox from other cores.\n# TYPE shardcast_inbox_depth gauge\n");
+    for (i, d) in depths.iter().enumerate() {
+        let _ = writeln!(out, "shardcast_inbox_depth{{core=\"{i}\"}} {d}");
+    }
+    out.push_str("# HELP shardcast_inbox_refused_total Publishes refused because the core's inbox was full.\n# TYPE shardcast_inbox_refused_total counter\n");
+    for (i, r) in refused.iter().enumerate() {
+        let _ = writeln!(out, "shardcast_inbox_refused_total{{core=\"{i}\"}} {r}");
+    }
+    out
+}
+
 /// Renders the Prometheus text format (version 0.0.4): engine counters per
 /// core (label `core`), rejections by status, server counters.
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 15] = [
+    let engine: [(&str, &str, &str, Get); 19] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -182,6 +197,12 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             |s| s.dropped,
         ),
         (
+            "shardcast_discarded_total",
+            "counter",
+            "Messages discarded before being written (to a closing connection, by a slow-consumer close, or lost with a connection that ended).",
+            |s| s.discarded,
+        ),
+        (
             "shardcast_slow_consumer_closes_total",
             "counter",
             "Connections closed as slow consumers.",
@@ -192,6 +213,24 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "WebSocket protocol violations.",
             |s| s.protocol_errors,
+        ),
+        (
+            "shardcast_handler_panics_total",
+            "counter",
+            "Application callbacks that panicked (connection closed with 1011, or 500).",
+            |s| s.handler_panics,
+        ),
+        (
+            "shardcast_message_timeouts_total",
+            "counter",
+            "Connections closed (1008) because a message did not complete in time.",
+            |s| s.message_timeouts,
+        ),
+        (
+            "shardcast_reassembly_refused_total",
+            "counter",
+            "Connections closed (1013) by the per-core budget for partial messages.",
+            |s| s.reassembly_refused,
         ),
         (
             "shardcast_http_requests_total",

@@ -23,8 +23,11 @@
 //! second time as a crate of its own (`server-check/`) to prove it.
 
 pub mod auth;
+mod buckets;
 pub mod cli;
+mod client_ip;
 pub(crate) mod command;
+mod deadlines;
 pub(crate) mod http;
 pub mod json;
 pub mod metrics;
@@ -45,23 +48,20 @@ pub mod fuzzing {
     pub use super::protocol::message_frame;
 }
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use shardcast::proto::handshake::Request;
 use shardcast::{
-    CloseCode, ConnId, Handler, HttpCtx, HttpRequest, HttpResponse, Message, Rejection, Server,
+    CloseCode, Handler, HttpCtx, HttpRequest, HttpResponse, Message, Rejection, Server,
     ServerHandle, UpgradeRequest, Ws,
 };
 
@@ -89,6 +89,8 @@ pub struct App {
     /// Connections per IP address. Locked once per handshake and once per
     /// close, never on the message path.
     per_ip: Mutex<FxHashMap<IpAddr, usize>>,
+    /// HTTP publish rate per client (API key, or address).
+    http_buckets: buckets::Buckets,
     /// Shared with the completion callbacks of counted publishes, which
     /// run on whichever core finishes last.
     counters: Arc<[ServerCounters]>,
@@ -98,11 +100,8 @@ pub struct App {
 /// The server's state on one core ([`Handler::Local`]).
 #[derive(Default)]
 pub struct CoreLocal {
-    /// This core's connections that still owe an `auth` message; shared
-    /// with the core's sweeper task.
-    pending: Rc<RefCell<Pending>>,
-    /// Whether this core runs its auth-deadline sweeper.
-    sweeper: Cell<bool>,
+    /// Auth deadlines and token expiries of this core's connections.
+    deadlines: deadlines::Deadlines,
     /// The copy simd-json parses in place (it rewrites strings as it
     /// goes); reused so a message costs no allocation for it.
     scratch: RefCell<Vec<u8>>,
@@ -111,7 +110,17 @@ pub struct CoreLocal {
 impl App {
     fn new(settings: Settings, cores: usize) -> Self {
         Self {
-            verifier: settings.jwt_secret.as_deref().map(Verifier::new),
+            verifier: settings.jwt_secret.as_deref().map(|s| {
+                Verifier::new(
+                    s,
+                    settings.jwt_issuer.as_deref(),
+                    settings.jwt_audience.as_deref(),
+                )
+            }),
+            http_buckets: buckets::Buckets::new(
+                settings.http_publish_rate,
+                settings.http_publish_burst,
+            ),
             settings,
             per_ip: Mutex::new(FxHashMap::default()),
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),
@@ -160,6 +169,19 @@ impl Handler for App {
     type Local = CoreLocal;
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<Client, Rejection> {
+        // Anonymous, with no allowlist of its own: a web page from elsewhere
+        // must not read and publish every topic through the visitor's
+        // browser. Clients that send no Origin are not browsers.
+        if self.settings.anonymous() && self.settings.allowed_origins.is_empty() {
+            if let Some(origin) = req.request().origin() {
+                if !client_ip::is_loopback_origin(origin) {
+                    return Err(Rejection::new(
+                        403,
+                        "origin not allowed: an anonymous server accepts pages from this machine only (set allowed_origins)\n",
+                    ));
+                }
+            }
+        }
         let grant = match &self.verifier {
             None => Some(Grant::anonymous()),
             Some(v) => match handshake_token(req.request()) {
@@ -176,7 +198,10 @@ impl Handler for App {
                 },
             },
         };
-        let ip = req.peer().ip();
+        let forwarded = req.request().header_str("x-forwarded-for");
+        let client =
+            client_ip::client_address(req.peer().ip(), forwarded, &self.settings.trusted_proxies);
+        let ip = client_ip::limit_key(client);
         let limit = self.settings.max_connections_per_ip;
         if limit > 0 {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,19 +225,21 @@ impl Handler for App {
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
         let c = self.counters(ws.core());
-        if ws.data().grant.is_none() {
-            let deadline = Instant::now() + Duration::from_secs(self.settings.auth_timeout_secs);
-            let local = ws.local();
-            {
-                let mut p = local.pending.borrow_mut();
-                p.deadlines.push_back((ws.id(), deadline));
-                p.waiting.insert(ws.id());
+        let deadlines = &ws.local().deadlines;
+        match ws.data().grant.as_ref().map(|g| g.exp) {
+            None => {
+                let deadline =
+                    Instant::now() + Duration::from_secs(self.settings.auth_timeout_secs);
+                deadlines.await_auth(ws.handle(), ws.id(), deadline);
             }
-            if !local.sweeper.replace(true) {
-                monoio::spawn(auth_sweeper(ws.handle().clone(), local.pending.clone()));
+            Some(exp) => {
+                if let Some(exp) = exp {
+                    deadlines.watch_expiry(ws.handle(), ws.id(), exp);
+                }
+                if self.verifier.is_some() {
+                    c.auth_ok.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        } else if self.verifier.is_some() {
-            c.auth_ok.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -225,53 +252,12 @@ impl Handler for App {
         self.counters(ws.core())
             .subscriptions
             .fetch_sub(subs, Ordering::Relaxed);
-        if ws.data().grant.is_none() {
-            forget_pending(ws);
-        }
+        ws.local().deadlines.forget(ws.id());
         self.release_ip(ws.data().ip);
     }
 
     fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {
         http::route(self, req, ctx)
-    }
-}
-
-/// One core's auth deadlines: a queue in deadline order (every connection
-/// gets the same timeout) and the set of connections still waiting, so that
-/// authenticating or leaving costs O(1) and the sweeper skips those.
-#[derive(Default)]
-struct Pending {
-    deadlines: VecDeque<(ConnId, Instant)>,
-    waiting: FxHashSet<ConnId>,
-}
-
-/// Drops `ws` from its core's auth deadlines.
-fn forget_pending(ws: &Ws<'_, App>) {
-    ws.local().pending.borrow_mut().waiting.remove(&ws.id());
-}
-
-/// Closes this core's connections that missed their auth deadline. One
-/// task per core, not one timer per connection.
-async fn auth_sweeper(handle: ServerHandle, pending: Rc<RefCell<Pending>>) {
-    let frame = protocol::error_frame("unauthorized", "authentication timeout", None, &[]);
-    loop {
-        monoio::time::sleep(Duration::from_millis(250)).await;
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        {
-            let mut p = pending.borrow_mut();
-            while p.deadlines.front().is_some_and(|(_, d)| *d <= now) {
-                let (id, _) = p.deadlines.pop_front().expect("front exists");
-                if p.waiting.remove(&id) {
-                    expired.push(id);
-                }
-            }
-        }
-        for id in expired {
-            tracing::debug!(conn = ?id, "authentication deadline passed");
-            handle.send(id, &frame);
-            handle.close(id, CloseCode::POLICY_VIOLATION, "authentication timeout");
-        }
     }
 }
 
@@ -329,8 +315,12 @@ impl Running {
 /// Starts a server with `settings` and returns once every core accepts.
 ///
 /// # Errors
-/// Binding the address fails, or a core cannot start.
+/// The settings are invalid ([`Settings::validate`]), binding the address
+/// fails, or a core cannot start.
 pub fn start(settings: Settings) -> io::Result<Running> {
+    settings
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let config = settings.engine_config();
     let cores = config.effective_cores();
     let interval = Duration::from_millis(settings.stats_interval_ms);

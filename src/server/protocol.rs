@@ -86,11 +86,6 @@ pub(crate) fn on_message(app: &App, ws: &mut Ws<'_, App>, msg: Message<'_>) {
             );
         }
     };
-    let max = app.settings.max_message_size;
-    if text.len() > max {
-        let m = format!("message of {} bytes exceeds the limit of {max}", text.len());
-        return send_error(app, ws, "too_large", &m, None);
-    }
     let local = ws.local();
     let mut buf = local.scratch.borrow_mut();
     match parse_command(text.as_bytes(), &mut buf, app.settings.max_topic_length) {
@@ -163,8 +158,11 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     }
     super::command::push_id(&mut out, id);
     out.push(b'}');
-    if ws.data().grant.is_none() {
-        super::forget_pending(ws);
+    let deadlines = &ws.local().deadlines;
+    deadlines.authenticated(ws.id());
+    if let Some(exp) = grant.exp {
+        // A token sent before the old one expired extends the connection.
+        deadlines.watch_expiry(ws.handle(), ws.id(), exp);
     }
     ws.data_mut().grant = Some(grant);
     send_json(ws, &out);
@@ -176,7 +174,12 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
     let (mut invalid, mut forbidden, mut over) = (Vec::new(), Vec::new(), Vec::new());
     let mut count = ws.subscription_count();
     let mut added = 0i64;
+    // A topic listed more than once is handled (and answered) once.
+    let mut seen = rustc_hash::FxHashSet::default();
     for t in topics.iter().map(AsRef::as_ref) {
+        if !seen.insert(t) {
+            continue;
+        }
         if topic_problem(t, s.max_topic_length).is_some() {
             invalid.push(t);
         } else if !ws.data().grant.as_ref().is_some_and(|g| g.read.allows(t)) {

@@ -37,9 +37,16 @@ pub struct Settings {
     /// authenticate; when unset, anyone may subscribe and publish to any
     /// topic (a warning says so at start). Default: unset.
     pub jwt_secret: Option<String>,
+    /// When set, a token's `iss` claim must equal it. Default: unset.
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` claim must name it. Default: unset.
+    pub jwt_audience: Option<String>,
     /// API keys for `POST /api/publish`. When empty, the HTTP API is open
     /// if `jwt_secret` is unset too, and closed otherwise. Default: none.
     pub api_keys: Vec<String>,
+    /// `GET /metrics`, `GET /healthz` and the status page need one of the
+    /// API keys, like the publish API (needs `api_keys`). Default: false.
+    pub protect_status: bool,
     /// A client that connected without a token must send an `auth` message
     /// within this many seconds, or gets `unauthorized` and close 1008.
     /// Default: 10.
@@ -48,8 +55,12 @@ pub struct Settings {
     /// Default: 1,000,000.
     pub max_connections: usize,
     /// WebSocket connections from one IP address; the next gets 429.
-    /// Zero: no limit. Default: 10,000.
+    /// Zero: no limit. IPv6 addresses count per /64. Default: 10,000.
     pub max_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` names the client for the
+    /// per-address limit (the right-most untrusted entry). Default: none
+    /// (the header is ignored).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Allowed `Origin` values (exact, case-insensitive); others get 403.
     /// Empty allows any. Default: empty.
     pub allowed_origins: Vec<String>,
@@ -57,16 +68,24 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Longest topic name in bytes. Default: 256.
     pub max_topic_length: usize,
-    /// Largest client message in bytes; larger ones get `too_large` and
-    /// the connection stays. Messages over four times this (at least
-    /// 1 MiB) close the connection with 1009 before they are buffered.
-    /// Default: 65,536.
+    /// Largest client message in bytes (all its frames); a larger one
+    /// closes the connection with 1009 as soon as its size is known,
+    /// before it is buffered. Default: 65,536.
     pub max_message_size: usize,
     /// Publishes per second one connection may make, on average (token
     /// bucket); over it, `rate_limited`. Zero: no limit. Default: 100.
     pub publish_rate: f64,
     /// Publishes one connection may make in a burst. Default: 200.
     pub publish_burst: u32,
+    /// Messages one `POST /api/publish` may carry; more get 413.
+    /// Default: 10,000.
+    pub max_batch_items: usize,
+    /// Messages per second one HTTP client (its API key, or its address
+    /// without one) may publish, on average (token bucket); over it, 429.
+    /// Zero: no limit. Default: 10,000.
+    pub http_publish_rate: f64,
+    /// Messages one HTTP client may publish in a burst. Default: 20,000.
+    pub http_publish_burst: u32,
     /// Bytes queued for one slow client before `slow_consumer` applies.
     /// Default: 1 MiB.
     pub outbox_limit: usize,
@@ -92,16 +111,23 @@ impl Default for Settings {
             cores: None,
             pin: true,
             jwt_secret: None,
+            protect_status: false,
+            jwt_issuer: None,
+            jwt_audience: None,
             api_keys: Vec::new(),
             auth_timeout_secs: 10,
             max_connections: 1_000_000,
             max_connections_per_ip: 10_000,
+            trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             max_subscriptions: 1_000,
             max_topic_length: 256,
             max_message_size: 64 << 10,
             publish_rate: 100.0,
             publish_burst: 200,
+            max_batch_items: 10_000,
+            http_publish_rate: 10_000.0,
+            http_publish_burst: 20_000,
             outbox_limit: 1 << 20,
             slow_consumer: SlowConsumer::Close,
             max_http_body: 1 << 20,
@@ -131,6 +157,9 @@ pub enum SettingsError {
         /// Why.
         source: toml::de::Error,
     },
+    /// The settings contradict themselves or would be unsafe.
+    #[error("invalid settings: {0}")]
+    Invalid(String),
 }
 
 impl Settings {
@@ -162,6 +191,28 @@ impl Settings {
         })
     }
 
+    /// Refuses settings that cannot be served safely: an empty API key
+    /// (a trailing comma in `SHARDCAST_API_KEYS` would otherwise make an
+    /// empty `X-API-Key` valid).
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] saying what is wrong.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(i) = self.api_keys.iter().position(|k| k.trim().is_empty()) {
+            return Err(SettingsError::Invalid(format!(
+                "API key {} of {} is empty (a trailing comma in SHARDCAST_API_KEYS?)",
+                i + 1,
+                self.api_keys.len()
+            )));
+        }
+        if self.protect_status && self.api_keys.is_empty() {
+            return Err(SettingsError::Invalid(
+                "protect_status needs at least one API key".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether WebSocket clients may connect without a token.
     pub fn anonymous(&self) -> bool {
         self.jwt_secret.is_none()
@@ -169,13 +220,12 @@ impl Settings {
 
     /// The engine configuration these settings ask for.
     pub fn engine_config(&self) -> Config {
-        let hard_cap = (self.max_message_size.saturating_mul(4)).max(1 << 20);
         let idle = Duration::from_secs(self.idle_timeout_secs.max(1));
         let mut c = Config::new()
             .listen(self.listen)
             .pin(self.pin)
-            .max_message_size(hard_cap)
-            .max_frame_size(hard_cap)
+            .max_message_size(self.max_message_size)
+            .max_frame_size(self.max_message_size)
             .max_http_body(self.max_http_body)
             .max_connections(self.max_connections)
             .allowed_origins(self.allowed_origins.clone())

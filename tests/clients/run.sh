@@ -5,16 +5,23 @@
 # 2 cores each; one anonymous, one with a JWT secret and small limits), runs each
 # client, then checks that SIGTERM stops both with exit 0. About 30 s.
 #
-# Needs: python3 with `websockets` and `prometheus_client` (pip), node 18+ (npm
-# installs `ws` here on first run), and Debian's `chromium` (or $CHROMIUM).
-# Set SKIP_CHROMIUM=1 to leave the browser test out.
+# Needs: Python with `websockets` and `prometheus_client`, node 18+ with `ws`
+# (tests/clients/node_modules), and Debian's `chromium` (or $CHROMIUM).
+# scripts/test.sh sets these up (a virtualenv in target/test-venv, npm ci,
+# apt-get); run on its own, this script uses $PYTHON, else that virtualenv
+# when it exists, else python3, and runs `npm ci` when node_modules is
+# missing. Set SKIP_CHROMIUM=1 to leave the browser test out.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$root/target/test-venv/bin/python" ]]; then PYTHON="$root/target/test-venv/bin/python"; else PYTHON=python3; fi
+fi
+
 missing=()
-python3 -c 'import websockets, prometheus_client' 2>/dev/null || missing+=("pip: websockets prometheus_client")
+"$PYTHON" -c 'import websockets, prometheus_client' 2>/dev/null || missing+=("$PYTHON: websockets prometheus_client (bash scripts/test.sh --setup installs them)")
 command -v node >/dev/null || missing+=("node (18+)")
 if [[ "${SKIP_CHROMIUM:-0}" != 1 ]]; then
   command -v "${CHROMIUM:-chromium}" >/dev/null || missing+=("apt: chromium")
@@ -23,7 +30,7 @@ if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   exit 2
 fi
-[[ -d "$here/node_modules/ws" ]] || (cd "$here" && npm install --no-audit --no-fund --silent)
+[[ -d "$here/node_modules/ws" ]] || (cd "$here" && npm ci --no-audit --no-fund --silent)
 
 cargo build --quiet --bin shardcast
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/shardcast"
@@ -40,7 +47,7 @@ start_server() {
   pids+=("$pid")
   addr=""
   for _ in $(seq 100); do
-    addr="$(python3 -c 'import json,sys
+    addr="$("$PYTHON" -c 'import json,sys
 for l in open(sys.argv[1]):
     try: a = json.loads(l).get("fields", {}).get("addr")
     except ValueError: continue
@@ -71,8 +78,8 @@ run() {
   fi
   if ((status != 0)) && [[ -z "$line" || "${f%% failed*}" == 0 ]]; then failed=$((failed + 1)); fi
 }
-run python python3 "$here/test_python.py" "$addr"
-run python-auth python3 "$here/test_python_auth.py" "$jwt_addr" "$secret"
+run python "$PYTHON" "$here/test_python.py" "$addr"
+run python-auth "$PYTHON" "$here/test_python_auth.py" "$jwt_addr" "$secret"
 run node node "$here/test_node.mjs" "$addr"
 if [[ "${SKIP_CHROMIUM:-0}" != 1 ]]; then
   run chromium node "$here/test_chromium.mjs" "$addr" "${SCREENSHOT:-}"

@@ -88,12 +88,19 @@ async def main():
 
     cases = {
         "bad_request": "{nope",
-        "too_large": json.dumps({"type": "publish", "topic": "py", "data": "x" * 70000}),
         "forbidden": {"type": "publish", "topic": "$sys.stats", "data": 1},
     }
     for code, msg in cases.items():
         r = await ask(pub, msg)
         check(f"error {code}", r.get("type") == "error" and r.get("code") == code, r)
+    async with websockets.connect(url) as big:
+        await big.send(json.dumps({"type": "publish", "topic": "py", "data": "x" * 70000}))
+        try:
+            await asyncio.wait_for(big.recv(), TIMEOUT)
+            code = None
+        except websockets.ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else None
+    check("a message over max_message_size closes 1009", code == 1009, code)
     r = await ask(pub, {"type": "nonsense"})
     check("unknown type is bad_request", r.get("code") == "bad_request", r)
     r = await ask(pub, {"type": "ping", "id": 5})

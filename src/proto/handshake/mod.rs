@@ -36,7 +36,8 @@ pub use client::{ClientHandshake, Response};
 pub use error::HandshakeError;
 pub use headers::Extension;
 pub use response::{
-    reason_phrase, write_http_response, write_rejection, write_switching_protocols,
+    reason_phrase, valid_header_name, valid_header_value, write_http_response, write_rejection,
+    write_switching_protocols,
 };
 pub use server::{parse_request, percent_decode, BodyError, Request, UpgradeKey};
 

@@ -174,13 +174,23 @@ fn write_head(dst: &mut Vec<u8>, status: u16, content_type: &str, body_len: usiz
     }
 }
 
+/// Whether `name` can be written as a header name: visible ASCII, no
+/// colon. The one rule both the writer and the callers that must not make
+/// it panic use.
+pub fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+/// Whether `value` can be written as a header value: no CR, LF or NUL,
+/// which would split or end the response.
+pub fn valid_header_value(value: &str) -> bool {
+    !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+}
+
 pub(super) fn push_header(dst: &mut Vec<u8>, name: &str, value: &str) {
+    assert!(valid_header_name(name), "invalid header name {name:?}");
     assert!(
-        !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
-        "invalid header name {name:?}"
-    );
-    assert!(
-        !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')),
+        valid_header_value(value),
         "header value for {name} contains CR, LF or NUL"
     );
     dst.extend_from_slice(name.as_bytes());
