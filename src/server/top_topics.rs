@@ -2,8 +2,8 @@
 //!
 //! The engine counts subscribers per topic on each core but keeps no list
 //! of names to rank, so the subscribe path notes the names it grants
-//! ([`note`]) in one bounded, process-wide set. Each stats tick
-//! ([`publish`]) asks every core for the subscriber counts of those names,
+//! (`note`) in one bounded, process-wide set. Each stats tick
+//! (`publish`) asks every core for the subscriber counts of those names,
 //! forgets the ones nobody holds any more, and publishes the top
 //! [`TOP`]. Past [`MAX_TRACKED`] names, new names wait for room: a server
 //! with more live topics than that ranks the ones it noted first.
