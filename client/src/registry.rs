@@ -55,6 +55,29 @@ pub enum Event {
     },
 }
 
+/// Bytes of topic names one resubscribe message carries at most (a single
+/// longer name still goes, alone).
+pub(crate) const RESUBSCRIBE_BYTES: usize = 16 * 1024;
+
+/// Splits `items` into runs whose `size` adds up to at most `max` (a run
+/// holds at least one item).
+fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize, max: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && bytes + n > max {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
 #[derive(Debug, Default)]
 struct Topic {
     sinks: Vec<(u64, UnboundedSender<Event>)>,
@@ -146,13 +169,16 @@ impl Registry {
         }
     }
 
-    /// A new connection is open: the resubscribe message (`None` when there
-    /// is nothing to subscribe), after telling every topic that was live on
-    /// an earlier connection that it has a gap.
-    pub fn on_connected(&mut self, id: u64) -> Option<String> {
-        if self.topics.is_empty() {
-            return None;
-        }
+    /// A new connection is open: the resubscribe messages, each with an id
+    /// from `next_id` (none when there is nothing to subscribe), after
+    /// telling every topic that was live on an earlier connection that it
+    /// has a gap.
+    ///
+    /// Topics go in messages of at most about [`RESUBSCRIBE_BYTES`] of
+    /// names: the server refuses a message over its `max_message_size`
+    /// (64 KiB by default) as a whole, which would lose every subscription
+    /// of a client that holds many long topic names.
+    pub fn on_connected(&mut self, mut next_id: impl FnMut() -> u64) -> Vec<(u64, String)> {
         for t in self.topics.values_mut() {
             if t.was_live {
                 for (_, tx) in &t.sinks {
@@ -166,10 +192,16 @@ impl Registry {
         }
         let mut topics: Vec<_> = self.topics.iter().collect();
         topics.sort_by(|a, b| a.0.cmp(b.0));
-        Some(crate::protocol::resubscribe(
-            topics.into_iter().map(|(k, t)| (&**k, t.position.as_ref())),
-            id,
-        ))
+        let mut out = Vec::new();
+        for chunk in chunks(&topics, |(k, _)| k.len() + 3, RESUBSCRIBE_BYTES) {
+            let id = next_id();
+            let text = crate::protocol::resubscribe(
+                chunk.iter().map(|(k, t)| (&***k, t.position.as_ref())),
+                id,
+            );
+            out.push((id, text));
+        }
+        out
     }
 
     /// Ends every stream (the client stopped).
@@ -208,8 +240,14 @@ mod tests {
         let mut r = Registry::default();
         let (_, _, mut rx, _) = r.add("b", false);
         let (_, _, _ry, _) = r.add("a", false);
-        let first = r.on_connected(1).unwrap();
-        assert_eq!(first, r#"{"type":"subscribe","topics":["a","b"],"id":1}"#);
+        let first = r.on_connected(|| 1);
+        assert_eq!(
+            first,
+            [(
+                1,
+                r#"{"type":"subscribe","topics":["a","b"],"id":1}"#.to_owned()
+            )]
+        );
         assert!(rx.try_recv().is_err(), "no gap on the first connection");
         r.deliver(
             "b",
@@ -220,7 +258,7 @@ mod tests {
             }),
         );
         let _ = rx.try_recv();
-        r.on_connected(2).unwrap();
+        assert_eq!(r.on_connected(|| 2).len(), 1);
         assert_eq!(
             rx.try_recv().unwrap(),
             Event::Gap {
@@ -231,6 +269,46 @@ mod tests {
                 })
             }
         );
-        assert_eq!(Registry::default().on_connected(3), None);
+        assert!(Registry::default().on_connected(|| 3).is_empty());
+    }
+
+    #[test]
+    fn many_long_topics_are_resubscribed_in_several_messages() {
+        let mut r = Registry::default();
+        let names: Vec<String> = (0..1000)
+            .map(|i| format!("{i:04}{}", "x".repeat(96)))
+            .collect();
+        for n in &names {
+            let _ = r.add(n, false);
+        }
+        let mut id = 0;
+        let msgs = r.on_connected(|| {
+            id += 1;
+            id
+        });
+        assert!(msgs.len() > 1);
+        let mut seen = Vec::new();
+        for (i, (mid, text)) in msgs.iter().enumerate() {
+            assert_eq!(*mid, i as u64 + 1);
+            assert!(text.len() < RESUBSCRIBE_BYTES + 1024, "{}", text.len());
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["id"], *mid);
+            seen.extend(
+                v["topics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned()),
+            );
+        }
+        assert_eq!(seen, names, "every topic once, in order");
+    }
+
+    #[test]
+    fn chunks_respect_the_bound_and_keep_everything() {
+        let items = [5, 5, 5, 20, 1, 1];
+        let c = chunks(&items, |n| *n, 10);
+        assert_eq!(c, [&[5, 5][..], &[5][..], &[20][..], &[1, 1][..]]);
+        assert!(chunks(&[] as &[usize], |n| *n, 10).is_empty());
     }
 }

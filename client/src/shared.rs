@@ -187,9 +187,12 @@ impl Shared {
             // No id: a refusal closes with 1008, which the close policy handles.
             first.push(protocol::auth(token, None));
         }
-        let id = g.next_id();
-        let text = g.registry.on_connected(id);
-        if text.is_some() {
+        let inner = &mut *g;
+        let resubscribe = inner.registry.on_connected(|| {
+            inner.next_id += 1;
+            inner.next_id
+        });
+        for (id, text) in resubscribe {
             g.pending.insert(
                 id,
                 Pending {
@@ -197,8 +200,8 @@ impl Shared {
                     written: true,
                 },
             );
+            first.push(text);
         }
-        first.extend(text);
         g.connected = true;
         drop(g);
         self.metrics
