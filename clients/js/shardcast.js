@@ -30,6 +30,8 @@ export function backoffDelay(n, { base = 100, max = 10000, factor = 2 } = {}, ra
 }
 
 const encoder = new TextEncoder();
+/** Characters of topic names one resubscribe message carries at most (one longer name goes alone). */
+const RESUBSCRIBE_BYTES = 16 * 1024;
 // Node 18 has Event and EventTarget but no global CustomEvent (it came in 19).
 const CustomEvent = globalThis.CustomEvent ?? class extends Event {
   constructor(type, init = {}) { super(type); this.detail = init.detail ?? null; }
@@ -246,9 +248,19 @@ export class ShardcastClient extends EventTarget {
         if (sub.live) this.dispatchEvent(new CustomEvent("gap", { detail: { topic: t, recovered: false } }));
         sub.live = true;
       }
-      const id = ++this._nextId;
-      this._pending.set(id, { kind: "resubscribe", written: true, resolve: () => {}, reject: () => {} });
-      this._write(ws, { type: "subscribe", topics, id });
+      // In messages of at most about RESUBSCRIBE_BYTES of names: the server refuses a message over
+      // its max_message_size (64 KiB by default) as a whole.
+      for (let start = 0; start < topics.length;) {
+        let end = start, bytes = 0;
+        while (end < topics.length && (end === start || bytes + topics[end].length + 3 <= RESUBSCRIBE_BYTES)) {
+          bytes += topics[end].length + 3;
+          end += 1;
+        }
+        const id = ++this._nextId;
+        this._pending.set(id, { kind: "resubscribe", written: true, resolve: () => {}, reject: () => {} });
+        this._write(ws, { type: "subscribe", topics: topics.slice(start, end), id });
+        start = end;
+      }
     }
     this._lastReason = null;
     this._setState(State.Connected);

@@ -184,3 +184,24 @@ test("the server ranks the busiest topics on $sys.topics", async () => {
     await until(() => last.topics.find((t) => t.topic === "hot")?.subscribers === 1, 5000, "counts follow disconnects");
   } finally { for (const c of clients) c.close(); await server.stop(); }
 });
+
+test("700 long topics, more than one message holds, all come back after a reconnect", async () => {
+  const server = await startServer(0, FAST);
+  const proxy = await startProxy(server.addr);
+  const c = new ShardcastClient(proxy.url, opts());
+  const pub = new ShardcastClient(server.url, opts());
+  try {
+    await Promise.all([c.connected(), pub.connected()]);
+    const got = new Set();
+    const topics = Array.from({ length: 700 }, (_, i) => `${String(i).padStart(4, "0")}.${"t".repeat(115)}`);
+    for (const t of topics) await c.subscribe(t, (_d, topic) => got.add(topic));
+    const errors = [];
+    c.addEventListener("error", (ev) => errors.push(ev.detail));
+    proxy.cut("reset");
+    await nextState(c, State.Connected);
+    for (const t of [topics[0], topics[350], topics[699]]) {
+      await until(async () => { await pub.publish(t, 1); return got.has(t); }, 5000, `delivery on ${t.slice(0, 4)}`);
+    }
+    assert.deepEqual(errors, []);
+  } finally { c.close(); pub.close(); await proxy.close(); await server.stop(); }
+});
