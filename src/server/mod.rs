@@ -33,6 +33,7 @@ pub mod json;
 pub mod metrics;
 pub(crate) mod protocol;
 pub mod settings;
+pub mod top_topics;
 
 /// The pure parsers of the server's inputs, for the fuzz targets in
 /// `fuzz/`: the same functions the server runs, not a stable API.
@@ -366,5 +367,6 @@ fn stats_loop(handle: ServerHandle, stop: mpsc::Receiver<()>, interval: Duration
         prev_at = now;
         let frame = protocol::message_frame(STATS_TOPIC, body.as_bytes());
         handle.publish(STATS_TOPIC, &frame);
+        top_topics::publish(&handle);
     }
 }
