@@ -251,6 +251,9 @@ impl<H, D, L> CoreView for Core<H, D, L> {
     fn subscriber_count(&self, topic: &str) -> usize {
         self.topics.borrow().subscribers(topic).len()
     }
+    fn busiest_topics(&self, n: usize) -> Vec<(Arc<str>, usize)> {
+        self.topics.borrow().registry().busiest(n)
+    }
     fn subscription_total(&self) -> usize {
         self.topics.borrow().registry().subscription_total()
     }

@@ -19,6 +19,9 @@ pub trait CoreView {
     fn topic_count(&self) -> usize;
     /// Subscribers of `topic` on this core.
     fn subscriber_count(&self, topic: &str) -> usize;
+    /// Up to `n` of this core's topics with the most subscribers on this
+    /// core, most first (ties by name). Costs a pass over the core's topics.
+    fn busiest_topics(&self, n: usize) -> Vec<(Arc<str>, usize)>;
     /// (subscriber, topic) pairs on this core.
     fn subscription_total(&self) -> usize;
     /// Timer wheel entries (live and stale).

@@ -180,6 +180,28 @@ impl Registry {
         self.subscriptions.get(sub as usize).map_or(0, Vec::len)
     }
 
+    /// Up to `n` topics with the most local subscribers, most first (ties by
+    /// name). One pass over the topics with a bounded selection: O(topics).
+    pub fn busiest(&self, n: usize) -> Vec<(Arc<str>, usize)> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<(&Arc<str>, usize)> = self
+            .topics
+            .iter()
+            .map(|(_, t)| (&t.name, t.subscribers.len()))
+            .collect();
+        let order = |a: &(&Arc<str>, usize), b: &(&Arc<str>, usize)| {
+            b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0))
+        };
+        if all.len() > n {
+            all.select_nth_unstable_by(n - 1, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all.into_iter().map(|(name, c)| (name.clone(), c)).collect()
+    }
+
     /// Number of topics with at least one local subscriber.
     pub fn topic_count(&self) -> usize {
         self.topics.len()
@@ -267,6 +289,27 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busiest_ranks_by_subscribers_then_name_and_stops_at_n() {
+        let mut r = Registry::new();
+        for (topic, subs) in [("b", 3), ("a", 3), ("c", 5), ("d", 1), ("e", 2)] {
+            for s in 0..subs {
+                r.subscribe(s, topic);
+            }
+        }
+        let names = |v: Vec<(Arc<str>, usize)>| {
+            v.into_iter()
+                .map(|(t, c)| format!("{t}{c}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(r.busiest(3)), ["c5", "a3", "b3"]);
+        assert_eq!(names(r.busiest(10)), ["c5", "a3", "b3", "e2", "d1"]);
+        assert!(r.busiest(0).is_empty());
+        r.remove_subscriber(0, |_| {});
+        r.remove_subscriber(1, |_| {});
+        assert_eq!(names(r.busiest(2)), ["c3", "a1"]);
+    }
 
     #[test]
     fn first_and_last_subscriber_are_reported() {

@@ -197,7 +197,6 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
     app.counters(ws.core())
         .subscriptions
         .fetch_add(added, Ordering::Relaxed);
-    super::top_topics::note(&ok);
     if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && over.is_empty()) {
         send_json(ws, &topics_reply_json("subscribed", &ok, id));
     }

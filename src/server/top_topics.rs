@@ -1,15 +1,17 @@
 //! The busiest topics by subscriber count, published to `$sys.topics` next to `$sys.stats` for the status page.
 //!
-//! The engine counts subscribers per topic on each core but keeps no list
-//! of names to rank, so the subscribe path notes the names it grants
-//! (`note`) in one bounded, process-wide set. Each stats tick
-//! (`publish`) asks every core for the subscriber counts of those names,
-//! forgets the ones nobody holds any more, and publishes the top
-//! [`TOP`]. Past [`MAX_TRACKED`] names, new names wait for room: a server
-//! with more live topics than that ranks the ones it noted first.
+//! Nothing is recorded on the subscribe path. Each stats tick asks every
+//! core, in one query, whether anyone watches [`TOPICS_TOPIC`] and, if so,
+//! for its [`PER_CORE`] topics with the most local subscribers (one pass
+//! over that core's topics, on that core). The stats thread sums the
+//! counts by name and publishes the top [`TOP`]. A topic that is among
+//! the busiest on some cores but not others is ranked by the cores that
+//! listed it, so with more than [`PER_CORE`] busy topics per core the
+//! counts near the bottom of the ranking can be low; the top of it is
+//! exact. Topics starting with `$` (the server's own) are left out.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use shardcast::ServerHandle;
 
@@ -22,72 +24,40 @@ pub const TOPICS_TOPIC: &str = "$sys.topics";
 /// How many topics a ranking lists.
 pub const TOP: usize = 10;
 
-/// Names tracked at most; bounds the set and each tick's query.
-pub const MAX_TRACKED: usize = 4096;
-
-/// Names subscribed since they were last seen empty. A `Mutex` off the hot
-/// path: subscribing is rare next to publishing, and the stats thread holds
-/// it only to copy the names out.
-static TRACKED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// Remembers topic names a connection was just subscribed to.
-pub(crate) fn note(topics: &[&str]) {
-    if topics.is_empty() {
-        return;
-    }
-    let mut set = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
-    for t in topics {
-        if set.len() >= MAX_TRACKED {
-            break;
-        }
-        if !set.contains(*t) {
-            set.insert((*t).to_owned());
-        }
-    }
-}
+/// How many of its busiest topics each core reports per tick.
+pub const PER_CORE: usize = 64;
 
 /// The ranking as `(topic, subscribers)`, most subscribed first (ties by
-/// name), and forgets names without subscribers.
-pub fn ranking(handle: &ServerHandle) -> Vec<(String, usize)> {
-    let names: Arc<Vec<String>> = Arc::new(
-        TRACKED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect(),
-    );
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let asked = names.clone();
-    let Ok(per_core) = handle.query(move |core| {
-        asked
-            .iter()
-            .map(|n| core.subscriber_count(n))
-            .collect::<Vec<_>>()
-    }) else {
-        return Vec::new();
-    };
-    let mut counts: Vec<(String, usize)> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), per_core.iter().map(|c| c[i]).sum()))
-        .collect();
-    {
-        let mut set = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
-        for (n, c) in &counts {
-            if *c == 0 {
-                set.remove(n);
+/// name), or `None` when no core has a subscriber of [`TOPICS_TOPIC`].
+pub fn ranking(handle: &ServerHandle) -> Option<Vec<(String, usize)>> {
+    let per_core = handle
+        .query(|core| {
+            if core.subscriber_count(TOPICS_TOPIC) == 0 {
+                return (false, Vec::new());
             }
-        }
+            // Ask for a few more than PER_CORE: the server's own `$` topics
+            // are among them and are left out.
+            let mut busiest = core.busiest_topics(PER_CORE + 4);
+            busiest.retain(|(t, _)| !t.starts_with('$'));
+            busiest.truncate(PER_CORE);
+            (true, busiest)
+        })
+        .ok()?;
+    if !per_core.iter().any(|(watched, _)| *watched) {
+        return None;
     }
-    counts.retain(|(_, c)| *c > 0);
+    let mut sums: HashMap<Arc<str>, usize> = HashMap::new();
+    for (t, c) in per_core.into_iter().flat_map(|(_, list)| list) {
+        *sums.entry(t).or_default() += c;
+    }
+    let mut counts: Vec<(String, usize)> =
+        sums.into_iter().map(|(t, c)| (t.to_string(), c)).collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    counts
+    Some(counts)
 }
 
-/// `{"topics":[{"topic":..,"subscribers":..},..],"tracked":N}`.
+/// `{"topics":[{"topic":..,"subscribers":..},..],"tracked":N}`: the top
+/// [`TOP`] and how many topics the cores reported.
 pub fn ranking_json(ranking: &[(String, usize)]) -> Vec<u8> {
     let mut out = b"{\"topics\":[".to_vec();
     for (i, (t, c)) in ranking.iter().take(TOP).enumerate() {
@@ -102,10 +72,12 @@ pub fn ranking_json(ranking: &[(String, usize)]) -> Vec<u8> {
     out
 }
 
-/// Publishes the current ranking to [`TOPICS_TOPIC`].
+/// Publishes the current ranking to [`TOPICS_TOPIC`] if anyone watches it.
 pub(crate) fn publish(handle: &ServerHandle) {
-    let body = ranking_json(&ranking(handle));
-    handle.publish(TOPICS_TOPIC, &message_frame(TOPICS_TOPIC, &body));
+    if let Some(ranking) = ranking(handle) {
+        let body = ranking_json(&ranking);
+        handle.publish(TOPICS_TOPIC, &message_frame(TOPICS_TOPIC, &body));
+    }
 }
 
 #[cfg(test)]
