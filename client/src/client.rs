@@ -56,6 +56,20 @@ impl Client {
     ///
     /// [`ConfigError`] for settings out of range.
     pub fn start(config: Config) -> Result<Client, ConfigError> {
+        Self::start_observed(config).map(|(client, _)| client)
+    }
+
+    /// Starts a client as [`start`](Self::start) does and returns with it
+    /// every state change from the very first (a receiver taken with
+    /// [`state_changes`](Self::state_changes) after `start` may miss the
+    /// first attempts, which begin at once).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for settings out of range.
+    pub fn start_observed(
+        config: Config,
+    ) -> Result<(Client, broadcast::Receiver<StateChange>), ConfigError> {
         config.validate()?;
         let initial = StateChange {
             state: State::Disconnected,
@@ -65,13 +79,15 @@ impl Client {
             retry_in: None,
         };
         let shared = Arc::new(Shared::new(config, initial));
+        let changes = shared.changes_tx.subscribe();
         let (tx, rx) = watch::channel(false);
         let driver = tokio::spawn(drive(shared.clone(), rx));
-        Ok(Client {
+        let client = Client {
             shared,
             guard: Arc::new(Guard(tx)),
             driver: Arc::new(std::sync::Mutex::new(Some(driver))),
-        })
+        };
+        Ok((client, changes))
     }
 
     /// The current state and why.

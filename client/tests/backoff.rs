@@ -20,14 +20,13 @@ async fn a_client_follows_its_seeded_full_jitter_schedule_and_stops_after_max_at
         .with_max(Duration::from_millis(40))
         .with_max_attempts(Some(6));
     let seed = 0x5eed;
-    let client = Client::start(
+    let (client, mut changes) = Client::start_observed(
         Config::new(&proxy.url())
             .unwrap()
             .with_backoff(policy.clone())
             .with_jitter_seed(Some(seed)),
     )
     .unwrap();
-    let mut changes = client.state_changes();
     let (waits, last) = tokio::time::timeout(WAIT, async {
         let mut waits = Vec::new();
         loop {
