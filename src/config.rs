@@ -114,6 +114,69 @@ pub struct Config {
     /// Graceful shutdown waits this long for close handshakes before it drops
     /// what is left. Default: 5 s.
     pub shutdown_timeout: Duration,
+    /// How an io_uring core is told of completions: the most wanted mode;
+    /// a kernel without it gets the next one down
+    /// ([`TaskRun::Defer`] → [`TaskRun::Coop`] → [`TaskRun::Interrupt`]).
+    /// Each core's result: [`ServerHandle::task_runs`](crate::ServerHandle::task_runs).
+    /// Default: [`TaskRun::Defer`].
+    pub task_run: TaskRun,
+}
+
+/// How an io_uring core is told of completions (the ring's setup flags).
+///
+/// By default the kernel interrupts the thread that owns a ring (an
+/// inter-processor interrupt) to post each completion as it happens: on a
+/// busy core that is one interrupt and one reschedule per completion. The
+/// two other modes let the core collect completions when it is ready for
+/// them, which is what a thread-per-core engine does anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskRun {
+    /// `IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER` (Linux 6.1+):
+    /// completions are posted only when the core asks for them, in the
+    /// call it makes to wait; no interrupts.
+    Defer,
+    /// `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG` (Linux 5.19+):
+    /// completions are posted at the core's next system call instead of by
+    /// an interrupt.
+    Coop,
+    /// No setup flags (every kernel with io_uring): the kernel interrupts
+    /// the core to post completions.
+    Interrupt,
+}
+
+impl TaskRun {
+    /// The next mode to try when the kernel refuses this one.
+    pub fn fallback(self) -> Option<TaskRun> {
+        match self {
+            TaskRun::Defer => Some(TaskRun::Coop),
+            TaskRun::Coop => Some(TaskRun::Interrupt),
+            TaskRun::Interrupt => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TaskRun::Defer => "defer",
+            TaskRun::Coop => "coop",
+            TaskRun::Interrupt => "interrupt",
+        })
+    }
+}
+
+impl std::str::FromStr for TaskRun {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "defer" => Ok(TaskRun::Defer),
+            "coop" => Ok(TaskRun::Coop),
+            "interrupt" => Ok(TaskRun::Interrupt),
+            _ => Err(format!(
+                "unknown task run mode {s:?} (defer, coop, interrupt)"
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -148,6 +211,7 @@ impl Default for Config {
             backlog: 1024,
             interest_buckets: 1 << 16,
             shutdown_timeout: Duration::from_secs(5),
+            task_run: TaskRun::Defer,
         }
     }
 }
@@ -227,6 +291,8 @@ impl Config {
         interest_buckets: usize;
         /// Sets [`Config::shutdown_timeout`].
         shutdown_timeout: Duration;
+        /// Sets [`Config::task_run`].
+        task_run: TaskRun;
     }
 
     /// The number of cores this configuration runs: [`Config::cores`] or

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::config::TaskRun;
 use crate::conn::ConnId;
 use crate::fanout;
 use crate::mesh::{CoreMsg, CoreView, Mesh, PublishReport, Tally};
@@ -61,7 +62,7 @@ pub enum HandleError {
 struct HandleInner {
     mesh: Arc<Mesh>,
     local_addr: SocketAddr,
-    drivers: Mutex<Vec<DriverKind>>,
+    drivers: Mutex<Vec<(DriverKind, Option<TaskRun>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -79,15 +80,15 @@ impl ServerHandle {
             inner: Arc::new(HandleInner {
                 mesh,
                 local_addr,
-                drivers: Mutex::new(vec![DriverKind::Legacy; n]),
+                drivers: Mutex::new(vec![(DriverKind::Legacy, None); n]),
                 threads: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    pub(crate) fn set_driver(&self, core: usize, driver: DriverKind) {
+    pub(crate) fn set_driver(&self, core: usize, driver: DriverKind, task_run: Option<TaskRun>) {
         if let Ok(mut d) = self.inner.drivers.lock() {
-            d[core] = driver;
+            d[core] = (driver, task_run);
         }
     }
 
@@ -110,7 +111,18 @@ impl ServerHandle {
         self.inner
             .drivers
             .lock()
-            .map(|d| d.clone())
+            .map(|d| d.iter().map(|(k, _)| *k).collect())
+            .unwrap_or_default()
+    }
+
+    /// How each core's io_uring ring is told of completions (the mode the
+    /// kernel accepted, see [`Config::task_run`](crate::Config::task_run));
+    /// `None` for a core on the epoll driver.
+    pub fn task_runs(&self) -> Vec<Option<TaskRun>> {
+        self.inner
+            .drivers
+            .lock()
+            .map(|d| d.iter().map(|(_, t)| *t).collect())
             .unwrap_or_default()
     }
 

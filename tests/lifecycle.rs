@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use shardcast::{CloseCode, DriverKind, SlowConsumerPolicy};
+use shardcast::{CloseCode, DriverKind, SlowConsumerPolicy, TaskRun};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -19,6 +19,62 @@ fn drivers_follow_the_environment() {
     }
     eprintln!("drivers: {drivers:?}");
     stop(h);
+}
+
+/// The kernel's (major, minor) version, from `uname -r`.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
+#[test]
+fn every_task_run_mode_serves_or_falls_back_to_one_the_kernel_has() {
+    let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok_and(|v| v == "1");
+    let kernel = kernel_version();
+    for wanted in [TaskRun::Defer, TaskRun::Coop, TaskRun::Interrupt] {
+        let (h, _) = start(config(2).task_run(wanted));
+        let runs = h.task_runs();
+        assert_eq!(runs.len(), 2);
+        for (driver, run) in h.drivers().iter().zip(&runs) {
+            match driver {
+                DriverKind::Legacy => assert_eq!(*run, None, "epoll has no ring"),
+                DriverKind::IoUring => {
+                    let got = run.expect("an io_uring core reports its mode");
+                    // What this kernel must accept: DEFER_TASKRUN came in
+                    // 6.1, COOP_TASKRUN in 5.19; a mode it has is never
+                    // downgraded, and a fallback is always further down.
+                    let has = |m: TaskRun| match m {
+                        TaskRun::Defer => kernel >= (6, 1),
+                        TaskRun::Coop => kernel >= (5, 19),
+                        TaskRun::Interrupt => true,
+                    };
+                    let mut expected = wanted;
+                    while !has(expected) {
+                        expected = expected.fallback().unwrap();
+                    }
+                    assert_eq!(got, expected, "wanted {wanted}, kernel {kernel:?}");
+                }
+            }
+        }
+        if forced {
+            assert!(runs.iter().all(Option::is_none), "{runs:?}");
+        }
+        // The mode carries traffic: an echo round trip on every core.
+        for _ in 0..4 {
+            let mut r = Raw::connect(h.local_addr());
+            r.send_frame(true, 1, b"ring");
+            loop {
+                let (_, op, p) = r.read_frame().unwrap();
+                if op == 1 {
+                    assert_eq!(p, b"ring", "{wanted}");
+                    break;
+                }
+            }
+        }
+        stop(h);
+    }
 }
 
 #[test]

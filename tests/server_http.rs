@@ -165,6 +165,24 @@ fn metrics_counters_move_with_traffic() {
         assert!(series.starts_with("shardcast_"), "{line}");
     }
     assert_eq!(metric(&before, "shardcast_connections_active", None), 0.0);
+    // One info line per core: its driver and io_uring completion mode.
+    let drivers: Vec<&str> = before
+        .lines()
+        .filter(|l| l.starts_with("shardcast_core_driver{"))
+        .collect();
+    assert_eq!(drivers.len(), running.handle().cores(), "{drivers:?}");
+    for (i, (d, t)) in running
+        .handle()
+        .drivers()
+        .iter()
+        .zip(running.handle().task_runs())
+        .enumerate()
+    {
+        let run = t.map_or("none".to_string(), |t| t.to_string());
+        let line =
+            format!("shardcast_core_driver{{core=\"{i}\",driver=\"{d}\",task_run=\"{run}\"}} 1");
+        assert!(drivers.contains(&line.as_str()), "{line} in {drivers:?}");
+    }
 
     let mut sub = connect(addr, "/");
     subscribe(&mut sub, &["m"]);

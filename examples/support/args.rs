@@ -1,9 +1,10 @@
-// Shared by the examples: `--listen ADDR` and `--cores N`.
+// Shared by the examples: `--listen ADDR`, `--cores N` and `--task-run MODE`.
 
 use std::net::SocketAddr;
 
 /// Reads `--listen ADDR` (default 127.0.0.1:9001) and `--cores N`
-/// (default: the CPUs of the affinity mask) into a config.
+/// (default: the CPUs of the affinity mask) and `--task-run defer|coop|interrupt`
+/// (default: defer, with the engine's fallback) into a config.
 pub fn config_from_args() -> shardcast::Config {
     let mut config = shardcast::Config::new();
     let mut args = std::env::args().skip(1);
@@ -23,12 +24,19 @@ pub fn config_from_args() -> shardcast::Config {
                     std::process::exit(2)
                 }));
             }
+            "--task-run" => {
+                let v = args.next().unwrap_or_default();
+                config = config.task_run(v.parse().unwrap_or_else(|e| {
+                    eprintln!("--task-run: {e}");
+                    std::process::exit(2)
+                }));
+            }
             "-h" | "--help" => {
-                println!("usage: [--listen ADDR] [--cores N]");
+                println!("usage: [--listen ADDR] [--cores N] [--task-run defer|coop|interrupt]");
                 std::process::exit(0);
             }
             other => {
-                eprintln!("unknown argument {other}; usage: [--listen ADDR] [--cores N]");
+                eprintln!("unknown argument {other}; usage: [--listen ADDR] [--cores N] [--task-run defer|coop|interrupt]");
                 std::process::exit(2);
             }
         }

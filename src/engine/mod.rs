@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::api::Handler;
 use crate::config::Config;
-use crate::handle::{DriverKind, ServerHandle};
+use crate::handle::ServerHandle;
 use crate::mesh::{self, Mesh};
 use crate::pubsub::InterestTable;
 use crate::state::Core;
@@ -58,7 +58,8 @@ impl<H: Handler> Server<H> {
         let mesh = Arc::new(Mesh::new(interest, mailboxes));
         let handle = ServerHandle::new(mesh.clone(), local_addr);
 
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<(usize, DriverKind)>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<io::Result<(usize, runtime::Driver)>>();
         let mut threads = Vec::with_capacity(n);
         for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
             let cpu = if config.pin && !cpus.is_empty() {
@@ -66,6 +67,7 @@ impl<H: Handler> Server<H> {
             } else {
                 None
             };
+            let task_run = config.task_run;
             let (mesh, handle, handler, config, ready) = (
                 mesh.clone(),
                 handle.clone(),
@@ -80,14 +82,20 @@ impl<H: Handler> Server<H> {
                         core_affinity::set_for_current(cpu);
                     }
                     crate::handle::mark_core_thread();
-                    let (mut rt, driver) = match runtime::build() {
+                    let (mut rt, driver) = match runtime::build(task_run) {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = ready.send(Err(e));
                             return;
                         }
                     };
-                    tracing::info!(core = i, cpu = ?cpu.map(|c| c.id), driver = %driver, "core started");
+                    tracing::info!(
+                        core = i,
+                        cpu = ?cpu.map(|c| c.id),
+                        driver = %driver.kind,
+                        task_run = ?driver.task_run,
+                        "core started"
+                    );
                     let _ = ready.send(Ok((i, driver)));
                     drop(ready);
                     rt.block_on(async move {
@@ -102,7 +110,7 @@ impl<H: Handler> Server<H> {
         handle.set_threads(threads);
         for _ in 0..n {
             match ready_rx.recv() {
-                Ok(Ok((i, d))) => handle.set_driver(i, d),
+                Ok(Ok((i, d))) => handle.set_driver(i, d.kind, d.task_run),
                 Ok(Err(e)) => {
                     handle.shutdown();
                     handle.join();

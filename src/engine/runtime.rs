@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
+use crate::config::TaskRun;
 use crate::handle::DriverKind;
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
@@ -14,27 +15,80 @@ pub(crate) type CoreRuntime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDrive
 /// memory fits the default locked-memory limit of kernels before 5.12.
 const RING_ENTRIES: u32 = 1024;
 
+/// The io_uring setup flags of a [`TaskRun`] mode.
+fn ring_builder(mode: TaskRun) -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    match mode {
+        TaskRun::Defer => {
+            b.setup_defer_taskrun().setup_single_issuer();
+        }
+        TaskRun::Coop => {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        TaskRun::Interrupt => {}
+    }
+    b
+}
+
+/// What a core runs: its driver and, on io_uring, how completions reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Driver {
+    pub(crate) kind: DriverKind,
+    pub(crate) task_run: Option<TaskRun>,
+}
+
 /// Builds a runtime for the current thread: io_uring when the kernel
-/// offers it and the ring can be created, otherwise the legacy driver.
+/// offers it and the ring can be created, with the most wanted
+/// [`TaskRun`] mode the kernel accepts (an older kernel refuses the
+/// newer setup flags with `EINVAL`), otherwise the legacy driver.
 /// `MONOIO_FORCE_LEGACY_DRIVER=1` forces the legacy driver.
-pub(crate) fn build() -> io::Result<(CoreRuntime, DriverKind)> {
+///
+/// The ring must be built on the thread that runs it: with
+/// [`TaskRun::Defer`] only that thread may submit.
+pub(crate) fn build(wanted: TaskRun) -> io::Result<(CoreRuntime, Driver)> {
     if monoio::utils::detect_uring() {
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(rt) => return Ok((rt.into(), DriverKind::IoUring)),
-            // On 5.10/5.11 ring memory counts against RLIMIT_MEMLOCK and
-            // creating the ring can fail although the probe passed.
-            Err(e) => tracing::warn!(error = %e, "io_uring ring unavailable, using epoll"),
+        let mut mode = Some(wanted);
+        while let Some(m) = mode {
+            match RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .uring_builder(ring_builder(m))
+                .enable_timer()
+                .build()
+            {
+                Ok(rt) => {
+                    let driver = Driver {
+                        kind: DriverKind::IoUring,
+                        task_run: Some(m),
+                    };
+                    return Ok((rt.into(), driver));
+                }
+                Err(e) => {
+                    let next = m.fallback();
+                    match next {
+                        Some(n) => {
+                            tracing::debug!(error = %e, mode = %m, next = %n, "io_uring mode refused")
+                        }
+                        // On 5.10/5.11 ring memory counts against
+                        // RLIMIT_MEMLOCK and creating the ring can fail
+                        // although the probe passed.
+                        None => {
+                            tracing::warn!(error = %e, "io_uring ring unavailable, using epoll")
+                        }
+                    }
+                    mode = next;
+                }
+            }
         }
     }
     let rt = RuntimeBuilder::<LegacyDriver>::new()
         .with_entries(RING_ENTRIES)
         .enable_timer()
         .build()?;
-    Ok((rt.into(), DriverKind::Legacy))
+    let driver = Driver {
+        kind: DriverKind::Legacy,
+        task_run: None,
+    };
+    Ok((rt.into(), driver))
 }
 
 /// A listening socket with SO_REUSEPORT, so each core accepts its own share

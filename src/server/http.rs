@@ -87,6 +87,10 @@ pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>
                 &handle.inbox_depths(),
                 &handle.inbox_refused(),
             ));
+            body.push_str(&super::metrics::render_drivers(
+                &handle.drivers(),
+                &handle.task_runs(),
+            ));
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         Ok(Endpoint::StatusPage) => {

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use shardcast::stats::REJECT_STATUSES;
-use shardcast::{MemoryGauges, StatsSnapshot};
+use shardcast::{DriverKind, MemoryGauges, StatsSnapshot, TaskRun};
 
 /// Error codes the server sends, in the order of [`ServerCounters::errors`].
 pub const ERROR_CODES: [&str; 6] = [
@@ -114,6 +114,32 @@ pub fn render_inboxes(depths: &[usize], refused: &[u64]) -> String {
     out.push_str("# HELP shardcast_inbox_refused_total Publishes refused because the core's inbox was full.\n# TYPE shardcast_inbox_refused_total counter\n");
     for (i, r) in refused.iter().enumerate() {
         let _ = writeln!(out, "shardcast_inbox_refused_total{{core=\"{i}\"}} {r}");
+    }
+    out
+}
+
+/// Renders each core's io driver and, on io_uring, how its ring is told of
+/// completions (`task_run`: defer, coop or interrupt; see
+/// [`shardcast::TaskRun`]), as an info gauge of value 1.
+pub fn render_drivers(drivers: &[DriverKind], task_runs: &[Option<TaskRun>]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    family(
+        &mut out,
+        "shardcast_core_driver",
+        "gauge",
+        "The core's io driver and io_uring completion mode (value 1).",
+    );
+    for (i, d) in drivers.iter().enumerate() {
+        let run = task_runs
+            .get(i)
+            .copied()
+            .flatten()
+            .map_or_else(|| "none".to_string(), |t| t.to_string());
+        let _ = writeln!(
+            out,
+            "shardcast_core_driver{{core=\"{i}\",driver=\"{d}\",task_run=\"{run}\"}} 1"
+        );
     }
     out
 }
