@@ -67,6 +67,12 @@ pub struct CoreStats {
     pub bytes_out: Counter,
     /// Bytes written to sockets.
     pub write_bytes: Counter,
+    /// Writes to sockets (`sendmsg` calls that wrote something): with
+    /// [`frames_written`](Self::frames_written), how many frames one write
+    /// carries.
+    pub writes: Counter,
+    /// Frames (messages and control frames) completely written to sockets.
+    pub frames_written: Counter,
     /// Publishes started on this core.
     pub publishes: Counter,
     /// Frames queued for subscribers on this core.
@@ -151,6 +157,8 @@ impl CoreStats {
             messages_out: self.messages_out.get(),
             bytes_out: self.bytes_out.get(),
             write_bytes: self.write_bytes.get(),
+            writes: self.writes.get(),
+            frames_written: self.frames_written.get(),
             publishes: self.publishes.get(),
             deliveries: self.deliveries.get(),
             dropped: self.dropped.get(),
@@ -192,6 +200,10 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     /// Bytes written to sockets.
     pub write_bytes: u64,
+    /// Writes to sockets (`sendmsg` calls that wrote something).
+    pub writes: u64,
+    /// Frames completely written to sockets.
+    pub frames_written: u64,
     /// Publishes.
     pub publishes: u64,
     /// Frames queued for subscribers.
@@ -303,6 +315,8 @@ impl StatsSnapshot {
         self.messages_out += o.messages_out;
         self.bytes_out += o.bytes_out;
         self.write_bytes += o.write_bytes;
+        self.writes += o.writes;
+        self.frames_written += o.frames_written;
         self.publishes += o.publishes;
         self.deliveries += o.deliveries;
         self.dropped += o.dropped;

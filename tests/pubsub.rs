@@ -147,3 +147,39 @@ fn a_core_that_falls_behind_refuses_publishes_past_its_inbox_capacity_and_counts
     assert_eq!(h.inbox_refused().iter().sum::<u64>(), refused);
     stop(h);
 }
+
+#[test]
+fn frames_queued_in_one_turn_leave_in_one_write_and_are_counted() {
+    let (h, _) = start(config(1));
+    let mut r = Raw::connect(h.local_addr());
+    // The 101 answer is written as one frame of the outbox; the client can
+    // read it before the core has counted it.
+    wait_until("the handshake's answer is counted", || {
+        h.stats().frames_written == 1
+    });
+    let before = h.stats();
+    // One callback queues 200 binary frames of 10 bytes: one flush, and
+    // they fit one write.
+    r.send_frame(true, 1, b"flood:200:10");
+    let mut bytes = 0;
+    for _ in 0..200 {
+        let (_, op, p) = r.read_frame().unwrap();
+        assert_eq!((op, p.len()), (2, 10));
+        bytes += 2 + p.len() as u64;
+    }
+    wait_until("the writes are counted", || {
+        h.stats().frames_written - before.frames_written >= 200
+    });
+    let after = h.stats();
+    let (writes, frames) = (
+        after.writes - before.writes,
+        after.frames_written - before.frames_written,
+    );
+    assert_eq!(frames, 200, "every frame written is counted once");
+    assert!(
+        (1..=2).contains(&writes),
+        "200 frames queued in one turn took {writes} writes"
+    );
+    assert_eq!(after.write_bytes - before.write_bytes, bytes);
+    stop(h);
+}

@@ -69,9 +69,10 @@ impl Outbox {
     }
 
     /// One `sendmsg` of the head of the queue: small frames copied into
-    /// `g`'s buffer, large shared frames by reference. `WouldBlock` when the
-    /// socket took less than offered.
-    pub(super) fn write_some(&mut self, fd: RawFd, g: &mut Gather) -> io::Result<usize> {
+    /// `g`'s buffer, large shared frames by reference. Returns the bytes
+    /// written, the frames completed and whether the socket took all that
+    /// was offered (if not, it is full: wait until it is writable).
+    pub(super) fn write_some(&mut self, fd: RawFd, g: &mut Gather) -> io::Result<Written> {
         g.wbuf.clear();
         g.iov.clear();
         g.plan.clear();
@@ -103,15 +104,17 @@ impl Outbox {
             }
         }
         let n = sys::send_iovecs(fd, &g.iov)?;
-        self.advance(n);
-        if n < total {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
+        let frames = self.advance(n);
+        Ok(Written {
+            bytes: n,
+            frames,
+            full: n < total,
+        })
     }
 
-    /// Moves past `n` written bytes.
-    fn advance(&mut self, n: usize) {
+    /// Moves past `n` written bytes; returns the frames completed.
+    fn advance(&mut self, n: usize) -> usize {
+        let mut completed = 0;
         let mut left = n;
         while left > 0 {
             let f = self
@@ -123,6 +126,7 @@ impl Outbox {
                 left -= rem;
                 self.frames.pop_front();
                 self.head_written = 0;
+                completed += 1;
             } else {
                 self.head_written += left;
                 left = 0;
@@ -133,7 +137,19 @@ impl Outbox {
             // An idle connection keeps no queue memory.
             self.frames = VecDeque::new();
         }
+        completed
     }
+}
+
+/// What one write took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Written {
+    /// Bytes.
+    pub(super) bytes: usize,
+    /// Frames completed by it.
+    pub(super) frames: usize,
+    /// The socket took less than offered: it is full.
+    pub(super) full: bool,
 }
 
 /// Whether a queued frame is a data message (a whole text or binary frame,

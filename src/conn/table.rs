@@ -751,21 +751,16 @@ impl<D> ConnTable<D> {
         if c.waiting_writable {
             return false;
         }
-        let mut wrote = 0usize;
+        let (mut bytes, mut writes, mut frames) = (0usize, 0u64, 0usize);
         while !c.outbox.is_empty() {
-            match c.outbox.write_some(c.fd, &mut self.gather) {
-                Ok(0) => break,
-                Ok(n) => wrote += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.waiting_writable = true;
-                    let (stream, gen, schedule) = (c.stream.clone(), c.gen, self.schedule.clone());
-                    monoio::spawn(async move {
-                        let _ = stream.writable(false).await;
-                        schedule.writable.borrow_mut().push((key, gen));
-                        schedule.wake.notify();
-                    });
-                    break;
+            let full = match c.outbox.write_some(c.fd, &mut self.gather) {
+                Ok(w) => {
+                    bytes += w.bytes;
+                    frames += w.frames;
+                    writes += u64::from(w.bytes > 0);
+                    w.full
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
                 Err(_) => {
                     // Peer gone: drop what is queued and shut the socket;
                     // the read task sees it and cleans up.
@@ -774,9 +769,22 @@ impl<D> ConnTable<D> {
                     sys::shutdown(c.fd, libc::SHUT_RDWR);
                     break;
                 }
+            };
+            if full {
+                c.waiting_writable = true;
+                let (stream, gen, schedule) = (c.stream.clone(), c.gen, self.schedule.clone());
+                monoio::spawn(async move {
+                    let _ = stream.writable(false).await;
+                    schedule.writable.borrow_mut().push((key, gen));
+                    schedule.wake.notify();
+                });
+                break;
             }
         }
-        self.stats[self.core].write_bytes.bump(wrote as u64);
+        let stats = &self.stats[self.core];
+        stats.write_bytes.bump(bytes as u64);
+        stats.writes.bump(writes);
+        stats.frames_written.bump(frames as u64);
         if c.outbox.queued() <= self.cfg.outbox_limit {
             c.over_since = 0;
         }

@@ -149,7 +149,7 @@ pub fn render_drivers(drivers: &[DriverKind], task_runs: &[Option<TaskRun>]) -> 
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 19] = [
+    let engine: [(&str, &str, &str, Get); 21] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -203,6 +203,18 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "Bytes written to sockets.",
             |s| s.write_bytes,
+        ),
+        (
+            "shardcast_socket_writes_total",
+            "counter",
+            "Writes to sockets (sendmsg calls); frames_written over writes is the frames one write carries.",
+            |s| s.writes,
+        ),
+        (
+            "shardcast_frames_written_total",
+            "counter",
+            "Frames (messages and control frames) completely written to sockets.",
+            |s| s.frames_written,
         ),
         (
             "shardcast_publishes_total",
