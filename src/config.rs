@@ -114,6 +114,16 @@ pub struct Config {
     /// Graceful shutdown waits this long for close handshakes before it drops
     /// what is left. Default: 5 s.
     pub shutdown_timeout: Duration,
+    /// Write coalescing under load: when a core's turn leaves at least
+    /// [`flush_gather_min`](Self::flush_gather_min) connections with frames
+    /// to write, the core waits up to this long, reading whatever input
+    /// arrives meanwhile, before it writes, so that frames for the same
+    /// connection leave in one write. Smaller turns are written at once.
+    /// Zero turns it off. Default: 0 (off).
+    pub flush_gather: Duration,
+    /// Connections with frames to write from which a turn waits
+    /// [`flush_gather`](Self::flush_gather) before writing. Default: 1,024.
+    pub flush_gather_min: usize,
     /// How an io_uring core is told of completions: the most wanted mode;
     /// a kernel without it gets the next one down
     /// ([`TaskRun::Defer`] → [`TaskRun::Coop`] → [`TaskRun::Interrupt`]).
@@ -211,6 +221,8 @@ impl Default for Config {
             backlog: 1024,
             interest_buckets: 1 << 16,
             shutdown_timeout: Duration::from_secs(5),
+            flush_gather: Duration::ZERO,
+            flush_gather_min: 1024,
             task_run: TaskRun::Defer,
         }
     }
@@ -291,6 +303,10 @@ impl Config {
         interest_buckets: usize;
         /// Sets [`Config::shutdown_timeout`].
         shutdown_timeout: Duration;
+        /// Sets [`Config::flush_gather`].
+        flush_gather: Duration;
+        /// Sets [`Config::flush_gather_min`].
+        flush_gather_min: usize;
         /// Sets [`Config::task_run`].
         task_run: TaskRun;
     }

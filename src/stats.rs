@@ -73,6 +73,8 @@ pub struct CoreStats {
     pub writes: Counter,
     /// Frames (messages and control frames) completely written to sockets.
     pub frames_written: Counter,
+    /// Turns whose writes waited [`Config::flush_gather`](crate::Config::flush_gather).
+    pub gathers: Counter,
     /// Publishes started on this core.
     pub publishes: Counter,
     /// Frames queued for subscribers on this core.
@@ -159,6 +161,7 @@ impl CoreStats {
             write_bytes: self.write_bytes.get(),
             writes: self.writes.get(),
             frames_written: self.frames_written.get(),
+            gathers: self.gathers.get(),
             publishes: self.publishes.get(),
             deliveries: self.deliveries.get(),
             dropped: self.dropped.get(),
@@ -204,6 +207,8 @@ pub struct StatsSnapshot {
     pub writes: u64,
     /// Frames completely written to sockets.
     pub frames_written: u64,
+    /// Turns whose writes waited for `flush_gather`.
+    pub gathers: u64,
     /// Publishes.
     pub publishes: u64,
     /// Frames queued for subscribers.
@@ -317,6 +322,7 @@ impl StatsSnapshot {
         self.write_bytes += o.write_bytes;
         self.writes += o.writes;
         self.frames_written += o.frames_written;
+        self.gathers += o.gathers;
         self.publishes += o.publishes;
         self.deliveries += o.deliveries;
         self.dropped += o.dropped;

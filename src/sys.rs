@@ -122,6 +122,73 @@ pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) {
     }
 }
 
+/// A one-shot timer with microsecond resolution as a descriptor
+/// (`timerfd`, `CLOCK_MONOTONIC`): armed with [`arm`](Self::arm), it becomes
+/// readable when it expires, so a core's driver waits for it as it waits
+/// for a socket, processing whatever input arrives meanwhile (the runtime's
+/// own timers have a resolution of one millisecond).
+pub(crate) struct ShortTimer {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl ShortTimer {
+    /// A disarmed, non-blocking timer.
+    pub(crate) fn new() -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: timerfd_create has no memory preconditions.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        Ok(Self {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor, to wait on for readability.
+    pub(crate) fn fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Expires once, `after` from now (at least 1 ns: zero would disarm).
+    pub(crate) fn arm(&self, after: std::time::Duration) -> io::Result<()> {
+        let after = after.max(std::time::Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec for the duration of the call;
+        // a null old-value pointer is allowed.
+        let r = unsafe { libc::timerfd_settime(self.fd(), 0, &spec, std::ptr::null_mut()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Consumes an expiry, so the descriptor is no longer readable.
+    /// Returns whether the timer had expired.
+    pub(crate) fn consume(&self) -> bool {
+        let mut n = [0u8; 8];
+        // SAFETY: `n` is 8 writable bytes, what a timerfd read needs.
+        let r = unsafe { libc::read(self.fd(), n.as_mut_ptr().cast(), n.len()) };
+        r == 8
+    }
+}
+
 /// Sets TCP_NODELAY: fanout frames must not wait for Nagle's algorithm.
 pub(crate) fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
@@ -317,6 +384,25 @@ mod tests {
         let mut got = Vec::new();
         b.read_to_end(&mut got).unwrap();
         assert_eq!(got.len(), 64);
+    }
+
+    #[test]
+    fn a_short_timer_expires_once_after_its_delay() {
+        let t = ShortTimer::new().unwrap();
+        assert!(!t.consume(), "a new timer is disarmed");
+        let start = std::time::Instant::now();
+        t.arm(std::time::Duration::from_micros(300)).unwrap();
+        let mut pfd = libc::pollfd {
+            fd: t.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+        assert_eq!(n, 1, "readable within a second");
+        assert!(start.elapsed() >= std::time::Duration::from_micros(300));
+        assert!(t.consume());
+        assert!(!t.consume(), "one expiry, consumed");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::time::{Duration, Instant};
 
 #[test]
 fn publish_reaches_subscribers_on_every_core_in_order() {
@@ -182,4 +183,75 @@ fn frames_queued_in_one_turn_leave_in_one_write_and_are_counted() {
     );
     assert_eq!(after.write_bytes - before.write_bytes, bytes);
     stop(h);
+}
+
+/// Three subscribers of `t` and a publisher on one core; the publisher
+/// sends two publishes 5 ms apart. Returns (the subscribers' write count
+/// delta, gathers, the time until the first delivery).
+fn two_publishes(cfg: shardcast::Config) -> (u64, u64, Duration) {
+    let (h, _) = start(cfg);
+    let mut subs: Vec<Raw> = (0..3).map(|_| Raw::connect(h.local_addr())).collect();
+    for s in &mut subs {
+        s.send_frame(true, 1, b"sub:t");
+        let (_, _, p) = s.read_frame().unwrap();
+        assert!(p.starts_with(b"subscribed:t"));
+    }
+    let mut p = Raw::connect(h.local_addr());
+    wait_until("the handshakes are counted", || {
+        h.stats().frames_written == 3 * 2 + 1
+    });
+    let before = h.stats();
+    let sent = Instant::now();
+    p.send_frame(true, 1, b"pub:t:a");
+    std::thread::sleep(Duration::from_millis(5));
+    p.send_frame(true, 1, b"pub:t:b");
+    let mut first = None;
+    for s in &mut subs {
+        for want in [b"a", b"b"] {
+            let (_, op, m) = s.read_frame().unwrap();
+            first.get_or_insert_with(|| sent.elapsed());
+            assert_eq!((op, m.as_slice()), (1, &want[..]));
+        }
+    }
+    for _ in 0..2 {
+        let (_, _, m) = p.read_frame().unwrap();
+        assert_eq!(m, b"published:3");
+    }
+    wait_until("the writes are counted", || {
+        h.stats().frames_written - before.frames_written == 3 * 2 + 2
+    });
+    let after = h.stats();
+    stop(h);
+    (
+        after.writes - before.writes,
+        after.gathers - before.gathers,
+        first.unwrap(),
+    )
+}
+
+#[test]
+fn under_load_writes_gather_for_the_budget_and_at_low_load_leave_at_once() {
+    // Four connections to write (three subscribers and the publisher's
+    // answer) reach a threshold of 2: the turn waits 100 ms, the second
+    // publish arrives meanwhile, and each connection gets one write.
+    let gathered = config(1)
+        .flush_gather(Duration::from_millis(100))
+        .flush_gather_min(2);
+    let (writes, gathers, first) = two_publishes(gathered);
+    assert!(gathers >= 1, "the turn gathered");
+    assert!(
+        first >= Duration::from_millis(90),
+        "waited the budget: {first:?}"
+    );
+    assert_eq!(writes, 4, "both frames in one write per connection");
+
+    // Below the threshold nothing waits: two writes per connection.
+    let (writes, gathers, first) = two_publishes(
+        config(1)
+            .flush_gather(Duration::from_millis(100))
+            .flush_gather_min(100),
+    );
+    assert_eq!(gathers, 0);
+    assert!(first < Duration::from_millis(90), "{first:?}");
+    assert_eq!(writes, 8, "one write per frame");
 }

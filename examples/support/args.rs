@@ -1,10 +1,11 @@
-// Shared by the examples: `--listen ADDR`, `--cores N` and `--task-run MODE`.
+// Shared by the examples: `--listen ADDR`, `--cores N`, `--task-run MODE`, `--flush-gather-us N`.
 
 use std::net::SocketAddr;
 
 /// Reads `--listen ADDR` (default 127.0.0.1:9001) and `--cores N`
 /// (default: the CPUs of the affinity mask) and `--task-run defer|coop|interrupt`
-/// (default: defer, with the engine's fallback) into a config.
+/// (default: defer, with the engine's fallback) and `--flush-gather-us N`
+/// (default 0: off) into a config.
 pub fn config_from_args() -> shardcast::Config {
     let mut config = shardcast::Config::new();
     let mut args = std::env::args().skip(1);
@@ -31,12 +32,20 @@ pub fn config_from_args() -> shardcast::Config {
                     std::process::exit(2)
                 }));
             }
+            "--flush-gather-us" => {
+                let v = args.next().unwrap_or_default();
+                let us: u64 = v.parse().unwrap_or_else(|e| {
+                    eprintln!("--flush-gather-us {v}: {e}");
+                    std::process::exit(2)
+                });
+                config = config.flush_gather(std::time::Duration::from_micros(us));
+            }
             "-h" | "--help" => {
-                println!("usage: [--listen ADDR] [--cores N] [--task-run defer|coop|interrupt]");
+                println!("usage: [--listen ADDR] [--cores N] [--task-run defer|coop|interrupt] [--flush-gather-us N]");
                 std::process::exit(0);
             }
             other => {
-                eprintln!("unknown argument {other}; usage: [--listen ADDR] [--cores N] [--task-run defer|coop|interrupt]");
+                eprintln!("unknown argument {other}; usage: [--listen ADDR] [--cores N] [--task-run defer|coop|interrupt] [--flush-gather-us N]");
                 std::process::exit(2);
             }
         }

@@ -190,6 +190,11 @@ impl<D> ConnTable<D> {
         self.slab.len()
     }
 
+    /// Connections with frames queued since the last flush.
+    pub(crate) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }

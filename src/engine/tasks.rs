@@ -101,12 +101,79 @@ impl RateLimitedLog {
     }
 }
 
-/// Writes every connection that got frames since the last turn.
+/// Writes every connection that got frames since the last turn; under
+/// load (a large dirty set), first gathers for up to
+/// [`Config::flush_gather`](crate::Config::flush_gather).
 async fn flusher<H: Handler>(core: Rc<CoreOf<H>>) {
+    let gather = core.config().flush_gather;
+    let gather_min = core.config().flush_gather_min;
+    let timer = if gather.is_zero() {
+        None
+    } else {
+        match GatherTimer::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(core = core.id(), error = %e, "no gather timer: writes are not delayed");
+                None
+            }
+        }
+    };
     loop {
         core.schedule().wake().notified().await;
+        if let Some(t) = &timer {
+            if core.conns().dirty_len() >= gather_min {
+                t.wait(gather).await;
+                core.stats().gathers.bump(1);
+            }
+        }
         flush(&core);
     }
+}
+
+/// A [`sys::ShortTimer`] registered with the core's driver.
+struct GatherTimer {
+    timer: sys::ShortTimer,
+    ready: monoio::net::UnixStream,
+}
+
+impl GatherTimer {
+    fn new() -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        let timer = sys::ShortTimer::new()?;
+        // The driver only waits for readiness of this descriptor (a poll on
+        // io_uring, a registration on epoll): monoio has no wrapper for a
+        // bare descriptor, so it is lent as a stream on which no stream
+        // operation is ever made.
+        let dup = dup_cloexec(timer.fd())?;
+        // SAFETY: `dup` is a fresh descriptor owned by nobody else; the
+        // stream only polls it for readability and closes it on drop (no
+        // socket call is made on it: it is a timerfd).
+        let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(dup) };
+        let ready = monoio::net::UnixStream::from_std(std_stream)?;
+        Ok(Self { timer, ready })
+    }
+
+    /// Returns once `d` has passed; the core serves its other tasks meanwhile.
+    async fn wait(&self, d: Duration) {
+        if self.timer.arm(d).is_err() {
+            return;
+        }
+        while !self.timer.consume() {
+            if self.ready.readable(false).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// `dup(fd)` with close-on-exec.
+fn dup_cloexec(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor has no memory effects.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if d < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(d)
 }
 
 /// Drains the core's inbox; sleeps on the wake socket when it is empty.

@@ -149,7 +149,7 @@ pub fn render_drivers(drivers: &[DriverKind], task_runs: &[Option<TaskRun>]) -> 
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 21] = [
+    let engine: [(&str, &str, &str, Get); 22] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -215,6 +215,12 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "Frames (messages and control frames) completely written to sockets.",
             |s| s.frames_written,
+        ),
+        (
+            "shardcast_write_gathers_total",
+            "counter",
+            "Turns whose writes waited flush_gather for more frames (write coalescing under load).",
+            |s| s.gathers,
         ),
         (
             "shardcast_publishes_total",
