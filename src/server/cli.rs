@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use super::settings::{Settings, SlowConsumer};
+use super::settings::{Settings, SlowConsumer, TaskRunSetting};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +176,19 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_STATS_INTERVAL_MS", value_name = "MS")]
     pub stats_interval_ms: Option<u64>,
 
+    /// Microseconds a core lets frames gather before writing when a turn leaves at least
+    /// --flush-gather-min connections to write; 0: write at once. [default: 0]
+    #[arg(long, env = "SHARDCAST_FLUSH_GATHER_US", value_name = "US")]
+    pub flush_gather_us: Option<u64>,
+
+    /// Connections to write from which a turn gathers. [default: 1024]
+    #[arg(long, env = "SHARDCAST_FLUSH_GATHER_MIN", value_name = "N")]
+    pub flush_gather_min: Option<usize>,
+
+    /// io_uring completion mode; an older kernel gets the next one down. [default: defer]
+    #[arg(long, env = "SHARDCAST_TASK_RUN", value_enum)]
+    pub task_run: Option<TaskRunSetting>,
+
     /// Log filter, e.g. `info` or `shardcast=debug` (RUST_LOG when unset). [default: info]
     #[arg(long, env = "SHARDCAST_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -216,7 +229,10 @@ impl Cli {
             idle_timeout_secs,
             max_http_body,
             shutdown_timeout_secs,
-            stats_interval_ms
+            stats_interval_ms,
+            flush_gather_us,
+            flush_gather_min,
+            task_run
         );
         if self.cores.is_some() {
             s.cores = self.cores;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use shardcast::{CloseCode, Config, SlowConsumerPolicy};
+use shardcast::{CloseCode, Config, SlowConsumerPolicy, TaskRun};
 
 /// What happens to a client that reads slower than messages arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -16,6 +16,29 @@ pub enum SlowConsumer {
     Close,
     /// Drop the messages that do not fit; the connection stays.
     Drop,
+}
+
+/// How each core's io_uring ring is told of completions, the most wanted
+/// mode (an older kernel gets the next one down); see [`shardcast::TaskRun`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskRunSetting {
+    /// DEFER_TASKRUN (Linux 6.1+): completions collected when the core waits.
+    Defer,
+    /// COOP_TASKRUN (Linux 5.19+): completions at the core's next system call.
+    Coop,
+    /// No setup flags: the kernel interrupts the core for each completion.
+    Interrupt,
+}
+
+impl From<TaskRunSetting> for TaskRun {
+    fn from(t: TaskRunSetting) -> TaskRun {
+        match t {
+            TaskRunSetting::Defer => TaskRun::Defer,
+            TaskRunSetting::Coop => TaskRun::Coop,
+            TaskRunSetting::Interrupt => TaskRun::Interrupt,
+        }
+    }
 }
 
 /// Settings of a `shardcast` server.
@@ -102,6 +125,14 @@ pub struct Settings {
     /// Milliseconds between two `$sys.stats` messages, which the status
     /// page shows. Zero disables them. Default: 1,000.
     pub stats_interval_ms: u64,
+    /// Microseconds a core lets frames gather before writing when a turn
+    /// leaves at least `flush_gather_min` connections to write (write
+    /// coalescing under load); 0: write at once. Default: 0.
+    pub flush_gather_us: u64,
+    /// Connections to write from which a turn gathers. Default: 1,024.
+    pub flush_gather_min: usize,
+    /// io_uring completion mode. Default: `defer`.
+    pub task_run: TaskRunSetting,
 }
 
 impl Default for Settings {
@@ -134,6 +165,9 @@ impl Default for Settings {
             idle_timeout_secs: 120,
             shutdown_timeout_secs: 5,
             stats_interval_ms: 1_000,
+            flush_gather_us: 0,
+            flush_gather_min: 1024,
+            task_run: TaskRunSetting::Defer,
         }
     }
 }
@@ -234,6 +268,9 @@ impl Settings {
             .idle_timeout(idle)
             .ping_interval(idle / 3)
             .shutdown_timeout(Duration::from_secs(self.shutdown_timeout_secs))
+            .flush_gather(Duration::from_micros(self.flush_gather_us))
+            .flush_gather_min(self.flush_gather_min)
+            .task_run(self.task_run.into())
             .slow_consumer(match self.slow_consumer {
                 SlowConsumer::Close => {
                     SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow consumer".into())
@@ -261,6 +298,24 @@ mod tests {
         assert_eq!(s.max_subscriptions, 5);
         assert_eq!(s.slow_consumer, SlowConsumer::Drop);
         assert_eq!(s.max_topic_length, Settings::default().max_topic_length);
+    }
+
+    #[test]
+    fn write_coalescing_and_the_completion_mode_reach_the_engine() {
+        let s = Settings::from_toml(
+            "flush_gather_us = 250\nflush_gather_min = 64\ntask_run = \"coop\"\n",
+        )
+        .unwrap();
+        let c = s.engine_config();
+        assert_eq!(c.flush_gather, Duration::from_micros(250));
+        assert_eq!(c.flush_gather_min, 64);
+        assert_eq!(c.task_run, TaskRun::Coop);
+        let d = Settings::default().engine_config();
+        assert_eq!(
+            (d.flush_gather, d.task_run),
+            (Duration::ZERO, TaskRun::Defer)
+        );
+        assert!(Settings::from_toml("task_run = \"sqpoll\"\n").is_err());
     }
 
     #[test]
