@@ -1,9 +1,9 @@
 //! The busiest topics by subscriber count, published to `$sys.topics` next to `$sys.stats` for the status page.
 //!
-//! Nothing is recorded on the subscribe path. Each stats tick asks every
-//! core, in one query, whether anyone watches [`TOPICS_TOPIC`] and, if so,
-//! for its [`PER_CORE`] topics with the most local subscribers (one pass
-//! over that core's topics, on that core). The stats thread sums the
+//! Nothing is recorded on the subscribe path. Each stats tick asks whether
+//! anyone watches [`TOPICS_TOPIC`] and, if so, asks every core for its
+//! [`PER_CORE`] topics with the most local subscribers (one pass over that
+//! core's topics, on that core). The stats thread sums the
 //! counts by name and publishes the top [`TOP`]. A topic that is among
 //! the busiest on some cores but not others is ranked by the cores that
 //! listed it, so with more than [`PER_CORE`] busy topics per core the
@@ -30,24 +30,22 @@ pub const PER_CORE: usize = 64;
 /// The ranking as `(topic, subscribers)`, most subscribed first (ties by
 /// name), or `None` when no core has a subscriber of [`TOPICS_TOPIC`].
 pub fn ranking(handle: &ServerHandle) -> Option<Vec<(String, usize)>> {
+    // First the cheap question, so that nobody watching costs nothing.
+    if handle.subscriber_count(TOPICS_TOPIC).ok()? == 0 {
+        return None;
+    }
     let per_core = handle
         .query(|core| {
-            if core.subscriber_count(TOPICS_TOPIC) == 0 {
-                return (false, Vec::new());
-            }
-            // Ask for a few more than PER_CORE: the server's own `$` topics
-            // are among them and are left out.
+            // A few more than PER_CORE: the server's own `$` topics are
+            // among them and are left out.
             let mut busiest = core.busiest_topics(PER_CORE + 4);
             busiest.retain(|(t, _)| !t.starts_with('$'));
             busiest.truncate(PER_CORE);
-            (true, busiest)
+            busiest
         })
         .ok()?;
-    if !per_core.iter().any(|(watched, _)| *watched) {
-        return None;
-    }
     let mut sums: HashMap<Arc<str>, usize> = HashMap::new();
-    for (t, c) in per_core.into_iter().flat_map(|(_, list)| list) {
+    for (t, c) in per_core.into_iter().flatten() {
         *sums.entry(t).or_default() += c;
     }
     let mut counts: Vec<(String, usize)> =
