@@ -20,8 +20,11 @@ use futures_channel::mpsc::{unbounded, UnboundedSender};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Pending connections the kernel keeps for `accept`.
+const BACKLOG: u32 = 512;
 
 /// The sending end of one connection's writer task.
 type Tx = UnboundedSender<Message>;
@@ -242,7 +245,16 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(addr).await?;
+        // TcpListener::bind listens with a backlog of 128, which a burst of
+        // connects overflows; Node and Bun listen with 511 and 512.
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
         eprintln!("peer-tokio on ws://{addr}/ with {workers} worker threads");
         let state = Arc::new(State::default());
         loop {
