@@ -12,11 +12,14 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$root/$target
 port=${PORT:-19400}
 peers=("$@")
 ((${#peers[@]})) || peers=(shardcast bun tokio node-ws)
 logs=$(mktemp -d /tmp/peers-smoke.XXXXXX)
-loadgen=$root/target/release/loadgen
+loadgen=$target/release/loadgen
 lock=/tmp/shardcast-bench.lock
 
 say() { echo "smoke.sh: $*" >&2; }

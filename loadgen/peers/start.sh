@@ -20,6 +20,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$root/$target
 names="shardcast shardcast-shootout bun tokio node-ws"
 
 die() {
@@ -43,12 +46,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 case $name in
 shardcast)
-    bin=$(executable "$root/target/release/shardcast" "run cargo build --release")
+    bin=$(executable "$target/release/shardcast" "run cargo build --release")
     exec "$bin" --listen "127.0.0.1:$port" --cores 1 \
         --max-connections-per-ip 0 --publish-rate 0 --log warn >&2
     ;;
 shardcast-shootout)
-    bin=$(executable "$root/target/release/examples/shootout" "run cargo build --release --example shootout")
+    bin=$(executable "$target/release/examples/shootout" "run cargo build --release --example shootout")
     exec "$bin" --listen "127.0.0.1:$port" --cores 1 >&2
     ;;
 bun)
@@ -56,7 +59,7 @@ bun)
     exec "$bin" "$here/bun/server.ts" --port "$port" >&2
     ;;
 tokio)
-    bin=$(executable "$root/target/release/peer-tokio" "run $here/setup.sh")
+    bin=$(executable "$target/release/peer-tokio" "run $here/setup.sh")
     exec "$bin" --listen "127.0.0.1:$port" >&2
     ;;
 node-ws)
