@@ -272,3 +272,125 @@ fn main() -> std::io::Result<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_channel::mpsc::UnboundedReceiver;
+
+    struct Client {
+        id: u64,
+        tx: Tx,
+        rx: UnboundedReceiver<Message>,
+        mine: HashSet<String>,
+    }
+
+    fn connect(state: &State) -> Client {
+        let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = unbounded();
+        write(&state.clients).insert(id, tx.clone());
+        Client {
+            id,
+            tx,
+            rx,
+            mine: HashSet::new(),
+        }
+    }
+
+    fn send(state: &State, c: &mut Client, text: &str) {
+        handle(state, c.id, &c.tx, &mut c.mine, &Utf8Bytes::from(text));
+    }
+
+    fn received(c: &mut Client) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = c.rx.try_next() {
+            out.push(m.into_text().expect("text frames only").to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn publishes_reach_subscribers_with_data_byte_for_byte() {
+        let state = State::default();
+        let (mut sub, mut other, mut publisher) =
+            (connect(&state), connect(&state), connect(&state));
+        send(
+            &state,
+            &mut sub,
+            r#"{"type":"subscribe","topics":["t1"],"id":7}"#,
+        );
+        send(
+            &state,
+            &mut other,
+            r#"{"type":"subscribe","topics":["t2"]}"#,
+        );
+        assert_eq!(
+            received(&mut sub),
+            [r#"{"type":"subscribed","topics":["t1"],"id":7}"#]
+        );
+        assert_eq!(
+            received(&mut other),
+            [r#"{"type":"subscribed","topics":["t2"]}"#]
+        );
+        send(
+            &state,
+            &mut publisher,
+            r#"{"type":"publish","topic":"t1","data":{"n": 1.50, "s":"\u0041"}}"#,
+        );
+        assert_eq!(
+            received(&mut sub),
+            [r#"{"type":"message","topic":"t1","data":{"n": 1.50, "s":"\u0041"}}"#]
+        );
+        assert!(received(&mut other).is_empty());
+        assert!(received(&mut publisher).is_empty());
+        send(
+            &state,
+            &mut sub,
+            r#"{"type":"unsubscribe","topics":["t1"]}"#,
+        );
+        assert_eq!(
+            received(&mut sub),
+            [r#"{"type":"unsubscribed","topics":["t1"]}"#]
+        );
+        assert!(read(&state.topics).get("t1").is_none());
+        send(
+            &state,
+            &mut publisher,
+            r#"{"type":"publish","topic":"t1","data":1}"#,
+        );
+        assert!(received(&mut sub).is_empty());
+    }
+
+    #[test]
+    fn shootout_echo_and_broadcast() {
+        let state = State::default();
+        let (mut a, mut b) = (connect(&state), connect(&state));
+        let echo = r#"{"type":"echo","payload":"E0000"}"#;
+        send(&state, &mut a, echo);
+        assert_eq!(received(&mut a), [echo]);
+        send(&state, &mut a, r#"{"type":"broadcast","payload":"B1"}"#);
+        assert_eq!(
+            received(&mut a),
+            [
+                r#"{"type":"broadcast","payload":"B1"}"#,
+                r#"{"type":"broadcastResult","payload":"B1"}"#
+            ]
+        );
+        assert_eq!(received(&mut b), [r#"{"type":"broadcast","payload":"B1"}"#]);
+    }
+
+    #[test]
+    fn ignores_what_it_does_not_speak() {
+        let state = State::default();
+        let mut a = connect(&state);
+        for text in [
+            "not json",
+            "[1]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"publish"}"#,
+        ] {
+            send(&state, &mut a, text);
+        }
+        assert!(received(&mut a).is_empty());
+    }
+}
