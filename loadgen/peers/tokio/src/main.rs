@@ -303,7 +303,7 @@ mod tests {
 
     fn received(c: &mut Client) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(Some(m)) = c.rx.try_next() {
+        while let Ok(m) = c.rx.try_recv() {
             out.push(m.into_text().expect("text frames only").to_string());
         }
         out
