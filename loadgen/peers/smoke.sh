@@ -3,8 +3,9 @@
 # each one, short fanout, shootout echo, broadcast and connections runs,
 # each of which must end with nothing lost, duplicated or reordered. Prints
 # one PASS/FAIL line per peer and exits non-zero if any failed. Runs
-# setup.sh and builds loadgen and shardcast first. Takes about two minutes
-# once built (each loadgen run holds /tmp/shardcast-bench.lock).
+# setup.sh and builds loadgen and shardcast first. Takes two to four
+# minutes once built, more while another benchmark holds
+# /tmp/shardcast-bench.lock (each loadgen run takes it).
 #
 #   loadgen/peers/smoke.sh [NAME...]     (default: shardcast bun tokio node-ws)
 #   PORT=19400 loadgen/peers/smoke.sh    (the port the servers listen on)
