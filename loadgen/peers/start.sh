@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs one server under test in the foreground on 127.0.0.1:PORT. The
+# script execs it, so the PID its caller holds is the server's own (for CPU
+# and RSS read from /proc). Nothing is printed on stdout; the server's own
+# messages go to stderr. Run setup.sh first (and `cargo build --release` for
+# shardcast).
+#
+#   loadgen/peers/start.sh NAME PORT
+#
+# NAME:
+#   shardcast            target/release/shardcast, one core, no per-address
+#                        connection cap, no publish rate limit
+#   shardcast-shootout   target/release/examples/shootout, one core (the
+#                        echo/broadcast protocol, which the shardcast binary
+#                        does not speak)
+#   bun                  bun/server.ts on Bun.serve
+#   tokio                peer-tokio (tokio + tokio-tungstenite)
+#   node-ws              node-ws/server.mjs on Node.js and ws
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$root/$target
+names="shardcast shardcast-shootout bun tokio node-ws"
+
+die() {
+    echo "start.sh: $*" >&2
+    exit 2
+}
+
+(($# == 2)) || die "usage: start.sh NAME PORT (NAME: ${names// /, })"
+name=$1 port=$2
+[[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "$port is not a port"
+
+# executable PATH HOW: PATH, or an error telling how to make it.
+executable() {
+    [[ -x $1 ]] || die "$name: $1 is missing; $2"
+    printf '%s' "$1"
+}
+
+# Benchmarks open up to ~20,000 connections: allow as many files as the
+# hard limit does (Bun raises its own limit; Node and tokio do not).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+case $name in
+shardcast)
+    bin=$(executable "$target/release/shardcast" "run cargo build --release")
+    exec "$bin" --listen "127.0.0.1:$port" --cores 1 \
+        --max-connections-per-ip 0 --publish-rate 0 --log warn >&2
+    ;;
+shardcast-shootout)
+    bin=$(executable "$target/release/examples/shootout" "run cargo build --release --example shootout")
+    exec "$bin" --listen "127.0.0.1:$port" --cores 1 >&2
+    ;;
+bun)
+    bin=$(executable "$here/bun/node_modules/bun/bin/bun.exe" "run $here/setup.sh")
+    exec "$bin" "$here/bun/server.ts" --port "$port" >&2
+    ;;
+tokio)
+    bin=$(executable "$target/release/peer-tokio" "run $here/setup.sh")
+    exec "$bin" --listen "127.0.0.1:$port" >&2
+    ;;
+node-ws)
+    [[ -d $here/node-ws/node_modules/ws ]] || die "node-ws: $here/node-ws/node_modules is missing; run $here/setup.sh"
+    exec node "$here/node-ws/server.mjs" --port "$port" >&2
+    ;;
+*)
+    die "unknown server '$name' (one of: ${names// /, })"
+    ;;
+esac
