@@ -17,16 +17,38 @@ const RING_ENTRIES: u32 = 4096;
 
 /// Builds this thread's runtime: io_uring when the kernel offers it and the
 /// ring can be created, else epoll. `MONOIO_FORCE_LEGACY_DRIVER=1` forces epoll.
+///
+/// The ring asks the kernel to post completions only when this thread waits
+/// for them (`DEFER_TASKRUN`, Linux 6.1+), else at its next system call
+/// (`COOP_TASKRUN`, 5.19+), else with no flags. Without them every
+/// completion interrupts the load generator's CPU, and a server's sends pay
+/// for waking it: the load generator would charge the server under test
+/// for its own setup.
 fn build() -> io::Result<(CoreRuntime, &'static str)> {
     if monoio::utils::detect_uring() {
-        // On 5.10/5.11 ring memory counts against RLIMIT_MEMLOCK, so creating
-        // the ring can fail although the probe passed.
-        if let Ok(rt) = RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            return Ok((rt.into(), "io_uring"));
+        let flagged: [fn(&mut io_uring::Builder); 3] = [
+            |b| {
+                b.setup_defer_taskrun().setup_single_issuer();
+            },
+            |b| {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            },
+            |_| {},
+        ];
+        for set in flagged {
+            let mut urb = io_uring::IoUring::builder();
+            set(&mut urb);
+            // On 5.10/5.11 ring memory counts against RLIMIT_MEMLOCK, so
+            // creating the ring can fail although the probe passed; an
+            // older kernel refuses the newer flags.
+            if let Ok(rt) = RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .uring_builder(urb)
+                .enable_timer()
+                .build()
+            {
+                return Ok((rt.into(), "io_uring"));
+            }
         }
     }
     let rt = RuntimeBuilder::<LegacyDriver>::new()
