@@ -55,8 +55,16 @@ async fn handshake<H: Handler>(
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut continued = false;
+    // A client sends its request as soon as it is connected, so by the
+    // time the accepted socket is served the request has usually arrived:
+    // read it at once, and wait for readiness only if it has not (a poll
+    // submission and a wake-up saved per connection).
+    let mut wait = false;
     loop {
-        stream.readable(false).await.ok()?;
+        if wait {
+            stream.readable(false).await.ok()?;
+        }
+        wait = true;
         let answer = if buf.is_empty() {
             let mut scratch = core.scratch();
             let n = match sys::recv(fd, &mut scratch) {
