@@ -228,7 +228,7 @@ fn a_large_metrics_page_arrives_whole() {
     let running = start(|s| s.cores = Some(48));
     let mut s = std::net::TcpStream::connect(running.local_addr()).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
@@ -256,7 +256,7 @@ fn a_client_expecting_100_continue_gets_it_before_sending_the_body() {
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     write!(
         s,
-        "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     )
     .unwrap();

@@ -120,6 +120,17 @@ pub struct Cli {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// A host name requests may name in `Host` besides IP addresses and
+    /// localhost (repeat, or comma-separate); checked on an anonymous server
+    /// or when given; others get 403. [default: none]
+    #[arg(
+        long = "allowed-host",
+        env = "SHARDCAST_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// Subscriptions per connection. [default: 1000]
     #[arg(long, env = "SHARDCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
     pub max_subscriptions: Option<usize>,
@@ -249,6 +260,9 @@ impl Cli {
         }
         if !self.allowed_origins.is_empty() {
             s.allowed_origins = self.allowed_origins.clone();
+        }
+        if !self.allowed_hosts.is_empty() {
+            s.allowed_hosts = self.allowed_hosts.clone();
         }
         if let Some(p) = self.slow_consumer {
             s.slow_consumer = match p {

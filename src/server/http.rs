@@ -57,7 +57,18 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
 
 /// Answers one plain HTTP request.
 pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
+    let resp = answer(app, req, ctx);
+    if resp.status >= 400 {
+        app.counters(ctx.core()).http_refused(resp.status);
+    }
+    resp
+}
+
+fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     let r = req.request();
+    if app.host_refused(r) {
+        return HttpError::new(403, "forbidden", super::HOST_REFUSED.trim_end()).response();
+    }
     let endpoint = endpoint(r.method(), r.path());
     let status_endpoint = matches!(
         endpoint,
@@ -168,6 +179,18 @@ fn key_matches(app: &App, req: &HttpRequest<'_>) -> bool {
             && keys
                 .iter()
                 .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
+    })
+}
+
+/// Whether a `Content-Type` names JSON (`application/json`, any
+/// parameters). Required on the publish API: a page elsewhere can make a
+/// browser send a `text/plain` body without asking the server (a "simple"
+/// request), but not a JSON one.
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON))
     })
 }
 
@@ -319,6 +342,10 @@ impl Pending {
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
         return unauthorized();
+    }
+    if !is_json(req.request().header_str("content-type")) {
+        let m = "send the body as Content-Type: application/json";
+        return HttpError::new(415, "unsupported_media_type", m).response();
     }
     let (items, batch) = match parse_publish_body(req.body(), app.settings.max_topic_length) {
         Ok(b) => (b.items, b.batch),

@@ -136,6 +136,16 @@ impl App {
         self.counters.clone()
     }
 
+    /// Whether a request's `Host` must be refused (DNS rebinding): only
+    /// when the server checks it and the request names one (a request
+    /// without `Host` does not come from a browser).
+    fn host_refused(&self, req: &Request<'_>) -> bool {
+        self.settings.checks_host()
+            && req
+                .header_str("host")
+                .is_some_and(|h| !client_ip::host_allowed(h, &self.settings.allowed_hosts))
+    }
+
     fn release_ip(&self, ip: IpAddr) {
         if self.settings.max_connections_per_ip == 0 {
             return;
@@ -149,6 +159,10 @@ impl App {
         }
     }
 }
+
+/// The answer to a `Host` that is not an IP address, `localhost` or an
+/// allowed host.
+const HOST_REFUSED: &str = "host not allowed: name this server by IP address or localhost, or add the name with --allowed-host (allowed_hosts)\n";
 
 /// The token a handshake carries: `?token=` or `Authorization: Bearer`.
 fn handshake_token<'a>(req: &Request<'a>) -> Option<&'a str> {
@@ -169,6 +183,9 @@ impl Handler for App {
     type Local = CoreLocal;
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<Client, Rejection> {
+        if self.host_refused(req.request()) {
+            return Err(Rejection::new(403, HOST_REFUSED));
+        }
         // Anonymous, with no allowlist of its own: a web page from elsewhere
         // must not read and publish every topic through the visitor's
         // browser. Clients that send no Origin are not browsers.

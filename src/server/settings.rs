@@ -64,6 +64,13 @@ pub struct Settings {
     /// Allowed `Origin` values (exact, case-insensitive); others get 403.
     /// Empty allows any. Default: empty.
     pub allowed_origins: Vec<String>,
+    /// Host names (without the port) a request's `Host` may name besides
+    /// IP addresses and `localhost`, which always pass. Checked when the
+    /// server is anonymous (a web page that rebinds its own name to this
+    /// machine must not reach an open server through the visitor's
+    /// browser), and whenever the list is not empty; others get 403.
+    /// Default: none.
+    pub allowed_hosts: Vec<String>,
     /// Topics one connection may subscribe to. Default: 1,000.
     pub max_subscriptions: usize,
     /// Longest topic name in bytes. Default: 256.
@@ -120,6 +127,7 @@ impl Default for Settings {
             max_connections_per_ip: 10_000,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             max_subscriptions: 1_000,
             max_topic_length: 256,
             max_message_size: 64 << 10,
@@ -211,6 +219,12 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the `Host` of requests is checked (see
+    /// [`Settings::allowed_hosts`]).
+    pub fn checks_host(&self) -> bool {
+        self.anonymous() || !self.allowed_hosts.is_empty()
     }
 
     /// Whether WebSocket clients may connect without a token.
