@@ -135,6 +135,18 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
     pub max_subscriptions: Option<usize>,
 
+    /// Subscriptions over all connections; 0: no limit. [default: 10000000]
+    #[arg(long, env = "SHARDCAST_MAX_TOTAL_SUBSCRIPTIONS", value_name = "N")]
+    pub max_total_subscriptions: Option<usize>,
+
+    /// Subscriptions of the connections of one address; 0: no limit. [default: 1000000]
+    #[arg(long, env = "SHARDCAST_MAX_SUBSCRIPTIONS_PER_IP", value_name = "N")]
+    pub max_subscriptions_per_ip: Option<usize>,
+
+    /// Topics with a subscriber, counted per core; 0: no limit. [default: 1000000]
+    #[arg(long, env = "SHARDCAST_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
+
     /// Longest topic name, in bytes. [default: 256]
     #[arg(long, env = "SHARDCAST_MAX_TOPIC_LENGTH", value_name = "BYTES")]
     pub max_topic_length: Option<usize>,
@@ -216,6 +228,9 @@ impl Cli {
             max_connections,
             max_connections_per_ip,
             max_subscriptions,
+            max_total_subscriptions,
+            max_subscriptions_per_ip,
+            max_topics,
             max_topic_length,
             max_message_size,
             publish_rate,

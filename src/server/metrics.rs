@@ -21,6 +21,10 @@ pub const ERROR_CODES: [&str; 6] = [
     "internal",
 ];
 
+/// The limits a subscription can be refused by, in the order of
+/// [`ServerCounters::subscriptions_refused`].
+pub const SUBSCRIPTION_LIMITS: [&str; 4] = ["connection", "address", "server", "topics"];
+
 /// HTTP statuses the server refuses requests with, in the order of
 /// [`ServerCounters::http_refusals`] (the last slot counts any other).
 pub const HTTP_REFUSAL_STATUSES: [u16; 10] = [400, 401, 403, 404, 405, 411, 413, 415, 429, 500];
@@ -84,6 +88,10 @@ pub struct ServerCounters {
     pub auth_failed: AtomicU64,
     /// Error messages sent, by code (see [`ERROR_CODES`]).
     pub errors: [AtomicU64; ERROR_CODES.len()],
+    /// Topics a subscribe was refused by a limit: per connection, per
+    /// address, server-wide subscriptions, topics (see
+    /// [`SUBSCRIPTION_LIMITS`]).
+    pub subscriptions_refused: [AtomicU64; SUBSCRIPTION_LIMITS.len()],
     /// Plain HTTP requests the server's handler refused, by status (see
     /// [`HTTP_REFUSAL_STATUSES`]; the last slot counts any other).
     pub http_refusals: [AtomicU64; HTTP_REFUSAL_STATUSES.len() + 1],
@@ -399,6 +407,21 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             let _ = writeln!(
                 out,
                 "shardcast_client_errors_total{{core=\"{i}\",code=\"{code}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_subscriptions_refused_total",
+        "counter",
+        "Subscriptions refused, by the limit that refused them.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        for (j, limit) in SUBSCRIPTION_LIMITS.iter().enumerate() {
+            let n = c.subscriptions_refused[j].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shardcast_subscriptions_refused_total{{core=\"{i}\",limit=\"{limit}\"}} {n}"
             );
         }
     }

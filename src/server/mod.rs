@@ -51,7 +51,7 @@ pub mod fuzzing {
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -80,15 +80,56 @@ pub struct Client {
     tokens: f64,
     filled: Instant,
     ip: IpAddr,
+    /// The subscriptions of this client's address, shared by its
+    /// connections so that a subscribe takes no lock; `None` when nothing
+    /// counts per address.
+    ip_subs: Option<Arc<AtomicUsize>>,
+}
+
+/// One address's share of the server: its connections (changed under the
+/// map's lock, once per handshake and close) and its subscriptions.
+#[derive(Default)]
+struct PerIp {
+    conns: usize,
+    subs: Arc<AtomicUsize>,
+}
+
+/// Which limit refused a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubLimit {
+    /// `max_subscriptions`, per connection.
+    Connection,
+    /// `max_subscriptions_per_ip`.
+    Address,
+    /// `max_total_subscriptions`.
+    Server,
+    /// `max_topics`.
+    Topics,
+}
+
+/// Takes one of `max` (zero: no limit) from `n`: counted first, given
+/// back if over, so that cores subscribing at once cannot all take the
+/// last one.
+fn take_one(n: &AtomicUsize, max: usize) -> bool {
+    if n.fetch_add(1, Ordering::AcqRel) >= max && max > 0 {
+        n.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
 }
 
 /// The server's [`Handler`].
 pub struct App {
     settings: Settings,
     verifier: Option<Verifier>,
-    /// Connections per IP address. Locked once per handshake and once per
-    /// close, never on the message path.
-    per_ip: Mutex<FxHashMap<IpAddr, usize>>,
+    /// Connections and subscriptions per IP address. Locked once per
+    /// handshake and once per close, never on the message path.
+    per_ip: Mutex<FxHashMap<IpAddr, PerIp>>,
+    /// Subscriptions over all connections (`max_total_subscriptions`).
+    subscriptions: AtomicUsize,
+    /// Topics with a subscriber, counted on each core that has one
+    /// (`max_topics`); only kept when that limit is set.
+    topics: AtomicUsize,
     /// HTTP publish rate per client (API key, or address).
     http_buckets: buckets::Buckets,
     /// Shared with the completion callbacks of counted publishes, which
@@ -123,6 +164,8 @@ impl App {
             ),
             settings,
             per_ip: Mutex::new(FxHashMap::default()),
+            subscriptions: AtomicUsize::new(0),
+            topics: AtomicUsize::new(0),
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),
             started: Instant::now(),
         }
@@ -146,16 +189,58 @@ impl App {
                 .is_some_and(|h| !client_ip::host_allowed(h, &self.settings.allowed_hosts))
     }
 
+    /// Whether anything is counted per address.
+    fn counts_per_ip(&self) -> bool {
+        self.settings.max_connections_per_ip > 0 || self.settings.max_subscriptions_per_ip > 0
+    }
+
     fn release_ip(&self, ip: IpAddr) {
-        if self.settings.max_connections_per_ip == 0 {
+        if !self.counts_per_ip() {
             return;
         }
         let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(e) = m.get_mut(&ip) {
+            e.conns -= 1;
+            if e.conns == 0 {
                 m.remove(&ip);
             }
+        }
+    }
+
+    /// Takes a subscription to `topic` (not yet held) under the address,
+    /// server and topic limits; returns whether it creates the topic on
+    /// this core, for [`App::release_subscription`].
+    pub(crate) fn reserve_subscription(
+        &self,
+        ws: &Ws<'_, Self>,
+        topic: &str,
+    ) -> Result<bool, SubLimit> {
+        let s = &self.settings;
+        if !take_one(&self.subscriptions, s.max_total_subscriptions) {
+            return Err(SubLimit::Server);
+        }
+        if let Some(ip) = &ws.data().ip_subs {
+            if !take_one(ip, s.max_subscriptions_per_ip) {
+                self.subscriptions.fetch_sub(1, Ordering::AcqRel);
+                return Err(SubLimit::Address);
+            }
+        }
+        let creates = s.max_topics > 0 && ws.local_subscriber_count(topic) == 0;
+        if creates && !take_one(&self.topics, s.max_topics) {
+            self.release_subscription(ws, 1, 0);
+            return Err(SubLimit::Topics);
+        }
+        Ok(creates)
+    }
+
+    /// Gives back `subs` subscriptions and `topics` topics of `ws`.
+    pub(crate) fn release_subscription(&self, ws: &Ws<'_, Self>, subs: usize, topics: usize) {
+        self.subscriptions.fetch_sub(subs, Ordering::AcqRel);
+        if let Some(ip) = &ws.data().ip_subs {
+            ip.fetch_sub(subs, Ordering::AcqRel);
+        }
+        if topics > 0 {
+            self.topics.fetch_sub(topics, Ordering::AcqRel);
         }
     }
 }
@@ -220,23 +305,29 @@ impl Handler for App {
             client_ip::client_address(req.peer().ip(), forwarded, &self.settings.trusted_proxies);
         let ip = client_ip::limit_key(client);
         let limit = self.settings.max_connections_per_ip;
-        if limit > 0 {
+        let mut ip_subs = None;
+        if self.counts_per_ip() {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = m.entry(ip).or_insert(0);
-            if *n >= limit {
+            let e = m.entry(ip).or_default();
+            if limit > 0 && e.conns >= limit {
                 tracing::debug!(%ip, limit, "connection limit per address reached");
+                if e.conns == 0 {
+                    m.remove(&ip);
+                }
                 return Err(Rejection::new(
                     429,
                     "too many connections from this address\n",
                 ));
             }
-            *n += 1;
+            e.conns += 1;
+            ip_subs = Some(e.subs.clone());
         }
         Ok(Client {
             grant,
             tokens: f64::from(self.settings.publish_burst.max(1)),
             filled: Instant::now(),
             ip,
+            ip_subs,
         })
     }
 
@@ -265,10 +356,21 @@ impl Handler for App {
     }
 
     fn close(&self, ws: &mut Ws<'_, Self>, _code: CloseCode, _reason: &str) {
-        let subs = ws.subscription_count() as i64;
+        let subs = ws.subscription_count();
         self.counters(ws.core())
             .subscriptions
-            .fetch_sub(subs, Ordering::Relaxed);
+            .fetch_sub(subs as i64, Ordering::Relaxed);
+        // The subscriptions go after this returns; a topic this connection
+        // alone holds on its core goes with them.
+        let topics = if self.settings.max_topics > 0 && subs > 0 {
+            ws.topics()
+                .iter()
+                .filter(|t| ws.local_subscriber_count(t) == 1)
+                .count()
+        } else {
+            0
+        };
+        self.release_subscription(ws, subs, topics);
         ws.local().deadlines.forget(ws.id());
         self.release_ip(ws.data().ip);
     }

@@ -73,6 +73,20 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// Topics one connection may subscribe to. Default: 1,000.
     pub max_subscriptions: usize,
+    /// Subscriptions over all connections; past it a subscribe gets
+    /// `too_many_subscriptions`. Zero: no limit. Default: 10,000,000
+    /// (about 0.5–1 GiB of registry).
+    pub max_total_subscriptions: usize,
+    /// Subscriptions held by the connections of one address (IPv6 per
+    /// /64); past it, `too_many_subscriptions`. It also bounds the topics
+    /// one address can create, one per subscription. Zero: no limit.
+    /// Default: 1,000,000.
+    pub max_subscriptions_per_ip: usize,
+    /// Topics with a subscriber, counted on each core that has one (the
+    /// registry's memory is per core); a subscribe that would create one
+    /// more gets `too_many_subscriptions`. Zero: no limit.
+    /// Default: 1,000,000.
+    pub max_topics: usize,
     /// Longest topic name in bytes. Default: 256.
     pub max_topic_length: usize,
     /// Largest client message in bytes (all its frames); a larger one
@@ -129,6 +143,9 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             max_subscriptions: 1_000,
+            max_total_subscriptions: 10_000_000,
+            max_subscriptions_per_ip: 1_000_000,
+            max_topics: 1_000_000,
             max_topic_length: 256,
             max_message_size: 64 << 10,
             publish_rate: 100.0,
