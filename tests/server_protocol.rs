@@ -444,3 +444,91 @@ fn topics_are_capped_over_the_server() {
     assert!(refused_metric(&running, "topics") >= 3);
     stop(running);
 }
+
+/// Publishes with an id; returns the reply's `type` and `message`.
+fn try_publish(c: &mut Client) -> (String, String) {
+    let v = ask(c, r#"{"type":"publish","topic":"rl","data":1,"id":9}"#);
+    let kind = v["type"].as_str().unwrap_or_default().to_owned();
+    if kind == "error" {
+        assert_error(&v, "rate_limited");
+    }
+    (kind, v["message"].as_str().unwrap_or_default().to_owned())
+}
+
+fn publish_refusals(running: &shardcast::server::Running, limit: &str) -> u64 {
+    let (_, m) = http(running.local_addr(), "GET", "/metrics", &[], "");
+    m.lines()
+        .filter(|l| {
+            l.starts_with("shardcast_publishes_refused_total{")
+                && l.contains(&format!("limit=\"{limit}\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_server_wide_publish_rate_covers_websocket_and_http_publishers_together() {
+    // One core holds the whole rate; one token every 10 s, so none comes
+    // back during the test.
+    let running = start(|s| {
+        s.cores = Some(1);
+        s.publish_rate = 0.0;
+        s.server_publish_rate = 0.1;
+        s.server_publish_burst = 4;
+    });
+    let addr = running.local_addr();
+    let mut a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    assert_eq!(try_publish(&mut a).0, "published");
+    assert_eq!(try_publish(&mut b).0, "published");
+    let one = r#"{"topic":"rl","data":2}"#;
+    let (st, body) = http(addr, "POST", "/api/publish", &[], one);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(try_publish(&mut a).0, "published");
+    // The fourth took the last token: every publisher is refused now.
+    let (kind, why) = try_publish(&mut b);
+    assert_eq!(kind, "error");
+    assert!(why.contains("server"), "{why}");
+    assert_eq!(try_publish(&mut a).0, "error");
+    let (st, body) = http(addr, "POST", "/api/publish", &[], one);
+    assert_eq!(st, 429, "{body}");
+    assert!(
+        body.contains("rate_limited") && body.contains("server"),
+        "{body}"
+    );
+    assert_eq!(publish_refusals(&running, "server"), 3);
+    assert_alive(&mut a);
+    stop(running);
+}
+
+#[test]
+fn the_connections_of_one_address_share_its_publish_rate() {
+    let running = start(|s| {
+        s.publish_rate = 0.0;
+        s.publish_rate_per_ip = 0.1;
+        s.publish_burst_per_ip = 3;
+    });
+    let addr = running.local_addr();
+    // Connections on every core, all from 127.0.0.1.
+    let mut conns = clients_on_every_core(&running);
+    let n = conns.len();
+    for i in 0..3 {
+        assert_eq!(try_publish(&mut conns[i % n]).0, "published", "publish {i}");
+    }
+    for c in conns.iter_mut() {
+        let (kind, why) = try_publish(c);
+        assert_eq!(kind, "error");
+        assert!(why.contains("address"), "{why}");
+    }
+    assert_eq!(publish_refusals(&running, "address"), n as u64);
+    // HTTP publishers are limited per key or address on their own.
+    let (st, body) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[],
+        r#"{"topic":"rl","data":3}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    stop(running);
+}

@@ -163,6 +163,22 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_PUBLISH_BURST", value_name = "N")]
     pub publish_burst: Option<u32>,
 
+    /// Publishes per second of one address's WebSocket connections together; 0: no limit. [default: 0]
+    #[arg(long, env = "SHARDCAST_PUBLISH_RATE_PER_IP", value_name = "PER_SEC")]
+    pub publish_rate_per_ip: Option<f64>,
+
+    /// Publish burst of one address. [default: 1000]
+    #[arg(long, env = "SHARDCAST_PUBLISH_BURST_PER_IP", value_name = "N")]
+    pub publish_burst_per_ip: Option<u32>,
+
+    /// Publishes per second over the whole server, WebSocket and HTTP; 0: no limit. [default: 0]
+    #[arg(long, env = "SHARDCAST_SERVER_PUBLISH_RATE", value_name = "PER_SEC")]
+    pub server_publish_rate: Option<f64>,
+
+    /// Publish burst of the whole server. [default: 100000]
+    #[arg(long, env = "SHARDCAST_SERVER_PUBLISH_BURST", value_name = "N")]
+    pub server_publish_burst: Option<u32>,
+
     /// Messages one POST /api/publish may carry. [default: 10000]
     #[arg(long, env = "SHARDCAST_MAX_BATCH_ITEMS", value_name = "N")]
     pub max_batch_items: Option<usize>,
@@ -235,6 +251,10 @@ impl Cli {
             max_message_size,
             publish_rate,
             publish_burst,
+            publish_rate_per_ip,
+            publish_burst_per_ip,
+            server_publish_rate,
+            server_publish_burst,
             max_batch_items,
             http_publish_rate,
             http_publish_burst,

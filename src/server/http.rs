@@ -15,7 +15,7 @@ use super::auth::constant_time_eq;
 use super::json::{self, push_str};
 use super::metrics::ServerCounters;
 use super::protocol::{message_frame, topic_problem};
-use super::App;
+use super::{App, PubLimit};
 
 /// The status page, embedded in the binary.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -364,14 +364,29 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> Http
         Some(k) if !k.is_empty() => format!("key:{k}"),
         _ => format!("ip:{}", req.peer().ip()),
     };
-    if let Err(wait) = app.http_buckets.take(&client, n as f64) {
-        let m = format!(
-            "HTTP publish rate over {} messages per second (burst {})",
-            app.settings.http_publish_rate, app.settings.http_publish_burst
-        );
+    let refused = match app.http_buckets.take(&client, n as f64) {
+        Err(wait) => Some((PubLimit::HttpClient, wait)),
+        Ok(()) => app.take_publishes(ctx.local(), None, n as u64).err(),
+    };
+    if let Some((limit, wait)) = refused {
+        app.counters(ctx.core()).publishes_refused[limit as usize]
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let s = &app.settings;
+        let m = match limit {
+            PubLimit::Server => format!(
+                "the server's publish rate is over {} messages per second (burst {})",
+                s.server_publish_rate, s.server_publish_burst
+            ),
+            _ => format!(
+                "HTTP publish rate over {} messages per second (burst {})",
+                s.http_publish_rate, s.http_publish_burst
+            ),
+        };
         let mut r = HttpError::new(429, "rate_limited", m).response();
-        r.headers
-            .push(("Retry-After".into(), wait.as_secs().max(1).to_string()));
+        r.headers.push((
+            "Retry-After".into(),
+            wait.as_secs_f64().ceil().max(1.0).to_string(),
+        ));
         return r;
     }
     app.counters(ctx.core())

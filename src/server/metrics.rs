@@ -25,6 +25,10 @@ pub const ERROR_CODES: [&str; 6] = [
 /// [`ServerCounters::subscriptions_refused`].
 pub const SUBSCRIPTION_LIMITS: [&str; 4] = ["connection", "address", "server", "topics"];
 
+/// The limits a publish can be refused by, in the order of
+/// [`ServerCounters::publishes_refused`].
+pub const PUBLISH_LIMITS: [&str; 4] = ["connection", "http_client", "address", "server"];
+
 /// HTTP statuses the server refuses requests with, in the order of
 /// [`ServerCounters::http_refusals`] (the last slot counts any other).
 pub const HTTP_REFUSAL_STATUSES: [u16; 10] = [400, 401, 403, 404, 405, 411, 413, 415, 429, 500];
@@ -92,6 +96,8 @@ pub struct ServerCounters {
     /// address, server-wide subscriptions, topics (see
     /// [`SUBSCRIPTION_LIMITS`]).
     pub subscriptions_refused: [AtomicU64; SUBSCRIPTION_LIMITS.len()],
+    /// Messages a publish rate refused, by limit (see [`PUBLISH_LIMITS`]).
+    pub publishes_refused: [AtomicU64; PUBLISH_LIMITS.len()],
     /// Plain HTTP requests the server's handler refused, by status (see
     /// [`HTTP_REFUSAL_STATUSES`]; the last slot counts any other).
     pub http_refusals: [AtomicU64; HTTP_REFUSAL_STATUSES.len() + 1],
@@ -422,6 +428,21 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             let _ = writeln!(
                 out,
                 "shardcast_subscriptions_refused_total{{core=\"{i}\",limit=\"{limit}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_publishes_refused_total",
+        "counter",
+        "Messages refused by a publish rate, by the limit that refused them.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        for (j, limit) in PUBLISH_LIMITS.iter().enumerate() {
+            let n = c.publishes_refused[j].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shardcast_publishes_refused_total{{core=\"{i}\",limit=\"{limit}\"}} {n}"
             );
         }
     }

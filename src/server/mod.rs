@@ -80,18 +80,39 @@ pub struct Client {
     tokens: f64,
     filled: Instant,
     ip: IpAddr,
-    /// The subscriptions of this client's address, shared by its
-    /// connections so that a subscribe takes no lock; `None` when nothing
-    /// counts per address.
-    ip_subs: Option<Arc<AtomicUsize>>,
+    /// What this client's address shares among its connections, reached
+    /// without a lock; `None` when nothing counts per address.
+    per_ip: Option<Arc<IpShared>>,
+}
+
+/// What the connections of one address share, without a lock: its
+/// subscriptions and its publish bucket.
+#[derive(Default)]
+pub(crate) struct IpShared {
+    subs: AtomicUsize,
+    publish: buckets::Gcra,
 }
 
 /// One address's share of the server: its connections (changed under the
-/// map's lock, once per handshake and close) and its subscriptions.
+/// map's lock, once per handshake and close) and what they share.
 #[derive(Default)]
 struct PerIp {
     conns: usize,
-    subs: Arc<AtomicUsize>,
+    shared: Arc<IpShared>,
+}
+
+/// Which limit refused a publish, in the order of
+/// [`metrics::PUBLISH_LIMITS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PubLimit {
+    /// `publish_rate`, per WebSocket connection.
+    Connection,
+    /// `http_publish_rate`, per HTTP client (key or address).
+    HttpClient,
+    /// `publish_rate_per_ip`.
+    Address,
+    /// `server_publish_rate`.
+    Server,
 }
 
 /// Which limit refused a subscription.
@@ -130,6 +151,12 @@ pub struct App {
     /// Topics with a subscriber, counted on each core that has one
     /// (`max_topics`); only kept when that limit is set.
     topics: AtomicUsize,
+    /// `publish_rate_per_ip`, if set.
+    ip_publish_rate: Option<buckets::GcraRate>,
+    /// One core's share of `server_publish_rate`, if set: each core has a
+    /// bucket of its own, so the server-wide limit costs a publish no
+    /// shared cache line.
+    server_publish_rate: Option<buckets::GcraRate>,
     /// HTTP publish rate per client (API key, or address).
     http_buckets: buckets::Buckets,
     /// Shared with the completion callbacks of counted publishes, which
@@ -143,6 +170,8 @@ pub struct App {
 pub struct CoreLocal {
     /// Auth deadlines and token expiries of this core's connections.
     deadlines: deadlines::Deadlines,
+    /// This core's share of the server-wide publish rate.
+    publish: buckets::Gcra,
     /// The copy simd-json parses in place (it rewrites strings as it
     /// goes); reused so a message costs no allocation for it.
     scratch: RefCell<Vec<u8>>,
@@ -150,6 +179,13 @@ pub struct CoreLocal {
 
 impl App {
     fn new(settings: Settings, cores: usize) -> Self {
+        let ip_publish_rate =
+            buckets::GcraRate::new(settings.publish_rate_per_ip, settings.publish_burst_per_ip);
+        let shares = cores.max(1);
+        let server_publish_rate = buckets::GcraRate::new(
+            settings.server_publish_rate / shares as f64,
+            (settings.server_publish_burst / shares as u32).max(1),
+        );
         Self {
             verifier: settings.jwt_secret.as_deref().map(|s| {
                 Verifier::new(
@@ -166,6 +202,8 @@ impl App {
             per_ip: Mutex::new(FxHashMap::default()),
             subscriptions: AtomicUsize::new(0),
             topics: AtomicUsize::new(0),
+            ip_publish_rate,
+            server_publish_rate,
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),
             started: Instant::now(),
         }
@@ -191,7 +229,44 @@ impl App {
 
     /// Whether anything is counted per address.
     fn counts_per_ip(&self) -> bool {
-        self.settings.max_connections_per_ip > 0 || self.settings.max_subscriptions_per_ip > 0
+        self.settings.max_connections_per_ip > 0
+            || self.settings.max_subscriptions_per_ip > 0
+            || self.ip_publish_rate.is_some()
+    }
+
+    /// Nanoseconds on the clock the publish buckets share.
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Takes `n` publishes from the address's bucket (a WebSocket
+    /// connection's, when `per_ip` is given) and this core's share of the
+    /// server's.
+    ///
+    /// # Errors
+    /// The limit that refused, and how long until it would pass.
+    pub(crate) fn take_publishes(
+        &self,
+        local: &CoreLocal,
+        per_ip: Option<&IpShared>,
+        n: u64,
+    ) -> Result<(), (PubLimit, Duration)> {
+        if self.ip_publish_rate.is_none() && self.server_publish_rate.is_none() {
+            return Ok(());
+        }
+        let now = self.now_ns();
+        if let (Some(rate), Some(ip)) = (self.ip_publish_rate, per_ip) {
+            ip.publish
+                .take(rate, now, n)
+                .map_err(|w| (PubLimit::Address, w))?;
+        }
+        if let Some(rate) = self.server_publish_rate {
+            local
+                .publish
+                .take(rate, now, n)
+                .map_err(|w| (PubLimit::Server, w))?;
+        }
+        Ok(())
     }
 
     fn release_ip(&self, ip: IpAddr) {
@@ -219,8 +294,8 @@ impl App {
         if !take_one(&self.subscriptions, s.max_total_subscriptions) {
             return Err(SubLimit::Server);
         }
-        if let Some(ip) = &ws.data().ip_subs {
-            if !take_one(ip, s.max_subscriptions_per_ip) {
+        if let Some(ip) = &ws.data().per_ip {
+            if !take_one(&ip.subs, s.max_subscriptions_per_ip) {
                 self.subscriptions.fetch_sub(1, Ordering::AcqRel);
                 return Err(SubLimit::Address);
             }
@@ -236,8 +311,8 @@ impl App {
     /// Gives back `subs` subscriptions and `topics` topics of `ws`.
     pub(crate) fn release_subscription(&self, ws: &Ws<'_, Self>, subs: usize, topics: usize) {
         self.subscriptions.fetch_sub(subs, Ordering::AcqRel);
-        if let Some(ip) = &ws.data().ip_subs {
-            ip.fetch_sub(subs, Ordering::AcqRel);
+        if let Some(ip) = &ws.data().per_ip {
+            ip.subs.fetch_sub(subs, Ordering::AcqRel);
         }
         if topics > 0 {
             self.topics.fetch_sub(topics, Ordering::AcqRel);
@@ -305,7 +380,7 @@ impl Handler for App {
             client_ip::client_address(req.peer().ip(), forwarded, &self.settings.trusted_proxies);
         let ip = client_ip::limit_key(client);
         let limit = self.settings.max_connections_per_ip;
-        let mut ip_subs = None;
+        let mut per_ip = None;
         if self.counts_per_ip() {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let e = m.entry(ip).or_default();
@@ -320,14 +395,14 @@ impl Handler for App {
                 ));
             }
             e.conns += 1;
-            ip_subs = Some(e.subs.clone());
+            per_ip = Some(e.shared.clone());
         }
         Ok(Client {
             grant,
             tokens: f64::from(self.settings.publish_burst.max(1)),
             filled: Instant::now(),
             ip,
-            ip_subs,
+            per_ip,
         })
     }
 

@@ -11,7 +11,7 @@ use super::command::{
     error_json, parse_command, reply_json, topics_reply_json, Command, CommandError, Op,
 };
 use super::json::push_str;
-use super::{App, SubLimit};
+use super::{App, PubLimit, SubLimit};
 
 /// The `error` reply as a text frame.
 pub(crate) fn error_frame(
@@ -294,11 +294,31 @@ fn publish(app: &App, ws: &mut Ws<'_, App>, topic: &str, data: &[u8], id: Option
         let m = "not allowed to publish to this topic";
         return send_error_topics(app, ws, "forbidden", m, id, &[topic]);
     }
-    if !take_token(app, ws) {
-        let m = format!(
-            "publish rate over {} per second (burst {})",
-            app.settings.publish_rate, app.settings.publish_burst
-        );
+    let refused = if take_token(app, ws) {
+        let local = ws.local();
+        app.take_publishes(local, ws.data().per_ip.as_deref(), 1)
+            .err()
+            .map(|(limit, _)| limit)
+    } else {
+        Some(PubLimit::Connection)
+    };
+    if let Some(limit) = refused {
+        app.counters(ws.core()).publishes_refused[limit as usize].fetch_add(1, Ordering::Relaxed);
+        let s = &app.settings;
+        let m = match limit {
+            PubLimit::Address => format!(
+                "publish rate of this address over {} per second (burst {})",
+                s.publish_rate_per_ip, s.publish_burst_per_ip
+            ),
+            PubLimit::Server => format!(
+                "the server's publish rate is over {} per second (burst {})",
+                s.server_publish_rate, s.server_publish_burst
+            ),
+            _ => format!(
+                "publish rate over {} per second (burst {})",
+                s.publish_rate, s.publish_burst
+            ),
+        };
         return send_error(app, ws, "rate_limited", &m, id);
     }
     app.counters(ws.core())

@@ -98,6 +98,26 @@ pub struct Settings {
     pub publish_rate: f64,
     /// Publishes one connection may make in a burst. Default: 200.
     pub publish_burst: u32,
+    /// Publishes per second the WebSocket connections of one address
+    /// (IPv6 per /64) may make together, on average; over it,
+    /// `rate_limited`. HTTP publishers are limited per API key or address
+    /// by `http_publish_rate`. Zero: no limit. Default: 0 (off: one
+    /// address may be a whole office behind NAT, so no figure fits every
+    /// server; `publish_rate` already bounds each connection).
+    pub publish_rate_per_ip: f64,
+    /// Publishes one address may make in a burst. Default: 1,000.
+    pub publish_burst_per_ip: u32,
+    /// Publishes per second over the whole server, WebSocket and HTTP
+    /// together, on average; over it, `rate_limited` (429 over HTTP). Each
+    /// core enforces its share (the rate divided by the cores), so a
+    /// publish touches no state shared between cores. Zero: no limit.
+    /// Default: 0 (off: the right figure is the capacity measured on the
+    /// server's own hardware; the per-connection and per-HTTP-client
+    /// buckets bound each client already).
+    pub server_publish_rate: f64,
+    /// Publishes the whole server may take in a burst (split between the
+    /// cores like the rate). Default: 100,000.
+    pub server_publish_burst: u32,
     /// Messages one `POST /api/publish` may carry; more get 413.
     /// Default: 10,000.
     pub max_batch_items: usize,
@@ -150,6 +170,10 @@ impl Default for Settings {
             max_message_size: 64 << 10,
             publish_rate: 100.0,
             publish_burst: 200,
+            publish_rate_per_ip: 0.0,
+            publish_burst_per_ip: 1_000,
+            server_publish_rate: 0.0,
+            server_publish_burst: 100_000,
             max_batch_items: 10_000,
             http_publish_rate: 10_000.0,
             http_publish_burst: 20_000,
