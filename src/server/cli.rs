@@ -103,11 +103,11 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_AUTH_TIMEOUT_SECS", value_name = "SECS")]
     pub auth_timeout_secs: Option<u64>,
 
-    /// WebSocket connections in all; more get 503. [default: 1000000]
+    /// Connections in all, idle and HTTP ones included; more get 503. [default: 1000000]
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// WebSocket connections per IP address; more get 429; 0: no limit. [default: 10000]
+    /// Connections per IP address, idle and HTTP ones included; more get 429; 0: no limit. [default: 10000]
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 

@@ -80,6 +80,9 @@ pub struct Client {
     tokens: f64,
     filled: Instant,
     ip: IpAddr,
+    /// Whether this connection was counted under `ip` at the handshake (it
+    /// came through a trusted proxy) rather than at accept.
+    counted_at_upgrade: bool,
     /// What this client's address shares among its connections, reached
     /// without a lock; `None` when nothing counts per address.
     per_ip: Option<Arc<IpShared>>,
@@ -126,6 +129,21 @@ pub(crate) enum SubLimit {
     Server,
     /// `max_topics`.
     Topics,
+}
+
+/// Counts one more connection of `ip`, unless it holds `limit` (zero: no
+/// limit) already.
+fn count_ip(m: &mut FxHashMap<IpAddr, PerIp>, ip: IpAddr, limit: usize) -> Result<(), Rejection> {
+    let e = m.entry(ip).or_default();
+    if limit > 0 && e.conns >= limit {
+        tracing::debug!(%ip, limit, "connection limit per address reached");
+        return Err(Rejection::new(
+            429,
+            "too many connections from this address\n",
+        ));
+    }
+    e.conns += 1;
+    Ok(())
 }
 
 /// Takes one of `max` (zero: no limit) from `n`: counted first, given
@@ -225,6 +243,12 @@ impl App {
             && req
                 .header_str("host")
                 .is_some_and(|h| !client_ip::host_allowed(h, &self.settings.allowed_hosts))
+    }
+
+    /// Whether `peer` is a trusted proxy, whose clients are counted by the
+    /// address its `X-Forwarded-For` names.
+    fn proxied(&self, peer: IpAddr) -> bool {
+        self.settings.trusted_proxies.contains(&peer)
     }
 
     /// Whether anything is counted per address.
@@ -379,31 +403,40 @@ impl Handler for App {
         let client =
             client_ip::client_address(req.peer().ip(), forwarded, &self.settings.trusted_proxies);
         let ip = client_ip::limit_key(client);
-        let limit = self.settings.max_connections_per_ip;
+        // A direct client was counted when its socket was accepted
+        // (`connect`); one behind a trusted proxy is known only now.
+        let counted_at_upgrade = self.counts_per_ip() && self.proxied(req.peer().ip());
         let mut per_ip = None;
         if self.counts_per_ip() {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let e = m.entry(ip).or_default();
-            if limit > 0 && e.conns >= limit {
-                tracing::debug!(%ip, limit, "connection limit per address reached");
-                if e.conns == 0 {
-                    m.remove(&ip);
-                }
-                return Err(Rejection::new(
-                    429,
-                    "too many connections from this address\n",
-                ));
+            if counted_at_upgrade {
+                count_ip(&mut m, ip, self.settings.max_connections_per_ip)?;
             }
-            e.conns += 1;
-            per_ip = Some(e.shared.clone());
+            per_ip = m.get(&ip).map(|e| e.shared.clone());
         }
         Ok(Client {
             grant,
             tokens: f64::from(self.settings.publish_burst.max(1)),
             filled: Instant::now(),
             ip,
+            counted_at_upgrade,
             per_ip,
         })
+    }
+
+    fn connect(&self, peer: SocketAddr, _core: usize) -> Result<(), Rejection> {
+        if !self.counts_per_ip() || self.proxied(peer.ip()) {
+            return Ok(());
+        }
+        let ip = client_ip::limit_key(peer.ip());
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        count_ip(&mut m, ip, self.settings.max_connections_per_ip)
+    }
+
+    fn disconnect(&self, peer: SocketAddr, _core: usize) {
+        if self.counts_per_ip() && !self.proxied(peer.ip()) {
+            self.release_ip(client_ip::limit_key(peer.ip()));
+        }
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
@@ -447,7 +480,9 @@ impl Handler for App {
         };
         self.release_subscription(ws, subs, topics);
         ws.local().deadlines.forget(ws.id());
-        self.release_ip(ws.data().ip);
+        if ws.data().counted_at_upgrade {
+            self.release_ip(ws.data().ip);
+        }
     }
 
     fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {

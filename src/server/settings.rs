@@ -51,11 +51,15 @@ pub struct Settings {
     /// within this many seconds, or gets `unauthorized` and close 1008.
     /// Default: 10.
     pub auth_timeout_secs: u64,
-    /// WebSocket connections over all cores; the next handshake gets 503.
+    /// Connections over all cores, counted from their accept: an idle
+    /// socket or a plain HTTP request until it is answered, a WebSocket
+    /// until it closes; the next connection gets 503 at once.
     /// Default: 1,000,000.
     pub max_connections: usize,
-    /// WebSocket connections from one IP address; the next gets 429.
-    /// Zero: no limit. IPv6 addresses count per /64. Default: 10,000.
+    /// Connections from one IP address, counted like `max_connections`
+    /// (behind a trusted proxy: the forwarded client's WebSockets); the
+    /// next gets 429 at once. Zero: no limit. IPv6 addresses count per
+    /// /64. Default: 10,000.
     pub max_connections_per_ip: usize,
     /// Proxies whose `X-Forwarded-For` names the client for the
     /// per-address limit (the right-most untrusted entry). Default: none
