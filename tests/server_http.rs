@@ -342,3 +342,49 @@ fn batches_are_capped_and_http_publishers_rate_limited_per_key() {
     );
     stop(running);
 }
+
+#[test]
+fn a_batch_larger_than_the_burst_limit_reaches_readers_that_keep_up_whole_and_in_order() {
+    let running = start(|s| {
+        s.max_http_body = 8 << 20;
+        s.http_publish_rate = 0.0;
+        s.outbox_limit = 256 << 10;
+        s.outbox_burst_limit = 1 << 20;
+    });
+    let addr = running.local_addr();
+    let mut subs = clients_on_every_core(&running);
+    for s in subs.iter_mut() {
+        subscribe(s, &["steps"]);
+    }
+    // 5,000 messages of ~430 bytes: 2.1 MB per subscriber, twice the
+    // burst limit. Queued in one loop turn, it would close the readers
+    // on the core that takes the request at once.
+    let data = "z".repeat(400);
+    let items: Vec<Value> = (0..5000)
+        .map(|i| json!({"topic": "steps", "data": format!("{i}:{data}")}))
+        .collect();
+    let body = serde_json::to_string(&items).unwrap();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    let v = recv(&mut s);
+                    let d = v["data"].as_str().unwrap().to_owned();
+                    assert!(d.starts_with(&format!("{i}:")), "message {i}: {d:.20}");
+                }
+                assert_alive(&mut s);
+            })
+        })
+        .collect();
+    let n = readers.len();
+    let (st, b) = http(addr, "POST", "/api/publish", &[], &body);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(parse(&b)["delivered"], 5000 * n, "{:.200}", b);
+    for r in readers {
+        r.join().expect("a reader was cut off");
+    }
+    let stats = running.handle().stats();
+    assert_eq!((stats.slow_closes, stats.dropped), (0, 0));
+    stop(running);
+}

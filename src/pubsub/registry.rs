@@ -50,7 +50,7 @@ const INDEXED_ABOVE: usize = 8;
 /// Subscribe, unsubscribe, membership checks and the removal of a closed
 /// subscriber are O(1), in the number of the topic's subscribers
 /// (swap-remove with back-pointers) and in the number of the subscriber's
-/// topics (a scan of at most [`INDEXED_ABOVE`] pairs, or its index), so a
+/// topics (a scan of at most 8 pairs, or its index), so a
 /// topic with 100k subscribers does not make churn quadratic and a
 /// connection with 1,000 topics does not make each check cost 1,000.
 /// Publishing borrows the subscriber list as a slice.

@@ -195,6 +195,10 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_OUTBOX_LIMIT", value_name = "BYTES")]
     pub outbox_limit: Option<usize>,
 
+    /// Bytes queued for one client past which --slow-consumer applies at once. [default: 16777216]
+    #[arg(long, env = "SHARDCAST_OUTBOX_BURST_LIMIT", value_name = "BYTES")]
+    pub outbox_burst_limit: Option<usize>,
+
     /// What to do with a client over the outbox limit. [default: close]
     #[arg(long, env = "SHARDCAST_SLOW_CONSUMER", value_enum)]
     pub slow_consumer: Option<SlowConsumerArg>,
@@ -259,6 +263,7 @@ impl Cli {
             http_publish_rate,
             http_publish_burst,
             outbox_limit,
+            outbox_burst_limit,
             idle_timeout_secs,
             max_http_body,
             shutdown_timeout_secs,

@@ -1,15 +1,16 @@
 //! HTTP on the WebSocket port: `POST /api/publish`, `GET /healthz`, `GET /metrics`, `GET /` (the status page).
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use shardcast::proto::handshake::Request;
-use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse};
+use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse, PreparedFrame};
 
 use super::auth::constant_time_eq;
 use super::json::{self, push_str};
@@ -336,9 +337,77 @@ impl Pending {
     }
 }
 
+/// Frames one turn of the core's loop queues for a batch at most; the rest
+/// follows in the next turns, after the core has written what it queued,
+/// so a batch larger than a reader's outbox reaches a reader that keeps
+/// up instead of closing it as a slow consumer.
+const STEP_BYTES: usize = 64 << 10;
+/// Messages of a batch one turn publishes at most.
+const STEP_ITEMS: usize = 1024;
+/// How often a batch looks whether its readers have taken the step before
+/// last.
+const STEP_POLL: Duration = Duration::from_millis(1);
+/// The longest a batch waits for its readers at one step; past it, a
+/// reader is not keeping up (the slow-consumer policy is for it), and the
+/// rest of the batch goes one step per turn without waiting.
+const STEP_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A batch being published a step at a time.
+struct Batch {
+    frames: Vec<(String, PreparedFrame)>,
+    next: usize,
+    pending: Arc<Pending>,
+    /// The step before the last one: the next step waits until its frames
+    /// are written (each reader then holds at most two steps, and the
+    /// sockets never run dry between them).
+    older: Range<usize>,
+    last: Range<usize>,
+    /// Since when the batch has been waiting for `older`, if it is.
+    waiting: Option<Instant>,
+    /// Whether it still waits for its readers at all.
+    paced: bool,
+}
+
+impl Batch {
+    /// Whether every copy of the frames of the step before last has been
+    /// written to its socket or discarded: only the batch holds them.
+    fn older_written(&self) -> bool {
+        self.frames[self.older.clone()]
+            .iter()
+            .all(|(_, f)| f.as_bytes().is_unique())
+    }
+}
+
+/// Publishes the next step of `batch` once its readers have taken the step
+/// before last, and asks for another turn while messages are left.
+fn publish_step(ctx: &mut HttpCtx<'_, App>, mut batch: Batch) {
+    if batch.paced && !batch.older_written() {
+        let since = *batch.waiting.get_or_insert_with(Instant::now);
+        if since.elapsed() < STEP_PATIENCE {
+            return ctx.later(STEP_POLL, move |ctx| publish_step(ctx, batch));
+        }
+        batch.paced = false;
+    }
+    batch.waiting = None;
+    let (start, mut bytes) = (batch.next, 0);
+    while batch.next < batch.frames.len() && batch.next - start < STEP_ITEMS && bytes < STEP_BYTES {
+        let i = batch.next;
+        let (topic, frame) = &batch.frames[i];
+        let p = batch.pending.clone();
+        ctx.publish_counted(topic, frame, move |r| p.done(i, r.delivered));
+        bytes += frame.len();
+        batch.next += 1;
+    }
+    batch.older = std::mem::replace(&mut batch.last, start..batch.next);
+    if batch.next < batch.frames.len() {
+        ctx.later(Duration::ZERO, move |ctx| publish_step(ctx, batch));
+    }
+}
+
 /// `POST /api/publish`: one `{"topic","data"}` object or an array of them;
 /// answers `{"delivered":N}` (and `"results"` per message for an array)
-/// once every core has queued the messages.
+/// once every core has queued the messages. A large batch is published in
+/// steps of [`STEP_BYTES`], one per turn of the core's loop, in order.
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
         return unauthorized();
@@ -401,11 +470,23 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> Http
         batch,
         responder: Mutex::new(Some(ctx.defer())),
     });
-    for (i, it) in items.into_iter().enumerate() {
-        let p = pending.clone();
-        let frame = message_frame(&it.topic, &it.data);
-        ctx.publish_counted(&it.topic, &frame, move |r| p.done(i, r.delivered));
-    }
+    let frames = items
+        .into_iter()
+        .map(|it| {
+            let frame = message_frame(&it.topic, &it.data);
+            (it.topic, frame)
+        })
+        .collect();
+    let batch = Batch {
+        frames,
+        next: 0,
+        pending,
+        older: 0..0,
+        last: 0..0,
+        waiting: None,
+        paced: true,
+    };
+    publish_step(ctx, batch);
     // Ignored: the answer goes out when the last core has counted.
     HttpResponse::text(202, "")
 }

@@ -134,6 +134,10 @@ pub struct Settings {
     /// Bytes queued for one slow client before `slow_consumer` applies.
     /// Default: 1 MiB.
     pub outbox_limit: usize,
+    /// Bytes queued for one client past which `slow_consumer` applies at
+    /// once, without waiting for the grace period of `outbox_limit`.
+    /// Default: 16 MiB.
+    pub outbox_burst_limit: usize,
     /// Policy for clients over `outbox_limit`. Default: `close`.
     pub slow_consumer: SlowConsumer,
     /// Largest `POST /api/publish` body in bytes. Default: 1 MiB.
@@ -182,6 +186,7 @@ impl Default for Settings {
             http_publish_rate: 10_000.0,
             http_publish_burst: 20_000,
             outbox_limit: 1 << 20,
+            outbox_burst_limit: 16 << 20,
             slow_consumer: SlowConsumer::Close,
             max_http_body: 1 << 20,
             idle_timeout_secs: 120,
@@ -289,6 +294,7 @@ impl Settings {
             .max_connections(self.max_connections)
             .allowed_origins(self.allowed_origins.clone())
             .outbox_limit(self.outbox_limit)
+            .outbox_burst_limit(self.outbox_burst_limit.max(self.outbox_limit))
             .outbox_low_water((self.outbox_limit / 16).max(1))
             .idle_timeout(idle)
             .ping_interval(idle / 3)
