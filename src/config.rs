@@ -97,8 +97,10 @@ pub struct Config {
     /// Policy when the outbox limit would be exceeded.
     /// Default: [`SlowConsumerPolicy::Close`] with 1013 "slow consumer".
     pub slow_consumer: SlowConsumerPolicy,
-    /// Most connections over all cores; the next handshake gets 503.
-    /// Default: 1,000,000.
+    /// Most connections over all cores, counted from their accept: a socket
+    /// that never sends its handshake, or sends a plain HTTP request,
+    /// counts until it is answered; a WebSocket until it closes. The next
+    /// connection gets 503 at once. Default: 1,000,000.
     pub max_connections: usize,
     /// Allowed `Origin` values (exact, case-insensitive); others get 403.
     /// Empty allows any origin, including none. Default: empty.

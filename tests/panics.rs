@@ -1,4 +1,4 @@
-//! Verifies that a panicking callback costs only its own connection: it is closed with 1011 (a handshake or an HTTP request gets 500), the panic is counted, and the core goes on serving every other connection.
+//! Verifies that a panicking callback costs only its own connection: it is closed with 1011 (a handshake, an HTTP request or a just-accepted socket gets 500), the panic is counted, and the core goes on serving every other connection.
 
 mod common;
 use common::*;
@@ -151,5 +151,72 @@ fn a_panic_in_any_callback_closes_only_its_connection() {
 
     // The connection count went back down: nothing leaked on the way.
     wait_until("only the bystander is left", || h.stats().active == 1);
+    stop(h);
+}
+
+/// Panics in `connect` for the connection after `armed` is set, and in
+/// `disconnect` always; echoes text.
+struct PanicsAtTheDoor {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Handler for PanicsAtTheDoor {
+    type Data = ();
+    type Local = ();
+
+    fn connect(&self, _: std::net::SocketAddr, _: usize) -> Result<(), Rejection> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("connect hook failed");
+        }
+        Ok(())
+    }
+
+    fn disconnect(&self, _: std::net::SocketAddr, _: usize) {
+        panic!("disconnect hook failed");
+    }
+
+    fn upgrade(&self, _: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
+        if let Message::Text(t) = msg {
+            ws.send_text(t);
+        }
+    }
+}
+
+#[test]
+fn a_panic_in_connect_or_disconnect_costs_only_that_connection_and_frees_its_slot() {
+    let cfg = Config::new()
+        .cores(1)
+        .pin(false)
+        .max_connections(1)
+        .shutdown_timeout(std::time::Duration::from_secs(1))
+        .listen("127.0.0.1:0".parse().unwrap());
+    let handler = PanicsAtTheDoor {
+        armed: std::sync::atomic::AtomicBool::new(true),
+    };
+    let h = Server::new(cfg, handler).start().expect("server starts");
+    let addr = h.local_addr();
+    // connect: answered 500 at once, nothing to release.
+    let (status, _) = http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 500);
+    wait_until("the connect panic is counted", || {
+        h.stats().handler_panics == 1
+    });
+    // disconnect: after each connection; with one slot in all, every
+    // next connection shows that the panicking hook gave the slot back.
+    for round in 0..3u64 {
+        wait_until("the slot is free", || h.stats().sockets == 0);
+        let mut c = connect(addr, "/");
+        send_text(&mut c, "hi");
+        assert_eq!(read_text(&mut c), "hi");
+        c.close(None).unwrap();
+        while c.read().is_ok() {}
+        wait_until("the disconnect panic is counted", || {
+            h.stats().handler_panics == 2 + round
+        });
+    }
     stop(h);
 }

@@ -380,3 +380,98 @@ fn an_anonymous_server_accepts_browser_pages_from_this_machine_only() {
     );
     stop(running);
 }
+
+#[test]
+fn an_anonymous_server_refuses_host_names_a_rebinding_page_could_use() {
+    let running = start(|_| {});
+    let addr = running.local_addr();
+    let port = addr.port();
+    // A page whose own name now resolves to this machine sends its name.
+    let evil = format!("evil.example:{port}");
+    assert_eq!(refused(addr, "/", &[("Host", evil.as_str())]), 403);
+    let (st, body) = http(addr, "GET", "/metrics", &[("Host", &evil)], "");
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("allowed-host"), "{body}");
+    let one = r#"{"topic":"t","data":1}"#;
+    assert_eq!(
+        http(addr, "POST", "/api/publish", &[("Host", &evil)], one).0,
+        403
+    );
+    // Loopback names and addresses with the port pass.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let _ws = connect_with(addr, "/", &[("Host", host.as_str())]);
+        assert_eq!(http(addr, "GET", "/healthz", &[("Host", &host)], "").0, 200);
+    }
+    let (_, metrics) = http(addr, "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("shardcast_http_refusals_total{core=\"0\",status=\"403\"}")
+            && sum_metric(&metrics, "shardcast_http_refusals_total{", "status=\"403\"") == 2,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum_metric(
+            &metrics,
+            "shardcast_handshake_rejections_total{",
+            "status=\"403\""
+        ),
+        1
+    );
+    stop(running);
+    // An allowlist adds names, and is checked with auth on too.
+    let running = start(|s| {
+        s.jwt_secret = Some(SECRET.into());
+        s.allowed_hosts = vec!["app.example".into()];
+    });
+    let addr = running.local_addr();
+    let ok = format!("app.example:{}", addr.port());
+    assert_eq!(http(addr, "GET", "/healthz", &[("Host", &ok)], "").0, 200);
+    let bad = format!("other.example:{}", addr.port());
+    assert_eq!(http(addr, "GET", "/healthz", &[("Host", &bad)], "").0, 403);
+    stop(running);
+}
+
+#[test]
+fn the_publish_api_takes_json_only() {
+    let running = start(|_| {});
+    let addr = running.local_addr();
+    let mut sub = connect(addr, "/");
+    subscribe(&mut sub, &["t"]);
+    let body = r#"{"topic":"t","data":1}"#;
+    // A page elsewhere can make a browser send these without asking.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "",
+    ] {
+        let (st, b) = http(addr, "POST", "/api/publish", &[("Content-Type", ct)], body);
+        assert_eq!(st, 415, "{ct}: {b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["error"]["code"], "unsupported_media_type", "{b}");
+    }
+    for ct in ["application/json", "Application/JSON; charset=utf-8"] {
+        let (st, b) = http(addr, "POST", "/api/publish", &[("Content-Type", ct)], body);
+        assert_eq!(st, 200, "{ct}: {b}");
+        assert_eq!(recv(&mut sub)["data"], 1);
+    }
+    let (_, metrics) = http(addr, "GET", "/metrics", &[], "");
+    assert_eq!(
+        sum_metric(&metrics, "shardcast_http_refusals_total{", "status=\"415\""),
+        4
+    );
+    stop(running);
+}
+
+/// Sums the samples of the series starting with `prefix` whose labels
+/// contain `label`.
+fn sum_metric(metrics: &str, prefix: &str, label: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

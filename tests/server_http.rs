@@ -246,7 +246,7 @@ fn a_large_metrics_page_arrives_whole() {
     let running = start(|s| s.cores = Some(48));
     let mut s = std::net::TcpStream::connect(running.local_addr()).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
@@ -274,7 +274,7 @@ fn a_client_expecting_100_continue_gets_it_before_sending_the_body() {
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     write!(
         s,
-        "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -358,5 +358,51 @@ fn batches_are_capped_and_http_publishers_rate_limited_per_key() {
         200,
         "another key has its own budget"
     );
+    stop(running);
+}
+
+#[test]
+fn a_batch_larger_than_the_burst_limit_reaches_readers_that_keep_up_whole_and_in_order() {
+    let running = start(|s| {
+        s.max_http_body = 8 << 20;
+        s.http_publish_rate = 0.0;
+        s.outbox_limit = 256 << 10;
+        s.outbox_burst_limit = 1 << 20;
+    });
+    let addr = running.local_addr();
+    let mut subs = clients_on_every_core(&running);
+    for s in subs.iter_mut() {
+        subscribe(s, &["steps"]);
+    }
+    // 5,000 messages of ~430 bytes: 2.1 MB per subscriber, twice the
+    // burst limit. Queued in one loop turn, it would close the readers
+    // on the core that takes the request at once.
+    let data = "z".repeat(400);
+    let items: Vec<Value> = (0..5000)
+        .map(|i| json!({"topic": "steps", "data": format!("{i}:{data}")}))
+        .collect();
+    let body = serde_json::to_string(&items).unwrap();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    let v = recv(&mut s);
+                    let d = v["data"].as_str().unwrap().to_owned();
+                    assert!(d.starts_with(&format!("{i}:")), "message {i}: {d:.20}");
+                }
+                assert_alive(&mut s);
+            })
+        })
+        .collect();
+    let n = readers.len();
+    let (st, b) = http(addr, "POST", "/api/publish", &[], &body);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(parse(&b)["delivered"], 5000 * n, "{:.200}", b);
+    for r in readers {
+        r.join().expect("a reader was cut off");
+    }
+    let stats = running.handle().stats();
+    assert_eq!((stats.slow_closes, stats.dropped), (0, 0));
     stop(running);
 }

@@ -332,3 +332,203 @@ fn a_topic_listed_many_times_in_one_subscribe_is_handled_once() {
     assert_alive(&mut c);
     stop(running);
 }
+
+/// Subscribes `c` to `topics`; returns the topics subscribed and those
+/// refused with `too_many_subscriptions` (with the error's message).
+fn try_subscribe(c: &mut Client, topics: &[&str]) -> (Vec<String>, Vec<String>, String) {
+    let msg = json!({"type": "subscribe", "topics": topics, "id": 1}).to_string();
+    send(c, &msg);
+    let (mut ok, mut refused, mut why) = (Vec::new(), Vec::new(), String::new());
+    let mut seen = 0;
+    while seen < topics.len() {
+        let v = recv(c);
+        let list: Vec<String> = v["topics"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        seen += list.len();
+        if v["type"] == "subscribed" {
+            ok = list;
+        } else {
+            assert_error(&v, "too_many_subscriptions");
+            why = v["message"].as_str().unwrap().to_owned();
+            refused = list;
+        }
+    }
+    (ok, refused, why)
+}
+
+fn refused_metric(running: &shardcast::server::Running, limit: &str) -> u64 {
+    let (_, m) = http(running.local_addr(), "GET", "/metrics", &[], "");
+    m.lines()
+        .filter(|l| {
+            l.starts_with("shardcast_subscriptions_refused_total{")
+                && l.contains(&format!("limit=\"{limit}\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn subscriptions_are_capped_per_address_and_over_the_server() {
+    // Per address: two connections from 127.0.0.1 share 3.
+    let running = start(|s| s.max_subscriptions_per_ip = 3);
+    let addr = running.local_addr();
+    let mut a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    assert_eq!(try_subscribe(&mut a, &["p", "q"]).0, ["p", "q"]);
+    let (ok, refused, why) = try_subscribe(&mut b, &["r", "s"]);
+    assert_eq!((ok, refused), (vec!["r".to_owned()], vec!["s".to_owned()]));
+    assert!(why.contains("per address"), "{why}");
+    assert_eq!(refused_metric(&running, "address"), 1);
+    // What a connection gives back, by unsubscribing or closing, is free
+    // again.
+    ask(&mut a, r#"{"type":"unsubscribe","topics":["p"]}"#);
+    assert_eq!(try_subscribe(&mut b, &["s"]).0, ["s"]);
+    a.close(None).unwrap();
+    wait_until("the closed connection's subscription is given back", || {
+        let (ok, _, _) = try_subscribe(&mut b, &["t"]);
+        !ok.is_empty()
+    });
+    stop(running);
+
+    // Over the server: every address together.
+    let running = start(|s| {
+        s.max_total_subscriptions = 3;
+        s.max_subscriptions_per_ip = 0;
+    });
+    let addr = running.local_addr();
+    let mut a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    assert_eq!(try_subscribe(&mut a, &["p", "q"]).0, ["p", "q"]);
+    let (ok, refused, why) = try_subscribe(&mut b, &["p", "r"]);
+    assert_eq!((ok, refused), (vec!["p".to_owned()], vec!["r".to_owned()]));
+    assert!(why.contains("3 subscriptions"), "{why}");
+    assert_eq!(refused_metric(&running, "server"), 1);
+    ask(&mut a, r#"{"type":"unsubscribe","topics":["q"]}"#);
+    assert_eq!(try_subscribe(&mut b, &["r"]).0, ["r"]);
+    assert_alive(&mut a);
+    assert_alive(&mut b);
+    stop(running);
+}
+
+#[test]
+fn topics_are_capped_over_the_server() {
+    // One core, so that every topic is counted once.
+    let running = start(|s| {
+        s.cores = Some(1);
+        s.max_topics = 2;
+    });
+    let addr = running.local_addr();
+    let mut a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    let (ok, refused, why) = try_subscribe(&mut a, &["x", "y", "z"]);
+    assert_eq!(ok, ["x", "y"]);
+    assert_eq!(refused, ["z"]);
+    assert!(why.contains("2 topics"), "{why}");
+    // Joining a topic that exists creates nothing.
+    assert_eq!(try_subscribe(&mut b, &["x"]).0, ["x"]);
+    assert_eq!(try_subscribe(&mut b, &["z"]).1, ["z"]);
+    // A topic whose last subscriber leaves is free again; one that still
+    // has a subscriber is not.
+    ask(&mut a, r#"{"type":"unsubscribe","topics":["x","y"]}"#);
+    assert_eq!(try_subscribe(&mut b, &["z"]).0, ["z"]);
+    assert_eq!(try_subscribe(&mut a, &["w"]).1, ["w"]);
+    b.close(None).unwrap();
+    wait_until("the closed connection's topics are given back", || {
+        let (ok, _, _) = try_subscribe(&mut a, &["w"]);
+        !ok.is_empty()
+    });
+    assert!(refused_metric(&running, "topics") >= 3);
+    stop(running);
+}
+
+/// Publishes with an id; returns the reply's `type` and `message`.
+fn try_publish(c: &mut Client) -> (String, String) {
+    let v = ask(c, r#"{"type":"publish","topic":"rl","data":1,"id":9}"#);
+    let kind = v["type"].as_str().unwrap_or_default().to_owned();
+    if kind == "error" {
+        assert_error(&v, "rate_limited");
+    }
+    (kind, v["message"].as_str().unwrap_or_default().to_owned())
+}
+
+fn publish_refusals(running: &shardcast::server::Running, limit: &str) -> u64 {
+    let (_, m) = http(running.local_addr(), "GET", "/metrics", &[], "");
+    m.lines()
+        .filter(|l| {
+            l.starts_with("shardcast_publishes_refused_total{")
+                && l.contains(&format!("limit=\"{limit}\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_server_wide_publish_rate_covers_websocket_and_http_publishers_together() {
+    // One core holds the whole rate; one token every 10 s, so none comes
+    // back during the test.
+    let running = start(|s| {
+        s.cores = Some(1);
+        s.publish_rate = 0.0;
+        s.server_publish_rate = 0.1;
+        s.server_publish_burst = 4;
+    });
+    let addr = running.local_addr();
+    let mut a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    assert_eq!(try_publish(&mut a).0, "published");
+    assert_eq!(try_publish(&mut b).0, "published");
+    let one = r#"{"topic":"rl","data":2}"#;
+    let (st, body) = http(addr, "POST", "/api/publish", &[], one);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(try_publish(&mut a).0, "published");
+    // The fourth took the last token: every publisher is refused now.
+    let (kind, why) = try_publish(&mut b);
+    assert_eq!(kind, "error");
+    assert!(why.contains("server"), "{why}");
+    assert_eq!(try_publish(&mut a).0, "error");
+    let (st, body) = http(addr, "POST", "/api/publish", &[], one);
+    assert_eq!(st, 429, "{body}");
+    assert!(
+        body.contains("rate_limited") && body.contains("server"),
+        "{body}"
+    );
+    assert_eq!(publish_refusals(&running, "server"), 3);
+    assert_alive(&mut a);
+    stop(running);
+}
+
+#[test]
+fn the_connections_of_one_address_share_its_publish_rate() {
+    let running = start(|s| {
+        s.publish_rate = 0.0;
+        s.publish_rate_per_ip = 0.1;
+        s.publish_burst_per_ip = 3;
+    });
+    let addr = running.local_addr();
+    // Connections on every core, all from 127.0.0.1.
+    let mut conns = clients_on_every_core(&running);
+    let n = conns.len();
+    for i in 0..3 {
+        assert_eq!(try_publish(&mut conns[i % n]).0, "published", "publish {i}");
+    }
+    for c in conns.iter_mut() {
+        let (kind, why) = try_publish(c);
+        assert_eq!(kind, "error");
+        assert!(why.contains("address"), "{why}");
+    }
+    assert_eq!(publish_refusals(&running, "address"), n as u64);
+    // HTTP publishers are limited per key or address on their own.
+    let (st, body) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[],
+        r#"{"topic":"rl","data":3}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    stop(running);
+}

@@ -159,10 +159,34 @@ pub trait Handler: Sized + Send + Sync + 'static {
         Self::Local::default()
     }
 
+    /// A TCP connection from `peer` was accepted on core `core`, before
+    /// any of its bytes are read; it already holds one of
+    /// [`Config::max_connections`](crate::Config::max_connections). The
+    /// place for limits that must count sockets whatever they become
+    /// (idle, plain HTTP, WebSocket), e.g. per address. Every `connect`
+    /// that returns `Ok` is followed by exactly one
+    /// [`Handler::disconnect`]. Default: `Ok`.
+    ///
+    /// # Errors
+    /// A [`Rejection`] is answered at once with its status, and the
+    /// connection closed without reading its request.
+    fn connect(&self, peer: SocketAddr, core: usize) -> Result<(), Rejection> {
+        let _ = (peer, core);
+        Ok(())
+    }
+
+    /// The connection [`Handler::connect`] admitted no longer counts: its
+    /// request was answered (plain HTTP or a refused handshake) or
+    /// abandoned, or, once upgraded, it closed (right after
+    /// [`Handler::close`]). Default: nothing.
+    fn disconnect(&self, peer: SocketAddr, core: usize) {
+        let _ = (peer, core);
+    }
+
     /// Decides a handshake: accept with the connection's data, or reject
     /// with an HTTP status. Runs after the request was validated
-    /// (RFC 6455 §4.2.1), the origin allowlist checked and the connection
-    /// limit applied.
+    /// (RFC 6455 §4.2.1) and the origin allowlist checked; the connection
+    /// holds its slot of the connection limit since it was accepted.
     ///
     /// # Errors
     /// A [`Rejection`] is answered with its status and the connection closed.

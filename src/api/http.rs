@@ -1,5 +1,9 @@
 //! Plain HTTP on the WebSocket port: the response type, what the `http` hook can do on its core, and deferred answers.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::{CoreOf, Handler};
@@ -75,13 +79,13 @@ impl HttpResponse {
 
 /// What an HTTP handler can do on its core.
 pub struct HttpCtx<'a, H: Handler> {
-    core: &'a CoreOf<H>,
+    core: &'a Rc<CoreOf<H>>,
     conn: ConnId,
     deferred: bool,
 }
 
 impl<'a, H: Handler> HttpCtx<'a, H> {
-    pub(crate) fn new(core: &'a CoreOf<H>, conn: ConnId) -> Self {
+    pub(crate) fn new(core: &'a Rc<CoreOf<H>>, conn: ConnId) -> Self {
         Self {
             core,
             conn,
@@ -141,6 +145,60 @@ impl<'a, H: Handler> HttpCtx<'a, H> {
     pub fn handle(&self) -> &'a ServerHandle {
         self.core.handle()
     }
+
+    /// Runs `f` on this core in a later turn of its event loop: after
+    /// `delay`, or, for a zero delay, once every task already woken has
+    /// run (the writes of connections with frames queued among them).
+    /// Work too long for one turn, such as a large batch published in
+    /// parts, goes in steps, so the frames of one step reach the sockets
+    /// before the next step queues more. `f` gets a context for the same
+    /// request; call [`HttpCtx::defer`] first (the answer then waits for
+    /// the last step, at most
+    /// [`Config::http_reply_timeout`](crate::Config::http_reply_timeout)).
+    /// A panic in `f` is caught, logged and counted like any callback's; a
+    /// responder it drops answers 500.
+    pub fn later(&self, delay: Duration, f: impl FnOnce(&mut HttpCtx<'_, H>) + 'static) {
+        let core = self.core.clone();
+        let conn = self.conn;
+        monoio::spawn(async move {
+            if delay.is_zero() {
+                yield_now().await;
+            } else {
+                monoio::time::sleep(delay).await;
+            }
+            let mut ctx = HttpCtx::new(&core, conn);
+            ctx.deferred = true;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
+                core.stats().handler_panics.bump(1);
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(no message)");
+                tracing::error!(
+                    core = core.id(),
+                    panic = msg,
+                    "a handler callback panicked; its HTTP request is answered 500"
+                );
+            }
+        });
+    }
+}
+
+/// Yields once to the core's scheduler: every task already woken (the
+/// flusher among them) runs first.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Answers a deferred HTTP request (see [`HttpCtx::defer`]) from any

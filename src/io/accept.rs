@@ -116,13 +116,8 @@ pub(super) fn answer<H: Handler>(
         reject_with(core, key, 503, "server shutting down\n");
         return Answer::Closed;
     }
-    // Reserve the slot before the application's hook runs: cores accept at
-    // the same time, and a check-then-count would let each of them take
-    // the last slot.
-    if !core.mesh().reserve_slot(cfg.max_connections) {
-        reject_with(core, key, 503, "server full\n");
-        return Answer::Closed;
-    }
+    // The connection holds its slot since `admit`; a refusal below gives
+    // it back when the task sees `Closed`.
     let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
     let mut ureq = UpgradeRequest::new(
         &req,
@@ -134,12 +129,10 @@ pub(super) fn answer<H: Handler>(
     let data = match decided {
         Ok(Ok(d)) => d,
         Ok(Err(rej)) => {
-            core.mesh().release_slot();
             reject_with(core, key, rej.status, &rej.reason);
             return Answer::Closed;
         }
         Err(panic) => {
-            core.mesh().release_slot();
             callback_panicked(core, &*panic, "its handshake");
             reject_with(core, key, 500, "internal error\n");
             return Answer::Closed;
@@ -154,6 +147,51 @@ pub(super) fn answer<H: Handler>(
     core.conns().upgrade(key, out, data);
     super::dispatch::flush_one(core, key);
     Answer::Upgraded(consumed)
+}
+
+/// Counts a just-accepted socket toward the connection limits: one of
+/// `max_connections` over all cores, then the application's
+/// [`Handler::connect`]. Refused, it is answered at once (503 when the
+/// server is full) without reading its request; returns whether it was
+/// admitted. Idle sockets and plain-HTTP requests count as much as
+/// WebSockets, so they cannot exhaust descriptors below the limit.
+pub(super) fn admit<H: Handler>(core: &CoreOf<H>, key: u32) -> bool {
+    // Reserved before the hook runs: cores accept at the same time, and a
+    // check-then-count would let each of them take the last slot.
+    if !core.mesh().reserve_slot(core.config().max_connections) {
+        reject_with(core, key, 503, "server full\n");
+        return false;
+    }
+    let peer = core.conns().peer(key);
+    match catch_unwind(AssertUnwindSafe(|| core.handler().connect(peer, core.id()))) {
+        Ok(Ok(())) => true,
+        Ok(Err(rej)) => {
+            core.mesh().release_slot();
+            reject_with(core, key, rej.status, &rej.reason);
+            false
+        }
+        Err(panic) => {
+            core.mesh().release_slot();
+            callback_panicked(core, &*panic, "its connection");
+            reject_with(core, key, 500, "internal error\n");
+            false
+        }
+    }
+}
+
+/// Gives back what [`admit`] took: the slot and, through
+/// [`Handler::disconnect`], the application's count. Called once per
+/// admitted socket: when its request was answered or abandoned, or after
+/// its WebSocket closed.
+pub(crate) fn release<H: Handler>(core: &CoreOf<H>, key: u32) {
+    core.mesh().release_slot();
+    let peer = core.conns().peer(key);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        core.handler().disconnect(peer, core.id())
+    }));
+    if let Err(panic) = r {
+        callback_panicked(core, &*panic, "nothing (its connection had ended)");
+    }
 }
 
 /// Answers a refused handshake with `status` and a short body.

@@ -179,7 +179,7 @@ pub(super) fn finish<H: Handler>(core: &CoreOf<H>, key: u32) {
     if end.was_open {
         let handler = core.handler().clone();
         with_ws(core, key, |ws| handler.close(ws, end.code, &end.reason));
-        core.mesh().release_slot();
+        super::accept::release(core, key);
     }
     core.topics().remove_subscriber(key);
     let mut conns = core.conns();

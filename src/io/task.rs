@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use monoio::net::TcpStream;
 
-use super::accept::{answer, Answer};
+use super::accept::{admit, answer, release, Answer};
 use super::dispatch::{self, Step};
 use crate::api::{CoreOf, Handler};
 use crate::conn::State;
@@ -25,9 +25,19 @@ pub(crate) async fn serve<H: Handler>(core: Rc<CoreOf<H>>, stream: Rc<TcpStream>
     let fd = stream.as_raw_fd();
     sys::set_nodelay(fd);
     let key = core.conns().insert(stream.clone(), fd);
+    if !admit(&core, key) {
+        linger(&core, &stream, key).await;
+        return dispatch::finish(&core, key);
+    }
     match handshake(&core, &stream, key).await {
+        // Its slot goes when the WebSocket closes (`finish`).
         Some(leftover) => frames(&core, &stream, key, leftover).await,
-        None => linger(&core, &stream, key).await,
+        None => {
+            // Answered or abandoned: the slot is free at once, not after
+            // the lingering read that protects the answer.
+            release(&core, key);
+            linger(&core, &stream, key).await;
+        }
     }
     dispatch::finish(&core, key);
 }

@@ -27,7 +27,8 @@ pub(crate) struct Mesh {
     interest: Arc<InterestTable>,
     mailboxes: Box<[Mailbox]>,
     stats: Arc<[CoreStats]>,
-    /// Upgraded connections over all cores, for the connection limit.
+    /// Connections over all cores, for the connection limit: from accept
+    /// until answered, or until the WebSocket closes.
     upgraded: AtomicUsize,
 }
 

@@ -39,12 +39,21 @@ struct Topic {
     subscribers: Vec<SubscriberKey>,
 }
 
+/// Subscribers with more topics than this get an index of their list;
+/// below it a scan of at most this many contiguous pairs is as fast as a
+/// hash lookup, and most connections hold a few topics, so they pay
+/// nothing for the index.
+const INDEXED_ABOVE: usize = 8;
+
 /// One core's topics and their subscribers.
 ///
-/// Subscribe, unsubscribe and the removal of a closed subscriber are O(1) in
-/// the number of the topic's subscribers (swap-remove with back-pointers), so
-/// a topic with 100k subscribers does not make churn quadratic. Publishing
-/// borrows the subscriber list as a slice.
+/// Subscribe, unsubscribe, membership checks and the removal of a closed
+/// subscriber are O(1), in the number of the topic's subscribers
+/// (swap-remove with back-pointers) and in the number of the subscriber's
+/// topics (a scan of at most 8 pairs, or its index), so a
+/// topic with 100k subscribers does not make churn quadratic and a
+/// connection with 1,000 topics does not make each check cost 1,000.
+/// Publishing borrows the subscriber list as a slice.
 #[derive(Default)]
 pub struct Registry {
     by_name: FxHashMap<Arc<str>, u32>,
@@ -53,6 +62,10 @@ pub struct Registry {
     /// Why here and not in the connection: the registry stays self-contained
     /// and testable without connections.
     subscriptions: Vec<Vec<(u32, u32)>>,
+    /// For each subscriber with more than [`INDEXED_ABOVE`] topics: topic
+    /// index → position in its list. Kept apart so that the many
+    /// subscribers with few topics cost nothing more.
+    index: FxHashMap<SubscriberKey, FxHashMap<u32, u32>>,
     /// (subscriber, topic) pairs, kept so reading it is O(1).
     pairs: usize,
 }
@@ -97,15 +110,25 @@ impl Registry {
                 t
             }
         };
-        let list = self.list_mut(sub);
-        if list.iter().any(|&(tt, _)| tt == t) {
+        self.list_mut(sub);
+        if self.find(sub, t).is_some() {
             return Subscribed::AlreadySubscribed;
         }
         let subs = &mut self.topics[t as usize].subscribers;
         let pos = subs.len() as u32;
         subs.push(sub);
         let first = pos == 0;
-        self.subscriptions[sub as usize].push((t, pos));
+        let list = &mut self.subscriptions[sub as usize];
+        list.push((t, pos));
+        let n = list.len();
+        if n > INDEXED_ABOVE {
+            let index = self.index.entry(sub).or_default();
+            if index.is_empty() {
+                index.extend(list.iter().enumerate().map(|(i, &(tt, _))| (tt, i as u32)));
+            } else {
+                index.insert(t, (n - 1) as u32);
+            }
+        }
         self.pairs += 1;
         Subscribed::Added { first }
     }
@@ -115,13 +138,19 @@ impl Registry {
         let Some(&t) = self.by_name.get(topic) else {
             return Unsubscribed::NotSubscribed;
         };
-        let Some(list) = self.subscriptions.get_mut(sub as usize) else {
+        let Some(i) = self.find(sub, t) else {
             return Unsubscribed::NotSubscribed;
         };
-        let Some(i) = list.iter().position(|&(tt, _)| tt == t) else {
-            return Unsubscribed::NotSubscribed;
-        };
+        let list = &mut self.subscriptions[sub as usize];
         let (_, pos) = list.swap_remove(i);
+        if list.len() <= INDEXED_ABOVE {
+            self.index.remove(&sub);
+        } else if let Some(index) = self.index.get_mut(&sub) {
+            index.remove(&t);
+            if let Some(&(moved, _)) = list.get(i) {
+                index.insert(moved, i as u32);
+            }
+        }
         if list.is_empty() {
             // Give the memory back: most connections hold few topics.
             *list = Vec::new();
@@ -139,6 +168,7 @@ impl Registry {
             return;
         };
         let list = std::mem::take(list);
+        self.index.remove(&sub);
         for (t, pos) in list {
             let name = self.topics[t as usize].name.clone();
             if self.detach(t, pos) {
@@ -157,13 +187,9 @@ impl Registry {
 
     /// Whether `sub` subscribes to `topic`.
     pub fn is_subscribed(&self, sub: SubscriberKey, topic: &str) -> bool {
-        match (
-            self.by_name.get(topic),
-            self.subscriptions.get(sub as usize),
-        ) {
-            (Some(&t), Some(list)) => list.iter().any(|&(tt, _)| tt == t),
-            _ => false,
-        }
+        self.by_name
+            .get(topic)
+            .is_some_and(|&t| self.find(sub, t).is_some())
     }
 
     /// The topics `sub` subscribes to.
@@ -248,6 +274,23 @@ impl Registry {
         {
             self.subscriptions.shrink_to_fit();
         }
+        if self.index.is_empty() || sparse(self.index.len(), self.index.capacity()) {
+            self.index.shrink_to_fit();
+        }
+    }
+
+    /// The position of topic `t` in `sub`'s list: a short scan, or the
+    /// subscriber's index when it holds many topics.
+    fn find(&self, sub: SubscriberKey, t: u32) -> Option<usize> {
+        let list = self.subscriptions.get(sub as usize)?;
+        if list.len() > INDEXED_ABOVE {
+            self.index
+                .get(&sub)
+                .and_then(|m| m.get(&t))
+                .map(|&i| i as usize)
+        } else {
+            list.iter().position(|&(tt, _)| tt == t)
+        }
     }
 
     fn list_mut(&mut self, sub: SubscriberKey) -> &mut Vec<(u32, u32)> {
@@ -269,14 +312,15 @@ impl Registry {
             // A topic that once had many subscribers and now has few.
             topic.subscribers.shrink_to(topic.subscribers.len() * 2);
         }
-        if let Some(&moved) = topic.subscribers.get(pos as usize) {
-            let entry = self.subscriptions[moved as usize]
-                .iter_mut()
-                .find(|(tt, _)| *tt == t)
+        let moved = topic.subscribers.get(pos as usize).copied();
+        let empty = topic.subscribers.is_empty();
+        if let Some(moved) = moved {
+            let i = self
+                .find(moved, t)
                 .expect("registry back-pointer for a moved subscriber");
-            entry.1 = pos;
+            self.subscriptions[moved as usize][i].1 = pos;
         }
-        if topic.subscribers.is_empty() {
+        if empty {
             let topic = self.topics.remove(t as usize);
             self.by_name.remove(&topic.name);
             true
@@ -425,6 +469,78 @@ mod tests {
         assert_eq!(r.subscribe(7, "new"), Subscribed::Added { first: true });
         assert_eq!(r.subscribers("new"), &[7]);
         assert_eq!(r.subscribers("all").len(), 3);
+    }
+
+    /// Subscribers crossing the index threshold both ways, with topics
+    /// shared among them so that removals move entries in other
+    /// subscribers' lists: every answer matches a plain model.
+    #[test]
+    fn membership_stays_right_across_the_index_threshold() {
+        use std::collections::BTreeSet;
+        let mut r = Registry::new();
+        let mut model: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); 6];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let sub = (x % 6) as u32;
+            let topic = ((x >> 8) % 24) as u32;
+            let name = format!("t{topic}");
+            if (x >> 20).is_multiple_of(3) {
+                let removed = r.unsubscribe(sub, &name) != Unsubscribed::NotSubscribed;
+                assert_eq!(removed, model[sub as usize].remove(&topic), "step {step}");
+            } else {
+                let added = r.subscribe(sub, &name) != Subscribed::AlreadySubscribed;
+                assert_eq!(added, model[sub as usize].insert(topic), "step {step}");
+            }
+            if step.is_multiple_of(997) {
+                r.remove_subscriber(5, |_| {});
+                model[5].clear();
+            }
+            for (s, topics) in model.iter().enumerate() {
+                assert_eq!(r.subscription_count(s as u32), topics.len());
+                for t in 0..24 {
+                    assert_eq!(
+                        r.is_subscribed(s as u32, &format!("t{t}")),
+                        topics.contains(&t),
+                        "step {step}: subscriber {s}, topic {t}"
+                    );
+                }
+            }
+        }
+        for (s, topics) in model.iter().enumerate() {
+            let mut held: Vec<&str> = r.topics_of(s as u32).collect();
+            held.sort_unstable();
+            let mut want: Vec<String> = topics.iter().map(|t| format!("t{t}")).collect();
+            want.sort_unstable();
+            assert_eq!(held, want);
+        }
+    }
+
+    /// Only subscribers with many topics get an index, and it goes when
+    /// they drop back: a connection with a few topics costs what it did.
+    #[test]
+    fn only_subscribers_with_many_topics_are_indexed() {
+        let mut r = Registry::new();
+        for t in 0..4 {
+            r.subscribe(1, &format!("t{t}"));
+        }
+        for t in 0..1_000 {
+            r.subscribe(2, &format!("t{t}"));
+        }
+        assert_eq!(r.index.len(), 1);
+        assert_eq!(r.index[&2].len(), 1_000);
+        assert!(r.is_subscribed(2, "t0") && r.is_subscribed(2, "t999"));
+        for t in 0..1_000 - INDEXED_ABOVE {
+            r.unsubscribe(2, &format!("t{t}"));
+        }
+        assert!(r.index.is_empty());
+        assert!(r.is_subscribed(2, "t999") && !r.is_subscribed(2, "t0"));
+        r.remove_subscriber(2, |_| {});
+        r.remove_subscriber(1, |_| {});
+        r.shrink();
+        assert_eq!(r.index.capacity(), 0);
     }
 
     #[test]

@@ -103,11 +103,11 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_AUTH_TIMEOUT_SECS", value_name = "SECS")]
     pub auth_timeout_secs: Option<u64>,
 
-    /// WebSocket connections in all; more get 503. [default: 1000000]
+    /// Connections in all, idle and HTTP ones included; more get 503. [default: 1000000]
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// WebSocket connections per IP address; more get 429; 0: no limit. [default: 10000]
+    /// Connections per IP address, idle and HTTP ones included; more get 429; 0: no limit. [default: 10000]
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 
@@ -120,9 +120,32 @@ pub struct Cli {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// A host name requests may name in `Host` besides IP addresses and
+    /// localhost (repeat, or comma-separate); checked on an anonymous server
+    /// or when given; others get 403. [default: none]
+    #[arg(
+        long = "allowed-host",
+        env = "SHARDCAST_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// Subscriptions per connection. [default: 1000]
     #[arg(long, env = "SHARDCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
     pub max_subscriptions: Option<usize>,
+
+    /// Subscriptions over all connections; 0: no limit. [default: 10000000]
+    #[arg(long, env = "SHARDCAST_MAX_TOTAL_SUBSCRIPTIONS", value_name = "N")]
+    pub max_total_subscriptions: Option<usize>,
+
+    /// Subscriptions of the connections of one address; 0: no limit. [default: 1000000]
+    #[arg(long, env = "SHARDCAST_MAX_SUBSCRIPTIONS_PER_IP", value_name = "N")]
+    pub max_subscriptions_per_ip: Option<usize>,
+
+    /// Topics with a subscriber, counted per core; 0: no limit. [default: 1000000]
+    #[arg(long, env = "SHARDCAST_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
 
     /// Longest topic name, in bytes. [default: 256]
     #[arg(long, env = "SHARDCAST_MAX_TOPIC_LENGTH", value_name = "BYTES")]
@@ -140,6 +163,22 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_PUBLISH_BURST", value_name = "N")]
     pub publish_burst: Option<u32>,
 
+    /// Publishes per second of one address's WebSocket connections together; 0: no limit. [default: 0]
+    #[arg(long, env = "SHARDCAST_PUBLISH_RATE_PER_IP", value_name = "PER_SEC")]
+    pub publish_rate_per_ip: Option<f64>,
+
+    /// Publish burst of one address. [default: 1000]
+    #[arg(long, env = "SHARDCAST_PUBLISH_BURST_PER_IP", value_name = "N")]
+    pub publish_burst_per_ip: Option<u32>,
+
+    /// Publishes per second over the whole server, WebSocket and HTTP; 0: no limit. [default: 0]
+    #[arg(long, env = "SHARDCAST_SERVER_PUBLISH_RATE", value_name = "PER_SEC")]
+    pub server_publish_rate: Option<f64>,
+
+    /// Publish burst of the whole server. [default: 100000]
+    #[arg(long, env = "SHARDCAST_SERVER_PUBLISH_BURST", value_name = "N")]
+    pub server_publish_burst: Option<u32>,
+
     /// Messages one POST /api/publish may carry. [default: 10000]
     #[arg(long, env = "SHARDCAST_MAX_BATCH_ITEMS", value_name = "N")]
     pub max_batch_items: Option<usize>,
@@ -155,6 +194,10 @@ pub struct Cli {
     /// Bytes queued for one slow client before --slow-consumer applies. [default: 1048576]
     #[arg(long, env = "SHARDCAST_OUTBOX_LIMIT", value_name = "BYTES")]
     pub outbox_limit: Option<usize>,
+
+    /// Bytes queued for one client past which --slow-consumer applies at once. [default: 16777216]
+    #[arg(long, env = "SHARDCAST_OUTBOX_BURST_LIMIT", value_name = "BYTES")]
+    pub outbox_burst_limit: Option<usize>,
 
     /// What to do with a client over the outbox limit. [default: close]
     #[arg(long, env = "SHARDCAST_SLOW_CONSUMER", value_enum)]
@@ -218,14 +261,22 @@ impl Cli {
             max_connections,
             max_connections_per_ip,
             max_subscriptions,
+            max_total_subscriptions,
+            max_subscriptions_per_ip,
+            max_topics,
             max_topic_length,
             max_message_size,
             publish_rate,
             publish_burst,
+            publish_rate_per_ip,
+            publish_burst_per_ip,
+            server_publish_rate,
+            server_publish_burst,
             max_batch_items,
             http_publish_rate,
             http_publish_burst,
             outbox_limit,
+            outbox_burst_limit,
             idle_timeout_secs,
             max_http_body,
             shutdown_timeout_secs,
@@ -265,6 +316,9 @@ impl Cli {
         }
         if !self.allowed_origins.is_empty() {
             s.allowed_origins = self.allowed_origins.clone();
+        }
+        if !self.allowed_hosts.is_empty() {
+            s.allowed_hosts = self.allowed_hosts.clone();
         }
         if let Some(p) = self.slow_consumer {
             s.slow_consumer = match p {

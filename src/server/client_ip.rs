@@ -45,6 +45,36 @@ pub(crate) fn is_loopback_origin(origin: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a `Host` header names this server in a way a DNS rebinding
+/// attack cannot forge: an IP address literal (a rebinding attack needs a
+/// name it controls), `localhost`, or a name of `allowed` (exact,
+/// case-insensitive, without the port). The port is ignored.
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && (name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || allowed.iter().any(|a| {
+                let a = a.trim();
+                let a = a.strip_suffix('.').unwrap_or(a);
+                a.eq_ignore_ascii_case(name)
+            }))
+}
+
 /// The key a per-address limit counts under: an IPv4 address as is (also
 /// when written as IPv4-mapped IPv6), an IPv6 address by its /64, since one
 /// host usually holds a whole /64.
@@ -108,6 +138,38 @@ mod tests {
         ] {
             assert!(!is_loopback_origin(o), "{o}");
         }
+    }
+
+    #[test]
+    fn hosts_a_rebinding_page_could_use_are_refused() {
+        let allowed = ["app.example.com".to_string()];
+        for h in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "[::1]",
+            "10.1.2.3",
+            "192.168.0.7:80",
+            "app.example.com",
+            "APP.example.com:443",
+            "localhost.:1",
+        ] {
+            assert!(host_allowed(h, &allowed), "{h}");
+        }
+        for h in [
+            "evil.example:8080",
+            "evil.example",
+            "localhost.evil.example",
+            "app.example.com.evil",
+            "",
+            ":8080",
+            "[not-an-ip]:1",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!host_allowed(h, &allowed), "{h}");
+        }
+        assert!(!host_allowed("app.example.com", &[]));
     }
 
     #[test]

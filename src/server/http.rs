@@ -1,21 +1,22 @@
 //! HTTP on the WebSocket port: `POST /api/publish`, `GET /healthz`, `GET /metrics`, `GET /` (the status page).
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
 use shardcast::proto::handshake::Request;
-use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse};
+use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse, PreparedFrame};
 
 use super::auth::constant_time_eq;
 use super::json::{self, push_str};
 use super::metrics::ServerCounters;
 use super::protocol::{message_frame, topic_problem};
-use super::App;
+use super::{App, PubLimit};
 
 /// The status page, embedded in the binary.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -57,7 +58,18 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
 
 /// Answers one plain HTTP request.
 pub(crate) fn route(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
+    let resp = answer(app, req, ctx);
+    if resp.status >= 400 {
+        app.counters(ctx.core()).http_refused(resp.status);
+    }
+    resp
+}
+
+fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     let r = req.request();
+    if app.host_refused(r) {
+        return HttpError::new(403, "forbidden", super::HOST_REFUSED.trim_end()).response();
+    }
     let endpoint = endpoint(r.method(), r.path());
     let status_endpoint = matches!(
         endpoint,
@@ -172,6 +184,18 @@ fn key_matches(app: &App, req: &HttpRequest<'_>) -> bool {
             && keys
                 .iter()
                 .any(|k| constant_time_eq(k.as_bytes(), g.as_bytes()))
+    })
+}
+
+/// Whether a `Content-Type` names JSON (`application/json`, any
+/// parameters). Required on the publish API: a page elsewhere can make a
+/// browser send a `text/plain` body without asking the server (a "simple"
+/// request), but not a JSON one.
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON))
     })
 }
 
@@ -317,12 +341,84 @@ impl Pending {
     }
 }
 
+/// Frames one turn of the core's loop queues for a batch at most; the rest
+/// follows in the next turns, after the core has written what it queued,
+/// so a batch larger than a reader's outbox reaches a reader that keeps
+/// up instead of closing it as a slow consumer.
+const STEP_BYTES: usize = 64 << 10;
+/// Messages of a batch one turn publishes at most.
+const STEP_ITEMS: usize = 1024;
+/// How often a batch looks whether its readers have taken the step before
+/// last.
+const STEP_POLL: Duration = Duration::from_millis(1);
+/// The longest a batch waits for its readers at one step; past it, a
+/// reader is not keeping up (the slow-consumer policy is for it), and the
+/// rest of the batch goes one step per turn without waiting.
+const STEP_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A batch being published a step at a time.
+struct Batch {
+    frames: Vec<(String, PreparedFrame)>,
+    next: usize,
+    pending: Arc<Pending>,
+    /// The step before the last one: the next step waits until its frames
+    /// are written (each reader then holds at most two steps, and the
+    /// sockets never run dry between them).
+    older: Range<usize>,
+    last: Range<usize>,
+    /// Since when the batch has been waiting for `older`, if it is.
+    waiting: Option<Instant>,
+    /// Whether it still waits for its readers at all.
+    paced: bool,
+}
+
+impl Batch {
+    /// Whether every copy of the frames of the step before last has been
+    /// written to its socket or discarded: only the batch holds them.
+    fn older_written(&self) -> bool {
+        self.frames[self.older.clone()]
+            .iter()
+            .all(|(_, f)| f.as_bytes().is_unique())
+    }
+}
+
+/// Publishes the next step of `batch` once its readers have taken the step
+/// before last, and asks for another turn while messages are left.
+fn publish_step(ctx: &mut HttpCtx<'_, App>, mut batch: Batch) {
+    if batch.paced && !batch.older_written() {
+        let since = *batch.waiting.get_or_insert_with(Instant::now);
+        if since.elapsed() < STEP_PATIENCE {
+            return ctx.later(STEP_POLL, move |ctx| publish_step(ctx, batch));
+        }
+        batch.paced = false;
+    }
+    batch.waiting = None;
+    let (start, mut bytes) = (batch.next, 0);
+    while batch.next < batch.frames.len() && batch.next - start < STEP_ITEMS && bytes < STEP_BYTES {
+        let i = batch.next;
+        let (topic, frame) = &batch.frames[i];
+        let p = batch.pending.clone();
+        ctx.publish_counted(topic, frame, move |r| p.done(i, r.delivered));
+        bytes += frame.len();
+        batch.next += 1;
+    }
+    batch.older = std::mem::replace(&mut batch.last, start..batch.next);
+    if batch.next < batch.frames.len() {
+        ctx.later(Duration::ZERO, move |ctx| publish_step(ctx, batch));
+    }
+}
+
 /// `POST /api/publish`: one `{"topic","data"}` object or an array of them;
 /// answers `{"delivered":N}` (and `"results"` per message for an array)
-/// once every core has queued the messages.
+/// once every core has queued the messages. A large batch is published in
+/// steps of [`STEP_BYTES`], one per turn of the core's loop, in order.
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
         return unauthorized();
+    }
+    if !is_json(req.request().header_str("content-type")) {
+        let m = "send the body as Content-Type: application/json";
+        return HttpError::new(415, "unsupported_media_type", m).response();
     }
     let (items, batch) = match parse_publish_body(req.body(), app.settings.max_topic_length) {
         Ok(b) => (b.items, b.batch),
@@ -341,14 +437,29 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> Http
         Some(k) if !k.is_empty() => format!("key:{k}"),
         _ => format!("ip:{}", req.peer().ip()),
     };
-    if let Err(wait) = app.http_buckets.take(&client, n as f64) {
-        let m = format!(
-            "HTTP publish rate over {} messages per second (burst {})",
-            app.settings.http_publish_rate, app.settings.http_publish_burst
-        );
+    let refused = match app.http_buckets.take(&client, n as f64) {
+        Err(wait) => Some((PubLimit::HttpClient, wait)),
+        Ok(()) => app.take_publishes(ctx.local(), None, n as u64).err(),
+    };
+    if let Some((limit, wait)) = refused {
+        app.counters(ctx.core()).publishes_refused[limit as usize]
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let s = &app.settings;
+        let m = match limit {
+            PubLimit::Server => format!(
+                "the server's publish rate is over {} messages per second (burst {})",
+                s.server_publish_rate, s.server_publish_burst
+            ),
+            _ => format!(
+                "HTTP publish rate over {} messages per second (burst {})",
+                s.http_publish_rate, s.http_publish_burst
+            ),
+        };
         let mut r = HttpError::new(429, "rate_limited", m).response();
-        r.headers
-            .push(("Retry-After".into(), wait.as_secs().max(1).to_string()));
+        r.headers.push((
+            "Retry-After".into(),
+            wait.as_secs_f64().ceil().max(1.0).to_string(),
+        ));
         return r;
     }
     app.counters(ctx.core())
@@ -363,11 +474,23 @@ fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> Http
         batch,
         responder: Mutex::new(Some(ctx.defer())),
     });
-    for (i, it) in items.into_iter().enumerate() {
-        let p = pending.clone();
-        let frame = message_frame(&it.topic, &it.data);
-        ctx.publish_counted(&it.topic, &frame, move |r| p.done(i, r.delivered));
-    }
+    let frames = items
+        .into_iter()
+        .map(|it| {
+            let frame = message_frame(&it.topic, &it.data);
+            (it.topic, frame)
+        })
+        .collect();
+    let batch = Batch {
+        frames,
+        next: 0,
+        pending,
+        older: 0..0,
+        last: 0..0,
+        waiting: None,
+        paced: true,
+    };
+    publish_step(ctx, batch);
     // Ignored: the answer goes out when the last core has counted.
     HttpResponse::text(202, "")
 }

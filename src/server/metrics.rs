@@ -21,6 +21,18 @@ pub const ERROR_CODES: [&str; 6] = [
     "internal",
 ];
 
+/// The limits a subscription can be refused by, in the order of
+/// [`ServerCounters::subscriptions_refused`].
+pub const SUBSCRIPTION_LIMITS: [&str; 4] = ["connection", "address", "server", "topics"];
+
+/// The limits a publish can be refused by, in the order of
+/// [`ServerCounters::publishes_refused`].
+pub const PUBLISH_LIMITS: [&str; 4] = ["connection", "http_client", "address", "server"];
+
+/// HTTP statuses the server refuses requests with, in the order of
+/// [`ServerCounters::http_refusals`] (the last slot counts any other).
+pub const HTTP_REFUSAL_STATUSES: [u16; 10] = [400, 401, 403, 404, 405, 411, 413, 415, 429, 500];
+
 /// Upper bounds of the latency histogram's buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
@@ -80,6 +92,15 @@ pub struct ServerCounters {
     pub auth_failed: AtomicU64,
     /// Error messages sent, by code (see [`ERROR_CODES`]).
     pub errors: [AtomicU64; ERROR_CODES.len()],
+    /// Topics a subscribe was refused by a limit: per connection, per
+    /// address, server-wide subscriptions, topics (see
+    /// [`SUBSCRIPTION_LIMITS`]).
+    pub subscriptions_refused: [AtomicU64; SUBSCRIPTION_LIMITS.len()],
+    /// Messages a publish rate refused, by limit (see [`PUBLISH_LIMITS`]).
+    pub publishes_refused: [AtomicU64; PUBLISH_LIMITS.len()],
+    /// Plain HTTP requests the server's handler refused, by status (see
+    /// [`HTTP_REFUSAL_STATUSES`]; the last slot counts any other).
+    pub http_refusals: [AtomicU64; HTTP_REFUSAL_STATUSES.len() + 1],
     /// From a counted publish's arrival (a WebSocket `publish` with an
     /// `id`, or an HTTP publish) until every core has queued it for its
     /// subscribers.
@@ -94,6 +115,15 @@ impl ServerCounters {
             .position(|c| *c == code)
             .unwrap_or(ERROR_CODES.len() - 1);
         self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one HTTP request refused with `status`.
+    pub fn http_refused(&self, status: u16) {
+        let i = HTTP_REFUSAL_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(HTTP_REFUSAL_STATUSES.len());
+        self.http_refusals[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -427,6 +457,56 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             let _ = writeln!(
                 out,
                 "shardcast_client_errors_total{{core=\"{i}\",code=\"{code}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_subscriptions_refused_total",
+        "counter",
+        "Subscriptions refused, by the limit that refused them.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        for (j, limit) in SUBSCRIPTION_LIMITS.iter().enumerate() {
+            let n = c.subscriptions_refused[j].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shardcast_subscriptions_refused_total{{core=\"{i}\",limit=\"{limit}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_publishes_refused_total",
+        "counter",
+        "Messages refused by a publish rate, by the limit that refused them.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        for (j, limit) in PUBLISH_LIMITS.iter().enumerate() {
+            let n = c.publishes_refused[j].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shardcast_publishes_refused_total{{core=\"{i}\",limit=\"{limit}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "shardcast_http_refusals_total",
+        "counter",
+        "Plain HTTP requests refused by the server, by status.",
+    );
+    for (i, c) in server.iter().enumerate() {
+        for (j, status) in HTTP_REFUSAL_STATUSES
+            .iter()
+            .map(u16::to_string)
+            .chain(["other".into()])
+            .enumerate()
+        {
+            let n = c.http_refusals[j].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shardcast_http_refusals_total{{core=\"{i}\",status=\"{status}\"}} {n}"
             );
         }
     }

@@ -9,6 +9,11 @@
 //!   simd-json); see `PROTOCOL.md`.
 //! - `http`: `POST /api/publish`, `GET /healthz`, `GET /metrics`, `GET /`.
 //! - `auth`: JWT (HS256) claims and topic patterns, API keys.
+//! - `limits`: connections, subscriptions and publish rates per address,
+//!   subscriptions and topics over the server, each core's share of the
+//!   server's publish rate; `buckets`: the token buckets they use.
+//! - `client_ip`: which address a limit counts, and which `Host` and
+//!   `Origin` name this machine.
 //! - `metrics`: per-core server counters and the Prometheus exposition.
 //! - `json`: raw value spans (so `data` passes through byte for byte) and
 //!   string escaping.
@@ -30,6 +35,7 @@ pub(crate) mod command;
 mod deadlines;
 pub(crate) mod http;
 pub mod json;
+mod limits;
 pub mod metrics;
 pub(crate) mod protocol;
 pub mod settings;
@@ -51,7 +57,7 @@ pub mod fuzzing {
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,6 +72,8 @@ use shardcast::{
 };
 
 use self::auth::{Grant, Verifier};
+use self::limits::{count_ip, IpShared, PerIp};
+pub(crate) use self::limits::{PubLimit, SubLimit};
 use self::metrics::ServerCounters;
 pub use self::settings::{Settings, SettingsError, SlowConsumer};
 
@@ -80,15 +88,32 @@ pub struct Client {
     tokens: f64,
     filled: Instant,
     ip: IpAddr,
+    /// Whether this connection was counted under `ip` at the handshake (it
+    /// came through a trusted proxy) rather than at accept.
+    counted_at_upgrade: bool,
+    /// What this client's address shares among its connections, reached
+    /// without a lock; `None` when nothing counts per address.
+    per_ip: Option<Arc<IpShared>>,
 }
 
 /// The server's [`Handler`].
 pub struct App {
     settings: Settings,
     verifier: Option<Verifier>,
-    /// Connections per IP address. Locked once per handshake and once per
-    /// close, never on the message path.
-    per_ip: Mutex<FxHashMap<IpAddr, usize>>,
+    /// Connections and subscriptions per IP address. Locked once per
+    /// handshake and once per close, never on the message path.
+    per_ip: Mutex<FxHashMap<IpAddr, PerIp>>,
+    /// Subscriptions over all connections (`max_total_subscriptions`).
+    subscriptions: AtomicUsize,
+    /// Topics with a subscriber, counted on each core that has one
+    /// (`max_topics`); only kept when that limit is set.
+    topics: AtomicUsize,
+    /// `publish_rate_per_ip`, if set.
+    ip_publish_rate: Option<buckets::GcraRate>,
+    /// One core's share of `server_publish_rate`, if set: each core has a
+    /// bucket of its own, so the server-wide limit costs a publish no
+    /// shared cache line.
+    server_publish_rate: Option<buckets::GcraRate>,
     /// HTTP publish rate per client (API key, or address).
     http_buckets: buckets::Buckets,
     /// Shared with the completion callbacks of counted publishes, which
@@ -102,6 +127,8 @@ pub struct App {
 pub struct CoreLocal {
     /// Auth deadlines and token expiries of this core's connections.
     deadlines: deadlines::Deadlines,
+    /// This core's share of the server-wide publish rate.
+    publish: buckets::Gcra,
     /// The copy simd-json parses in place (it rewrites strings as it
     /// goes); reused so a message costs no allocation for it.
     scratch: RefCell<Vec<u8>>,
@@ -109,6 +136,13 @@ pub struct CoreLocal {
 
 impl App {
     fn new(settings: Settings, cores: usize) -> Self {
+        let ip_publish_rate =
+            buckets::GcraRate::new(settings.publish_rate_per_ip, settings.publish_burst_per_ip);
+        let shares = cores.max(1);
+        let server_publish_rate = buckets::GcraRate::new(
+            settings.server_publish_rate / shares as f64,
+            (settings.server_publish_burst / shares as u32).max(1),
+        );
         Self {
             verifier: settings.jwt_secret.as_deref().map(|s| {
                 Verifier::new(
@@ -123,6 +157,10 @@ impl App {
             ),
             settings,
             per_ip: Mutex::new(FxHashMap::default()),
+            subscriptions: AtomicUsize::new(0),
+            topics: AtomicUsize::new(0),
+            ip_publish_rate,
+            server_publish_rate,
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),
             started: Instant::now(),
         }
@@ -136,19 +174,20 @@ impl App {
         self.counters.clone()
     }
 
-    fn release_ip(&self, ip: IpAddr) {
-        if self.settings.max_connections_per_ip == 0 {
-            return;
-        }
-        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&ip);
-            }
-        }
+    /// Whether a request's `Host` must be refused (DNS rebinding): only
+    /// when the server checks it and the request names one (a request
+    /// without `Host` does not come from a browser).
+    fn host_refused(&self, req: &Request<'_>) -> bool {
+        self.settings.checks_host()
+            && req
+                .header_str("host")
+                .is_some_and(|h| !client_ip::host_allowed(h, &self.settings.allowed_hosts))
     }
 }
+
+/// The answer to a `Host` that is not an IP address, `localhost` or an
+/// allowed host.
+const HOST_REFUSED: &str = "host not allowed: name this server by IP address or localhost, or add the name with --allowed-host (allowed_hosts)\n";
 
 /// The token a handshake carries: `?token=` or `Authorization: Bearer`.
 fn handshake_token<'a>(req: &Request<'a>) -> Option<&'a str> {
@@ -169,6 +208,9 @@ impl Handler for App {
     type Local = CoreLocal;
 
     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<Client, Rejection> {
+        if self.host_refused(req.request()) {
+            return Err(Rejection::new(403, HOST_REFUSED));
+        }
         // Anonymous, with no allowlist of its own: a web page from elsewhere
         // must not read and publish every topic through the visitor's
         // browser. Clients that send no Origin are not browsers.
@@ -202,25 +244,40 @@ impl Handler for App {
         let client =
             client_ip::client_address(req.peer().ip(), forwarded, &self.settings.trusted_proxies);
         let ip = client_ip::limit_key(client);
-        let limit = self.settings.max_connections_per_ip;
-        if limit > 0 {
+        // A direct client was counted when its socket was accepted
+        // (`connect`); one behind a trusted proxy is known only now.
+        let counted_at_upgrade = self.counts_per_ip() && self.proxied(req.peer().ip());
+        let mut per_ip = None;
+        if self.counts_per_ip() {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = m.entry(ip).or_insert(0);
-            if *n >= limit {
-                tracing::debug!(%ip, limit, "connection limit per address reached");
-                return Err(Rejection::new(
-                    429,
-                    "too many connections from this address\n",
-                ));
+            if counted_at_upgrade {
+                count_ip(&mut m, ip, self.settings.max_connections_per_ip)?;
             }
-            *n += 1;
+            per_ip = m.get(&ip).map(|e| e.shared.clone());
         }
         Ok(Client {
             grant,
             tokens: f64::from(self.settings.publish_burst.max(1)),
             filled: Instant::now(),
             ip,
+            counted_at_upgrade,
+            per_ip,
         })
+    }
+
+    fn connect(&self, peer: SocketAddr, _core: usize) -> Result<(), Rejection> {
+        if !self.counts_per_ip() || self.proxied(peer.ip()) {
+            return Ok(());
+        }
+        let ip = client_ip::limit_key(peer.ip());
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        count_ip(&mut m, ip, self.settings.max_connections_per_ip)
+    }
+
+    fn disconnect(&self, peer: SocketAddr, _core: usize) {
+        if self.counts_per_ip() && !self.proxied(peer.ip()) {
+            self.release_ip(client_ip::limit_key(peer.ip()));
+        }
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
@@ -248,12 +305,25 @@ impl Handler for App {
     }
 
     fn close(&self, ws: &mut Ws<'_, Self>, _code: CloseCode, _reason: &str) {
-        let subs = ws.subscription_count() as i64;
+        let subs = ws.subscription_count();
         self.counters(ws.core())
             .subscriptions
-            .fetch_sub(subs, Ordering::Relaxed);
+            .fetch_sub(subs as i64, Ordering::Relaxed);
+        // The subscriptions go after this returns; a topic this connection
+        // alone holds on its core goes with them.
+        let topics = if self.settings.max_topics > 0 && subs > 0 {
+            ws.topics()
+                .iter()
+                .filter(|t| ws.local_subscriber_count(t) == 1)
+                .count()
+        } else {
+            0
+        };
+        self.release_subscription(ws, subs, topics);
         ws.local().deadlines.forget(ws.id());
-        self.release_ip(ws.data().ip);
+        if ws.data().counted_at_upgrade {
+            self.release_ip(ws.data().ip);
+        }
     }
 
     fn http(&self, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, Self>) -> HttpResponse {

@@ -11,7 +11,7 @@ use super::command::{
     error_json, parse_command, reply_json, topics_reply_json, Command, CommandError, Op,
 };
 use super::json::push_str;
-use super::App;
+use super::{App, PubLimit, SubLimit};
 
 /// The `error` reply as a text frame.
 pub(crate) fn error_frame(
@@ -171,7 +171,9 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
 fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: Option<&[u8]>) {
     let s = &app.settings;
     let mut ok: Vec<&str> = Vec::with_capacity(topics.len());
-    let (mut invalid, mut forbidden, mut over) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut invalid, mut forbidden) = (Vec::new(), Vec::new());
+    // Refused by each limit, in the order of `SubLimit`.
+    let mut over: [Vec<&str>; 4] = Default::default();
     let mut count = ws.subscription_count();
     let mut added = 0i64;
     // A topic listed more than once is handled (and answered) once.
@@ -187,17 +189,27 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
         } else if ws.is_subscribed(t) {
             ok.push(t);
         } else if count >= s.max_subscriptions {
-            over.push(t);
-        } else if ws.subscribe(t) {
-            count += 1;
-            added += 1;
-            ok.push(t);
+            over[SubLimit::Connection as usize].push(t);
+        } else {
+            match app.reserve_subscription(ws, t) {
+                Err(limit) => over[limit as usize].push(t),
+                Ok(_) if ws.subscribe(t) => {
+                    count += 1;
+                    added += 1;
+                    ok.push(t);
+                }
+                // Closing: nothing was added.
+                Ok(creates) => app.release_subscription(ws, 1, usize::from(creates)),
+            }
         }
     }
-    app.counters(ws.core())
-        .subscriptions
-        .fetch_add(added, Ordering::Relaxed);
-    if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && over.is_empty()) {
+    let counters = app.counters(ws.core());
+    counters.subscriptions.fetch_add(added, Ordering::Relaxed);
+    for (limit, refused) in over.iter().enumerate() {
+        counters.subscriptions_refused[limit].fetch_add(refused.len() as u64, Ordering::Relaxed);
+    }
+    let none_over = over.iter().all(Vec::is_empty);
+    if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && none_over) {
         send_json(ws, &topics_reply_json("subscribed", &ok, id));
     }
     if !invalid.is_empty() {
@@ -211,25 +223,43 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
         let m = "not allowed to subscribe to these topics";
         send_error_topics(app, ws, "forbidden", m, id, &forbidden);
     }
-    if !over.is_empty() {
-        let m = format!(
-            "at most {} subscriptions per connection",
-            s.max_subscriptions
-        );
-        send_error_topics(app, ws, "too_many_subscriptions", &m, id, &over);
+    for (limit, refused) in over.iter().enumerate() {
+        if refused.is_empty() {
+            continue;
+        }
+        let m = match limit {
+            0 => format!(
+                "at most {} subscriptions per connection",
+                s.max_subscriptions
+            ),
+            1 => format!(
+                "at most {} subscriptions per address",
+                s.max_subscriptions_per_ip
+            ),
+            2 => format!(
+                "the server holds its limit of {} subscriptions",
+                s.max_total_subscriptions
+            ),
+            _ => format!("the server holds its limit of {} topics", s.max_topics),
+        };
+        send_error_topics(app, ws, "too_many_subscriptions", &m, id, refused);
     }
 }
 
 fn unsubscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: Option<&[u8]>) {
-    let mut removed = 0i64;
+    let (mut removed, mut emptied) = (0usize, 0usize);
     for t in topics {
         if ws.unsubscribe(t.as_ref()) {
             removed += 1;
+            if app.settings.max_topics > 0 && ws.local_subscriber_count(t.as_ref()) == 0 {
+                emptied += 1;
+            }
         }
     }
+    app.release_subscription(ws, removed, emptied);
     app.counters(ws.core())
         .subscriptions
-        .fetch_sub(removed, Ordering::Relaxed);
+        .fetch_sub(removed as i64, Ordering::Relaxed);
     send_json(ws, &topics_reply_json("unsubscribed", topics, id));
 }
 
@@ -264,11 +294,31 @@ fn publish(app: &App, ws: &mut Ws<'_, App>, topic: &str, data: &[u8], id: Option
         let m = "not allowed to publish to this topic";
         return send_error_topics(app, ws, "forbidden", m, id, &[topic]);
     }
-    if !take_token(app, ws) {
-        let m = format!(
-            "publish rate over {} per second (burst {})",
-            app.settings.publish_rate, app.settings.publish_burst
-        );
+    let refused = if take_token(app, ws) {
+        let local = ws.local();
+        app.take_publishes(local, ws.data().per_ip.as_deref(), 1)
+            .err()
+            .map(|(limit, _)| limit)
+    } else {
+        Some(PubLimit::Connection)
+    };
+    if let Some(limit) = refused {
+        app.counters(ws.core()).publishes_refused[limit as usize].fetch_add(1, Ordering::Relaxed);
+        let s = &app.settings;
+        let m = match limit {
+            PubLimit::Address => format!(
+                "publish rate of this address over {} per second (burst {})",
+                s.publish_rate_per_ip, s.publish_burst_per_ip
+            ),
+            PubLimit::Server => format!(
+                "the server's publish rate is over {} per second (burst {})",
+                s.server_publish_rate, s.server_publish_burst
+            ),
+            _ => format!(
+                "publish rate over {} per second (burst {})",
+                s.publish_rate, s.publish_burst
+            ),
+        };
         return send_error(app, ws, "rate_limited", &m, id);
     }
     app.counters(ws.core())

@@ -74,11 +74,15 @@ pub struct Settings {
     /// within this many seconds, or gets `unauthorized` and close 1008.
     /// Default: 10.
     pub auth_timeout_secs: u64,
-    /// WebSocket connections over all cores; the next handshake gets 503.
+    /// Connections over all cores, counted from their accept: an idle
+    /// socket or a plain HTTP request until it is answered, a WebSocket
+    /// until it closes; the next connection gets 503 at once.
     /// Default: 1,000,000.
     pub max_connections: usize,
-    /// WebSocket connections from one IP address; the next gets 429.
-    /// Zero: no limit. IPv6 addresses count per /64. Default: 10,000.
+    /// Connections from one IP address, counted like `max_connections`
+    /// (behind a trusted proxy: the forwarded client's WebSockets); the
+    /// next gets 429 at once. Zero: no limit. IPv6 addresses count per
+    /// /64. Default: 10,000.
     pub max_connections_per_ip: usize,
     /// Proxies whose `X-Forwarded-For` names the client for the
     /// per-address limit (the right-most untrusted entry). Default: none
@@ -87,8 +91,29 @@ pub struct Settings {
     /// Allowed `Origin` values (exact, case-insensitive); others get 403.
     /// Empty allows any. Default: empty.
     pub allowed_origins: Vec<String>,
+    /// Host names (without the port) a request's `Host` may name besides
+    /// IP addresses and `localhost`, which always pass. Checked when the
+    /// server is anonymous (a web page that rebinds its own name to this
+    /// machine must not reach an open server through the visitor's
+    /// browser), and whenever the list is not empty; others get 403.
+    /// Default: none.
+    pub allowed_hosts: Vec<String>,
     /// Topics one connection may subscribe to. Default: 1,000.
     pub max_subscriptions: usize,
+    /// Subscriptions over all connections; past it a subscribe gets
+    /// `too_many_subscriptions`. Zero: no limit. Default: 10,000,000
+    /// (about 0.5–1 GiB of registry).
+    pub max_total_subscriptions: usize,
+    /// Subscriptions held by the connections of one address (IPv6 per
+    /// /64); past it, `too_many_subscriptions`. It also bounds the topics
+    /// one address can create, one per subscription. Zero: no limit.
+    /// Default: 1,000,000.
+    pub max_subscriptions_per_ip: usize,
+    /// Topics with a subscriber, counted on each core that has one (the
+    /// registry's memory is per core); a subscribe that would create one
+    /// more gets `too_many_subscriptions`. Zero: no limit.
+    /// Default: 1,000,000.
+    pub max_topics: usize,
     /// Longest topic name in bytes. Default: 256.
     pub max_topic_length: usize,
     /// Largest client message in bytes (all its frames); a larger one
@@ -100,6 +125,26 @@ pub struct Settings {
     pub publish_rate: f64,
     /// Publishes one connection may make in a burst. Default: 200.
     pub publish_burst: u32,
+    /// Publishes per second the WebSocket connections of one address
+    /// (IPv6 per /64) may make together, on average; over it,
+    /// `rate_limited`. HTTP publishers are limited per API key or address
+    /// by `http_publish_rate`. Zero: no limit. Default: 0 (off: one
+    /// address may be a whole office behind NAT, so no figure fits every
+    /// server; `publish_rate` already bounds each connection).
+    pub publish_rate_per_ip: f64,
+    /// Publishes one address may make in a burst. Default: 1,000.
+    pub publish_burst_per_ip: u32,
+    /// Publishes per second over the whole server, WebSocket and HTTP
+    /// together, on average; over it, `rate_limited` (429 over HTTP). Each
+    /// core enforces its share (the rate divided by the cores), so a
+    /// publish touches no state shared between cores. Zero: no limit.
+    /// Default: 0 (off: the right figure is the capacity measured on the
+    /// server's own hardware; the per-connection and per-HTTP-client
+    /// buckets bound each client already).
+    pub server_publish_rate: f64,
+    /// Publishes the whole server may take in a burst (split between the
+    /// cores like the rate). Default: 100,000.
+    pub server_publish_burst: u32,
     /// Messages one `POST /api/publish` may carry; more get 413.
     /// Default: 10,000.
     pub max_batch_items: usize,
@@ -112,6 +157,10 @@ pub struct Settings {
     /// Bytes queued for one slow client before `slow_consumer` applies.
     /// Default: 1 MiB.
     pub outbox_limit: usize,
+    /// Bytes queued for one client past which `slow_consumer` applies at
+    /// once, without waiting for the grace period of `outbox_limit`.
+    /// Default: 16 MiB.
+    pub outbox_burst_limit: usize,
     /// Policy for clients over `outbox_limit`. Default: `close`.
     pub slow_consumer: SlowConsumer,
     /// Largest `POST /api/publish` body in bytes. Default: 1 MiB.
@@ -151,15 +200,24 @@ impl Default for Settings {
             max_connections_per_ip: 10_000,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             max_subscriptions: 1_000,
+            max_total_subscriptions: 10_000_000,
+            max_subscriptions_per_ip: 1_000_000,
+            max_topics: 1_000_000,
             max_topic_length: 256,
             max_message_size: 64 << 10,
             publish_rate: 100.0,
             publish_burst: 200,
+            publish_rate_per_ip: 0.0,
+            publish_burst_per_ip: 1_000,
+            server_publish_rate: 0.0,
+            server_publish_burst: 100_000,
             max_batch_items: 10_000,
             http_publish_rate: 10_000.0,
             http_publish_burst: 20_000,
             outbox_limit: 1 << 20,
+            outbox_burst_limit: 16 << 20,
             slow_consumer: SlowConsumer::Close,
             max_http_body: 1 << 20,
             idle_timeout_secs: 120,
@@ -247,6 +305,12 @@ impl Settings {
         Ok(())
     }
 
+    /// Whether the `Host` of requests is checked (see
+    /// [`Settings::allowed_hosts`]).
+    pub fn checks_host(&self) -> bool {
+        self.anonymous() || !self.allowed_hosts.is_empty()
+    }
+
     /// Whether WebSocket clients may connect without a token.
     pub fn anonymous(&self) -> bool {
         self.jwt_secret.is_none()
@@ -264,6 +328,7 @@ impl Settings {
             .max_connections(self.max_connections)
             .allowed_origins(self.allowed_origins.clone())
             .outbox_limit(self.outbox_limit)
+            .outbox_burst_limit(self.outbox_burst_limit.max(self.outbox_limit))
             .outbox_low_water((self.outbox_limit / 16).max(1))
             .idle_timeout(idle)
             .ping_interval(idle / 3)

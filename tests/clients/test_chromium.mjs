@@ -81,7 +81,7 @@ try {
   let delivered = 0;
   const start = Date.now();
   while (delivered < 1 && Date.now() - start < TIMEOUT) {
-    const r = await fetch(`http://${ADDR}/api/publish`, { method: "POST", body: '{"topic":"demo","data":{"from":"curl"}}' });
+    const r = await fetch(`http://${ADDR}/api/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"topic":"demo","data":{"from":"curl"}}' });
     delivered = (await r.json()).delivered;
     if (delivered < 1) await new Promise((r) => setTimeout(r, 50));
   }

@@ -56,7 +56,7 @@ check("published ack counts every core", ack.type === "published" && ack.id === 
 const got = await Promise.all(subs.map((s) => s.next()));
 check("data arrives byte for byte", got.every((g) => g === `{"type":"message","topic":"node","data":${data}}`), got[0]);
 
-const resp = await fetch(`http://${ADDR}/api/publish`, { method: "POST", body: JSON.stringify([{ topic: "node", data: "a" }, { topic: "node", data: "b" }]) });
+const resp = await fetch(`http://${ADDR}/api/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify([{ topic: "node", data: "a" }, { topic: "node", data: "b" }]) });
 const body = await resp.json();
 check("HTTP batch publish answers per message", resp.status === 200 && body.delivered === 2 * subs.length, body);
 const a = await Promise.all(subs.map((s) => s.next()));

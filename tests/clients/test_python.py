@@ -81,7 +81,7 @@ async def main():
     want = '{"type":"message","topic":"py","data":' + data + "}"
     check("data arrives byte for byte", all(r == want for r in raws), raws[0])
 
-    st, body = http("POST", "/api/publish", json.dumps({"topic": "py", "data": [1, 2]}).encode())
+    st, body = http("POST", "/api/publish", json.dumps({"topic": "py", "data": [1, 2]}).encode(), {"Content-Type": "application/json"})
     check("HTTP publish answers delivered", st == 200 and json.loads(body) == {"delivered": n}, (st, body))
     got = [await recv(s) for s in subs]
     check("HTTP publish reaches WebSocket subscribers", all(g["data"] == [1, 2] for g in got), got[0])

@@ -169,12 +169,21 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    // The publish API takes JSON and must be told so; a test of that
+    // passes its own Content-Type (or an empty one to send none).
+    let typed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if method == "POST" && !typed {
+        req.push_str("Content-Type: application/json\r\n");
     }
     req.push_str("\r\n");
     req.push_str(body);

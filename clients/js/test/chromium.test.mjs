@@ -86,7 +86,7 @@ test("the status page in headless Chromium", { skip: !existsSync(CHROMIUM) && "n
     const conns = await evaluate("document.getElementById('conns').textContent");
     assert.ok(Number(conns) >= 4, conns);
 
-    const r = await fetch(`http://${server.addr}/api/publish`, { method: "POST", body: '{"topic":"demo","data":{"from":"curl"}}' });
+    const r = await fetch(`http://${server.addr}/api/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"topic":"demo","data":{"from":"curl"}}' });
     assert.equal((await r.json()).delivered, 1);
     await until("HTTP publish in the log", `[...document.querySelectorAll('#log .entry')].some(e => e.textContent === 'demo: {"from":"curl"}')`);
     await evaluate(`document.getElementById('data').value = '{"from":"page"}'; document.querySelector('#pub button').click(); true`);
@@ -97,7 +97,7 @@ test("the status page in headless Chromium", { skip: !existsSync(CHROMIUM) && "n
     await until("the page saw the loss", "document.getElementById('status').textContent !== 'connected'");
     server = await startServer(port, ["--stats-interval-ms", "200"]);
     await until("reconnected", "document.getElementById('status').textContent === 'connected' && window.shardcast.metrics().reconnects >= 1");
-    const r2 = await fetch(`http://${server.addr}/api/publish`, { method: "POST", body: '{"topic":"demo","data":{"after":"restart"}}' });
+    const r2 = await fetch(`http://${server.addr}/api/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"topic":"demo","data":{"after":"restart"}}' });
     assert.equal((await r2.json()).delivered, 1, "the page is subscribed again");
     await until("message after restart", `[...document.querySelectorAll('#log .entry')].some(e => e.textContent === 'demo: {"after":"restart"}')`);
   } finally {
