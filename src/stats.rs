@@ -124,8 +124,8 @@ impl CoreStats {
         self.sockets.drop_by(1);
     }
 
-    /// The global slot was already reserved with
-    /// `Mesh::reserve_slot` by the handshake.
+    /// The global slot was already reserved with `Mesh::reserve_slot` when
+    /// the socket was accepted.
     pub(crate) fn upgraded(&self) {
         self.upgrades.bump(1);
         self.active.bump(1);
