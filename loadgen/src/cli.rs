@@ -292,6 +292,10 @@ pub struct BroadcastArgs {
     /// Stop after this many clients (this machine: 20,000 open files per process).
     #[arg(long, default_value_t = 19_000)]
     pub max_clients: usize,
+    /// The steps' client counts, comma-separated (e.g. `1000,2000,5000`),
+    /// instead of --initial-clients and --step.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub steps: Vec<usize>,
     /// Round trips measured per step.
     #[arg(long, default_value_t = 100)]
     pub samples: usize,
@@ -400,5 +404,13 @@ mod tests {
             panic!()
         };
         assert_eq!((b.samples, b.in_flight, b.limit_ms), (100, 4, 500));
+        assert!(b.steps.is_empty());
+        let Scenario::Broadcast(b) = parse(&["broadcast", "--steps", "1000,2000,5000"])
+            .unwrap()
+            .scenario
+        else {
+            panic!()
+        };
+        assert_eq!(b.steps, [1000, 2000, 5000]);
     }
 }

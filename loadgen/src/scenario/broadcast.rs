@@ -262,6 +262,24 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
     (sorted[i] as f64 / 1e4).round() / 100.0
 }
 
+/// The client counts of the steps: `--steps` (those up to `max_clients`,
+/// in increasing order), else from `--initial-clients` up by `--step` to
+/// `max_clients`.
+fn step_sizes(a: &BroadcastArgs, max_clients: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = if a.steps.is_empty() {
+        let mut v = vec![a.initial_clients.max(1).min(max_clients)];
+        while let Some(&c) = v.last().filter(|&&c| c < max_clients) {
+            v.push((c + a.step.max(1)).min(max_clients));
+        }
+        v
+    } else {
+        a.steps.iter().map(|&c| c.clamp(1, max_clients)).collect()
+    };
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Runs the scenario.
 ///
 /// # Errors
@@ -289,8 +307,10 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
     let u0 = Usage::now(a.common.server_pid);
     let mut steps = Vec::new();
     let mut result: Option<(usize, f64)> = None;
-    let mut clients = a.initial_clients.max(1).min(max_clients);
+    let plan = step_sizes(a, max_clients);
+    let mut next = 0;
     let stopped = loop {
+        let clients = plan[next];
         sh.clients.store(clients, Ordering::Relaxed);
         sh.order(OPEN);
         let opened = main_wait(
@@ -402,10 +422,14 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
             break format!("step {clients}: p95 {p95} ms > {} ms", a.limit_ms);
         }
         result = Some((clients, p95));
-        if clients >= max_clients {
-            break format!("reached --max-clients {max_clients}");
+        next += 1;
+        if next == plan.len() {
+            break if clients >= max_clients {
+                format!("reached --max-clients {max_clients}")
+            } else {
+                format!("reached the last step, {clients} clients")
+            };
         }
-        clients = (clients + a.step).min(max_clients);
     };
     let u1 = Usage::now(a.common.server_pid);
     sh.order(DONE);
@@ -429,4 +453,26 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
         r.warn(stopped);
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Scenario};
+
+    fn args(extra: &[&str]) -> BroadcastArgs {
+        let cli = Cli::from_args(["loadgen", "broadcast"].iter().chain(extra)).unwrap();
+        let Scenario::Broadcast(b) = cli.scenario else {
+            panic!()
+        };
+        b
+    }
+
+    #[test]
+    fn steps_from_a_list_or_a_stride() {
+        let a = args(&["--initial-clients", "1000", "--step", "2000"]);
+        assert_eq!(step_sizes(&a, 6000), [1000, 3000, 5000, 6000]);
+        let a = args(&["--steps", "5000,1000,19000,2000"]);
+        assert_eq!(step_sizes(&a, 10_000), [1000, 2000, 5000, 10_000]);
+    }
 }
