@@ -8,6 +8,9 @@ Each line of RUNS.jsonl is one run, as compare.sh writes it:
 {"scenario", "server", "round", "order", "binary", "idle_pct_before",
  "quiet_wait_secs", "exit", "result": <the loadgen's JSON line or null>}.
 Exits 1 when a run failed or lost, duplicated or reordered messages.
+A cell is "median (min–max)" over the runs; † marks a server whose loadgen
+was saturated in a run; the ratio is shardcast's median over the best
+peer's (highest where more is better (↑), lowest where less is (↓)).
 Python 3 standard library only.
 """
 
@@ -132,12 +135,14 @@ def fmt(v):
     return f"{v:.2f}"
 
 
-def cell(s):
+def cell(s, sat):
+    """median (min–max), and † when the loadgen was saturated in a run."""
     if s is None:
         return "—"
+    mark = " †" if sat else ""
     if s["n"] == 1:
-        return fmt(s["median"])
-    return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+        return fmt(s["median"]) + mark
+    return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])}){mark}"
 
 
 def ratio(per_server, better, servers):
@@ -241,16 +246,17 @@ def main():
             arrow = {"hi": " (↑)", "lo": " (↓)"}.get(row["better"], "")
             r = row["ratio_shardcast_to_best_peer"]
             md.append(f"| {row['label']}{arrow} | "
-                      + " | ".join(cell(row["servers"][s]) for s in servers)
+                      + " | ".join(cell(row["servers"][s], sat[s]) for s in servers)
                       + f" | {'—' if r is None else f'{r:.2f}'} |")
         md.append("| runs ok / loadgen saturated | "
                   + " | ".join(f"{len(ok[s])} / {sat[s]}" for s in servers) + " | |")
         md.append("")
         md.append("Served by: " + "; ".join(f"{s}: {', '.join(binaries[s])}" for s in servers) + ".")
         if any(sat.values()):
-            md.append(f"**Loadgen saturated** (≥ {SATURATED_PCT:.0f} % of its core) in some runs: "
-                      "those figures measure the load generator as much as the server; "
-                      "compare server CPU per unit of work instead.")
+            md.append(f"† **Loadgen saturated** (≥ {SATURATED_PCT:.0f} % of its core) in "
+                      "some of this server's runs: its throughput and latency measure the "
+                      "load generator as much as the server; compare server CPU per unit "
+                      "of work instead.")
         md.append("")
     if failures:
         md.append("### Failed runs\n")
