@@ -32,14 +32,15 @@
 # the order of the servers rotates from round to round, so the machine's
 # drift hits every server alike. Every run holds /tmp/shardcast-bench.lock
 # (flock: one benchmark at a time on this machine), then waits (at most
-# --quiet-wait seconds, default 15; 0 with --smoke) until the machine is
+# --quiet-wait seconds, default 5; 0 with --smoke) until the machine is
 # >= 90 % idle over 1 s, and records the idle share it saw; the loadgen
 # reports the other processes' CPU during the measurement too.
 #
 # Results (--out, default loadgen/results/compare-<UTC time>/):
 #   runs.jsonl      one line per run: {"scenario", "server", "round",
 #                   "order", "binary", "idle_pct_before", "quiet_wait_secs",
-#                   "exit", "result": the loadgen's JSON line (null if none)}
+#                   "run_secs" (server start to stop), "exit",
+#                   "result": the loadgen's JSON line (null if none)}
 #   raw/R-SCENARIO-SERVER.json   the loadgen's JSON line as printed (R: round)
 #   raw/R-SCENARIO-SERVER.err    the loadgen's stderr
 #   raw/R-SCENARIO-SERVER.server.log   the server's output
@@ -49,11 +50,12 @@
 #   summary.json    the same figures as JSON
 #   machine.txt     CPU, kernel, commit, command line, start and end times
 #
-# Time: about 100 s per server per round at full size on a quiet machine
-# (3 fanout runs ~17 s each, echo ~14 s, shootout ~20 s, idle runs ~9 s
-# each), so the default 3 rounds x 4 servers take about 20-25 minutes,
-# plus any waiting for the lock or a quiet machine. --smoke (1 round)
-# takes about 20 s per server. Exits 1 when a run failed or lost,
+# Time: about 85 s of runs per server per round at full size (3 fanout
+# runs ~13 s each, echo ~12 s, shootout ~20 s, idle runs ~6 s each, server
+# starts and stops), so the default 3 rounds x 4 servers take about 17
+# minutes on a quiet machine and about 26 on a busy one (every run then
+# waits the whole --quiet-wait), plus any wait for the lock. --smoke
+# (1 round) takes about 17 s per server. Exits 1 when a run failed or lost,
 # duplicated or reordered messages (the summary lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,7 +83,7 @@ while (($#)); do
     esac
 done
 ROUNDS=${ROUNDS:-$([[ -n $SMOKE ]] && echo 1 || echo 3)}
-QUIET_WAIT=${QUIET_WAIT:-$([[ -n $SMOKE ]] && echo 0 || echo 15)}
+QUIET_WAIT=${QUIET_WAIT:-$([[ -n $SMOKE ]] && echo 0 || echo 5)}
 # Seconds over which the machine's idle share is sampled.
 SAMPLE=$([[ -n $SMOKE ]] && echo 0.3 || echo 1)
 read -ra servers <<<"$SERVERS"
@@ -227,6 +229,7 @@ run_one() {
         echo "compare.sh: port $port is taken; use --port" >&2
         return 1
     fi
+    local t_start=$SECONDS
     taskset -c 1 "${cmd[@]}" >"$OUT/raw/$name.server.log" 2>&1 &
     SERVER_PID=$!
     deadline=$((SECONDS + 30))
@@ -251,9 +254,9 @@ run_one() {
     local result
     result=$(tail -n 1 "$OUT/raw/$name.json" 2>/dev/null || true)
     [[ $result == \{* ]] || result=null
-    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"binary":"%s","idle_pct_before":%s,"quiet_wait_secs":%s,"exit":%d,"result":%s}\n' \
+    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"binary":"%s","idle_pct_before":%s,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"result":%s}\n' \
         "$scenario" "$server" "$round" "$order" "$(describe "${cmd[@]}")" \
-        "$IDLE_PCT" "$WAITED" "$rc" "$result" >>"$RUNS"
+        "$IDLE_PCT" "$WAITED" "$((SECONDS - t_start))" "$rc" "$result" >>"$RUNS"
     ((rc == 0)) || echo "!! $name failed (exit $rc; see $OUT/raw/$name.err)" >&2
 }
 
