@@ -38,7 +38,8 @@
 #
 # Results (--out, default loadgen/results/compare-<UTC time>/):
 #   runs.jsonl      one line per run: {"scenario", "server", "round",
-#                   "order", "binary", "idle_pct_before", "quiet_wait_secs",
+#                   "order", "binary", "idle_pct_before", "lock_wait_secs",
+#                   "quiet_wait_secs",
 #                   "run_secs" (server start to stop), "exit",
 #                   "result": the loadgen's JSON line (null if none)}
 #   raw/R-SCENARIO-SERVER.json   the loadgen's JSON line as printed (R: round)
@@ -254,9 +255,9 @@ run_one() {
     local result
     result=$(tail -n 1 "$OUT/raw/$name.json" 2>/dev/null || true)
     [[ $result == \{* ]] || result=null
-    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"binary":"%s","idle_pct_before":%s,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"result":%s}\n' \
+    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"binary":"%s","idle_pct_before":%s,"lock_wait_secs":%d,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"result":%s}\n' \
         "$scenario" "$server" "$round" "$order" "$(describe "${cmd[@]}")" \
-        "$IDLE_PCT" "$WAITED" "$((SECONDS - t_start))" "$rc" "$result" >>"$RUNS"
+        "$IDLE_PCT" "$LOCK_WAIT" "$WAITED" "$((SECONDS - t_start))" "$rc" "$result" >>"$RUNS"
     ((rc == 0)) || echo "!! $name failed (exit $rc; see $OUT/raw/$name.err)" >&2
 }
 
@@ -267,10 +268,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
         # Rotate the servers' order by round and by scenario.
         for ((k = 0; k < n; k++)); do
             server=${servers[$(((k + round - 1 + si) % n))]}
+            lock_start=$SECONDS
             if ! flock -w 900 9; then
                 echo "compare.sh: /tmp/shardcast-bench.lock stayed taken for 15 minutes" >&2
                 exit 1
             fi
+            LOCK_WAIT=$((SECONDS - lock_start))
             run_one "$round" "$k" "${scenarios[$si]}" "$server" || true
             flock -u 9
         done
