@@ -101,6 +101,7 @@ struct CoreResult {
     tally: Tally,
     other: u64,
     misrouted: u64,
+    reached: u64,
 }
 
 struct CoreState {
@@ -108,6 +109,8 @@ struct CoreState {
     tally: Cell<Tally>,
     other: Cell<u64>,
     misrouted: Cell<u64>,
+    /// Subscribers that received at least one delivery.
+    reached: Cell<u64>,
     /// Deliveries not yet added to the shared counter (flushed every ms).
     pending: Cell<u64>,
     fds: RefCell<Vec<RawFd>>,
@@ -254,13 +257,14 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     prog.done("done");
     let mut hist = histogram();
     let mut tally = Tally::default();
-    let (mut other, mut misrouted) = (0, 0);
+    let (mut other, mut misrouted, mut reached) = (0, 0, 0);
     for t in threads {
         let c = t.join().map_err(|_| "a core panicked".to_string())?;
         hist.add(&c.hist).map_err(|e| e.to_string())?;
         tally.add(&c.tally);
         other += c.other;
         misrouted += c.misrouted;
+        reached += c.reached;
     }
     let expected = shared.expected.load(Ordering::Relaxed);
     let (wall, cpu, server_cpu) = u0.until(&u1);
@@ -300,6 +304,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     r.set("duplicated", tally.duplicated);
     r.set("reordered", tally.reordered);
     r.set("misrouted", misrouted);
+    r.set("subscribers_reached", reached);
     r.set("other_messages", other);
     r.set(
         "connections_lost",
@@ -379,6 +384,7 @@ async fn core_main(
         tally: Cell::new(Tally::default()),
         other: Cell::new(0),
         misrouted: Cell::new(0),
+        reached: Cell::new(0),
         pending: Cell::new(0),
         fds: RefCell::new(Vec::new()),
     });
@@ -465,6 +471,7 @@ async fn core_main(
         tally: st.tally.get(),
         other: st.other.get(),
         misrouted: st.misrouted.get(),
+        reached: st.reached.get(),
     }
 }
 
@@ -495,6 +502,8 @@ struct Inbox {
     tracks: Vec<SeqTrack>,
     finder: Finder,
     subscribed: bool,
+    /// Whether a delivery arrived.
+    reached: bool,
 }
 
 impl Inbox {
@@ -505,6 +514,7 @@ impl Inbox {
             tracks: vec![SeqTrack::default(); plan.on_topic(plan.lanes, topic) as usize],
             finder: Finder::new(b'P'),
             subscribed: false,
+            reached: false,
         }
     }
 
@@ -557,6 +567,10 @@ async fn subscriber(
         .run(&outbox, &limits, |_, msg, now| {
             match inbox.classify(msg) {
                 Kind::Delivery(arrival, sent_ns) => {
+                    if !inbox.reached {
+                        inbox.reached = true;
+                        st.reached.set(st.reached.get() + 1);
+                    }
                     let mut tally = st.tally.get();
                     tally.count(arrival);
                     st.tally.set(tally);
