@@ -209,6 +209,7 @@ def main():
     # shardcast first, the peers in the order they ran.
     servers.sort(key=lambda s: s != "shardcast")
     failures = []
+    checks = {}
     out = {"servers": servers, "scenarios": {}, "failures": failures}
     md = []
     for sc in scenarios:
@@ -231,10 +232,18 @@ def main():
                     row["label"] = f"{c:,} clients: {row['label']}"
                     row["clients"] = c
                     step_rows.append(row)
+        # Delivery checks summed over every run that gave a result.
+        checks[sc] = {}
+        if any((r.get("result") or {}).get("scenario") in ("fanout", "echo") for r in mine):
+            for s in servers:
+                res = [r["result"] for r in mine if r["server"] == s and isinstance(r.get("result"), dict)]
+                checks[sc][s] = {k: sum(x.get(k, 0) for x in res)
+                                 for k in ("lost", "duplicated", "reordered")}
         out["scenarios"][sc] = {
             "runs": {s: len(ok[s]) for s in servers},
             "failed_runs": {s: sum(1 for r in mine if r["server"] == s) - len(ok[s]) for s in servers},
             "loadgen_saturated_runs": sat,
+            "delivery_checks_all_runs": checks[sc],
             "idle_pct_before_runs": quiet,
             "binaries": binaries,
             "figures": rows + step_rows,
@@ -248,6 +257,10 @@ def main():
             md.append(f"| {row['label']}{arrow} | "
                       + " | ".join(cell(row["servers"][s], sat[s]) for s in servers)
                       + f" | {'—' if r is None else f'{r:.2f}'} |")
+        if checks[sc]:
+            md.append("| lost / duplicated / reordered (all runs) | "
+                      + " | ".join("{lost} / {duplicated} / {reordered}".format(**checks[sc][s])
+                                   for s in servers) + " | |")
         md.append("| runs ok / loadgen saturated | "
                   + " | ".join(f"{len(ok[s])} / {sat[s]}" for s in servers) + " | |")
         md.append("")
