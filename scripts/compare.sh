@@ -23,10 +23,11 @@
 #   idle-subscribed  the same, each subscribed to one of 100 topics
 #
 # Servers are started by loadgen/peers/start.sh NAME PORT (in the
-# foreground; its PID is the server's), except shardcast's echo and shootout
-# runs: the shardcast server binary speaks its own JSON protocol, not the
-# websocket-shootout's, so those two run target/release/examples/shootout
-# (the engine with a shootout handler). Each server is stopped by its PID.
+# foreground; its PID is the server's). shardcast's echo and shootout runs
+# use NAME shardcast-shootout: the shardcast server binary speaks its own
+# JSON protocol, not the websocket-shootout's, so those two run
+# examples/shootout (the engine with a shootout handler). Each server is
+# stopped by its PID.
 #
 # Order: within a round, the servers take turns scenario by scenario, and
 # the order of the servers rotates from round to round, so the machine's
@@ -38,7 +39,7 @@
 #
 # Results (--out, default loadgen/results/compare-<UTC time>/):
 #   runs.jsonl      one line per run: {"scenario", "server", "round",
-#                   "order", "binary", "idle_pct_before", "lock_wait_secs",
+#                   "order", "served_by", "idle_pct_before", "lock_wait_secs",
 #                   "quiet_wait_secs",
 #                   "run_secs" (server start to stop), "exit",
 #                   "result": the loadgen's JSON line (null if none)}
@@ -135,6 +136,8 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 if [[ -z $SKIP_BUILD ]]; then
     cargo build --release --locked -p loadgen -p shardcast --bins --example shootout
 fi
+# start.sh finds the builds through CARGO_TARGET_DIR, relative to the root.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [[ ! -x loadgen/peers/start.sh ]]; then
     echo "compare.sh: loadgen/peers/start.sh is missing or not executable" >&2
     exit 2
@@ -170,23 +173,15 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-# What served a run, for the results: "examples/shootout" or "start.sh NAME".
-describe() {
-    case $1 in
-    */examples/*) echo "examples/$(basename "$1")" ;;
-    *) echo "$(basename "$1") $2" ;;
-    esac
-}
-
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The command serving SCENARIO for SERVER on PORT.
-server_command() {
-    local server=$1 scenario=$2 port=$3
+# The start.sh name serving SCENARIO for SERVER.
+start_name() {
+    local server=$1 scenario=$2
     if [[ $server == shardcast && ($scenario == echo || $scenario == shootout) ]]; then
-        echo "$BIN/examples/shootout" --listen "127.0.0.1:$port" --cores 1
+        echo shardcast-shootout
     else
-        echo loadgen/peers/start.sh "$server" "$port"
+        echo "$server"
     fi
 }
 
@@ -213,10 +208,10 @@ RUN_NO=0
 # run_one ROUND ORDER SCENARIO SERVER: one run under the lock, one line in RUNS.
 run_one() {
     local round=$1 order=$2 scenario=$3 server=$4
-    local name="$round-$scenario-$server" port cmd rc=0 deadline
+    local name="$round-$scenario-$server" port served rc=0 deadline
     port=$((PORT_BASE + RUN_NO % 50))
     RUN_NO=$((RUN_NO + 1))
-    read -ra cmd <<<"$(server_command "$server" "$scenario" "$port")"
+    served=$(start_name "$server" "$scenario")
     read -ra largs <<<"$(args_for "$scenario")"
     # Wait (bounded) for a server stopped a moment ago to let go of the port:
     # with SO_REUSEPORT a second server would share it silently.
@@ -229,7 +224,7 @@ run_one() {
         return 1
     fi
     local t_start=$SECONDS
-    taskset -c 1 "${cmd[@]}" >"$OUT/raw/$name.server.log" 2>&1 &
+    taskset -c 1 loadgen/peers/start.sh "$served" "$port" >"$OUT/raw/$name.server.log" 2>&1 &
     SERVER_PID=$!
     deadline=$((SECONDS + 30))
     until answers "$port"; do
@@ -253,8 +248,8 @@ run_one() {
     local result
     result=$(tail -n 1 "$OUT/raw/$name.json" 2>/dev/null || true)
     [[ $result == \{* ]] || result=null
-    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"binary":"%s","idle_pct_before":%s,"lock_wait_secs":%d,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"result":%s}\n' \
-        "$scenario" "$server" "$round" "$order" "$(describe "${cmd[@]}")" \
+    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"served_by":"%s","idle_pct_before":%s,"lock_wait_secs":%d,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"result":%s}\n' \
+        "$scenario" "$server" "$round" "$order" "start.sh $served" \
         "$IDLE_PCT" "$LOCK_WAIT" "$WAITED" "$((SECONDS - t_start))" "$rc" "$result" >>"$RUNS"
     ((rc == 0)) || echo "!! $name failed (exit $rc; see $OUT/raw/$name.err)" >&2
 }

@@ -5,7 +5,7 @@ figure per server, and the ratio shardcast / best peer; as Markdown and JSON.
 usage: compare_summary.py RUNS.jsonl SUMMARY.md SUMMARY.json
 
 Each line of RUNS.jsonl is one run, as compare.sh writes it:
-{"scenario", "server", "round", "order", "binary", "idle_pct_before",
+{"scenario", "server", "round", "order", "served_by", "idle_pct_before",
  "quiet_wait_secs", "exit", "result": <the loadgen's JSON line or null>}.
 Exits 1 when a run failed or lost, duplicated or reordered messages.
 A cell is "median (min–max)" over the runs; † marks a server whose loadgen
@@ -221,7 +221,7 @@ def main():
         ok = {s: [r for r in mine if r["server"] == s and failure(r) is None] for s in servers}
         sat = {s: sum(1 for r in ok[s] if saturated(r["result"])) for s in servers}
         quiet = {s: [r.get("idle_pct_before") for r in mine if r["server"] == s] for s in servers}
-        binaries = {s: sorted({r.get("binary", "") for r in mine if r["server"] == s}) for s in servers}
+        binaries = {s: sorted({r.get("served_by", "") for r in mine if r["server"] == s}) for s in servers}
         rows = figure_rows(ok, FIGURES.get(sc, []), servers, lambda res, k: res.get(k))
         step_rows = []
         if sc == "shootout":
