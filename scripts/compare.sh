@@ -6,6 +6,7 @@
 # usage: scripts/compare.sh [--servers "shardcast bun tokio node-ws"]
 #            [--rounds N] [--scenarios "fanout-100 fanout-1 ..."] [--smoke]
 #            [--out DIR] [--port N] [--quiet-wait SECS] [--skip-build]
+#            [--start PATH]
 #
 # Scenarios (full size; --smoke runs each with tiny counts):
 #   fanout-100       10,000 subscribers over 100 topics, 10 publishers taking
@@ -22,7 +23,7 @@
 #   idle             19,000 idle connections: connects/s, RSS/connection
 #   idle-subscribed  the same, each subscribed to one of 100 topics
 #
-# Servers are started by loadgen/peers/start.sh NAME PORT (in the
+# Servers are started by loadgen/peers/start.sh NAME PORT (--start; in the
 # foreground; its PID is the server's). shardcast's echo and shootout runs
 # use NAME shardcast-shootout: the shardcast server binary speaks its own
 # JSON protocol, not the websocket-shootout's, so those two run
@@ -70,6 +71,7 @@ OUT=
 PORT_BASE=9500
 QUIET_WAIT=
 SKIP_BUILD=
+START=loadgen/peers/start.sh
 while (($#)); do
     case "$1" in
     --servers) SERVERS=$2; shift 2 ;;
@@ -80,6 +82,7 @@ while (($#)); do
     --port) PORT_BASE=$2; shift 2 ;;
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
+    --start) START=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -138,8 +141,8 @@ if [[ -z $SKIP_BUILD ]]; then
 fi
 # start.sh finds the builds through CARGO_TARGET_DIR, relative to the root.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [[ ! -x loadgen/peers/start.sh ]]; then
-    echo "compare.sh: loadgen/peers/start.sh is missing or not executable" >&2
+if [[ ! -x $START ]]; then
+    echo "compare.sh: $START is missing or not executable" >&2
     exit 2
 fi
 
@@ -151,7 +154,7 @@ RUNS=$OUT/runs.jsonl
 T0=$(date +%s)
 {
     echo "started: $(date -u +%FT%TZ)"
-    echo "command: $0 --servers \"$SERVERS\" --rounds $ROUNDS --scenarios \"$SCENARIOS\"${SMOKE:+ --smoke}"
+    echo "command: $0 --servers \"$SERVERS\" --rounds $ROUNDS --scenarios \"$SCENARIOS\"${SMOKE:+ --smoke} --start $START"
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; kernel $(uname -r)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
     echo "server CPU: 1 (taskset -c 1); loadgen CPU: 0 (taskset -c 0, --cores 1)"
@@ -224,7 +227,7 @@ run_one() {
         return 1
     fi
     local t_start=$SECONDS
-    taskset -c 1 loadgen/peers/start.sh "$served" "$port" >"$OUT/raw/$name.server.log" 2>&1 &
+    taskset -c 1 "$START" "$served" "$port" >"$OUT/raw/$name.server.log" 2>&1 &
     SERVER_PID=$!
     deadline=$((SECONDS + 30))
     until answers "$port"; do
