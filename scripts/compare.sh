@@ -49,17 +49,19 @@
 #   raw/R-SCENARIO-SERVER.server.log   the server's output
 #   summary.md      per scenario: median (min–max) of each figure per
 #                   server, the ratio shardcast ÷ best peer, runs whose
-#                   loadgen was saturated, failed runs
+#                   loadgen was saturated (†) or that other processes
+#                   contended with (‡), failed runs
 #   summary.json    the same figures as JSON
 #   machine.txt     CPU, kernel, commit, command line, start and end times
 #
 # Time: about 85 s of runs per server per round at full size (3 fanout
 # runs ~13 s each, echo ~12 s, shootout ~20 s, idle runs ~6 s each, server
-# starts and stops), so the default 3 rounds x 4 servers take about 17
+# starts and stops), so the default 3 rounds x 4 servers take about 18
 # minutes on a quiet machine and about 26 on a busy one (every run then
 # waits the whole --quiet-wait), plus any wait for the lock. --smoke
-# (1 round) takes about 17 s per server. Exits 1 when a run failed or lost,
-# duplicated or reordered messages (the summary lists them).
+# (1 round) takes about 10 s per server, 40 s for the four. Exits 1 when a
+# run failed or lost, duplicated or reordered messages (the summary lists
+# them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -9,7 +9,8 @@ Each line of RUNS.jsonl is one run, as compare.sh writes it:
  "quiet_wait_secs", "exit", "result": <the loadgen's JSON line or null>}.
 Exits 1 when a run failed or lost, duplicated or reordered messages.
 A cell is "median (min–max)" over the runs; † marks a server whose loadgen
-was saturated in a run; the ratio is shardcast's median over the best
+was saturated in a run, ‡ one that ran while other processes used the
+machine; the ratio is shardcast's median over the best
 peer's (highest where more is better (↑), lowest where less is (↓)).
 Python 3 standard library only.
 """
@@ -21,6 +22,10 @@ import sys
 # The loadgen's CPU at or above this share of its one core: the figure
 # measures the load generator, not the server (loadgen's report::CPU_WARN).
 SATURATED_PCT = 90.0
+
+# Other processes using at least this many cores during the measurement:
+# the run was contended (the loadgen's own CONTENDED MACHINE warning).
+CONTENDED_CORES = 0.25
 
 # (key in the loadgen's result, label, scale, better: "hi" / "lo" / None).
 # Scale turns the loadgen's unit into the one shown (ns -> µs).
@@ -110,6 +115,10 @@ def saturated(r):
     return max(pcts) >= SATURATED_PCT
 
 
+def contended(r):
+    return (r.get("other_processes_cpu_cores_used") or 0) >= CONTENDED_CORES
+
+
 def stats(values):
     if not values:
         return None
@@ -135,11 +144,12 @@ def fmt(v):
     return f"{v:.2f}"
 
 
-def cell(s, sat):
-    """median (min–max), and † when the loadgen was saturated in a run."""
+def cell(s, sat, busy):
+    """median (min–max); † when the loadgen was saturated in a run, ‡ when
+    other processes used the machine during one."""
     if s is None:
         return "—"
-    mark = " †" if sat else ""
+    mark = (" †" if sat else "") + (" ‡" if busy else "")
     if s["n"] == 1:
         return fmt(s["median"]) + mark
     return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])}){mark}"
@@ -220,6 +230,7 @@ def main():
                 failures.append({"scenario": sc, "server": r["server"], "round": r["round"], "why": why})
         ok = {s: [r for r in mine if r["server"] == s and failure(r) is None] for s in servers}
         sat = {s: sum(1 for r in ok[s] if saturated(r["result"])) for s in servers}
+        busy = {s: sum(1 for r in ok[s] if contended(r["result"])) for s in servers}
         quiet = {s: [r.get("idle_pct_before") for r in mine if r["server"] == s] for s in servers}
         binaries = {s: sorted({r.get("served_by", "") for r in mine if r["server"] == s}) for s in servers}
         rows = figure_rows(ok, FIGURES.get(sc, []), servers, lambda res, k: res.get(k))
@@ -243,6 +254,7 @@ def main():
             "runs": {s: len(ok[s]) for s in servers},
             "failed_runs": {s: sum(1 for r in mine if r["server"] == s) - len(ok[s]) for s in servers},
             "loadgen_saturated_runs": sat,
+            "contended_runs": busy,
             "delivery_checks_all_runs": checks[sc],
             "idle_pct_before_runs": quiet,
             "binaries": binaries,
@@ -255,14 +267,14 @@ def main():
             arrow = {"hi": " (↑)", "lo": " (↓)"}.get(row["better"], "")
             r = row["ratio_shardcast_to_best_peer"]
             md.append(f"| {row['label']}{arrow} | "
-                      + " | ".join(cell(row["servers"][s], sat[s]) for s in servers)
+                      + " | ".join(cell(row["servers"][s], sat[s], busy[s]) for s in servers)
                       + f" | {'—' if r is None else f'{r:.2f}'} |")
         if checks[sc]:
             md.append("| lost / duplicated / reordered (all runs) | "
                       + " | ".join("{lost} / {duplicated} / {reordered}".format(**checks[sc][s])
                                    for s in servers) + " | |")
-        md.append("| runs ok / loadgen saturated | "
-                  + " | ".join(f"{len(ok[s])} / {sat[s]}" for s in servers) + " | |")
+        md.append("| runs ok / loadgen saturated / contended | "
+                  + " | ".join(f"{len(ok[s])} / {sat[s]} / {busy[s]}" for s in servers) + " | |")
         md.append("")
         md.append("Served by: " + "; ".join(f"{s}: {', '.join(binaries[s])}" for s in servers) + ".")
         if any(sat.values()):
@@ -270,6 +282,10 @@ def main():
                       "some of this server's runs: its throughput and latency measure the "
                       "load generator as much as the server; compare server CPU per unit "
                       "of work instead.")
+        if any(busy.values()):
+            md.append(f"‡ **Contended**: other processes used ≥ {CONTENDED_CORES} cores during "
+                      "some of this server's runs; their latencies and rates are lower than "
+                      "this machine can do, so rerun on a quiet machine before comparing them.")
         md.append("")
     if failures:
         md.append("### Failed runs\n")
