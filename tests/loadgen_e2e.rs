@@ -223,3 +223,115 @@ fn broadcast_steps_up_and_checks_every_delivery() {
     );
     assert_eq!(e.map["correct"], true, "{}", e.to_json());
 }
+
+#[test]
+fn compare_fanout_and_idle_subscribed_shapes_are_checked() {
+    let h = Server::new(small_config(), pubsub_example::PubSub)
+        .start()
+        .unwrap();
+    let url = format!("ws://{}/", h.local_addr());
+    // Two publishers take six topics in turn, one publish per write.
+    let f = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-s",
+        "60",
+        "-t",
+        "6",
+        "-p",
+        "2",
+        "--max-outstanding",
+        "200",
+        "--min-free",
+        "10",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    let c = loadgen(&[
+        "connections",
+        "--url",
+        &url,
+        "-n",
+        "50",
+        "--subscribe-topics",
+        "5",
+        "--hold",
+        "0",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    h.shutdown();
+    h.join();
+    assert_eq!(f.map["correct"], true, "{}", f.to_json());
+    assert_eq!(u(&f, "subscribers_reached"), 60, "{}", f.to_json());
+    assert_eq!(u(&c, "upgraded"), 50, "{}", c.to_json());
+    assert_eq!(u(&c, "subscribe_topics"), 5);
+}
+
+#[test]
+fn broadcast_steps_report_fanout_completion_and_echo_fits_32_bytes() {
+    let h = Server::new(small_config(), Shootout).start().unwrap();
+    let url = format!("ws://{}/", h.local_addr());
+    let r = loadgen(&[
+        "broadcast",
+        "--url",
+        &url,
+        "--steps",
+        "10,30",
+        "--samples",
+        "10",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    let e = loadgen(&[
+        "echo",
+        "--url",
+        &url,
+        "-n",
+        "4",
+        "--protocol",
+        "shootout",
+        "--payload",
+        "32",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+    ])
+    .unwrap();
+    h.shutdown();
+    h.join();
+    assert_eq!(
+        r.map["stopped"],
+        "reached the last step, 30 clients",
+        "{}",
+        r.to_json()
+    );
+    let steps = r.map["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for s in steps {
+        assert_eq!(s["completed_broadcasts"], 10, "{s}");
+        assert!(s["completion_p95_ms"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert_eq!(e.map["correct"], true, "{}", e.to_json());
+    assert_eq!(u(&e, "payload_bytes"), 32);
+    assert!(u(&e, "rtt_samples") > 0);
+}

@@ -115,6 +115,11 @@ pub struct ConnectionsArgs {
     /// Seconds to hold the connections before sampling the server and closing.
     #[arg(long, default_value = "2", value_parser = secs)]
     pub hold: Duration,
+    /// Topics to subscribe to: connection i subscribes to `t{i % T}` and
+    /// waits for the answer (shardcast's JSON protocol); 0: stay idle,
+    /// unsubscribed.
+    #[arg(long, default_value_t = 0, value_name = "T")]
+    pub subscribe_topics: usize,
     /// Most connections per process; more are spread over worker processes
     /// of this program (each process may have 20,000 open files here).
     #[arg(long, default_value_t = 19_000)]
@@ -197,8 +202,10 @@ pub struct FanoutArgs {
     /// Topics.
     #[arg(long, short = 't', default_value_t = 100)]
     pub topics: usize,
-    /// Publisher connections; publisher j publishes to topic j % topics.
-    /// Default: one per topic, at most 100.
+    /// Publisher connections. Publishes flow in max(publishers, topics)
+    /// lanes, lane l from publisher l % publishers to topic l % topics;
+    /// each publisher takes its lanes in turn. Default: one per topic, at
+    /// most 100.
     #[arg(long, short = 'p')]
     pub publishers: Option<usize>,
     /// Bytes of `data` per message (at least the 43-byte stamp).
@@ -212,6 +219,11 @@ pub struct FanoutArgs {
     /// max(20,000, 8 × subscribers per topic).
     #[arg(long)]
     pub max_outstanding: Option<u64>,
+    /// Closed loop: send one publish per write, and only when at least this
+    /// many deliveries (and the publish's own) fit in the window, instead of
+    /// batches of up to 16 publishes per write.
+    #[arg(long, value_name = "N")]
+    pub min_free: Option<u64>,
     /// Seconds to wait, after publishing stops, for deliveries in flight.
     #[arg(long, default_value = "5", value_parser = secs)]
     pub drain_timeout: Duration,
@@ -253,7 +265,8 @@ pub struct EchoArgs {
     /// Connections.
     #[arg(long, short = 'n', default_value_t = 100)]
     pub connections: usize,
-    /// Bytes per message (at least the 43-byte stamp).
+    /// Bytes of payload per message (at least the 26-byte short stamp; the
+    /// websocket-shootout sends 32).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// Messages in flight per connection.
@@ -279,6 +292,10 @@ pub struct BroadcastArgs {
     /// Stop after this many clients (this machine: 20,000 open files per process).
     #[arg(long, default_value_t = 19_000)]
     pub max_clients: usize,
+    /// The steps' client counts, comma-separated (e.g. `1000,2000,5000`),
+    /// instead of --initial-clients and --step.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub steps: Vec<usize>,
     /// Round trips measured per step.
     #[arg(long, default_value_t = 100)]
     pub samples: usize,
@@ -354,6 +371,7 @@ mod tests {
         };
         assert_eq!((f.subscribers, f.topics, f.rate), (500, 1, 1000));
         assert_eq!(f.stall, 0);
+        assert_eq!(f.min_free, None);
         assert_eq!(f.timing.duration, Duration::from_millis(500));
         assert!(f.common.json);
     }
@@ -386,5 +404,13 @@ mod tests {
             panic!()
         };
         assert_eq!((b.samples, b.in_flight, b.limit_ms), (100, 4, 500));
+        assert!(b.steps.is_empty());
+        let Scenario::Broadcast(b) = parse(&["broadcast", "--steps", "1000,2000,5000"])
+            .unwrap()
+            .scenario
+        else {
+            panic!()
+        };
+        assert_eq!(b.steps, [1000, 2000, 5000]);
     }
 }

@@ -5,9 +5,15 @@
 //!
 //! Fixed width makes writing it a few stores and finding it one substring
 //! search; hex keeps it valid in any JSON string and any server's echo.
+//! The short stamp leaves out the send time, for a sender that keeps it
+//! itself (echo), so a payload can be as short as the websocket-shootout's
+//! 32 characters.
 
 /// Length of a stamp without padding.
 pub const STAMP_LEN: usize = 1 + 8 + 1 + 16 + 1 + 16;
+
+/// Length of a short stamp: kind, sender, `S`, sequence number; no send time.
+pub const SHORT_LEN: usize = 1 + 8 + 1 + 16;
 
 /// A decoded stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,31 @@ impl Stamp {
         put_hex(dst, self.sent_ns, 16);
         let pad = payload_len.saturating_sub(dst.len() - start);
         dst.resize(dst.len() + pad, b'x');
+    }
+
+    /// Appends the short stamp (no send time), then `x` until
+    /// `payload_len` bytes were written (at least [`SHORT_LEN`]).
+    pub fn write_short(&self, dst: &mut Vec<u8>, payload_len: usize) {
+        let start = dst.len();
+        dst.push(self.kind);
+        put_hex(dst, u64::from(self.sender), 8);
+        dst.push(b'S');
+        put_hex(dst, self.seq, 16);
+        let pad = payload_len.saturating_sub(dst.len() - start);
+        dst.resize(dst.len() + pad, b'x');
+    }
+
+    /// Parses a short stamp at the start of `b` (`sent_ns` is 0).
+    pub fn parse_short(b: &[u8]) -> Option<Stamp> {
+        if b.len() < SHORT_LEN || b[9] != b'S' {
+            return None;
+        }
+        Some(Stamp {
+            kind: b[0],
+            sender: hex(&b[1..9])? as u32,
+            seq: hex(&b[10..26])?,
+            sent_ns: 0,
+        })
     }
 
     /// Parses a stamp at the start of `b`.
@@ -90,6 +121,11 @@ impl Finder {
     pub fn find(&self, msg: &[u8]) -> Option<Stamp> {
         memchr::memmem::find_iter(msg, &self.needle).find_map(|i| Stamp::parse(&msg[i + 1..]))
     }
+
+    /// The first short stamp of this kind in `msg`.
+    pub fn find_short(&self, msg: &[u8]) -> Option<Stamp> {
+        memchr::memmem::find_iter(msg, &self.needle).find_map(|i| Stamp::parse_short(&msg[i + 1..]))
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +150,23 @@ mod tests {
         s.write(&mut short, 0);
         assert_eq!(short.len(), STAMP_LEN);
         assert_eq!(Stamp::parse(&short[..STAMP_LEN - 1]), None);
+    }
+
+    #[test]
+    fn short_stamp_fits_the_shootout_payload() {
+        let s = Stamp {
+            kind: b'E',
+            sender: 7,
+            seq: 9,
+            sent_ns: 0,
+        };
+        let mut v = b"{\"type\":\"echo\",\"payload\":\"".to_vec();
+        let start = v.len();
+        s.write_short(&mut v, 32);
+        assert_eq!(v.len() - start, 32);
+        v.extend_from_slice(b"\"}");
+        assert_eq!(Finder::new(b'E').find_short(&v), Some(s));
+        assert_eq!(Stamp::parse_short(&v[start..start + SHORT_LEN - 1]), None);
     }
 
     #[test]

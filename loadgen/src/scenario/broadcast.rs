@@ -4,12 +4,15 @@
 //! kept in flight, each sent by a random client as
 //! `{"type":"broadcast","payload":P}`; its round trip ends when that client
 //! receives its own `{"type":"broadcastResult",...}`. After `--samples` round
-//! trips every client must have received every broadcast of the step. The
+//! trips every client must have received every broadcast of the step; a
+//! broadcast's fanout completion is the time from its sending until the
+//! last client received it. The
 //! run stops when a step's p95 round trip exceeds `--limit-ms`, a check
 //! fails, or `--max-clients` is reached; the result is the last step under
 //! the limit.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -46,7 +49,34 @@ struct BShared {
     received: AtomicU64,
     lost_conns: AtomicU64,
     rtts: Mutex<Vec<u64>>,
+    /// This step's broadcasts by id, as the cores last flushed them.
+    arrivals: Mutex<HashMap<u64, Arrivals>>,
     errors: FirstError,
+}
+
+/// Who has received one broadcast so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Arrivals {
+    /// Clients that received it.
+    count: u64,
+    /// When it was sent (ns).
+    sent_ns: u64,
+    /// When the latest of them received it (ns).
+    last_ns: u64,
+}
+
+impl Arrivals {
+    fn add(&mut self, o: Arrivals) {
+        self.count += o.count;
+        self.sent_ns = o.sent_ns;
+        self.last_ns = self.last_ns.max(o.last_ns);
+    }
+}
+
+/// A broadcast's id in its stamp's sequence field: the step in the high
+/// half, the step's broadcast number in the low half.
+fn broadcast_id(step: u64, n: u64) -> u64 {
+    (step << 32) | (n & 0xffff_ffff)
 }
 
 impl BShared {
@@ -65,6 +95,8 @@ struct CoreB {
     shared: Arc<BShared>,
     clients: RefCell<Vec<Rc<Client>>>,
     pending: Cell<u64>,
+    /// Arrivals not yet merged into `BShared::arrivals` (flushed every ms).
+    arrivals: RefCell<HashMap<u64, Arrivals>>,
     step: Cell<u64>,
 }
 
@@ -72,7 +104,8 @@ struct CoreB {
 /// samples are not all started.
 fn fire(core: &Rc<CoreB>) {
     let sh = &core.shared;
-    if sh.started.fetch_add(1, Ordering::Relaxed) >= sh.samples {
+    let n = sh.started.fetch_add(1, Ordering::Relaxed);
+    if n >= sh.samples {
         return;
     }
     let c = {
@@ -87,7 +120,7 @@ fn fire(core: &Rc<CoreB>) {
         Stamp {
             kind: b'B',
             sender: c.id as u32,
-            seq: core.step.get(),
+            seq: broadcast_id(core.step.get(), n),
             sent_ns: now_ns(),
         }
         .write(b, 0);
@@ -104,6 +137,7 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
         shared: sh.clone(),
         clients: RefCell::new(Vec::new()),
         pending: Cell::new(0),
+        arrivals: RefCell::new(HashMap::new()),
         step: Cell::new(0),
     });
     let sources = Rc::new(target.sources(
@@ -117,6 +151,14 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
     let flush = {
         let (sh, me) = (sh.clone(), me.clone());
         move || {
+            // Arrivals first: once `received` is complete, so are they.
+            let local = std::mem::take(&mut *me.arrivals.borrow_mut());
+            if !local.is_empty() {
+                let mut all = sh.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, a) in local {
+                    all.entry(id).or_default().add(a);
+                }
+            }
             sh.received
                 .fetch_add(me.pending.replace(0), Ordering::Relaxed);
         }
@@ -164,7 +206,8 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
                             .run(&c.outbox, &Limits::default(), |_, msg, now| {
                                 if memchr::memmem::find(msg, b"\"broadcastResult\"").is_some() {
                                     if let Some(s) = finder.find(msg) {
-                                        if s.sender as usize == c.id && s.seq == me.step.get() {
+                                        if s.sender as usize == c.id && s.seq >> 32 == me.step.get()
+                                        {
                                             let sh = &me.shared;
                                             sh.rtts
                                                 .lock()
@@ -176,6 +219,15 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
                                     }
                                 } else if memchr::memmem::find(msg, b"\"broadcast\"").is_some() {
                                     me.pending.set(me.pending.get() + 1);
+                                    if let Some(s) = finder.find(msg) {
+                                        if s.seq >> 32 == me.step.get() {
+                                            let mut map = me.arrivals.borrow_mut();
+                                            let a = map.entry(s.seq).or_default();
+                                            a.count += 1;
+                                            a.sent_ns = s.sent_ns;
+                                            a.last_ns = a.last_ns.max(now);
+                                        }
+                                    }
                                 }
                                 Flow::Continue
                             })
@@ -210,6 +262,24 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
     (sorted[i] as f64 / 1e4).round() / 100.0
 }
 
+/// The client counts of the steps: `--steps` (those up to `max_clients`,
+/// in increasing order), else from `--initial-clients` up by `--step` to
+/// `max_clients`.
+fn step_sizes(a: &BroadcastArgs, max_clients: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = if a.steps.is_empty() {
+        let mut v = vec![a.initial_clients.max(1).min(max_clients)];
+        while let Some(&c) = v.last().filter(|&&c| c < max_clients) {
+            v.push((c + a.step.max(1)).min(max_clients));
+        }
+        v
+    } else {
+        a.steps.iter().map(|&c| c.clamp(1, max_clients)).collect()
+    };
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Runs the scenario.
 ///
 /// # Errors
@@ -237,8 +307,10 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
     let u0 = Usage::now(a.common.server_pid);
     let mut steps = Vec::new();
     let mut result: Option<(usize, f64)> = None;
-    let mut clients = a.initial_clients.max(1).min(max_clients);
+    let plan = step_sizes(a, max_clients);
+    let mut next = 0;
     let stopped = loop {
+        let clients = plan[next];
         sh.clients.store(clients, Ordering::Relaxed);
         sh.order(OPEN);
         let opened = main_wait(
@@ -268,7 +340,12 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
             c.store(0, Ordering::Relaxed);
         }
         sh.rtts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        sh.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let t = Instant::now();
+        let s0 = Usage::now(a.common.server_pid);
         sh.order(SAMPLE);
         let sampled = main_wait(
             a.step_timeout,
@@ -288,8 +365,20 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
             },
             || {},
         );
+        let s1 = Usage::now(a.common.server_pid);
         sh.order(IDLE);
         let secs = t.elapsed().as_secs_f64();
+        // Fanout completion of every broadcast all clients received.
+        let mut completions: Vec<u64> = sh
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|a| a.count >= clients as u64)
+            .map(|a| a.last_ns.saturating_sub(a.sent_ns))
+            .collect();
+        completions.sort_unstable();
+        let (step_wall, step_cpu, step_server) = s0.until(&s1);
         let mut rtts = sh.rtts.lock().unwrap_or_else(|p| p.into_inner()).clone();
         rtts.sort_unstable();
         let p95 = pct(&rtts, 0.95);
@@ -307,6 +396,15 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
             "deliveries_expected": sent * clients as u64,
             "deliveries_received": received,
             "deliveries_per_sec": (received as f64 / secs).round(),
+            "completed_broadcasts": completions.len(),
+            "completion_p50_ms": pct(&completions, 0.5),
+            "completion_p95_ms": pct(&completions, 0.95),
+            "completion_max_ms": pct(&completions, 1.0),
+            "loadgen_cpu_pct": (step_cpu.as_secs_f64() / step_wall.as_secs_f64().max(1e-9)
+                / cores as f64 * 1000.0).round() / 10.0,
+            "server_cpu_ns_per_delivery": step_server
+                .filter(|_| received > 0)
+                .map(|s| (s.as_nanos() as f64 / received as f64).round()),
         }));
         if !sampled {
             break format!(
@@ -324,10 +422,14 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
             break format!("step {clients}: p95 {p95} ms > {} ms", a.limit_ms);
         }
         result = Some((clients, p95));
-        if clients >= max_clients {
-            break format!("reached --max-clients {max_clients}");
+        next += 1;
+        if next == plan.len() {
+            break if clients >= max_clients {
+                format!("reached --max-clients {max_clients}")
+            } else {
+                format!("reached the last step, {clients} clients")
+            };
         }
-        clients = (clients + a.step).min(max_clients);
     };
     let u1 = Usage::now(a.common.server_pid);
     sh.order(DONE);
@@ -351,4 +453,26 @@ pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
         r.warn(stopped);
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Scenario};
+
+    fn args(extra: &[&str]) -> BroadcastArgs {
+        let cli = Cli::from_args(["loadgen", "broadcast"].iter().chain(extra)).unwrap();
+        let Scenario::Broadcast(b) = cli.scenario else {
+            panic!()
+        };
+        b
+    }
+
+    #[test]
+    fn steps_from_a_list_or_a_stride() {
+        let a = args(&["--initial-clients", "1000", "--step", "2000"]);
+        assert_eq!(step_sizes(&a, 6000), [1000, 3000, 5000, 6000]);
+        let a = args(&["--steps", "5000,1000,19000,2000"]);
+        assert_eq!(step_sizes(&a, 10_000), [1000, 2000, 5000, 10_000]);
+    }
 }

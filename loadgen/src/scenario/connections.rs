@@ -1,5 +1,10 @@
 //! `connections`: open N idle connections as fast as possible (TCP connect, then the upgrade), hold them, read the server's RSS, close them all and time the server's cleanup.
 //!
+//! With `--subscribe-topics T` each connection, once upgraded, subscribes
+//! to topic `t{i % T}` (shardcast's JSON protocol) and waits for the
+//! server's `subscribed` answer before it counts as upgraded, so the held
+//! connections are idle subscribers.
+//!
 //! Past `--per-process` connections the work is spread over worker
 //! processes of this program, each driven through its stdin/stdout one
 //! stage at a time, so `--connections 40000` works where one process may
@@ -21,6 +26,12 @@ use crate::report::{bar, Progress, Report};
 use crate::runtime::{core_wait, main_wait, spawn_cores};
 use crate::scenario::{pool, share, FirstError};
 use crate::sys;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use shardcast::proto::encode::{encode_frame, random_mask};
+use shardcast::proto::{Decoded, Decoder, Incoming, Limits, OpCode, Role};
 
 // Phase 0: connecting.
 const UPGRADE: u8 = 1;
@@ -93,6 +104,7 @@ impl Local {
         let sources = Arc::new(target.sources(total, a.source_base.unwrap_or(0)));
         let offset = a.index_offset;
         let conc = a.common.concurrency;
+        let (topics, timeout) = (a.subscribe_topics, a.common.connect_timeout);
         let target = Arc::new(target);
         let cc = c.clone();
         let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
@@ -128,15 +140,26 @@ impl Local {
                     let (c, slots, target) = (c.clone(), slots.clone(), target.clone());
                     move |k| {
                         let (c, slots, target) = (c.clone(), slots.clone(), target.clone());
+                        let gi = offset + mine[k];
                         async move {
                             let mut s = slots.borrow_mut()[k].take()?;
-                            match client::handshake(&mut s, &target).await {
-                                Ok(_) => {
+                            let r = match client::handshake(&mut s, &target).await {
+                                Ok(rest) if topics > 0 => monoio::time::timeout(
+                                    timeout,
+                                    subscribe(&mut s, rest, gi % topics),
+                                )
+                                .await
+                                .unwrap_or_else(|_| Err("no subscribe answer in time".into())),
+                                Ok(_) => Ok(()),
+                                Err(e) => Err(format!("handshake: {e}")),
+                            };
+                            match r {
+                                Ok(()) => {
                                     c.upgraded.fetch_add(1, Ordering::Relaxed);
                                     Some(s)
                                 }
                                 Err(e) => {
-                                    c.error.set(format!("handshake: {e}"));
+                                    c.error.set(e);
                                     c.upgrade_failed.fetch_add(1, Ordering::Relaxed);
                                     None
                                 }
@@ -245,6 +268,8 @@ impl Workers {
                 &a.common.concurrency.to_string(),
                 "--per-process",
                 &usize::MAX.to_string(),
+                "--subscribe-topics",
+                &a.subscribe_topics.to_string(),
                 "--connect-timeout",
                 &a.common.connect_timeout.as_secs_f64().to_string(),
                 "--quiet",
@@ -366,6 +391,7 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
     r.set("loadgen_processes", processes);
     r.set("loadgen_cores_per_process", a.common.cores());
     r.set("source_addresses", target.sources(n, 0).len());
+    r.set("subscribe_topics", a.subscribe_topics);
     r.set("driver", crate::runtime::driver_name());
 
     let t0 = Instant::now();
@@ -483,4 +509,53 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
         ));
     }
     Ok(r)
+}
+
+/// Subscribes an upgraded connection to topic `t{topic}` and reads until
+/// the server's `subscribed` answer (`leftover`: bytes read after the
+/// handshake).
+async fn subscribe(s: &mut TcpStream, leftover: Vec<u8>, topic: usize) -> Result<(), String> {
+    let mut frame = Vec::with_capacity(64);
+    encode_frame(
+        &mut frame,
+        true,
+        OpCode::Text,
+        format!("{{\"type\":\"subscribe\",\"topics\":[\"t{topic}\"]}}").as_bytes(),
+        Some(random_mask()),
+    );
+    let (r, _) = s.write_all(frame).await;
+    r.map_err(|e| format!("subscribe: {e}"))?;
+    let (limits, mut decoder, mut buf) = (Limits::default(), Decoder::new(Role::Client), leftover);
+    loop {
+        let mut off = 0;
+        loop {
+            match decoder.decode(&mut buf[off..], &limits) {
+                Ok(Decoded::Message {
+                    consumed, message, ..
+                }) => {
+                    off += consumed;
+                    match message {
+                        Incoming::Text(t) if t.contains("\"subscribed\"") => return Ok(()),
+                        Incoming::Close(_) => return Err("the server closed".into()),
+                        _ => {}
+                    }
+                }
+                Ok(Decoded::Incomplete { consumed, .. }) => {
+                    off += consumed;
+                    break;
+                }
+                Err(e) => return Err(format!("protocol error: {e}")),
+            }
+        }
+        buf.drain(..off);
+        buf.reserve(1024);
+        let len = buf.len();
+        let (r, slice) = s.read(buf.slice_mut(len..)).await;
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => return Err("the server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
 }

@@ -1,4 +1,8 @@
 //! `echo`: C connections each keep `--window` stamped messages in flight and send the next one when an echo returns: messages/s and round-trip latency, with every echo checked (lost, duplicated, reordered).
+//!
+//! Messages carry the short stamp (sender and sequence number); each
+//! connection keeps the send times of its last `--window` messages, so a
+//! payload can be as short as 26 bytes (the websocket-shootout sends 32).
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
@@ -15,9 +19,9 @@ use crate::client::{self, source_for, Flow, Outbox, Target};
 use crate::report::{bar, histogram, Progress, Report};
 use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
 use crate::scenario::{open, pool, share, spawn_flusher, wind_down, FirstError};
-use crate::stamp::{Finder, Stamp, STAMP_LEN};
+use crate::stamp::{Finder, Stamp, SHORT_LEN};
 use crate::sys::{self, now_ns, Usage};
-use crate::track::{SeqTrack, Tally};
+use crate::track::{Arrival, SeqTrack, Tally};
 
 struct CoreState {
     hist: RefCell<Histogram<u64>>,
@@ -37,9 +41,9 @@ fn write_msg(b: &mut Vec<u8>, proto: EchoProtocol, id: usize, seq: u64, payload:
         kind: b'E',
         sender: id as u32,
         seq,
-        sent_ns: now_ns(),
+        sent_ns: 0,
     }
-    .write(b, payload);
+    .write_short(b, payload);
     b.extend_from_slice(if proto == EchoProtocol::Shootout {
         b"\"}"
     } else {
@@ -64,7 +68,7 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
     let cores = a.common.cores();
     let shared = Arc::new(Shared::default());
     let errors = Arc::new(FirstError::default());
-    let payload = a.payload.max(STAMP_LEN);
+    let payload = a.payload.max(SHORT_LEN);
     let (window, proto, conc) = (a.window.max(1) as u64, a.protocol, a.common.concurrency);
     let (t, sh, er) = (Arc::new(target), shared.clone(), errors.clone());
     let threads = spawn_cores(cores, !a.common.no_pin, move |core| {
@@ -105,7 +109,10 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
                     shared.ready.fetch_add(1, Ordering::Relaxed);
                     core_wait(|| shared.phase() >= phase::WARMUP).await;
                     let mut seq = 0u64;
+                    // Send times of the last `window` messages, by seq % window.
+                    let sent_at: Vec<Cell<u64>> = (0..window).map(|_| Cell::new(0)).collect();
                     let push = |outbox: &Outbox, seq: &mut u64| {
+                        sent_at[(*seq % window) as usize].set(now_ns());
                         outbox.push_text_with(|b| write_msg(b, proto, id, *seq, payload));
                         *seq += 1;
                         shared.sent.fetch_add(1, Ordering::Relaxed);
@@ -120,17 +127,25 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
                     let mut track = SeqTrack::default();
                     let end = reader
                         .run(&outbox, &Limits::default(), |ob, msg, now| {
-                            match finder.find(msg) {
+                            match finder.find_short(msg) {
                                 Some(s) if s.sender as usize == id => {
+                                    let arrival = track.observe(s.seq);
                                     let mut tally = st.tally.get();
-                                    tally.count(track.observe(s.seq));
+                                    tally.count(arrival);
                                     st.tally.set(tally);
                                     st.pending.set(st.pending.get() + 1);
                                     let ph = shared.phase();
-                                    if ph == phase::MEASURE {
-                                        st.hist.borrow_mut().saturating_record(
-                                            now.saturating_sub(s.sent_ns).max(1),
-                                        );
+                                    // Only an echo of one of the last `window`
+                                    // messages still has its send time.
+                                    let recent = s.seq < seq && seq - s.seq <= window;
+                                    if ph == phase::MEASURE
+                                        && recent
+                                        && arrival != Arrival::Duplicate
+                                    {
+                                        let sent = sent_at[(s.seq % window) as usize].get();
+                                        st.hist
+                                            .borrow_mut()
+                                            .saturating_record(now.saturating_sub(sent).max(1));
                                     }
                                     if ph < phase::DRAIN {
                                         push(ob, &mut seq);

@@ -1,12 +1,18 @@
 //! `fanout`: S subscribers over T topics, P publishers, shardcast's JSON protocol.
 //!
-//! Subscriber i subscribes to topic `t{i % T}`; publisher j publishes to
-//! `t{j % T}`. Every published `data` is a [`Stamp`]: publisher id, sequence
-//! number and send time, so each subscriber measures end-to-end latency on
-//! its own core and tracks, per publisher of its topic, lost, duplicated and
-//! reordered deliveries. Closed loop (the default): publishers keep at most
-//! `--max-outstanding` deliveries sent and not yet received; `--rate` sends a
-//! fixed number of publishes per second instead.
+//! Subscriber i subscribes to topic `t{i % T}`. Publishes flow in
+//! max(P, T) *lanes*: lane l carries publisher `l % P`'s publishes to topic
+//! `t{l % T}`, and each publisher takes its lanes in turn, so every topic is
+//! published to however many publishers there are (with P = T, publisher j
+//! publishes to `t{j}` only). Every published `data` is a [`Stamp`]: lane,
+//! sequence number in the lane and send time, so each subscriber measures
+//! end-to-end latency on its own core and tracks, per lane of its topic,
+//! lost, duplicated and reordered deliveries. Closed loop (the default):
+//! publishers keep at most `--max-outstanding` deliveries sent and not yet
+//! received, sending batches of up to 16 publishes per write, or with
+//! `--min-free N` one publish per write once N deliveries' room (and room
+//! for that publish) is free; `--rate` sends a fixed number of publishes per
+//! second instead, each publisher's schedule offset from the others'.
 //!
 //! `--stall N` makes N subscribers stop reading (their sockets stay open)
 //! `--stall-after` into the measurement, as a slow consumer would; when
@@ -30,15 +36,17 @@ use crate::client::{self, source_for, End, Flow, Outbox, Reader, Target};
 use crate::report::{bar, histogram, Progress, Report};
 use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
 use crate::scenario::{open_with_rcvbuf, pool, share, spawn_flusher, wind_down, FirstError};
-use crate::stamp::{Finder, Stamp, STAMP_LEN};
+use crate::stamp::{Finder, STAMP_LEN};
 use crate::sys::{self, now_ns, Usage};
 use crate::track::{Arrival, SeqTrack, Tally};
 
+mod publisher;
 mod stall;
+use publisher::publisher;
 pub use stall::stalled_ids;
 use stall::{report_stalled, stalled_settled, stalled_subscriber, Slot, Stall};
 
-/// Publishes queued per write when the window allows.
+/// Publishes queued per write when the window allows (without `--min-free`).
 const BATCH: u64 = 16;
 
 /// The plan every core follows.
@@ -52,12 +60,17 @@ pub struct Plan {
     pub topics: usize,
     /// Publishers.
     pub publishers: usize,
+    /// Lanes: max(publishers, topics); lane l is publisher l % P on topic l % T.
+    pub lanes: usize,
     /// Bytes of `data`.
     pub payload: usize,
     /// Publishes per second over all publishers; 0 = closed loop.
     pub rate: u64,
     /// Closed loop: the bound on deliveries in flight.
     pub max_outstanding: u64,
+    /// Closed loop: send one publish per write, only when at least this
+    /// many deliveries' room is free; None: batches of up to [`BATCH`].
+    pub min_free: Option<u64>,
     /// Concurrent opens per core.
     pub concurrency: usize,
     /// Ids of the subscribers that stall, ascending.
@@ -88,6 +101,7 @@ struct CoreResult {
     tally: Tally,
     other: u64,
     misrouted: u64,
+    reached: u64,
 }
 
 struct CoreState {
@@ -95,6 +109,8 @@ struct CoreState {
     tally: Cell<Tally>,
     other: Cell<u64>,
     misrouted: Cell<u64>,
+    /// Subscribers that received at least one delivery.
+    reached: Cell<u64>,
     /// Deliveries not yet added to the shared counter (flushed every ms).
     pending: Cell<u64>,
     fds: RefCell<Vec<RawFd>>,
@@ -115,9 +131,11 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         subscribers: a.subscribers,
         topics,
         publishers,
+        lanes: publishers.max(topics),
         payload: a.payload.max(STAMP_LEN),
         rate: a.rate,
         max_outstanding: a.max_outstanding.unwrap_or((8 * per_topic).max(20_000)),
+        min_free: a.min_free,
         concurrency: a.common.concurrency,
         stalled: stalled_ids(a.stall, a.subscribers),
         stall_rcvbuf: (a.stall_rcvbuf > 0).then_some(a.stall_rcvbuf),
@@ -239,13 +257,14 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     prog.done("done");
     let mut hist = histogram();
     let mut tally = Tally::default();
-    let (mut other, mut misrouted) = (0, 0);
+    let (mut other, mut misrouted, mut reached) = (0, 0, 0);
     for t in threads {
         let c = t.join().map_err(|_| "a core panicked".to_string())?;
         hist.add(&c.hist).map_err(|e| e.to_string())?;
         tally.add(&c.tally);
         other += c.other;
         misrouted += c.misrouted;
+        reached += c.reached;
     }
     let expected = shared.expected.load(Ordering::Relaxed);
     let (wall, cpu, server_cpu) = u0.until(&u1);
@@ -262,8 +281,12 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         "mode",
         if plan.rate == 0 {
             format!(
-                "closed loop, <= {} deliveries outstanding",
-                plan.max_outstanding
+                "closed loop, <= {} deliveries outstanding, {}",
+                plan.max_outstanding,
+                match plan.min_free {
+                    Some(n) => format!("one publish per write when >= {n} free"),
+                    None => format!("up to {BATCH} publishes per write"),
+                }
             )
         } else {
             format!("{} publishes/s", plan.rate)
@@ -281,6 +304,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     r.set("duplicated", tally.duplicated);
     r.set("reordered", tally.reordered);
     r.set("misrouted", misrouted);
+    r.set("subscribers_reached", reached);
     r.set("other_messages", other);
     r.set(
         "connections_lost",
@@ -360,6 +384,7 @@ async fn core_main(
         tally: Cell::new(Tally::default()),
         other: Cell::new(0),
         misrouted: Cell::new(0),
+        reached: Cell::new(0),
         pending: Cell::new(0),
         fds: RefCell::new(Vec::new()),
     });
@@ -446,6 +471,7 @@ async fn core_main(
         tally: st.tally.get(),
         other: st.other.get(),
         misrouted: st.misrouted.get(),
+        reached: st.reached.get(),
     }
 }
 
@@ -468,14 +494,16 @@ enum Kind {
     Other,
 }
 
-/// A subscriber's view of its messages: one sequence tracker per publisher
-/// of its topic (publisher j is slot j / T).
+/// A subscriber's view of its messages: one sequence tracker per lane of
+/// its topic (lane l is slot l / T).
 struct Inbox {
     topic: usize,
     topics: usize,
     tracks: Vec<SeqTrack>,
     finder: Finder,
     subscribed: bool,
+    /// Whether a delivery arrived.
+    reached: bool,
 }
 
 impl Inbox {
@@ -483,9 +511,10 @@ impl Inbox {
         Self {
             topic,
             topics: plan.topics,
-            tracks: vec![SeqTrack::default(); plan.on_topic(plan.publishers, topic) as usize],
+            tracks: vec![SeqTrack::default(); plan.on_topic(plan.lanes, topic) as usize],
             finder: Finder::new(b'P'),
             subscribed: false,
+            reached: false,
         }
     }
 
@@ -538,6 +567,10 @@ async fn subscriber(
         .run(&outbox, &limits, |_, msg, now| {
             match inbox.classify(msg) {
                 Kind::Delivery(arrival, sent_ns) => {
+                    if !inbox.reached {
+                        inbox.reached = true;
+                        st.reached.set(st.reached.get() + 1);
+                    }
                     let mut tally = st.tally.get();
                     tally.count(arrival);
                     st.tally.set(tally);
@@ -558,91 +591,4 @@ async fn subscriber(
         })
         .await;
     lost(&shared, &errors, end, "subscriber");
-}
-
-async fn publisher(
-    j: usize,
-    mut reader: Reader,
-    outbox: Outbox,
-    plan: Arc<Plan>,
-    shared: Arc<Shared>,
-    errors: Arc<FirstError>,
-    stall: Arc<Stall>,
-) {
-    let outbox = Rc::new(outbox);
-    // The read side only answers pings and notices a close.
-    let rd = {
-        let (outbox, shared, errors) = (outbox.clone(), shared.clone(), errors.clone());
-        monoio::spawn(async move {
-            let end = reader
-                .run(&outbox, &Limits::default(), |_, _, _| Flow::Continue)
-                .await;
-            lost(&shared, &errors, end, "publisher");
-        })
-    };
-    shared.ready.fetch_add(1, Ordering::Relaxed);
-    core_wait(|| shared.phase() >= phase::WARMUP).await;
-    let topic = j % plan.topics;
-    // Stalled subscribers are accounted apart (`stall.sent`).
-    let fanout = (plan.on_topic(plan.subscribers, topic) - plan.stalled_on_topic(topic)).max(1);
-    let healthy = plan.on_topic(plan.subscribers, topic) - plan.stalled_on_topic(topic);
-    let topic_sent = stall.sent.get(topic);
-    let prefix = format!("{{\"type\":\"publish\",\"topic\":\"t{topic}\",\"data\":\"");
-    let per_pub = plan.rate as f64 / plan.publishers as f64;
-    let phase = j as f64 / plan.publishers as f64;
-    let start = Instant::now();
-    let mut seq = 0u64;
-    // Closed loop: wait until half the window is free, then send what fits,
-    // so a big topic's publishes reach the server in batches (as they would
-    // from many publishers) instead of one per freed slot.
-    let min_send = (plan.max_outstanding / fanout / 2).clamp(1, BATCH);
-    while shared.phase() < phase::DRAIN {
-        let n = if plan.rate == 0 {
-            let out = shared
-                .expected
-                .load(Ordering::Relaxed)
-                .saturating_sub(shared.received.load(Ordering::Relaxed));
-            let room = (plan.max_outstanding.saturating_sub(out) / fanout).min(BATCH);
-            if room >= min_send {
-                room
-            } else {
-                0
-            }
-        } else {
-            // Publisher j's k-th publish is due at (k + j/P) / rate: the
-            // publishers are spread over the interval instead of all
-            // publishing in the same instant.
-            let x = start.elapsed().as_secs_f64() * per_pub - phase;
-            let due = if x < 0.0 { 0 } else { x as u64 + 1 };
-            due.saturating_sub(seq).min(4 * BATCH)
-        };
-        if n == 0 {
-            monoio::time::sleep(Duration::from_millis(1)).await;
-            continue;
-        }
-        shared.expected.fetch_add(n * healthy, Ordering::Relaxed);
-        if let Some(c) = topic_sent {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-        for _ in 0..n {
-            outbox.push_text_with(|b| {
-                b.extend_from_slice(prefix.as_bytes());
-                Stamp {
-                    kind: b'P',
-                    sender: j as u32,
-                    seq,
-                    sent_ns: now_ns(),
-                }
-                .write(b, plan.payload);
-                b.extend_from_slice(b"\"}");
-            });
-            seq += 1;
-        }
-        shared.sent.fetch_add(n, Ordering::Relaxed);
-        if let Err(e) = outbox.flush().await {
-            errors.set(format!("publish: {e}"));
-            break;
-        }
-    }
-    rd.await;
 }
