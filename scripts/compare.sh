@@ -6,6 +6,7 @@
 # usage: scripts/compare.sh [--servers "shardcast bun tokio node-ws"]
 #            [--rounds N] [--scenarios "fanout-100 fanout-1 ..."] [--smoke]
 #            [--out DIR] [--port N] [--quiet-wait SECS] [--skip-build]
+#            (--skip-build: neither cargo build nor loadgen/peers/setup.sh)
 #            [--start PATH]
 #
 # Scenarios (full size; --smoke runs each with tiny counts):
@@ -140,6 +141,11 @@ done
 BIN=${CARGO_TARGET_DIR:-target}/release
 if [[ -z $SKIP_BUILD ]]; then
     cargo build --release --locked -p loadgen -p shardcast --bins --example shootout
+    # The peers (npm ci for Bun and Node ws, the tokio peer's release
+    # build); quick when they are already there.
+    if [[ " $SERVERS " != " shardcast " ]]; then
+        bash loadgen/peers/setup.sh
+    fi
 fi
 # start.sh finds the builds through CARGO_TARGET_DIR, relative to the root.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}

@@ -17,9 +17,12 @@
 # (apt-get as root, else through passwordless sudo; otherwise the run fails
 # naming the package). Node 18+ must be installed. If clients/js/test.sh
 # exists it runs after the client tests and its "N passed, M failed" line
-# joins the total. SKIP_CLIENTS=1 leaves out the client tests and their
-# setup (and clients/js), SKIP_CHROMIUM=1 only the browser, SKIP_SOAK=1 the
-# soak.
+# joins the total. scripts/compare.sh --smoke installs the peer servers
+# (Bun and Node ws from npm, the tokio peer) and runs every comparison
+# scenario at toy size against each (log: target/compare-smoke.log).
+# SKIP_CLIENTS=1 leaves out the client tests and their setup (and
+# clients/js), SKIP_CHROMIUM=1 only the browser, SKIP_COMPARE=1 the
+# comparison, SKIP_SOAK=1 the soak.
 # `bash scripts/test.sh --setup` only sets up and exits. A failed churn,
 # client run or soak still reaches the closing total, then fails the script.
 set -euo pipefail
@@ -129,6 +132,22 @@ if [[ "${SKIP_CLIENTS:-0}" != 1 ]]; then
             js_pass=1
         fi
         echo "jsclient: $js_pass passed, $js_fail failed" | tee -a "$log"
+    fi
+fi
+
+if [[ "${SKIP_COMPARE:-0}" != 1 ]]; then
+    # The side-by-side benchmark at toy size: every peer server installs,
+    # starts and serves every scenario without losing a message. Its
+    # figures mean nothing at this size and on a busy machine.
+    echo "== scripts/compare.sh --smoke (shardcast and the peer servers, tiny counts)"
+    mkdir -p target
+    if bash scripts/compare.sh --smoke --out target/compare-smoke >target/compare-smoke.log 2>&1; then
+        tail -n 3 target/compare-smoke.log
+        echo "compare: 1 passed, 0 failed" | tee -a "$log"
+    else
+        tail -n 80 target/compare-smoke.log
+        failed=1
+        echo "compare: 0 passed, 1 failed" | tee -a "$log"
     fi
 fi
 
