@@ -255,3 +255,40 @@ fn under_load_writes_gather_for_the_budget_and_at_low_load_leave_at_once() {
     assert!(first < Duration::from_millis(90), "{first:?}");
     assert_eq!(writes, 8, "one write per frame");
 }
+
+#[test]
+fn a_fanout_larger_than_a_flush_step_reaches_everyone_in_order() {
+    // 1,200 subscribers on one core: each publish is written in steps
+    // (512 connections at a time, the core reading between steps).
+    let (h, _) = start(config(1));
+    let mut subs: Vec<Raw> = (0..1200).map(|_| Raw::connect(h.local_addr())).collect();
+    for s in &mut subs {
+        s.send_frame(true, 1, b"sub:big");
+    }
+    for s in &mut subs {
+        let (_, _, p) = s.read_frame().unwrap();
+        assert!(p.starts_with(b"subscribed:big"));
+    }
+    let mut p = Raw::connect(h.local_addr());
+    for i in 0..20 {
+        p.send_frame(true, 1, format!("pub:big:{i}").as_bytes());
+    }
+    for _ in 0..20 {
+        let (_, _, m) = p.read_frame().unwrap();
+        assert_eq!(m, b"published:1200");
+    }
+    for (n, s) in subs.iter_mut().enumerate() {
+        for i in 0..20 {
+            let (_, op, m) = s.read_frame().unwrap();
+            assert_eq!((op, m), (1, format!("{i}").into_bytes()), "subscriber {n}");
+        }
+    }
+    let st = h.stats();
+    assert!(
+        st.frames_written >= st.writes,
+        "{} frames in {} writes",
+        st.frames_written,
+        st.writes
+    );
+    stop(h);
+}

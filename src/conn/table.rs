@@ -138,6 +138,9 @@ pub(crate) struct ConnTable<D> {
     now: u64,
     wheel: TimerWheel,
     dirty: Vec<u32>,
+    /// The dirty list a flush in steps is working through, and how far.
+    flushing: Vec<u32>,
+    flushing_at: usize,
     schedule: Rc<FlushSchedule>,
     gather: Gather,
     /// Connections with a message in progress. A side table, so idle
@@ -169,6 +172,8 @@ impl<D> ConnTable<D> {
             now: 0,
             wheel: TimerWheel::new(64, 0),
             dirty: Vec::new(),
+            flushing: Vec::new(),
+            flushing_at: 0,
             schedule,
             gather: Gather::new(),
             partials: FxHashMap::default(),
@@ -192,7 +197,7 @@ impl<D> ConnTable<D> {
 
     /// Connections with frames queued since the last flush.
     pub(crate) fn dirty_len(&self) -> usize {
-        self.dirty.len()
+        self.dirty.len() + (self.flushing.len() - self.flushing_at)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -710,11 +715,15 @@ impl<D> ConnTable<D> {
 
     // ----- writing -----
 
-    /// Writes every connection that got frames since the last flush, and
-    /// those whose sockets became writable again: one `sendmsg` per
-    /// connection however many frames were queued. Adds to `drained` the
-    /// open connections whose backpressure ended.
-    pub(crate) fn flush(&mut self, drained: &mut Vec<u32>) {
+    /// Writes connections that got frames since the last flush, and those
+    /// whose sockets became writable again: one `sendmsg` per connection
+    /// however many frames were queued. Stops after writing `budget`
+    /// connections; returns whether some are left. Adds to `drained` the
+    /// open connections whose backpressure ended. Between two steps the
+    /// core may read more input: a connection not yet written by then
+    /// takes its new frames along in the same write, one already written
+    /// is written again in a later step.
+    pub(crate) fn flush_some(&mut self, budget: usize, drained: &mut Vec<u32>) -> bool {
         let writable = std::mem::take(&mut *self.schedule.writable.borrow_mut());
         for (key, gen) in writable {
             if let Some(c) = self.slab.get_mut(key as usize) {
@@ -726,21 +735,27 @@ impl<D> ConnTable<D> {
                 }
             }
         }
+        let mut written = 0;
         loop {
-            let mut keys = std::mem::take(&mut self.dirty);
-            if keys.is_empty() {
-                break;
-            }
-            for &key in &keys {
-                if self.flush_one(key) {
-                    drained.push(key);
+            if self.flushing_at >= self.flushing.len() {
+                // This list is done: take the connections dirtied since,
+                // reusing its allocation for the next one.
+                self.flushing.clear();
+                self.flushing_at = 0;
+                std::mem::swap(&mut self.flushing, &mut self.dirty);
+                if self.flushing.is_empty() {
+                    return false;
                 }
             }
-            // Reuse the allocation for the next round.
-            if self.dirty.is_empty() {
-                keys.clear();
-                self.dirty = keys;
+            if written == budget {
+                return true;
             }
+            let key = self.flushing[self.flushing_at];
+            self.flushing_at += 1;
+            if self.flush_one(key) {
+                drained.push(key);
+            }
+            written += 1;
         }
     }
 
@@ -833,6 +848,9 @@ impl<D> ConnTable<D> {
         if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
             self.dirty = Vec::new();
         }
+        if self.flushing.is_empty() && self.flushing.capacity() > 1024 {
+            self.flushing = Vec::new();
+        }
         if self.over.is_empty() && self.over.capacity() > 64 {
             self.over = Vec::new();
         }
@@ -855,7 +873,7 @@ impl<D> ConnTable<D> {
         g.connection_slots = self.slab.capacity() as u64;
         g.timer_entries = self.wheel.len() as u64;
         g.timer_capacity = self.wheel.capacity() as u64;
-        g.dirty_capacity = self.dirty.capacity() as u64;
+        g.dirty_capacity = (self.dirty.capacity() + self.flushing.capacity()) as u64;
     }
 }
 

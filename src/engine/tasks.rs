@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::settle::{settle_driver_tables, SETTLE_MIN_PEAK};
 use crate::api::{CoreOf, Handler};
-use crate::io::{self, flush};
+use crate::io::{self, flush, flush_some};
 use crate::mesh::{CoreMsg, Inbox};
 use crate::sys;
 
@@ -101,32 +101,43 @@ impl RateLimitedLog {
     }
 }
 
+/// Connections the flusher writes before it lets the core read again.
+const FLUSH_STEP: usize = 512;
+
 /// Writes every connection that got frames since the last turn; under
 /// load (a large dirty set), first gathers for up to
 /// [`Config::flush_gather`](crate::Config::flush_gather).
+///
+/// A long flush (a publish to thousands of local subscribers) goes in
+/// steps of [`FLUSH_STEP`] connections, and between two steps the core
+/// reads whatever input has arrived (a zero wait on the timer makes the
+/// runtime collect completions, which a yield would not on a ring in
+/// deferred mode): the next publish then reaches the connections not yet
+/// written in the same write as this one, and a flush of 10,000
+/// connections does not keep input waiting until it ends.
 async fn flusher<H: Handler>(core: Rc<CoreOf<H>>) {
     let gather = core.config().flush_gather;
     let gather_min = core.config().flush_gather_min;
-    let timer = if gather.is_zero() {
-        None
-    } else {
-        match GatherTimer::new() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!(core = core.id(), error = %e, "no gather timer: writes are not delayed");
-                None
-            }
+    let timer = match GatherTimer::new() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(core = core.id(), error = %e, "no flush timer: writes are neither gathered nor stepped");
+            None
         }
     };
     loop {
         core.schedule().wake().notified().await;
-        if let Some(t) = &timer {
-            if core.conns().dirty_len() >= gather_min {
-                t.wait(gather).await;
-                core.stats().gathers.bump(1);
-            }
+        let Some(t) = &timer else {
+            flush(&core);
+            continue;
+        };
+        if !gather.is_zero() && core.conns().dirty_len() >= gather_min {
+            t.wait(gather).await;
+            core.stats().gathers.bump(1);
         }
-        flush(&core);
+        while flush_some(&core, FLUSH_STEP) {
+            t.wait(Duration::ZERO).await;
+        }
     }
 }
 
@@ -153,13 +164,20 @@ impl GatherTimer {
         Ok(Self { timer, ready })
     }
 
-    /// Returns once `d` has passed; the core serves its other tasks meanwhile.
+    /// Returns once `d` has passed (zero: after one wait through the
+    /// driver); the core serves its other tasks meanwhile.
     async fn wait(&self, d: Duration) {
         if self.timer.arm(d).is_err() {
             return;
         }
-        while !self.timer.consume() {
+        // Always through the driver, even when the timer has already
+        // expired: that is what lets the core collect its other
+        // completions (a zero wait exists for that).
+        loop {
             if self.ready.readable(false).await.is_err() {
+                return;
+            }
+            if self.timer.consume() {
                 return;
             }
         }

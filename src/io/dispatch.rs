@@ -158,11 +158,18 @@ pub(crate) fn flush_one<H: Handler>(core: &CoreOf<H>, key: u32) {
 /// Writes every dirty connection (the flusher's turn), then runs `drain`
 /// for those whose backpressure ended.
 pub(crate) fn flush<H: Handler>(core: &CoreOf<H>) {
+    while flush_some(core, usize::MAX) {}
+}
+
+/// Writes up to `budget` dirty connections, then runs `drain` for those
+/// whose backpressure ended; returns whether some are left to write.
+pub(crate) fn flush_some<H: Handler>(core: &CoreOf<H>, budget: usize) -> bool {
     let mut drained = Vec::new();
-    core.conns().flush(&mut drained);
+    let more = core.conns().flush_some(budget, &mut drained);
     for key in drained {
         drain(core, key);
     }
+    more
 }
 
 fn drain<H: Handler>(core: &CoreOf<H>, key: u32) {
