@@ -2,15 +2,62 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::{config, Raw, TIMEOUT};
+use common::{config, masked_frame, Raw, TIMEOUT};
+use flate2::{Compress, Compression as Level, FlushCompress};
 use shardcast::{
     Compression, Config, Handler, Message, Rejection, Server, ServerHandle, UpgradeRequest, Ws,
 };
+
+/// The system allocator, noting the largest single allocation made on a
+/// server core thread (marked in `Echo::open`), so a test can show that a
+/// decompression bomb never got a buffer of its inflated size.
+struct Watch;
+
+thread_local! {
+    static ON_CORE: Cell<bool> = const { Cell::new(false) };
+}
+static LARGEST_ON_CORE: AtomicUsize = AtomicUsize::new(0);
+
+fn note(size: usize) {
+    if ON_CORE.try_with(Cell::get).unwrap_or(false) {
+        LARGEST_ON_CORE.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to `System` unchanged; `note` only reads a
+// thread-local and updates an atomic, and allocates nothing.
+unsafe impl GlobalAlloc for Watch {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Watch = Watch;
 
 /// Echoes every message; records the negotiated extension each `upgrade`
 /// saw, and declines compression for the path `/plain`.
@@ -31,6 +78,10 @@ impl Handler for Echo {
             req.decline_deflate();
         }
         Ok(())
+    }
+
+    fn open(&self, _ws: &mut Ws<'_, Self>) {
+        ON_CORE.with(|c| c.set(true));
     }
 
     fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
@@ -165,5 +216,198 @@ fn a_real_client_negotiates_and_talks() {
     let mut ws = common::connect(addr, "/");
     common::send_text(&mut ws, "hi");
     assert_eq!(common::read_text(&mut ws), "hi");
+    common::stop(h);
+}
+
+/// `data` compressed as a permessage-deflate client does (RFC 7692 §7.2.1):
+/// raw DEFLATE, a sync flush, its 4-byte tail removed.
+fn deflate(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+    let start = c.total_in();
+    let mut out = Vec::new();
+    loop {
+        let done = (c.total_in() - start) as usize;
+        out.reserve(data.len() / 2 + 64);
+        c.compress_vec(&data[done..], &mut out, FlushCompress::Sync)
+            .unwrap();
+        if (c.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn raw_deflate(bits: u8) -> Compress {
+    Compress::new_with_window_bits(Level::default(), false, bits)
+}
+
+const RSV1: u8 = 0b100;
+const TEXT: u8 = 1;
+const BINARY: u8 = 2;
+const CONT: u8 = 0;
+
+const JSON: &str = r#"{"topic":"prices","data":[{"sym":"AAA","bid":1.25},{"sym":"BBB","bid":1.25},{"sym":"CCC","bid":1.25}]}"#;
+
+#[test]
+fn compressed_messages_are_inflated() {
+    let (h, _) = start(shared());
+    let (_, mut ws) = upgrade(h.local_addr(), "/", &[BROWSER_OFFER]);
+    let z = deflate(&mut raw_deflate(15), JSON.as_bytes());
+    assert!(z.len() < JSON.len());
+    ws.send_raw(&masked_frame(true, RSV1, TEXT, &z));
+    assert_eq!(
+        ws.read_frame(),
+        Some((true, TEXT, JSON.as_bytes().to_vec()))
+    );
+    // Binary, and an uncompressed message in between (RSV1 clear).
+    let bin: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+    ws.send_raw(&masked_frame(
+        true,
+        RSV1,
+        BINARY,
+        &deflate(&mut raw_deflate(15), &bin),
+    ));
+    assert_eq!(ws.read_frame(), Some((true, BINARY, bin)));
+    ws.send_frame(true, TEXT, b"plain");
+    assert_eq!(ws.read_frame(), Some((true, TEXT, b"plain".to_vec())));
+    // An empty compressed message (§7.2.3.6: a single 0x00).
+    ws.send_raw(&masked_frame(true, RSV1, TEXT, &[0x00]));
+    assert_eq!(ws.read_frame(), Some((true, TEXT, Vec::new())));
+    common::stop(h);
+}
+
+#[test]
+fn a_fragmented_compressed_message_is_inflated_whole() {
+    let (h, _) = start(shared());
+    let (_, mut ws) = upgrade(h.local_addr(), "/", &[BROWSER_OFFER]);
+    let text = JSON.repeat(50);
+    let z = deflate(&mut raw_deflate(15), text.as_bytes());
+    let third = z.len() / 3;
+    // RSV1 on the first frame only (RFC 7692 §6.1).
+    ws.send_raw(&masked_frame(false, RSV1, TEXT, &z[..third]));
+    // A ping between fragments is answered and does not disturb it.
+    ws.send_frame(true, 9, b"p");
+    ws.send_raw(&masked_frame(false, 0, CONT, &z[third..2 * third]));
+    ws.send_raw(&masked_frame(true, 0, CONT, &z[2 * third..]));
+    assert_eq!(ws.read_frame(), Some((true, 10, b"p".to_vec())));
+    assert_eq!(ws.read_frame(), Some((true, TEXT, text.into_bytes())));
+    common::stop(h);
+}
+
+#[test]
+fn context_takeover_and_small_windows_are_honoured() {
+    // The client keeps its window between messages (the server does not
+    // ask for client_no_context_takeover) and compresses with 9 bits.
+    let cfg = shared().deflate(
+        shardcast::proto::deflate::DeflateConfig::default()
+            .with_client_no_context_takeover(false)
+            .with_client_max_window_bits(9),
+    );
+    let (h, _) = start(cfg);
+    let (head, mut ws) = upgrade(
+        h.local_addr(),
+        "/",
+        &["permessage-deflate; client_max_window_bits"],
+    );
+    assert_eq!(
+        extension(&head).as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=9")
+    );
+    let mut c = raw_deflate(9);
+    let first = deflate(&mut c, JSON.as_bytes());
+    let second = deflate(&mut c, JSON.as_bytes());
+    assert!(
+        second.len() < first.len() / 2,
+        "the second refers to the first"
+    );
+    for z in [first, second] {
+        ws.send_raw(&masked_frame(true, RSV1, TEXT, &z));
+        assert_eq!(
+            ws.read_frame(),
+            Some((true, TEXT, JSON.as_bytes().to_vec()))
+        );
+    }
+    common::stop(h);
+}
+
+#[test]
+fn a_decompression_bomb_is_closed_with_1009_before_it_is_inflated() {
+    let limit = 64 * 1024;
+    let (h, _) = start(shared().max_message_size(limit));
+    let (_, mut ws) = upgrade(h.local_addr(), "/", &[BROWSER_OFFER]);
+    // A first message marks the core thread for the allocation watch.
+    ws.send_frame(true, TEXT, b"hello");
+    assert_eq!(ws.read_frame(), Some((true, TEXT, b"hello".to_vec())));
+    // 10 MB of zeros compress to about 10 KB, well under the limit.
+    let bomb = deflate(&mut raw_deflate(15), &vec![0u8; 10_000_000]);
+    assert!(bomb.len() < 20_000, "{}", bomb.len());
+    LARGEST_ON_CORE.store(0, Ordering::Relaxed);
+    ws.send_raw(&masked_frame(true, RSV1, BINARY, &bomb));
+    assert_eq!(ws.expect_close(), Some(1009));
+    let largest = LARGEST_ON_CORE.load(Ordering::Relaxed);
+    // Other tests' servers run in this process too; none of them
+    // allocates anything near 1 MiB.
+    assert!(
+        largest < 1 << 20,
+        "a core allocated {largest} bytes at once"
+    );
+    common::stop(h);
+}
+
+#[test]
+fn rsv1_where_it_is_not_allowed_fails_with_1002() {
+    let z = deflate(&mut raw_deflate(15), b"hello");
+    let (h, _) = start(shared());
+    let addr = h.local_addr();
+    // Not negotiated (compression on, but the client offered nothing).
+    let (_, mut ws) = upgrade(addr, "/", &[]);
+    ws.send_raw(&masked_frame(true, RSV1, TEXT, &z));
+    assert_eq!(ws.expect_close(), Some(1002));
+    // Declined by the handler.
+    let (_, mut ws) = upgrade(addr, "/plain", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(true, RSV1, TEXT, &z));
+    assert_eq!(ws.expect_close(), Some(1002));
+    // Negotiated, but on a continuation frame (RFC 7692 §6.1).
+    let (_, mut ws) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(false, RSV1, TEXT, &z[..2]));
+    ws.send_raw(&masked_frame(true, RSV1, CONT, &z[2..]));
+    assert_eq!(ws.expect_close(), Some(1002));
+    // Negotiated, but on a control frame.
+    let (_, mut ws) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(true, RSV1, 9, b"ping"));
+    assert_eq!(ws.expect_close(), Some(1002));
+    // RSV2 and RSV3 mean nothing in permessage-deflate.
+    let (_, mut ws) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(true, 0b010, TEXT, b"x"));
+    assert_eq!(ws.expect_close(), Some(1002));
+    common::stop(h);
+    // Compression off: RSV1 is never allowed.
+    let (h, _) = start(config(1));
+    let (_, mut ws) = upgrade(h.local_addr(), "/", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(true, RSV1, TEXT, &z));
+    assert_eq!(ws.expect_close(), Some(1002));
+    common::stop(h);
+}
+
+#[test]
+fn bad_compressed_data_and_bad_inflated_text_fail_with_1007() {
+    let (h, _) = start(shared());
+    let addr = h.local_addr();
+    let (_, mut ws) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(true, RSV1, BINARY, &[0xff; 16]));
+    assert_eq!(ws.expect_close(), Some(1007));
+    // UTF-8 is checked on the inflated bytes.
+    let (_, mut ws) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    let z = deflate(&mut raw_deflate(15), &[b'a', 0xc3, 0x28, b'b']);
+    ws.send_raw(&masked_frame(true, RSV1, TEXT, &z));
+    assert_eq!(ws.expect_close(), Some(1007));
+    // The same bytes as binary are fine.
+    let (_, mut ws) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    ws.send_raw(&masked_frame(true, RSV1, BINARY, &z));
+    assert_eq!(
+        ws.read_frame(),
+        Some((true, BINARY, vec![b'a', 0xc3, 0x28, b'b']))
+    );
     common::stop(h);
 }

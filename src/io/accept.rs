@@ -6,7 +6,7 @@ use std::rc::Rc;
 use super::dispatch::callback_panicked;
 use crate::api::{CoreOf, Handler, HttpCtx, HttpRequest, HttpResponse, UpgradeRequest};
 use crate::config::Compression;
-use crate::proto::deflate;
+use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
 
 /// What one look at the request bytes decided.
@@ -15,8 +15,9 @@ pub(super) enum Answer {
     NeedMore(usize),
     /// Answered (HTTP response or rejection); the connection is closing.
     Closed,
-    /// Upgraded; the request head was this long.
-    Upgraded(usize),
+    /// Upgraded; the request head was this long, and permessage-deflate
+    /// was negotiated with these parameters.
+    Upgraded(usize, Option<DeflateParams>),
 }
 
 /// Parses `data` and, once the request is complete, answers it: plain HTTP,
@@ -171,7 +172,7 @@ pub(super) fn answer<H: Handler>(
     }
     core.conns().upgrade(key, out, data);
     super::dispatch::flush_one(core, key);
-    Answer::Upgraded(consumed)
+    Answer::Upgraded(consumed, deflate)
 }
 
 /// Counts a just-accepted socket toward the connection limits: one of
