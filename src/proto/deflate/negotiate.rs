@@ -16,8 +16,8 @@ pub struct DeflateConfig {
     pub server_no_context_takeover: bool,
     /// Answer with `client_no_context_takeover` whether or not the client
     /// offered it (§7.1.1.2 allows it): the inflater is then freed between
-    /// messages instead of keeping the client's window (up to 32 KiB plus
-    /// the inflater's state) per connection. Default: true.
+    /// messages instead of keeping the client's window and the inflater's
+    /// state per connection (47 KiB with zlib-rs). Default: true.
     pub client_no_context_takeover: bool,
     /// The largest LZ77 window (8..=15) the server lets a client compress
     /// with, when the client says it can limit it (`client_max_window_bits`
