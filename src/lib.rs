@@ -69,7 +69,7 @@ pub use api::{
     Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, UpgradeRequest,
     Ws,
 };
-pub use config::{Config, SlowConsumerPolicy, TaskRun};
+pub use config::{Compression, Config, SlowConsumerPolicy, TaskRun};
 pub use conn::{ConnId, SendStatus};
 pub use engine::Server;
 pub use fanout::PublishResult;

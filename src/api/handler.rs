@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use super::http::{HttpCtx, HttpResponse};
 use super::ws::Ws;
+use crate::proto::deflate::DeflateParams;
 use crate::proto::handshake::Request;
 use crate::proto::CloseCode;
 
@@ -42,6 +43,7 @@ pub struct UpgradeRequest<'a> {
     peer: SocketAddr,
     core: usize,
     protocol: Option<String>,
+    deflate: Option<DeflateParams>,
 }
 
 impl<'a> UpgradeRequest<'a> {
@@ -50,18 +52,33 @@ impl<'a> UpgradeRequest<'a> {
         peer: SocketAddr,
         core: usize,
         protocol: Option<String>,
+        deflate: Option<DeflateParams>,
     ) -> Self {
         Self {
             request,
             peer,
             core,
             protocol,
+            deflate,
         }
     }
 
-    /// The selected subprotocol, once the hook has run.
-    pub(crate) fn into_protocol(self) -> Option<String> {
-        self.protocol
+    /// The selected subprotocol and compression, once the hook has run.
+    pub(crate) fn into_choices(self) -> (Option<String>, Option<DeflateParams>) {
+        (self.protocol, self.deflate)
+    }
+
+    /// The permessage-deflate parameters the 101 will accept, if
+    /// [`Config::compression`](crate::Config::compression) is on and the
+    /// client made an offer the server accepts; `None` otherwise.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Declines compression for this connection: the 101 names no
+    /// extension, and compressed frames from the client fail it (1002).
+    pub fn decline_deflate(&mut self) {
+        self.deflate = None;
     }
 
     /// The core that accepted the connection and will serve it.

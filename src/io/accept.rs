@@ -5,6 +5,8 @@ use std::rc::Rc;
 
 use super::dispatch::callback_panicked;
 use crate::api::{CoreOf, Handler, HttpCtx, HttpRequest, HttpResponse, UpgradeRequest};
+use crate::config::Compression;
+use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
 
 /// What one look at the request bytes decided.
@@ -13,8 +15,9 @@ pub(super) enum Answer {
     NeedMore(usize),
     /// Answered (HTTP response or rejection); the connection is closing.
     Closed,
-    /// Upgraded; the request head was this long.
-    Upgraded(usize),
+    /// Upgraded; the request head was this long, and permessage-deflate
+    /// was negotiated with these parameters.
+    Upgraded(usize, Option<DeflateParams>),
 }
 
 /// Parses `data` and, once the request is complete, answers it: plain HTTP,
@@ -119,11 +122,21 @@ pub(super) fn answer<H: Handler>(
     // The connection holds its slot since `admit`; a refusal below gives
     // it back when the task sees `Closed`.
     let supported: Vec<&str> = cfg.subprotocols.iter().map(String::as_str).collect();
+    let deflate = match cfg.compression {
+        Compression::Off => None,
+        // Shared: one compressed frame for every subscriber needs every
+        // message compressed on its own.
+        Compression::Shared => deflate::negotiate(
+            req.extensions(),
+            &cfg.deflate.with_server_no_context_takeover(true),
+        ),
+    };
     let mut ureq = UpgradeRequest::new(
         &req,
         core.conns().peer(key),
         core.id(),
         req.select_protocol(&supported).map(str::to_owned),
+        deflate,
     );
     let decided = catch_unwind(AssertUnwindSafe(|| core.handler().upgrade(&mut ureq)));
     let data = match decided {
@@ -138,15 +151,28 @@ pub(super) fn answer<H: Handler>(
             return Answer::Closed;
         }
     };
+    let (protocol, deflate) = ureq.into_choices();
     // Only a protocol the client offered may be selected (RFC 6455 §4.2.2).
-    let protocol = ureq
-        .into_protocol()
-        .filter(|p| req.protocols().any(|o| o == p.as_str()));
+    let protocol = protocol.filter(|p| req.protocols().any(|o| o == p.as_str()));
     let mut out = Vec::with_capacity(160);
-    handshake::write_switching_protocols(&mut out, &upgrade_key, protocol.as_deref(), &[]);
+    match deflate {
+        None => {
+            handshake::write_switching_protocols(&mut out, &upgrade_key, protocol.as_deref(), &[])
+        }
+        Some(d) => {
+            let ext = d.response();
+            let headers = [("Sec-WebSocket-Extensions", ext.as_str())];
+            handshake::write_switching_protocols(
+                &mut out,
+                &upgrade_key,
+                protocol.as_deref(),
+                &headers,
+            );
+        }
+    }
     core.conns().upgrade(key, out, data);
     super::dispatch::flush_one(core, key);
-    Answer::Upgraded(consumed)
+    Answer::Upgraded(consumed, deflate)
 }
 
 /// Counts a just-accepted socket toward the connection limits: one of

@@ -5,7 +5,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::api::{CoreOf, Handler, Message, Ws};
 use crate::conn::{Kind, State};
-use crate::proto::{CloseCode, Decoded, Decoder, Incoming, PreparedFrame, Reply};
+use crate::proto::deflate::{InflateError, Inflater};
+use crate::proto::{CloseCode, Decoded, Decoder, Incoming, OpCode, PreparedFrame, Reply};
 
 /// What one pass of decoding left behind.
 pub(super) struct Step {
@@ -76,13 +77,26 @@ pub(super) fn process<H: Handler>(
     core: &CoreOf<H>,
     key: u32,
     dec: &mut Decoder,
+    inflater: &mut Option<Inflater>,
     input: &mut [u8],
 ) -> Step {
     let handler = core.handler().clone();
     let mut pos = 0;
+    // RSV1 means "compressed" only on a connection that negotiated
+    // permessage-deflate (RFC 7692 §6); elsewhere it fails with 1002.
+    let deflate_limits;
+    let limits = match inflater {
+        None => core.limits(),
+        Some(_) => {
+            deflate_limits = core.limits().clone().with_allow_rsv1(true);
+            &deflate_limits
+        }
+    };
+    // A compressed message's inflated bytes, for the callback's borrow.
+    let mut inflated = Vec::new();
     loop {
         let state = core.conns().state(key);
-        let decoded = dec.decode(&mut input[pos..], core.limits());
+        let decoded = dec.decode(&mut input[pos..], limits);
         match decoded {
             Ok(Decoded::Incomplete { consumed, needed }) => {
                 return Step {
@@ -101,9 +115,49 @@ pub(super) fn process<H: Handler>(
                     Incoming::Text(t) => Some(Message::Text(t)),
                     Incoming::Binary(b) => Some(Message::Binary(b)),
                     Incoming::Ping(_) | Incoming::Pong(_) => None,
-                    // Only produced when RSV1 is allowed, which needs a
-                    // negotiated permessage-deflate; never offered yet.
-                    Incoming::Compressed { .. } => None,
+                    Incoming::Compressed { opcode, payload } => {
+                        let text = opcode == OpCode::Text;
+                        // Only produced when RSV1 is allowed, i.e. with an inflater.
+                        let r = inflater.as_mut().map(|inf| {
+                            inf.inflate(payload, limits.max_message_size, text, &mut inflated)
+                        });
+                        match r {
+                            Some(Ok(())) if text => {
+                                // Validated while inflating.
+                                match std::str::from_utf8(&inflated) {
+                                    Ok(t) => Some(Message::Text(t)),
+                                    Err(_) => {
+                                        return fail(
+                                            core,
+                                            key,
+                                            input.len(),
+                                            InflateError::InvalidUtf8.close_code(),
+                                            "invalid UTF-8",
+                                        );
+                                    }
+                                }
+                            }
+                            Some(Ok(())) => Some(Message::Binary(&inflated)),
+                            Some(Err(e)) => {
+                                return fail(
+                                    core,
+                                    key,
+                                    input.len(),
+                                    e.close_code(),
+                                    &e.to_string(),
+                                );
+                            }
+                            None => {
+                                return fail(
+                                    core,
+                                    key,
+                                    input.len(),
+                                    CloseCode::PROTOCOL_ERROR,
+                                    "unexpected RSV1",
+                                );
+                            }
+                        }
+                    }
                     Incoming::Close(frame) => {
                         let (code, reason) =
                             frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
@@ -133,18 +187,28 @@ pub(super) fn process<H: Handler>(
                 }
                 pos += consumed;
             }
-            Err(e) => {
-                core.stats().protocol_errors.bump(1);
-                core.conns().close(key, e.close_code(), &e.to_string());
-                flush_one(core, key);
-                return Step {
-                    consumed: input.len(),
-                    needed: 0,
-                    done: false,
-                    failed: true,
-                };
-            }
+            Err(e) => return fail(core, key, input.len(), e.close_code(), &e.to_string()),
         }
+    }
+}
+
+/// Fails the connection (RFC 6455 §7.1.7): a close with `code`, and nothing
+/// more is decoded.
+fn fail<H: Handler>(
+    core: &CoreOf<H>,
+    key: u32,
+    consumed: usize,
+    code: CloseCode,
+    reason: &str,
+) -> Step {
+    core.stats().protocol_errors.bump(1);
+    core.conns().close(key, code, reason);
+    flush_one(core, key);
+    Step {
+        consumed,
+        needed: 0,
+        done: false,
+        failed: true,
     }
 }
 

@@ -10,6 +10,7 @@ use super::accept::{admit, answer, release, Answer};
 use super::dispatch::{self, Step};
 use crate::api::{CoreOf, Handler};
 use crate::conn::State;
+use crate::proto::deflate::{DeflateParams, Inflater};
 use crate::proto::handshake::HandshakeLimits;
 use crate::proto::{Decoder, MAX_HEADER_LEN};
 use crate::sys;
@@ -31,7 +32,11 @@ pub(crate) async fn serve<H: Handler>(core: Rc<CoreOf<H>>, stream: Rc<TcpStream>
     }
     match handshake(&core, &stream, key).await {
         // Its slot goes when the WebSocket closes (`finish`).
-        Some(leftover) => frames(&core, &stream, key, leftover).await,
+        Some((leftover, deflate)) => {
+            let inflater = deflate
+                .map(|d| Inflater::new(d.client_max_window_bits, d.client_no_context_takeover));
+            frames(&core, &stream, key, leftover, inflater).await
+        }
         None => {
             // Answered or abandoned: the slot is free at once, not after
             // the lingering read that protects the answer.
@@ -48,7 +53,8 @@ fn partial_cap<H: Handler>(core: &CoreOf<H>) -> usize {
 }
 
 /// Reads the HTTP request and answers it. Returns the bytes that followed
-/// the request head when the connection was upgraded.
+/// the request head and the negotiated permessage-deflate, when the
+/// connection was upgraded.
 ///
 /// The request is read into the core's scratch buffer and answered from
 /// there; only a request that arrives in pieces is copied into a buffer of
@@ -57,7 +63,7 @@ async fn handshake<H: Handler>(
     core: &Rc<CoreOf<H>>,
     stream: &TcpStream,
     key: u32,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, Option<DeflateParams>)> {
     let fd = stream.as_raw_fd();
     let limits = HandshakeLimits {
         max_header_bytes: core.config().max_header_bytes,
@@ -91,7 +97,9 @@ async fn handshake<H: Handler>(
                     buf.extend_from_slice(data);
                     continue;
                 }
-                Answer::Upgraded(consumed) => return Some(data[consumed..].to_vec()),
+                Answer::Upgraded(consumed, deflate) => {
+                    return Some((data[consumed..].to_vec(), deflate))
+                }
                 Answer::Closed => return None,
             }
         } else {
@@ -108,9 +116,9 @@ async fn handshake<H: Handler>(
         };
         match answer {
             Answer::NeedMore(want) => buf.reserve(want.saturating_sub(buf.len())),
-            Answer::Upgraded(consumed) => {
+            Answer::Upgraded(consumed, deflate) => {
                 buf.drain(..consumed);
-                return Some(buf);
+                return Some((buf, deflate));
             }
             Answer::Closed => return None,
         }
@@ -139,14 +147,23 @@ async fn linger<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32) 
 }
 
 /// The message loop of an upgraded connection.
-async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, mut rbuf: Vec<u8>) {
+///
+/// `inflater` is there when permessage-deflate was negotiated: RSV1 is then
+/// allowed on a message's first frame, and such messages are inflated.
+async fn frames<H: Handler>(
+    core: &Rc<CoreOf<H>>,
+    stream: &TcpStream,
+    key: u32,
+    mut rbuf: Vec<u8>,
+    mut inflater: Option<Inflater>,
+) {
     let fd = stream.as_raw_fd();
     let mut dec = Decoder::new(crate::proto::Role::Server);
     dispatch::open(core, key);
     let mut failed = false;
     let mut needed = 0usize;
     if !rbuf.is_empty() {
-        let step = dispatch::process(core, key, &mut dec, &mut rbuf);
+        let step = dispatch::process(core, key, &mut dec, &mut inflater, &mut rbuf);
         if step.done {
             return;
         }
@@ -192,7 +209,7 @@ async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, 
                 };
                 full = n == scratch.len();
                 core.conns().note_rx(key, n);
-                step = dispatch::process(core, key, &mut dec, &mut scratch[..n]);
+                step = dispatch::process(core, key, &mut dec, &mut inflater, &mut scratch[..n]);
                 if !step.done && step.consumed < n {
                     let tail = &scratch[step.consumed..n];
                     rbuf.reserve_exact(tail.len().max(step.needed.min(partial_cap(core))));
@@ -212,7 +229,7 @@ async fn frames<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32, 
                 };
                 full = rbuf.len() == rbuf.capacity();
                 core.conns().note_rx(key, n);
-                step = dispatch::process(core, key, &mut dec, &mut rbuf);
+                step = dispatch::process(core, key, &mut dec, &mut inflater, &mut rbuf);
                 if !step.done {
                     rbuf.drain(..step.consumed);
                 }

@@ -5,6 +5,7 @@
 
 pub mod close;
 pub mod decode;
+pub mod deflate;
 pub mod encode;
 pub mod error;
 pub mod frame;
