@@ -4,7 +4,7 @@
 //! max(P, T) *lanes*: lane l carries publisher `l % P`'s publishes to topic
 //! `t{l % T}`, and each publisher takes its lanes in turn, so every topic is
 //! published to however many publishers there are (with P = T, publisher j
-//! publishes to `t{j}` only). Every published `data` is a [`Stamp`]: lane,
+//! publishes to `t{j}` only). Every published `data` is a [`Stamp`](crate::stamp::Stamp): lane,
 //! sequence number in the lane and send time, so each subscriber measures
 //! end-to-end latency on its own core and tracks, per lane of its topic,
 //! lost, duplicated and reordered deliveries. Closed loop (the default):
@@ -69,7 +69,7 @@ pub struct Plan {
     /// Closed loop: the bound on deliveries in flight.
     pub max_outstanding: u64,
     /// Closed loop: send one publish per write, only when at least this
-    /// many deliveries' room is free; None: batches of up to [`BATCH`].
+    /// many deliveries' room is free; None: batches of up to `BATCH` (16).
     pub min_free: Option<u64>,
     /// Concurrent opens per core.
     pub concurrency: usize,
