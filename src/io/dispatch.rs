@@ -77,7 +77,7 @@ pub(super) fn process<H: Handler>(
     core: &CoreOf<H>,
     key: u32,
     dec: &mut Decoder,
-    inflater: &mut Option<Inflater>,
+    inflater: &mut Option<Box<Inflater>>,
     input: &mut [u8],
 ) -> Step {
     let handler = core.handler().clone();

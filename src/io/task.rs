@@ -33,8 +33,14 @@ pub(crate) async fn serve<H: Handler>(core: Rc<CoreOf<H>>, stream: Rc<TcpStream>
     match handshake(&core, &stream, key).await {
         // Its slot goes when the WebSocket closes (`finish`).
         Some((leftover, deflate)) => {
-            let inflater = deflate
-                .map(|d| Inflater::new(d.client_max_window_bits, d.client_no_context_takeover));
+            // Boxed: the task of a connection without compression carries
+            // one null pointer for it, not the inflater.
+            let inflater = deflate.map(|d| {
+                Box::new(Inflater::new(
+                    d.client_max_window_bits,
+                    d.client_no_context_takeover,
+                ))
+            });
             frames(&core, &stream, key, leftover, inflater).await
         }
         None => {
@@ -155,7 +161,7 @@ async fn frames<H: Handler>(
     stream: &TcpStream,
     key: u32,
     mut rbuf: Vec<u8>,
-    mut inflater: Option<Inflater>,
+    mut inflater: Option<Box<Inflater>>,
 ) {
     let fd = stream.as_raw_fd();
     let mut dec = Decoder::new(crate::proto::Role::Server);
@@ -330,7 +336,10 @@ mod tests {
             let fut = serve(core, Rc::new(stream));
             let size = std::mem::size_of_val(&fut);
             eprintln!("connection task future: {size} bytes");
-            assert!(size <= 400, "connection task future is {size} bytes");
+            // The task's allocation (future plus monoio's header) is per
+            // idle connection: past 320 bytes the future moves up a
+            // mimalloc size class and every connection pays 64 B more.
+            assert!(size <= 320, "connection task future is {size} bytes");
         });
     }
 }
