@@ -17,7 +17,8 @@
 //!   scratch buffer, the answer to the HTTP request (plain HTTP, rejection
 //!   or upgrade) and the dispatch of decoded messages to callbacks.
 //! - `api`: the embedding API: [`Handler`], [`Ws`], [`HttpCtx`] and the
-//!   request and response types.
+//!   request and response types; with feature `json`, typed JSON messages
+//!   (`Ws::send_json`, `Message::json`, `json_frame`).
 //! - `state`: one core's state: connection table, topics, the
 //!   application's [`Handler::Local`], and the one way to publish.
 //! - `handle`: [`ServerHandle`], usable from any thread.
@@ -65,6 +66,8 @@ mod state;
 pub mod stats;
 mod sys;
 
+#[cfg(feature = "json")]
+pub use api::{json_frame, JsonError};
 pub use api::{
     Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, UpgradeRequest,
     Ws,

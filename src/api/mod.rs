@@ -2,10 +2,14 @@
 
 mod handler;
 mod http;
+#[cfg(feature = "json")]
+mod json;
 mod ws;
 
 pub use handler::{Handler, HttpRequest, Message, Rejection, UpgradeRequest};
 pub use http::{HttpCtx, HttpResponder, HttpResponse};
+#[cfg(feature = "json")]
+pub use json::{json_frame, JsonError};
 pub use ws::Ws;
 
 /// The core state a handler `H` runs on.
