@@ -18,7 +18,8 @@
 //!   or upgrade) and the dispatch of decoded messages to callbacks.
 //! - `api`: the embedding API: [`Handler`], [`Ws`], [`HttpCtx`] and the
 //!   request and response types; with feature `json`, typed JSON messages
-//!   (`Ws::send_json`, `Message::json`, `json_frame`).
+//!   (`Ws::send_json`, `Message::json`, `json_frame`) and `router`, a
+//!   router by message type.
 //! - `state`: one core's state: connection table, topics, the
 //!   application's [`Handler::Local`], and the one way to publish.
 //! - `handle`: [`ServerHandle`], usable from any thread.
@@ -67,7 +68,7 @@ pub mod stats;
 mod sys;
 
 #[cfg(feature = "json")]
-pub use api::{json_frame, JsonError};
+pub use api::{json_frame, router, JsonError};
 pub use api::{
     Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, UpgradeRequest,
     Ws,

@@ -4,6 +4,8 @@ mod handler;
 mod http;
 #[cfg(feature = "json")]
 mod json;
+#[cfg(feature = "json")]
+pub mod router;
 mod ws;
 
 pub use handler::{Handler, HttpRequest, Message, Rejection, UpgradeRequest};
