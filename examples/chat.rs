@@ -34,7 +34,7 @@ impl Handler for Chat {
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
         let room = ws.data().room.clone();
-        ws.subscribe(&room);
+        let _ = ws.subscribe(&room);
         let who = ws.remote_addr();
         ws.publish(&room, &PreparedFrame::text(&format!("{who} joined")), true);
     }

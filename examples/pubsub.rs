@@ -83,7 +83,11 @@ impl Handler for PubSub {
                     let mut names = Vec::with_capacity(topics.len());
                     for t in topics.iter().filter_map(|t| t.as_str()) {
                         if kind == "subscribe" {
-                            ws.subscribe(t);
+                            // A refused topic (the connection is closing, or
+                            // the topic is full) is left out of the reply.
+                            if ws.subscribe(t).is_err() {
+                                continue;
+                            }
                         } else {
                             ws.unsubscribe(t);
                         }

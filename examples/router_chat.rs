@@ -3,7 +3,7 @@
 //!
 //! | type         | data                         | effect and reply                                                        |
 //! |--------------|------------------------------|-------------------------------------------------------------------------|
-//! | `join_room`  | `{"room": "lobby"}`          | joins topic `room:lobby`; `{"type":"joined","data":{"room","core"}}`    |
+//! | `join_room`  | `{"room": "lobby"}`          | joins topic `room:lobby`; `{"type":"joined","data":{"room","core"}}`, or an `error` `room_full` past `max_subscribers_per_topic` |
 //! | `leave_room` | `{"room": "lobby"}`          | leaves it; `{"type":"left","data":{"room","was_member"}}`               |
 //! | `chat`       | `{"room": "lobby", "text"}`  | publishes `{"type":"chat","data":{"room","from","text"}}` to the room's other members; `{"type":"sent","data":{"room"}}`, or an `error` `not_in_room` |
 //! | `broadcast`  | `{"text"}`                   | publishes `{"type":"broadcast","data":{"from","text"}}` to every other connection; `{"type":"sent","data":{"room":null}}` |
@@ -55,7 +55,13 @@ impl ChatApp {
     pub fn new() -> Self {
         let router = Router::new()
             .on("join_room", |ctx: &mut Ctx<'_, '_, ChatApp>, r: Room| {
-                ctx.join(&topic(&r.room));
+                if let Err(e) = ctx.join(&topic(&r.room)) {
+                    let detail = e.to_string();
+                    let _ = ctx.send_json(&json!({
+                        "type": "error", "error": "room_full", "for": "join_room", "detail": detail,
+                    }));
+                    return;
+                }
                 let core = ctx.core();
                 let _ = ctx.reply("joined", &json!({"room": r.room, "core": core}));
             })
@@ -130,7 +136,7 @@ impl Handler for ChatApp {
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
-        ws.subscribe(EVERYONE);
+        let _ = ws.subscribe(EVERYONE);
     }
 
     fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {

@@ -28,7 +28,7 @@ impl Handler for Shootout {
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
-        ws.subscribe(ALL);
+        let _ = ws.subscribe(ALL);
     }
 
     fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {

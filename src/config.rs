@@ -187,6 +187,13 @@ pub struct Config {
     /// whatever `client_max_window_bits` (it allocates a 32 KiB window
     /// always). Default: [`DeflateConfig::default`].
     pub deflate: DeflateConfig,
+    /// Subscribers a topic may have on one core: a
+    /// [`Ws::subscribe`](crate::Ws::subscribe) beyond it is refused with
+    /// [`SubscribeError::TopicFull`](crate::SubscribeError::TopicFull).
+    /// Counted per core, so that a subscribe never waits on another core:
+    /// over the server a topic may reach this times the number of cores.
+    /// Default: unlimited (`usize::MAX`).
+    pub max_subscribers_per_topic: usize,
 }
 
 /// How an io_uring core is told of completions (the ring's setup flags).
@@ -283,6 +290,7 @@ impl Default for Config {
             task_run: TaskRun::Defer,
             compression: Compression::Off,
             deflate: DeflateConfig::default(),
+            max_subscribers_per_topic: usize::MAX,
         }
     }
 }
@@ -372,6 +380,8 @@ impl Config {
         compression: Compression;
         /// Sets [`Config::deflate`].
         deflate: DeflateConfig;
+        /// Sets [`Config::max_subscribers_per_topic`].
+        max_subscribers_per_topic: usize;
     }
 
     /// The number of cores this configuration runs: [`Config::cores`] or

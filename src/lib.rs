@@ -70,8 +70,8 @@ mod sys;
 #[cfg(feature = "json")]
 pub use api::{json_frame, router, JsonError};
 pub use api::{
-    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, UpgradeRequest,
-    Ws,
+    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, SubscribeError,
+    UpgradeRequest, Ws,
 };
 pub use config::{Compression, Config, SlowConsumerPolicy, TaskRun};
 pub use conn::{ConnId, SendStatus};

@@ -27,7 +27,7 @@ impl Handler for Counting {
             let s = ws.core().to_string();
             ws.send_text(&s);
         } else if let Some(t) = text.strip_prefix("sub:") {
-            ws.subscribe(t);
+            let _ = ws.subscribe(t);
             ws.send_text("subscribed");
         } else if let Some(rest) = text.strip_prefix("count:") {
             let (topic, payload) = rest.split_once(':').unwrap();

@@ -50,7 +50,7 @@ impl Handler for JsonHandler {
             }
             Ok(Input::Subscribe(t)) => {
                 let t = t.strip_prefix("sub:").unwrap_or(&t).to_owned();
-                ws.subscribe(&t);
+                let _ = ws.subscribe(&t);
                 ws.send_json(&format!("subscribed:{t}:{}", ws.core()))
                     .unwrap();
             }

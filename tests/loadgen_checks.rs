@@ -37,7 +37,7 @@ impl Handler for Faulty {
         if kind == b"\"subscribe\"" {
             let topics = raw(b"topics").unwrap_or(b"[]");
             let t = std::str::from_utf8(topics).unwrap();
-            ws.subscribe(t.trim_matches(|c| matches!(c, '[' | ']' | '"')));
+            let _ = ws.subscribe(t.trim_matches(|c| matches!(c, '[' | ']' | '"')));
             ws.send_text(&format!("{{\"type\":\"subscribed\",\"topics\":{t}}}"));
             return;
         }

@@ -102,7 +102,7 @@ impl Handler for Leaky {
         let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
         let topics = v["topics"].as_array().cloned().unwrap_or_default();
         for topic in &topics {
-            if ws.subscribe(topic.as_str().unwrap_or("")) {
+            if ws.subscribe(topic.as_str().unwrap_or("")) == Ok(true) {
                 self.counters[ws.core()]
                     .subscriptions
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -152,7 +152,7 @@ impl Handler for Shootout {
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
-        ws.subscribe("all");
+        let _ = ws.subscribe("all");
     }
 
     fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {

@@ -26,7 +26,7 @@ impl Handler for Ids {
     fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
         if let Message::Text(t) = msg {
             if let Some(topic) = t.strip_prefix("sub:") {
-                ws.subscribe(topic);
+                let _ = ws.subscribe(topic);
                 ws.send_text("subscribed");
             }
         }

@@ -12,7 +12,7 @@ pub use handler::{Handler, HttpRequest, Message, Rejection, UpgradeRequest};
 pub use http::{HttpCtx, HttpResponder, HttpResponse};
 #[cfg(feature = "json")]
 pub use json::{json_frame, JsonError};
-pub use ws::Ws;
+pub use ws::{SubscribeError, Ws};
 
 /// The core state a handler `H` runs on.
 pub(crate) type CoreOf<H> = crate::state::Core<H, <H as Handler>::Data, <H as Handler>::Local>;

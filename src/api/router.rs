@@ -53,7 +53,7 @@ use serde_json::value::RawValue;
 
 use super::handler::Message;
 use super::json::{json_frame, JsonError};
-use super::ws::Ws;
+use super::ws::{SubscribeError, Ws};
 use super::Handler;
 use crate::conn::SendStatus;
 use crate::fanout::PublishResult;
@@ -101,8 +101,11 @@ impl<'a, H: Handler> Ctx<'_, 'a, H> {
         Ok(self.ws.publish(topic, &frame, false))
     }
 
-    /// Joins `topic` (subscribes); see [`Ws::subscribe`].
-    pub fn join(&mut self, topic: &str) -> bool {
+    /// Joins `topic` (subscribes): `Ok(false)` if it had already joined.
+    ///
+    /// # Errors
+    /// As [`Ws::subscribe`].
+    pub fn join(&mut self, topic: &str) -> Result<bool, SubscribeError> {
         self.ws.subscribe(topic)
     }
 

@@ -9,6 +9,22 @@ use crate::handle::ServerHandle;
 use crate::mesh::PublishReport;
 use crate::proto::{CloseCode, PreparedFrame};
 
+/// Why [`Ws::subscribe`] refused a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The connection is closing: it receives nothing more.
+    #[error("the connection is closing")]
+    Closed,
+    /// The topic already has
+    /// [`Config::max_subscribers_per_topic`](crate::Config::max_subscribers_per_topic)
+    /// subscribers on this core.
+    #[error("the topic has its maximum of {limit} subscribers on this core")]
+    TopicFull {
+        /// The limit it reached.
+        limit: usize,
+    },
+}
+
 /// A connection, as its callbacks see it.
 pub struct Ws<'a, H: Handler> {
     core: &'a CoreOf<H>,
@@ -77,10 +93,26 @@ impl<'a, H: Handler> Ws<'a, H> {
         st
     }
 
-    /// Subscribes to `topic`. Returns false if already subscribed (or the
-    /// connection is closing).
-    pub fn subscribe(&mut self, topic: &str) -> bool {
-        self.is_open() && self.core.topics().subscribe(self.key, topic)
+    /// Subscribes to `topic`: `Ok(true)` if it was added, `Ok(false)` if
+    /// this connection already subscribed.
+    ///
+    /// # Errors
+    /// [`SubscribeError::Closed`] once the connection is closing;
+    /// [`SubscribeError::TopicFull`] if `topic` already has
+    /// [`Config::max_subscribers_per_topic`](crate::Config::max_subscribers_per_topic)
+    /// subscribers on this core. Nothing is added either way.
+    pub fn subscribe(&mut self, topic: &str) -> Result<bool, SubscribeError> {
+        if !self.is_open() {
+            return Err(SubscribeError::Closed);
+        }
+        let limit = self.core.config().max_subscribers_per_topic;
+        let mut topics = self.core.topics();
+        if topics.subscribers(topic).len() >= limit
+            && !topics.registry().is_subscribed(self.key, topic)
+        {
+            return Err(SubscribeError::TopicFull { limit });
+        }
+        Ok(topics.subscribe(self.key, topic))
     }
 
     /// Unsubscribes from `topic`. Returns false if it was not subscribed.

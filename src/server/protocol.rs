@@ -193,7 +193,7 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
         } else {
             match app.reserve_subscription(ws, t) {
                 Err(limit) => over[limit as usize].push(t),
-                Ok(_) if ws.subscribe(t) => {
+                Ok(_) if ws.subscribe(t) == Ok(true) => {
                     count += 1;
                     added += 1;
                     ok.push(t);

@@ -26,7 +26,7 @@ pub struct Events {
 }
 
 /// A handler speaking a tiny text protocol:
-/// `sub:T` → subscribe, answers `subscribed:T:<core>`;
+/// `sub:T` → subscribe, answers `subscribed:T:<core>` (or `refused:T:<why>`);
 /// `unsub:T` → answers `unsubscribed:T`;
 /// `pub:T:PAYLOAD` → publishes PAYLOAD to T (not to self), answers `published:<delivered>`;
 /// `pubself:T:PAYLOAD` → same, to self too;
@@ -66,8 +66,10 @@ impl Handler for TestHandler {
             Message::Text(t) => t,
         };
         if let Some(t) = text.strip_prefix("sub:") {
-            ws.subscribe(t);
-            let reply = format!("subscribed:{t}:{}", ws.core());
+            let reply = match ws.subscribe(t) {
+                Ok(_) => format!("subscribed:{t}:{}", ws.core()),
+                Err(e) => format!("refused:{t}:{e}"),
+            };
             ws.send_text(&reply);
         } else if let Some(t) = text.strip_prefix("unsub:") {
             ws.unsubscribe(t);
