@@ -66,6 +66,29 @@ pub(crate) fn to_cores(
     }
 }
 
+/// Hands a broadcast `frame` to every core but `here`, once per core;
+/// returns how many cores it was queued for (a full inbox refuses it, as
+/// it refuses a publish).
+pub(crate) fn broadcast_to_cores(
+    mesh: &Mesh,
+    here: Option<usize>,
+    frame: &Bytes,
+    exclude: Option<ConnId>,
+) -> usize {
+    (0..mesh.cores())
+        .filter(|&c| Some(c) != here)
+        .filter(|&c| {
+            mesh.send_publish(
+                c,
+                CoreMsg::Broadcast {
+                    frame: frame.clone(),
+                    exclude,
+                },
+            )
+        })
+        .count()
+}
+
 /// Queues `frame` for each of `subs` but `exclude`: (delivered, dropped).
 pub(crate) fn deliver<D>(
     conns: &mut ConnTable<D>,

@@ -179,6 +179,14 @@ impl ServerHandle {
             .map_err(|_| HandleError::Stopped)
     }
 
+    /// Sends `frame` to every open connection of the server, on every
+    /// core, except `exclude`, from any thread. Encoded once; one inbox
+    /// message per core (refused and counted like a publish when the inbox
+    /// is full). Returns the number of cores it was queued for.
+    pub fn broadcast(&self, frame: &PreparedFrame, exclude: Option<ConnId>) -> usize {
+        fanout::broadcast_to_cores(&self.inner.mesh, None, frame.as_bytes(), exclude)
+    }
+
     /// Sends a frame to one connection, from any thread. A stale id (the
     /// connection closed) is ignored.
     pub fn send(&self, to: ConnId, frame: &PreparedFrame) {

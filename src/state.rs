@@ -183,6 +183,34 @@ impl<H, D, L> Core<H, D, L> {
         }
     }
 
+    /// Sends `frame` to every open connection on every core but `exclude`:
+    /// local connections now, every other core one inbox message.
+    pub(crate) fn broadcast(&self, frame: Bytes, exclude: Option<ConnId>) -> PublishResult {
+        self.stats().publishes.bump(1);
+        let remote_cores = fanout::broadcast_to_cores(&self.mesh, Some(self.id), &frame, exclude);
+        let (delivered, dropped) = self.broadcast_here(&frame, exclude);
+        PublishResult {
+            delivered,
+            dropped,
+            remote_cores,
+        }
+    }
+
+    /// Delivers a broadcast from another core (or the handle) to this
+    /// core's open connections.
+    pub(crate) fn deliver_broadcast(&self, frame: Bytes, exclude: Option<ConnId>) {
+        let n = self.conns.borrow().len();
+        let frame = fanout::localize(frame, n);
+        self.broadcast_here(&frame, exclude);
+    }
+
+    fn broadcast_here(&self, frame: &Bytes, exclude: Option<ConnId>) -> (usize, usize) {
+        let exclude_here = exclude.filter(|e| e.core() == self.id).map(|e| e.key());
+        let mut conns = self.conns.borrow_mut();
+        let keys = conns.open_keys();
+        fanout::deliver(&mut conns, &keys, frame, exclude_here)
+    }
+
     /// Delivers a frame another core published to this core's subscribers.
     pub(crate) fn deliver_remote(
         &self,

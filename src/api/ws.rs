@@ -191,6 +191,15 @@ impl<'a, H: Handler> Ws<'a, H> {
         )
     }
 
+    /// Sends a prepared frame to every open connection of the server, on
+    /// every core, except `exclude` (e.g. `Some(ws.id())`, the sender).
+    /// Encoded once, whatever the number of connections; each other core
+    /// gets one inbox message (refused and counted like a publish when its
+    /// inbox is full). The counts in the result are this core's.
+    pub fn broadcast(&mut self, frame: &PreparedFrame, exclude: Option<ConnId>) -> PublishResult {
+        self.core.broadcast(frame.as_bytes().clone(), exclude)
+    }
+
     /// Starts the closing handshake with `code` and `reason` (at most 123
     /// bytes are sent). Queued messages go out first.
     pub fn close(&mut self, code: CloseCode, reason: &str) {

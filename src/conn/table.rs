@@ -620,6 +620,15 @@ impl<D> ConnTable<D> {
         self.stats().closed();
     }
 
+    /// The keys of the open (upgraded, not closing) connections.
+    pub(crate) fn open_keys(&self) -> Vec<u32> {
+        self.slab
+            .iter()
+            .filter(|(_, c)| c.state == State::Open)
+            .map(|(k, _)| k as u32)
+            .collect()
+    }
+
     /// Server shutdown: close 1001 to every open connection; handshakes in
     /// progress are dropped.
     pub(crate) fn close_all(&mut self) {

@@ -240,6 +240,7 @@ fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
             exclude,
             tally,
         } => core.deliver_remote(&topic, frame, exclude, tally),
+        CoreMsg::Broadcast { frame, exclude } => core.deliver_broadcast(frame, exclude),
         CoreMsg::Send { to, frame } => {
             let mut conns = core.conns();
             if conns.is_live(to) {

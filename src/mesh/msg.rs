@@ -47,6 +47,13 @@ pub(crate) enum CoreMsg {
         /// Where to add the counts, for a counted publish.
         tally: Option<Arc<Tally>>,
     },
+    /// Deliver a frame to every open connection of the core but `exclude`.
+    Broadcast {
+        /// The frame, encoded once by the sender.
+        frame: Bytes,
+        /// A connection not to deliver to.
+        exclude: Option<ConnId>,
+    },
     /// Send a frame to one connection; a stale id is ignored.
     Send { to: ConnId, frame: Bytes },
     /// Close one connection; a stale id is ignored.
