@@ -240,3 +240,32 @@ fn the_error_reply_is_configurable() {
     assert_eq!(r, json!({"type": "pong", "data": 3}));
     stop(h);
 }
+
+#[test]
+fn join_room_past_max_subscribers_per_topic_is_refused() {
+    let h = Server::new(
+        config(1)
+            .max_subscribers_per_topic(1)
+            .listen("127.0.0.1:0".parse().unwrap()),
+        ChatApp::new(),
+    )
+    .start()
+    .expect("server starts");
+    let mut a = connect(h.local_addr(), "/");
+    let mut b = connect(h.local_addr(), "/");
+    let r = ask(
+        &mut a,
+        json!({"type": "join_room", "data": {"room": "small"}}),
+    );
+    assert_eq!(r["type"], "joined");
+    let r = ask(
+        &mut b,
+        json!({"type": "join_room", "data": {"room": "small"}}),
+    );
+    assert_eq!(r["type"], "error");
+    assert_eq!(r["error"], "room_full");
+    assert_eq!(r["for"], "join_room");
+    let r = ask(&mut b, json!({"type": "status"}));
+    assert_eq!(r["data"]["rooms"], json!([]));
+    stop(h);
+}
