@@ -854,11 +854,20 @@ impl<D> ConnTable<D> {
             self.slab.shrink_to_fit();
             t.gave_back = self.slab.capacity() < before;
         }
+        // The flush lists keep their room from one flush to the next while
+        // the core has connections; a core without any (their keys are
+        // stale) or with a list far larger than needed gives it back.
+        if self.slab.is_empty() {
+            self.dirty = Vec::new();
+            self.flushing = Vec::new();
+            self.flushing_at = 0;
+        }
         if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
             self.dirty = Vec::new();
         }
-        if self.flushing.is_empty() && self.flushing.capacity() > 1024 {
+        if self.flushing_at >= self.flushing.len() && self.flushing.capacity() > 1024 {
             self.flushing = Vec::new();
+            self.flushing_at = 0;
         }
         if self.over.is_empty() && self.over.capacity() > 64 {
             self.over = Vec::new();
