@@ -294,6 +294,16 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     );
     r.set("loadgen_cores", cores);
     r.set("driver", crate::runtime::driver_name());
+    if crate::runtime::driver_name() == "epoll" && plan.publishers > cores {
+        // Measured: with p publishers on one core, subscribers_reached is
+        // 1/p of the subscribers under epoll (all of them on io_uring).
+        r.warn(format!(
+            "EPOLL DRIVER: with more than one publisher per loadgen core only one of them publishes \
+             (a known limitation of this load generator on epoll; {} publishers on {cores} core(s)); \
+             use io_uring or --publishers <= --cores",
+            plan.publishers
+        ));
+    }
     r.num("measured_secs", secs, 2);
     r.num("publishes_per_sec", (s1 - s0) as f64 / secs, 0);
     r.num("deliveries_per_sec", deliveries / secs, 0);
