@@ -78,7 +78,9 @@ test("the status page in headless Chromium", { skip: !existsSync(CHROMIUM) && "n
       await c.connected();
       await c.subscribe("busy");
     }
-    const top = await until("the busiest topic", "(() => { const r = document.querySelector('#topics tr.topic'); return r && r.cells[0].textContent === 'busy' ? r.cells[1].textContent : null })()");
+    // A ranking can be drawn between two of the subscribes: wait for the
+    // one that counts all three (a timeout fails the test).
+    const top = await until("the busiest topic with its 3 subscribers", "(() => { const r = document.querySelector('#topics tr.topic'); return r && r.cells[0].textContent === 'busy' && r.cells[1].textContent === '3' ? r.cells[1].textContent : null })()");
     assert.equal(top, "3");
     // The charts have samples: several stats messages drew lines with total and per-core values.
     const samples = await until("chart samples", "(() => { const n = document.querySelectorAll('#legend span').length; const px = document.getElementById('chart-connections').toDataURL().length; return n >= 3 && px > 2000 ? n : null })()");
