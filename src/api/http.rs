@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{CoreOf, Handler};
-use crate::conn::ConnId;
+use crate::conn::{yield_now, ConnId};
 use crate::fanout::PublishResult;
 use crate::handle::ServerHandle;
 use crate::mesh::PublishReport;
@@ -169,36 +169,10 @@ impl<'a, H: Handler> HttpCtx<'a, H> {
             let mut ctx = HttpCtx::new(&core, conn);
             ctx.deferred = true;
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
-                core.stats().handler_panics.bump(1);
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("(no message)");
-                tracing::error!(
-                    core = core.id(),
-                    panic = msg,
-                    "a handler callback panicked; its HTTP request is answered 500"
-                );
+                super::callback_panicked(&core, &*panic, "its HTTP request is answered 500");
             }
         });
     }
-}
-
-/// Yields once to the core's scheduler: every task already woken (the
-/// flusher among them) runs first.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 /// Answers a deferred HTTP request (see [`HttpCtx::defer`]) from any

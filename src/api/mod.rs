@@ -16,3 +16,23 @@ pub use ws::{SubscribeError, Ws};
 
 /// The core state a handler `H` runs on.
 pub(crate) type CoreOf<H> = crate::state::Core<H, <H as Handler>::Data, <H as Handler>::Local>;
+
+/// Logs and counts a panic an application callback raised; `consequence`
+/// says what it cost (e.g. "connection … is closed").
+pub(crate) fn callback_panicked<H: Handler>(
+    core: &CoreOf<H>,
+    panic: &(dyn std::any::Any + Send),
+    consequence: &str,
+) {
+    core.stats().handler_panics.bump(1);
+    let msg = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!(
+        core = core.id(),
+        panic = msg,
+        "a handler callback panicked; {consequence}"
+    );
+}

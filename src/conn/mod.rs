@@ -12,7 +12,7 @@ mod timer;
 
 use std::fmt;
 
-pub(crate) use notify::LocalNotify;
+pub(crate) use notify::{yield_now, LocalNotify};
 pub(crate) use table::{ConnTable, FlushSchedule, Kind};
 
 /// Identifies one connection across the whole server: its core, its slab

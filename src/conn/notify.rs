@@ -39,3 +39,19 @@ impl Future for Notified<'_> {
         }
     }
 }
+
+/// Yields once to the core's scheduler: every task already woken (the
+/// flusher among them) runs first.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::settle::{settle_driver_tables, SETTLE_MIN_PEAK};
 use crate::api::{CoreOf, Handler};
+use crate::conn::yield_now;
 use crate::io::{self, flush, flush_some};
 use crate::mesh::{CoreMsg, Inbox};
 use crate::sys;
@@ -294,19 +295,4 @@ async fn ticker<H: Handler>(core: Rc<CoreOf<H>>) {
             }
         }
     }
-}
-
-/// Yields once to the scheduler.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }

@@ -3,8 +3,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use super::dispatch::callback_panicked;
-use crate::api::{CoreOf, Handler, HttpCtx, HttpRequest, HttpResponse, UpgradeRequest};
+use crate::api::{
+    callback_panicked, CoreOf, Handler, HttpCtx, HttpRequest, HttpResponse, UpgradeRequest,
+};
 use crate::config::Compression;
 use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
@@ -82,7 +83,7 @@ pub(super) fn answer<H: Handler>(
         let resp = catch_unwind(AssertUnwindSafe(|| core.handler().http(&hreq, &mut ctx)));
         core.stats().http_requests.bump(1);
         let resp = resp.unwrap_or_else(|panic| {
-            callback_panicked(core, &*panic, "its HTTP request");
+            callback_panicked(core, &*panic, "its HTTP request is closed");
             HttpResponse::text(500, "internal error\n")
         });
         if ctx.is_deferred() {
@@ -146,7 +147,7 @@ pub(super) fn answer<H: Handler>(
             return Answer::Closed;
         }
         Err(panic) => {
-            callback_panicked(core, &*panic, "its handshake");
+            callback_panicked(core, &*panic, "its handshake is closed");
             reject_with(core, key, 500, "internal error\n");
             return Answer::Closed;
         }
@@ -198,7 +199,7 @@ pub(super) fn admit<H: Handler>(core: &CoreOf<H>, key: u32) -> bool {
         }
         Err(panic) => {
             core.mesh().release_slot();
-            callback_panicked(core, &*panic, "its connection");
+            callback_panicked(core, &*panic, "its connection is closed");
             reject_with(core, key, 500, "internal error\n");
             false
         }
@@ -216,7 +217,11 @@ pub(crate) fn release<H: Handler>(core: &CoreOf<H>, key: u32) {
         core.handler().disconnect(peer, core.id())
     }));
     if let Err(panic) = r {
-        callback_panicked(core, &*panic, "nothing (its connection had ended)");
+        callback_panicked(
+            core,
+            &*panic,
+            "nothing is closed (its connection had ended)",
+        );
     }
 }
 

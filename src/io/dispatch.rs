@@ -1,9 +1,8 @@
 //! Dispatch: decoded messages to the [`Handler`]'s callbacks, the replies the decoder says we owe, and the callbacks of a connection's life (open, drain, close).
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::api::{CoreOf, Handler, Message, Ws};
+use crate::api::{callback_panicked, CoreOf, Handler, Message, Ws};
 use crate::conn::{Kind, State};
 use crate::proto::deflate::{InflateError, Inflater};
 use crate::proto::{CloseCode, Decoded, Decoder, Incoming, OpCode, PreparedFrame, Reply};
@@ -39,31 +38,12 @@ fn with_ws<H: Handler, R>(
         Ok(r) => Some(r),
         Err(panic) => {
             let id = core.conns().id(key);
-            callback_panicked(core, &*panic, &format!("connection {id:?}"));
+            callback_panicked(core, &*panic, &format!("connection {id:?} is closed"));
             core.conns()
                 .close(key, CloseCode::INTERNAL_ERROR, "internal error");
             None
         }
     }
-}
-
-/// Logs and counts a panic an application callback raised.
-pub(super) fn callback_panicked<H: Handler>(
-    core: &CoreOf<H>,
-    panic: &(dyn Any + Send),
-    what: &str,
-) {
-    core.stats().handler_panics.bump(1);
-    let msg = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)");
-    tracing::error!(
-        core = core.id(),
-        panic = msg,
-        "a handler callback panicked; {what} is closed"
-    );
 }
 
 /// The connection is open: `open`.
