@@ -2,13 +2,13 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::TaskRun;
+use crate::config::{NodeLink, TaskRun};
 use crate::conn::ConnId;
 use crate::fanout;
 use crate::mesh::{CoreMsg, CoreView, Mesh, PublishReport, Tally};
@@ -64,6 +64,9 @@ struct HandleInner {
     local_addr: SocketAddr,
     drivers: Mutex<Vec<(DriverKind, Option<TaskRun>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// [`Config::node_link`](crate::Config::node_link), handed this
+    /// node's publishes made through the handle.
+    node_link: OnceLock<Arc<dyn NodeLink>>,
 }
 
 /// A handle to a running server, usable from any thread: publish, send to
@@ -82,6 +85,7 @@ impl ServerHandle {
                 local_addr,
                 drivers: Mutex::new(vec![(DriverKind::Legacy, None); n]),
                 threads: Mutex::new(Vec::new()),
+                node_link: OnceLock::new(),
             }),
         }
     }
@@ -90,6 +94,10 @@ impl ServerHandle {
         if let Ok(mut d) = self.inner.drivers.lock() {
             d[core] = (driver, task_run);
         }
+    }
+
+    pub(crate) fn set_node_link(&self, link: Arc<dyn NodeLink>) {
+        let _ = self.inner.node_link.set(link);
     }
 
     pub(crate) fn set_threads(&self, threads: Vec<JoinHandle<()>>) {
@@ -130,9 +138,20 @@ impl ServerHandle {
     /// any thread. Messages published from one thread to one topic arrive in
     /// order. Returns the number of cores it was sent to.
     pub fn publish(&self, topic: &str, frame: &PreparedFrame) -> usize {
+        if let Some(link) = self.inner.node_link.get() {
+            link.publish(topic, frame.as_bytes());
+        }
+        self.publish_from_node(topic, frame.as_bytes())
+    }
+
+    /// Publishes a frame that came from another node to this node's
+    /// subscribers, like [`ServerHandle::publish`] but without handing it
+    /// back to the [`NodeLink`]. Returns the number of cores it was sent
+    /// to.
+    pub(crate) fn publish_from_node(&self, topic: &str, frame: &Bytes) -> usize {
         let mesh = &self.inner.mesh;
         let cores = fanout::interested_cores(mesh, topic, None);
-        fanout::to_cores(mesh, &cores, topic, frame.as_bytes(), None, None);
+        fanout::to_cores(mesh, &cores, topic, frame, None, None);
         cores.len()
     }
 
@@ -160,6 +179,9 @@ impl ServerHandle {
     ) -> Result<PublishReport, HandleError> {
         if on_core() {
             return Err(HandleError::OnCore);
+        }
+        if let Some(link) = self.inner.node_link.get() {
+            link.publish(topic, frame.as_bytes());
         }
         let mesh = &self.inner.mesh;
         let cores = fanout::interested_cores(mesh, topic, None);

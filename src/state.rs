@@ -64,7 +64,11 @@ impl<H, D, L> Core<H, D, L> {
                 mesh.stats_arc(),
                 schedule.clone(),
             )),
-            topics: RefCell::new(CoreTopics::new(id, mesh.interest_arc())),
+            topics: RefCell::new(CoreTopics::new(
+                id,
+                mesh.interest_arc(),
+                config.node_link.clone(),
+            )),
             id,
             handle,
             handler,
@@ -164,6 +168,9 @@ impl<H, D, L> Core<H, D, L> {
         done: Option<Completion>,
     ) -> PublishResult {
         self.stats().publishes.bump(1);
+        if let Some(link) = &self.config.node_link {
+            link.publish(topic, &frame);
+        }
         let cores = fanout::interested_cores(&self.mesh, topic, Some(self.id));
         let tally = done.map(|d| Tally::new(cores.len() + 1, d));
         fanout::to_cores(&self.mesh, &cores, topic, &frame, exclude, tally.as_ref());

@@ -57,6 +57,9 @@ impl<H: Handler> Server<H> {
         let interest = Arc::new(InterestTable::new(n, config.interest_buckets));
         let mesh = Arc::new(Mesh::new(interest, mailboxes));
         let handle = ServerHandle::new(mesh.clone(), local_addr);
+        if let Some(link) = &config.node_link {
+            handle.set_node_link(link.clone());
+        }
 
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<io::Result<(usize, runtime::Driver)>>();

@@ -8,6 +8,7 @@ use super::registry::{
     sparse, Registry, RegistryCapacity, Subscribed, SubscriberKey, Unsubscribed,
 };
 use super::InterestTable;
+use crate::config::NodeLink;
 
 /// A core's registry plus the reference counts that keep its bit in the
 /// interest table right: the bit of a bucket is set while at least one
@@ -18,16 +19,24 @@ pub(crate) struct CoreTopics {
     registry: Registry,
     /// Local topics per interest bucket.
     bucket_refs: FxHashMap<usize, u32>,
+    /// Told when a topic gains its first or loses its last local
+    /// subscriber, for interest beyond this node.
+    link: Option<Arc<dyn NodeLink>>,
 }
 
 impl CoreTopics {
     /// Core `core`'s (empty) topics.
-    pub(crate) fn new(core: usize, interest: Arc<InterestTable>) -> Self {
+    pub(crate) fn new(
+        core: usize,
+        interest: Arc<InterestTable>,
+        link: Option<Arc<dyn NodeLink>>,
+    ) -> Self {
         Self {
             core,
             interest,
             registry: Registry::new(),
             bucket_refs: FxHashMap::default(),
+            link,
         }
     }
 
@@ -51,6 +60,9 @@ impl CoreTopics {
                     *n += 1;
                     if *n == 1 {
                         self.interest.set(b, self.core);
+                    }
+                    if let Some(link) = &self.link {
+                        link.interest(self.core, topic, true);
                     }
                 }
                 true
@@ -83,6 +95,9 @@ impl CoreTopics {
     }
 
     fn topic_emptied(&mut self, topic: &str) {
+        if let Some(link) = &self.link {
+            link.interest(self.core, topic, false);
+        }
         let b = self.interest.bucket(topic);
         if let Some(n) = self.bucket_refs.get_mut(&b) {
             *n -= 1;

@@ -232,6 +232,16 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_TASK_RUN", value_enum)]
     pub task_run: Option<TaskRunSetting>,
 
+    /// The broker shared by the nodes of a cluster: nats://HOST:PORT or redis://HOST:PORT.
+    /// [default: none, a single node]
+    #[arg(long, env = "SHARDCAST_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// Subjects (NATS) or channels (Redis) start with this, so that clusters can share a
+    /// broker. [default: shardcast]
+    #[arg(long, env = "SHARDCAST_BROKER_PREFIX", value_name = "PREFIX")]
+    pub broker_prefix: Option<String>,
+
     /// Log filter, e.g. `info` or `shardcast=debug` (RUST_LOG when unset). [default: info]
     #[arg(long, env = "SHARDCAST_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -283,8 +293,12 @@ impl Cli {
             stats_interval_ms,
             flush_gather_us,
             flush_gather_min,
-            task_run
+            task_run,
+            broker_prefix
         );
+        if self.broker.is_some() {
+            s.broker = self.broker.clone();
+        }
         if self.cores.is_some() {
             s.cores = self.cores;
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use shardcast::cluster::BrokerUrl;
 use shardcast::{CloseCode, Config, SlowConsumerPolicy, TaskRun};
 
 /// What happens to a client that reads slower than messages arrive.
@@ -182,6 +183,13 @@ pub struct Settings {
     pub flush_gather_min: usize,
     /// io_uring completion mode. Default: `defer`.
     pub task_run: TaskRunSetting,
+    /// The broker this node shares with the other nodes of its cluster,
+    /// `nats://HOST:PORT` or `redis://HOST:PORT`: publications reach
+    /// subscribers on every node. Default: unset (a single node).
+    pub broker: Option<String>,
+    /// Subjects (NATS) or channels (Redis) start with this, so that
+    /// several clusters can share one broker. Default: `shardcast`.
+    pub broker_prefix: String,
 }
 
 impl Default for Settings {
@@ -226,6 +234,8 @@ impl Default for Settings {
             flush_gather_us: 0,
             flush_gather_min: 1024,
             task_run: TaskRunSetting::Defer,
+            broker: None,
+            broker_prefix: "shardcast".to_owned(),
         }
     }
 }
@@ -301,6 +311,16 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "protect_status needs at least one API key".into(),
             ));
+        }
+        if let Some(b) = &self.broker {
+            b.parse::<BrokerUrl>()
+                .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        }
+        if !shardcast::cluster::valid_prefix(&self.broker_prefix) {
+            return Err(SettingsError::Invalid(format!(
+                "broker_prefix {:?}: dot-separated tokens without whitespace, '*' or '>'",
+                self.broker_prefix
+            )));
         }
         Ok(())
     }

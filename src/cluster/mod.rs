@@ -1,0 +1,526 @@
+//! Multi-node fanout through a broker (feature `cluster`): a node subscribes to the broker for the topics it has local subscribers of, forwards its own publications, and delivers other nodes' publications to its cores.
+//!
+//! # Layout
+//!
+//! - `wire`: topic names to subjects (channels) and the envelope of a
+//!   publication (origin node, per-topic sequence number, name, payload).
+//! - `interest`: the node's interest summed over its cores with a linger
+//!   before letting go, sequence numbers, gap counting.
+//! - `stats`: [`ClusterStats`], read by metrics and health checks.
+//! - `nats`, `redis`: the bridge loop for each broker.
+//!
+//! One bridge thread per node owns the broker connection, in a tokio
+//! current-thread runtime of its own. The cores reach it through the
+//! [`NodeLink`] the engine is configured with ([`Cluster::link`]): interest
+//! changes through an unbounded queue (never lost: they are as rare as
+//! first and last subscribers), publications through a bounded one (a full
+//! queue drops and counts). Publications from the broker enter the engine
+//! the way [`ServerHandle::publish`] does, framed once on this node, and
+//! are not handed back to the bridge.
+//!
+//! ```no_run
+//! use shardcast::cluster::{Cluster, ClusterConfig};
+//! # use shardcast::{Config, Handler, Server};
+//! # struct App;
+//! # impl Handler for App { type Data = (); type Local = (); }
+//! let cluster = Cluster::new(ClusterConfig::new("nats://127.0.0.1:4222".parse()?))?;
+//! let config = Config::new().node_link(cluster.link());
+//! let handle = Server::new(config, App).start()?;
+//! let bridge = cluster.start(handle.clone())?;
+//! println!("broker: {}", bridge.stats().snapshot().state);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod interest;
+mod nats;
+mod redis;
+mod stats;
+pub mod wire;
+
+use std::io;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::NodeLink;
+use crate::handle::ServerHandle;
+use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::PreparedFrame;
+
+use self::interest::{Gaps, NodeInterest, Sequencer};
+pub use self::stats::{BrokerState, ClusterSnapshot, ClusterStats};
+use self::wire::Envelope;
+pub use self::wire::{subject, valid_prefix};
+
+/// A sender forgets a topic's sequence after this long without a
+/// publication (it starts again at 1).
+const SEQ_IDLE: Duration = Duration::from_secs(300);
+/// A receiver forgets an (origin, topic) after this long without a
+/// publication; shorter than [`SEQ_IDLE`].
+const GAP_IDLE: Duration = Duration::from_secs(120);
+/// Publications taken from the queue in one go (one pipeline for Redis).
+const BATCH: usize = 256;
+
+/// Which broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// NATS core pub/sub.
+    Nats,
+    /// Redis pub/sub.
+    Redis,
+}
+
+/// A broker's address: `nats://HOST:PORT` or `redis://HOST:PORT[/DB]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    kind: BrokerKind,
+    url: String,
+}
+
+impl BrokerUrl {
+    /// Which broker.
+    pub fn kind(&self) -> BrokerKind {
+        self.kind
+    }
+
+    /// The address as given.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = ClusterError;
+
+    fn from_str(s: &str) -> Result<Self, ClusterError> {
+        let (kind, rest) = if let Some(r) = s.strip_prefix("nats://") {
+            (BrokerKind::Nats, r)
+        } else if let Some(r) = s.strip_prefix("redis://") {
+            (BrokerKind::Redis, r)
+        } else {
+            return Err(ClusterError::Url(format!(
+                "{s:?}: expected nats://HOST:PORT or redis://HOST:PORT"
+            )));
+        };
+        if rest.is_empty() || rest.starts_with('/') || rest.chars().any(char::is_whitespace) {
+            return Err(ClusterError::Url(format!("{s:?}: no host")));
+        }
+        Ok(Self {
+            kind,
+            url: s.to_owned(),
+        })
+    }
+}
+
+/// Errors setting up a cluster bridge.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The broker address is not `nats://…` or `redis://…`.
+    #[error("bad broker address {0}")]
+    Url(String),
+    /// The subject prefix is not dot-separated tokens free of whitespace,
+    /// `*` and `>`.
+    #[error("bad broker prefix {0:?}: dot-separated tokens without whitespace, '*' or '>'")]
+    Prefix(String),
+}
+
+/// How a node joins its cluster.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The broker every node of the cluster shares.
+    pub broker: BrokerUrl,
+    /// Subjects (channels) start with this, so that several clusters can
+    /// share a broker. Default: `shardcast`.
+    pub prefix: String,
+    /// Publications waiting for the broker; past it they are dropped and
+    /// counted ([`ClusterSnapshot::dropped_out`]). Default: 65,536.
+    pub queue_capacity: usize,
+    /// How long the node keeps a topic's broker subscription after its
+    /// last local subscriber left, so churn does not storm the broker.
+    /// Default: 1 s.
+    pub linger: Duration,
+    /// Topics starting with one of these stay on this node (neither
+    /// subscribed nor forwarded), such as a server's own statistics.
+    /// Default: none.
+    pub local_prefixes: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// The defaults, with `broker`.
+    pub fn new(broker: BrokerUrl) -> Self {
+        Self {
+            broker,
+            prefix: "shardcast".to_owned(),
+            queue_capacity: 1 << 16,
+            linger: Duration::from_secs(1),
+            local_prefixes: Vec::new(),
+        }
+    }
+
+    /// Sets [`prefix`](Self::prefix).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`queue_capacity`](Self::queue_capacity).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets [`local_prefixes`](Self::local_prefixes).
+    pub fn local_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.local_prefixes = prefixes;
+        self
+    }
+}
+
+/// One publication of this node on its way to the broker.
+#[derive(Debug)]
+struct Outbound {
+    topic: Box<str>,
+    opcode: OpCode,
+    /// A slice of the frame every local subscriber shares: not copied.
+    payload: Bytes,
+}
+
+/// The engine's side of the bridge: cheap, non-blocking, called on cores.
+#[derive(Debug)]
+struct Link {
+    interest: mpsc::UnboundedSender<(Box<str>, bool)>,
+    publish: mpsc::Sender<Outbound>,
+    stats: Arc<ClusterStats>,
+    local_prefixes: Vec<String>,
+}
+
+impl Link {
+    fn stays_here(&self, topic: &str) -> bool {
+        self.local_prefixes.iter().any(|p| topic.starts_with(&**p))
+    }
+}
+
+impl NodeLink for Link {
+    fn interest(&self, _core: usize, topic: &str, interested: bool) {
+        if !self.stays_here(topic) {
+            // Fails only once the bridge has stopped.
+            let _ = self.interest.send((topic.into(), interested));
+        }
+    }
+
+    fn publish(&self, topic: &str, frame: &Bytes) {
+        if self.stays_here(topic) {
+            return;
+        }
+        let Some((opcode, payload)) = split_frame(frame) else {
+            ClusterStats::add(&self.stats.dropped_out, 1);
+            return;
+        };
+        let out = Outbound {
+            topic: topic.into(),
+            opcode,
+            payload,
+        };
+        // Counted before it can be taken off the queue.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.publish.try_send(out).is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            ClusterStats::add(&self.stats.dropped_out, 1);
+        }
+    }
+}
+
+/// The opcode and payload of a final, unmasked, uncompressed Text or
+/// Binary frame; `None` for anything else (which cannot cross nodes).
+fn split_frame(frame: &Bytes) -> Option<(OpCode, Bytes)> {
+    let (h, len) = FrameHeader::parse(frame).ok()??;
+    let end = len.checked_add(usize::try_from(h.payload_len).ok()?)?;
+    let plain = h.fin && h.rsv == 0 && h.mask.is_none() && end == frame.len();
+    (plain && matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        .then(|| (h.opcode, frame.slice(len..end)))
+}
+
+/// A node's membership of a cluster, before its bridge runs: configure the
+/// engine with [`Cluster::link`], start the server, then
+/// [`Cluster::start`] the bridge with its handle.
+#[derive(Debug)]
+pub struct Cluster {
+    config: ClusterConfig,
+    link: Arc<Link>,
+    stats: Arc<ClusterStats>,
+    interest: mpsc::UnboundedReceiver<(Box<str>, bool)>,
+    publish: mpsc::Receiver<Outbound>,
+}
+
+impl Cluster {
+    /// Checks `config` and makes the queues between the cores and the
+    /// bridge. Connects to nothing yet.
+    ///
+    /// # Errors
+    /// [`ClusterError::Prefix`] for a prefix that cannot begin a subject.
+    pub fn new(config: ClusterConfig) -> Result<Self, ClusterError> {
+        if !valid_prefix(&config.prefix) {
+            return Err(ClusterError::Prefix(config.prefix));
+        }
+        let stats = Arc::new(ClusterStats::default());
+        let (itx, irx) = mpsc::unbounded_channel();
+        let (ptx, prx) = mpsc::channel(config.queue_capacity.max(1));
+        Ok(Self {
+            link: Arc::new(Link {
+                interest: itx,
+                publish: ptx,
+                stats: stats.clone(),
+                local_prefixes: config.local_prefixes.clone(),
+            }),
+            config,
+            stats,
+            interest: irx,
+            publish: prx,
+        })
+    }
+
+    /// What the engine is configured with
+    /// ([`Config::node_link`](crate::Config::node_link)).
+    pub fn link(&self) -> Arc<dyn NodeLink> {
+        self.link.clone()
+    }
+
+    /// The bridge's counters.
+    pub fn stats(&self) -> Arc<ClusterStats> {
+        self.stats.clone()
+    }
+
+    /// Starts the bridge thread for the server behind `handle`. The broker
+    /// need not be reachable: the bridge connects, and reconnects, in the
+    /// background with jittered backoff.
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start(self, handle: ServerHandle) -> io::Result<Bridge> {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stats = self.stats.clone();
+        let kind = self.config.broker.kind();
+        let now = Instant::now();
+        let node = Node {
+            url: self.config.broker.url.clone(),
+            prefix: self.config.prefix.clone(),
+            linger: self.config.linger,
+            origin: fastrand::u64(1..),
+            handle,
+            stats: self.stats.clone(),
+            interest_rx: self.interest,
+            publish_rx: self.publish,
+            interest: NodeInterest::default(),
+            seq: Sequencer::new(SEQ_IDLE, now),
+            gaps: Gaps::new(GAP_IDLE, now),
+        };
+        let thread = std::thread::Builder::new()
+            .name("shardcast-bridge".into())
+            .spawn(move || {
+                let stats = node.stats.clone();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(async move {
+                        match kind {
+                            BrokerKind::Nats => nats::run(node, stop_rx).await,
+                            BrokerKind::Redis => redis::run(node, stop_rx).await,
+                        }
+                    }),
+                    Err(e) => tracing::error!(error = %e, "cluster bridge: no runtime"),
+                }
+                stats.set_state(BrokerState::Stopped);
+            })?;
+        Ok(Bridge {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+}
+
+/// A running bridge. Dropping it stops the bridge thread.
+#[derive(Debug)]
+pub struct Bridge {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<ClusterStats>,
+}
+
+impl Bridge {
+    /// The bridge's counters.
+    pub fn stats(&self) -> &Arc<ClusterStats> {
+        &self.stats
+    }
+
+    /// Stops the bridge thread and waits for it.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// What the bridge loop of either broker works with.
+struct Node {
+    url: String,
+    prefix: String,
+    linger: Duration,
+    /// This node's id in envelopes, random per process.
+    origin: u64,
+    handle: ServerHandle,
+    stats: Arc<ClusterStats>,
+    interest_rx: mpsc::UnboundedReceiver<(Box<str>, bool)>,
+    publish_rx: mpsc::Receiver<Outbound>,
+    interest: NodeInterest,
+    seq: Sequencer,
+    gaps: Gaps,
+}
+
+impl Node {
+    /// Takes up to [`BATCH`] publications off the queue (the first already
+    /// taken) and stamps each: (subject, envelope). One that cannot be
+    /// encoded is dropped and counted.
+    fn stamp(&mut self, first: Outbound, out: &mut Vec<(String, Bytes)>) {
+        let now = Instant::now();
+        let mut next = Some(first);
+        while let Some(o) = next {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            let env = Envelope {
+                opcode: o.opcode,
+                origin: self.origin,
+                seq: self.seq.next(&o.topic, now),
+                topic: &o.topic,
+                payload: &o.payload,
+            };
+            match env.encode() {
+                Ok(b) => out.push((subject(&self.prefix, &o.topic), b)),
+                Err(_) => ClusterStats::add(&self.stats.dropped_out, 1),
+            }
+            next = if out.len() < BATCH {
+                self.publish_rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+    }
+
+    /// Delivers one message from the broker to this node's cores.
+    fn accept(&mut self, data: &[u8]) {
+        let e = match Envelope::decode(data) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::debug!(error = %err, "cluster: message refused");
+                ClusterStats::add(&self.stats.dropped_in, 1);
+                return;
+            }
+        };
+        // Our own (Redis echoes them; NATS is told not to), a topic let go
+        // of, or another topic sharing a hashed subject.
+        if e.origin == self.origin || !self.interest.wants(e.topic) {
+            return;
+        }
+        let skipped = self.gaps.record(e.origin, e.topic, e.seq, Instant::now());
+        if skipped > 0 {
+            ClusterStats::add(&self.stats.gaps, skipped);
+        }
+        let frame = PreparedFrame::from_parts(e.opcode, &[e.payload]);
+        self.handle.publish_from_node(e.topic, frame.as_bytes());
+        ClusterStats::add(&self.stats.received, 1);
+    }
+
+    /// Topics whose linger has run out: forgotten here, returned so the
+    /// broker can be told.
+    fn expired(&mut self) -> Vec<Box<str>> {
+        let gone = self.interest.expired(Instant::now(), self.linger);
+        for t in &gone {
+            self.gaps.forget(t);
+        }
+        gone
+    }
+
+    fn set_subscriptions(&self, n: usize) {
+        self.stats.subscriptions.store(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The wait before reconnect attempt `attempt` (from 0): 100 ms doubling
+/// up to 2 s, each cut by a random factor in [0.5, 1) so that nodes that
+/// lost the broker together do not come back together.
+fn backoff(attempt: usize) -> Duration {
+    let base = 100u64 << attempt.min(5);
+    let ms = base.min(2_000);
+    Duration::from_millis(ms / 2 + fastrand::u64(0..ms / 2 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let n: BrokerUrl = "nats://127.0.0.1:4222".parse().unwrap();
+        assert_eq!(n.kind(), BrokerKind::Nats);
+        let r: BrokerUrl = "redis://localhost:6379/0".parse().unwrap();
+        assert_eq!(r.kind(), BrokerKind::Redis);
+        for bad in ["", "http://x", "nats://", "redis:///0", "nats://a b"] {
+            assert!(bad.parse::<BrokerUrl>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_plain_data_frames_cross() {
+        let f = PreparedFrame::text("hé");
+        let (op, p) = split_frame(f.as_bytes()).unwrap();
+        assert_eq!((op, &p[..]), (OpCode::Text, "hé".as_bytes()));
+        let big = vec![7u8; 70_000];
+        let (op, p) = split_frame(PreparedFrame::binary(&big).as_bytes()).unwrap();
+        assert_eq!((op, p.len()), (OpCode::Binary, big.len()));
+        assert!(split_frame(PreparedFrame::ping(b"x").as_bytes()).is_none());
+        let mut rsv1 = f.as_bytes().to_vec();
+        rsv1[0] |= 0x40;
+        assert!(split_frame(&Bytes::from(rsv1)).is_none());
+        assert!(split_frame(&Bytes::from_static(&[0x81])).is_none());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for a in 0..20 {
+            let d = backoff(a);
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_secs(2));
+        }
+        assert!(backoff(0) <= Duration::from_millis(100));
+    }
+}
