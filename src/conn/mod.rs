@@ -5,6 +5,7 @@
 //! [`ConnTable::push`], which applies admission, and a connection enters
 //! closing only through one function that also arms its deadline.
 
+mod deflate;
 mod notify;
 mod outbox;
 mod table;
@@ -12,6 +13,7 @@ mod timer;
 
 use std::fmt;
 
+pub(crate) use deflate::ConnDeflate;
 pub(crate) use notify::{yield_now, LocalNotify};
 pub(crate) use table::{ConnTable, FlushSchedule, Kind};
 
