@@ -8,6 +8,10 @@
 
 mod server_support;
 
+#[allow(dead_code)]
+#[path = "loadgen_support.rs"]
+mod loadgen_support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -666,6 +670,54 @@ fn broker_restart_mid_stream(kind: Kind) {
     assert!(a.metric("shardcast_broker_reconnects_total") >= 1);
     assert!(b.metric("shardcast_broker_reconnects_total") >= 1);
     assert_eq!(b.health()["status"], "ok");
+}
+
+/// The loadgen's cluster scenario at toy size: subscribers on one node,
+/// publishers on the other, every delivery across the broker.
+fn loadgen_across_nodes(kind: Kind) {
+    let Some(broker) = Broker::start(kind) else {
+        return;
+    };
+    let (a, b) = (Node::start(&broker, "lg"), Node::start(&broker, "lg"));
+    let (sub_url, pub_url) = (format!("ws://{}/ws", b.addr), format!("ws://{}/ws", a.addr));
+    let r = loadgen_support::loadgen(&[
+        "fanout",
+        "--url",
+        &sub_url,
+        "--publish-url",
+        &pub_url,
+        "-s",
+        "40",
+        "-t",
+        "4",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "0.5",
+        "--rate",
+        "400",
+        "--cores",
+        "1",
+        "--no-pin",
+        "-q",
+        "--json",
+    ])
+    .unwrap();
+    assert_eq!(r.map["correct"], true, "{}", r.to_json());
+    assert_eq!(r.map["publish_target"], pub_url.as_str());
+    assert!(loadgen_support::u(&r, "deliveries_received") > 0);
+    assert!(b.metric("shardcast_broker_received_total") > 0);
+    assert_eq!(b.metric("shardcast_broker_gaps_total"), 0);
+}
+
+#[test]
+fn nats_loadgen_fanout_across_nodes() {
+    loadgen_across_nodes(Kind::Nats);
+}
+
+#[test]
+fn redis_loadgen_fanout_across_nodes() {
+    loadgen_across_nodes(Kind::Redis);
 }
 
 #[test]

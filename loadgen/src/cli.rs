@@ -199,6 +199,11 @@ pub struct FanoutArgs {
     /// Subscriber connections; subscriber i subscribes to topic i % topics.
     #[arg(long, short = 's', default_value_t = 10_000)]
     pub subscribers: usize,
+    /// Publishers connect here instead of --url: another node of a
+    /// cluster (`shardcast --broker ...`), so that every delivery crosses
+    /// the broker (subscribers on --url, publishers on this node).
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
     /// Topics.
     #[arg(long, short = 't', default_value_t = 100)]
     pub topics: usize,

@@ -54,6 +54,9 @@ const BATCH: u64 = 16;
 pub struct Plan {
     /// The server.
     pub target: Target,
+    /// Where publishers connect, when not `target` (a cluster's other
+    /// node).
+    pub publish_target: Option<Target>,
     /// Subscribers.
     pub subscribers: usize,
     /// Topics.
@@ -126,8 +129,10 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     let topics = a.topics.max(1);
     let publishers = a.publishers.unwrap_or(topics.min(100)).max(1);
     let per_topic = a.subscribers.div_ceil(topics) as u64;
+    let publish_target = a.publish_url.as_deref().map(Target::parse).transpose()?;
     let plan = Plan {
         target,
+        publish_target,
         subscribers: a.subscribers,
         topics,
         publishers,
@@ -211,6 +216,12 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
                 .unwrap_or_default()
         ));
     }
+    if plan.publish_target.is_some() {
+        // The subscribers' node learned of them when it acknowledged them;
+        // its broker subscriptions follow on its bridge thread.
+        prog.show("letting the subscribing node's broker subscriptions settle");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     mark("warmup");
     shared.set_phase(phase::WARMUP);
     timed(&mut prog, "warm-up", a.timing.warmup);
@@ -273,6 +284,9 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
 
     let mut r = Report::new("fanout");
     r.set("target", a.common.url.as_str());
+    if let Some(u) = &a.publish_url {
+        r.set("publish_target", u.as_str());
+    }
     r.set("subscribers", plan.subscribers);
     r.set("topics", plan.topics);
     r.set("publishers", plan.publishers);
@@ -416,7 +430,11 @@ async fn core_main(
                 let rcvbuf = plan
                     .stall_rcvbuf
                     .filter(|_| plan.stalled.binary_search(&id).is_ok());
-                open_with_rcvbuf(&plan.target, src, rcvbuf).await
+                let target = match &plan.publish_target {
+                    Some(t) if id >= plan.subscribers => t,
+                    _ => &plan.target,
+                };
+                open_with_rcvbuf(target, src, rcvbuf).await
             }
         }
     })
