@@ -516,6 +516,35 @@ mod tests {
     }
 
     #[test]
+    fn the_link_queues_drops_when_full_and_keeps_local_topics_home() {
+        let broker = "nats://127.0.0.1:1".parse().unwrap();
+        let mut c = Cluster::new(
+            ClusterConfig::new(broker)
+                .queue_capacity(1)
+                .local_prefixes(vec!["$sys.".into()]),
+        )
+        .unwrap();
+        let link = c.link();
+        let frame = PreparedFrame::text("x");
+        link.publish("$sys.stats", frame.as_bytes());
+        link.interest(0, "$sys.stats", true);
+        link.publish("a", frame.as_bytes());
+        link.publish("b", frame.as_bytes());
+        link.publish("c", PreparedFrame::ping(b"p").as_bytes());
+        link.interest(1, "a b", true);
+        let s = c.stats().snapshot();
+        assert_eq!((s.queued, s.dropped_out), (1, 2));
+        let out = c.publish.try_recv().unwrap();
+        assert_eq!((&*out.topic, &out.payload[..]), ("a", &b"x"[..]));
+        assert!(c.publish.try_recv().is_err());
+        assert_eq!(c.interest.try_recv().unwrap(), ("a b".into(), true));
+        assert!(c.interest.try_recv().is_err());
+        assert!(
+            Cluster::new(ClusterConfig::new("redis://h:1".parse().unwrap()).prefix("a b")).is_err()
+        );
+    }
+
+    #[test]
     fn backoff_grows_with_jitter_and_a_cap() {
         for a in 0..20 {
             let d = backoff(a);

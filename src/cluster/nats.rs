@@ -115,7 +115,8 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
         task.abort();
     }
     node.set_subscriptions(0);
-    let _ = client.drain().await;
+    // Flushes what was published; bounded, since the broker may be gone.
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
 }
 
 fn stats_connecting(node: &Node) {

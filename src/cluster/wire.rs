@@ -207,6 +207,25 @@ mod tests {
         assert_ne!(h, subject("sc", &"é".repeat(201)));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_any_bytes_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = Envelope::decode(&data);
+            let mut framed = b"SC1\x01".to_vec();
+            framed.extend_from_slice(&data);
+            let _ = Envelope::decode(&framed);
+        }
+
+        #[test]
+        fn every_topic_round_trips(topic in ".{0,40}", payload in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let e = Envelope { opcode: OpCode::Binary, origin: 1, seq: 2, topic: &topic, payload: &payload };
+            let bytes = e.encode().unwrap();
+            proptest::prop_assert_eq!(Envelope::decode(&bytes).unwrap(), e);
+            let s = subject("p", &topic);
+            proptest::prop_assert!(s.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>'));
+        }
+    }
+
     #[test]
     fn prefixes() {
         assert!(valid_prefix("shardcast"));
