@@ -2,9 +2,10 @@
 //!
 //! The brokers are the real `nats-server` and `redis-server`, started on
 //! free loopback ports and stopped by PID; the nodes are the `shardcast`
-//! binary. Without a broker's binary its tests say so and pass, unless
-//! `CI` or `SHARDCAST_REQUIRE_BROKERS` is set: CI installs both
-//! (`.ci/run`), so there they must run.
+//! binary. A node whose broker is absent must still serve its own
+//! clients and stop cleanly. Without a broker's binary its tests say so
+//! and pass, unless `CI` or `SHARDCAST_REQUIRE_BROKERS` is set: CI
+//! installs both (`.ci/run`), so there they must run.
 
 mod server_support;
 
@@ -293,6 +294,10 @@ struct Node {
 
 impl Node {
     fn start(broker: &Broker, prefix: &str) -> Node {
+        Node::start_url(&broker.url(), prefix)
+    }
+
+    fn start_url(url: &str, prefix: &str) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
             .args([
                 "--listen",
@@ -309,7 +314,7 @@ impl Node {
                 "--publish-burst",
                 "1000000",
                 "--broker",
-                &broker.url(),
+                url,
                 "--broker-prefix",
                 prefix,
             ])
@@ -708,6 +713,52 @@ fn loadgen_across_nodes(kind: Kind) {
     assert!(loadgen_support::u(&r, "deliveries_received") > 0);
     assert!(b.metric("shardcast_broker_received_total") > 0);
     assert_eq!(b.metric("shardcast_broker_gaps_total"), 0);
+}
+
+/// A node whose broker is not there: degraded, serving its own clients,
+/// dropping (and counting) what it cannot forward, and stopping cleanly.
+fn alone_without_the_broker(scheme: &str) {
+    let url = format!("{scheme}://127.0.0.1:{}", free_port());
+    let mut node = Node::start_url(&url, "alone");
+    let h = node.health();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["broker"]["state"], "connecting", "{h}");
+    let mut s = connect(node.addr, "/ws");
+    subscribe(&mut s, &["news"]);
+    let mut p = connect(node.addr, "/ws");
+    let v = ask(
+        &mut p,
+        &json!({"type":"publish","topic":"news","data":1,"id":7}).to_string(),
+    );
+    assert_eq!(v["delivered"], 1, "{v}");
+    assert_eq!(next_message(&mut s)["data"], 1);
+    wait_for("the publication counted as dropped", TIMEOUT, || {
+        node.metric("shardcast_broker_publish_dropped_total") == 1
+    });
+    assert_eq!(node.metric("shardcast_broker_connected"), 0);
+    drop((s, p));
+
+    // SAFETY: kill(2) with the pid of a child this test spawned.
+    unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = node.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < TIMEOUT, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn nats_node_without_its_broker_serves_locally_and_stops() {
+    alone_without_the_broker("nats");
+}
+
+#[test]
+fn redis_node_without_its_broker_serves_locally_and_stops() {
+    alone_without_the_broker("redis");
 }
 
 #[test]
