@@ -225,6 +225,11 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     mark("warmup");
     shared.set_phase(phase::WARMUP);
     timed(&mut prog, "warm-up", a.timing.warmup);
+    let watched0: Vec<Option<Duration>> = a
+        .watch_pid
+        .iter()
+        .map(|(_, p)| crate::sys::proc_cpu(*p))
+        .collect();
     let u0 = Usage::now(pid);
     let (r0, s0) = (
         shared.received.load(Ordering::Relaxed),
@@ -245,6 +250,11 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         );
     }
     let u1 = Usage::now(pid);
+    let watched1: Vec<Option<Duration>> = a
+        .watch_pid
+        .iter()
+        .map(|(_, p)| crate::sys::proc_cpu(*p))
+        .collect();
     let (r1, s1) = (
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
@@ -344,6 +354,23 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
                 s.as_nanos() as f64 / deliveries,
                 0,
             );
+        }
+    }
+    for (((name, _), c0), c1) in a.watch_pid.iter().zip(&watched0).zip(&watched1) {
+        if let (Some(c0), Some(c1)) = (c0, c1) {
+            let used = c1.saturating_sub(*c0);
+            r.num(
+                &format!("{name}_cpu_percent"),
+                100.0 * used.as_secs_f64() / secs.max(1e-9),
+                1,
+            );
+            if deliveries > 0.0 {
+                r.num(
+                    &format!("{name}_cpu_ns_per_delivery"),
+                    used.as_nanos() as f64 / deliveries,
+                    0,
+                );
+            }
         }
     }
     if deliveries > 0.0 {
