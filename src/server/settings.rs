@@ -449,4 +449,24 @@ mod tests {
     fn unknown_fields_are_refused() {
         assert!(Settings::from_toml("max_subscripshuns = 5\n").is_err());
     }
+
+    #[test]
+    fn the_broker_and_its_prefix_are_checked() {
+        let s =
+            Settings::from_toml("broker = \"nats://10.0.0.5:4222\"\nbroker_prefix = \"prod.eu\"\n")
+                .unwrap();
+        assert!(s.validate().is_ok());
+        assert_eq!(s.broker.as_deref(), Some("nats://10.0.0.5:4222"));
+        assert_eq!(Settings::default().broker, None);
+        assert_eq!(Settings::default().broker_prefix, "shardcast");
+        for bad in [
+            "broker = \"http://10.0.0.5\"\n",
+            "broker = \"redis://\"\n",
+            "broker_prefix = \"a b\"\n",
+            "broker_prefix = \"a.>\"\n",
+        ] {
+            let s = Settings::from_toml(bad).unwrap();
+            assert!(s.validate().is_err(), "{bad}");
+        }
+    }
 }
