@@ -127,3 +127,50 @@ impl CoreTopics {
         self.bucket_refs.capacity()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Records what a core tells the link.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(usize, String, bool)>>);
+
+    impl NodeLink for Recorder {
+        fn interest(&self, core: usize, topic: &str, interested: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((core, topic.to_owned(), interested));
+        }
+        fn publish(&self, _topic: &str, _frame: &Bytes) {}
+    }
+
+    #[test]
+    fn the_link_hears_of_first_and_last_subscribers_only() {
+        let rec = Arc::new(Recorder::default());
+        let mut t = CoreTopics::new(3, Arc::new(InterestTable::new(4, 16)), Some(rec.clone()));
+        assert!(t.subscribe(1, "a b"));
+        assert!(t.subscribe(2, "a b"));
+        assert!(!t.subscribe(2, "a b"));
+        assert!(t.subscribe(2, "c"));
+        assert!(t.unsubscribe(1, "a b"));
+        t.remove_subscriber(2);
+        let mut got = rec.0.lock().unwrap().clone();
+        // The last two in the registry's order of subscriber 2's topics.
+        got[2..].sort();
+        assert_eq!(
+            got,
+            vec![
+                (3, "a b".to_owned(), true),
+                (3, "c".to_owned(), true),
+                (3, "a b".to_owned(), false),
+                (3, "c".to_owned(), false),
+            ]
+        );
+    }
+}
