@@ -761,6 +761,41 @@ fn redis_node_without_its_broker_serves_locally_and_stops() {
     alone_without_the_broker("redis");
 }
 
+/// A Redis that stops answering without closing its connections
+/// (SIGSTOP) is noticed by a node that only listens, and the node comes
+/// back when Redis does.
+#[test]
+fn redis_that_hangs_is_noticed_and_rejoined() {
+    let Some(broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let node = Node::start(&broker, "hang");
+    let mut s = connect(node.addr, "/ws");
+    subscribe(&mut s, &["t"]);
+    wait_for("the subscription", TIMEOUT, || {
+        broker.subscribers(&subject("hang", "t")) == 1
+    });
+    let pid = broker.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) with the pid of a child this test spawned.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let limit = Duration::from_secs(20);
+    let noticed = std::panic::catch_unwind(|| {
+        wait_for("the node to notice", limit, || {
+            node.broker_state() != "connected"
+        })
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    noticed.unwrap();
+    wait_for("the node to reconnect", limit, || {
+        node.broker_state() == "connected"
+    });
+    wait_for("the subscription again", limit, || {
+        broker.subscribers(&subject("hang", "t")) >= 1
+    });
+    assert!(node.metric("shardcast_broker_reconnects_total") >= 1);
+}
+
 #[test]
 fn nats_loadgen_fanout_across_nodes() {
     loadgen_across_nodes(Kind::Nats);

@@ -9,8 +9,13 @@ use tokio::sync::oneshot;
 use super::interest::Change;
 use super::{backoff, subject, BrokerState, ClusterStats, Node};
 
-/// How long one connection attempt may take.
+/// How long one connection attempt, or one command, may take before the
+/// connection counts as lost.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an idle bridge checks that Redis still answers (a broker
+/// gone without a reset would otherwise go unnoticed by a node that only
+/// listens).
+const PING_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
     let client = match redis::Client::open(node.url.as_str()) {
@@ -64,6 +69,8 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
         node.set_subscriptions(node.interest.len());
         node.stats.set_state(BrokerState::Connected);
         tracing::info!("cluster: connected to Redis");
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             tokio::select! {
                 biased;
@@ -71,7 +78,8 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
                 Some((topic, on)) = node.interest_rx.recv() => {
                     if node.interest.change(&topic, on, Instant::now()) == Change::Subscribe {
                         node.set_subscriptions(node.interest.len());
-                        if sink.subscribe(subject(&node.prefix, &topic)).await.is_err() {
+                        let sub = sink.subscribe(subject(&node.prefix, &topic));
+                        if !matches!(tokio::time::timeout(CONNECT_TIMEOUT, sub).await, Ok(Ok(()))) {
                             break;
                         }
                     }
@@ -89,7 +97,8 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
                     }
                     // A failed batch may have reached the broker in part;
                     // receivers count what they miss by sequence number.
-                    if pipe.query_async::<()>(&mut publisher).await.is_ok() {
+                    let sent = tokio::time::timeout(CONNECT_TIMEOUT, pipe.query_async::<()>(&mut publisher)).await;
+                    if matches!(sent, Ok(Ok(()))) {
                         ClusterStats::add(&node.stats.published, n);
                     } else {
                         ClusterStats::add(&node.stats.dropped_out, n);
@@ -102,9 +111,17 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
                         node.set_subscriptions(node.interest.len());
                         let subjects: Vec<String> =
                             gone.iter().map(|t| subject(&node.prefix, t)).collect();
-                        if sink.unsubscribe(subjects).await.is_err() {
+                        let unsub = sink.unsubscribe(subjects);
+                        if !matches!(tokio::time::timeout(CONNECT_TIMEOUT, unsub).await, Ok(Ok(()))) {
                             break;
                         }
+                    }
+                }
+                _ = ping.tick() => {
+                    let cmd = redis::cmd("PING");
+                    let pong = cmd.query_async::<()>(&mut publisher);
+                    if !matches!(tokio::time::timeout(CONNECT_TIMEOUT, pong).await, Ok(Ok(()))) {
+                        break;
                     }
                 }
             }
