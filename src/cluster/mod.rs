@@ -20,9 +20,13 @@
 //!
 //! ```no_run
 //! use shardcast::cluster::{Cluster, ClusterConfig};
-//! # use shardcast::{Config, Handler, Server};
+//! # use shardcast::{Config, Handler, Rejection, Server, UpgradeRequest};
 //! # struct App;
-//! # impl Handler for App { type Data = (); type Local = (); }
+//! # impl Handler for App {
+//! #     type Data = ();
+//! #     type Local = ();
+//! #     fn upgrade(&self, _: &mut UpgradeRequest<'_>) -> Result<(), Rejection> { Ok(()) }
+//! # }
 //! let cluster = Cluster::new(ClusterConfig::new("nats://127.0.0.1:4222".parse()?))?;
 //! let config = Config::new().node_link(cluster.link());
 //! let handle = Server::new(config, App).start()?;
