@@ -43,11 +43,17 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
                         stats.set_state(BrokerState::Connecting);
                         tracing::warn!("cluster: lost NATS, reconnecting");
                     }
+                    // Messages lost to a slow subscription show up as gaps.
+                    e @ (async_nats::Event::SlowConsumer(_)
+                    | async_nats::Event::ServerError(_)
+                    | async_nats::Event::ClientError(_)) => {
+                        tracing::warn!(event = %e, "cluster: NATS");
+                    }
                     other => tracing::debug!(event = %other, "cluster: NATS event"),
                 }
             }
         });
-    stats_connecting(&node);
+    node.stats.set_state(BrokerState::Connecting);
     let client = match options.connect(node.url.as_str()).await {
         Ok(c) => c,
         Err(e) => {
@@ -117,10 +123,6 @@ pub(super) async fn run(mut node: Node, mut stop: oneshot::Receiver<()>) {
     node.set_subscriptions(0);
     // Flushes what was published; bounded, since the broker may be gone.
     let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
-}
-
-fn stats_connecting(node: &Node) {
-    node.stats.set_state(BrokerState::Connecting);
 }
 
 /// Hands one subscription's messages to the bridge loop, in order.
