@@ -168,6 +168,19 @@ fi
 "$BIN/loadgen" plot "$RESULTS" --out "$OUT/cluster-$STAMP" --markdown "$OUT/cluster-$STAMP.md" >/dev/null
 {
     echo
+    echo "CPU of the other processes over each measurement:"
+    echo
+    python3 - "$RESULTS" <<'PY'
+import json, sys
+print("| run | broker CPU % | broker ns/delivery | publishers' node CPU % | publishers' node ns/delivery |")
+print("|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    g = lambda k: r.get(k, "")
+    print(f"| {g('label')} | {g('broker_cpu_percent')} | {g('broker_cpu_ns_per_delivery')} "
+          f"| {g('publisher_node_cpu_percent')} | {g('publisher_node_cpu_ns_per_delivery')} |")
+PY
+    echo
     echo "Hardware: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, kernel $(uname -r)"
     echo "Nodes and broker on CPUs $SERVER_CPUS, loadgen on $LOADGEN_CPUS; $("$NATS" --version), $("$REDIS" --version | cut -d' ' -f1-3)"
 } >>"$OUT/cluster-$STAMP.md"
