@@ -294,11 +294,12 @@ struct Node {
 
 impl Node {
     fn start(broker: &Broker, prefix: &str) -> Node {
-        Node::start_url(&broker.url(), prefix)
+        Node::start_url(&broker.url(), prefix, &[])
     }
 
-    fn start_url(url: &str, prefix: &str) -> Node {
+    fn start_url(url: &str, prefix: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .args(extra)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -678,14 +679,22 @@ fn broker_restart_mid_stream(kind: Kind) {
 }
 
 /// The loadgen's cluster scenario at toy size: subscribers on one node,
-/// publishers on the other, every delivery across the broker.
-fn loadgen_across_nodes(kind: Kind) {
+/// publishers on the other, every delivery across the broker; with
+/// `deflate`, the nodes compress (shared) and the subscribers require it,
+/// so what crosses the broker is compressed on the receiving node.
+fn loadgen_across_nodes(kind: Kind, deflate: bool) {
     let Some(broker) = Broker::start(kind) else {
         return;
     };
-    let (a, b) = (Node::start(&broker, "lg"), Node::start(&broker, "lg"));
+    let extra: &[&str] = if deflate {
+        &["--compression", "shared", "--compression-threshold", "0"]
+    } else {
+        &[]
+    };
+    let a = Node::start_url(&broker.url(), "lg", extra);
+    let b = Node::start_url(&broker.url(), "lg", extra);
     let (sub_url, pub_url) = (format!("ws://{}/ws", b.addr), format!("ws://{}/ws", a.addr));
-    let r = loadgen_support::loadgen(&[
+    let mut args = vec![
         "fanout",
         "--url",
         &sub_url,
@@ -706,10 +715,14 @@ fn loadgen_across_nodes(kind: Kind) {
         "--no-pin",
         "-q",
         "--json",
-    ])
-    .unwrap();
+    ];
+    if deflate {
+        args.push("--deflate");
+    }
+    let r = loadgen_support::loadgen(&args).unwrap();
     assert_eq!(r.map["correct"], true, "{}", r.to_json());
     assert_eq!(r.map["publish_target"], pub_url.as_str());
+    assert_eq!(r.map["deflate"], deflate);
     assert!(loadgen_support::u(&r, "deliveries_received") > 0);
     assert!(b.metric("shardcast_broker_received_total") > 0);
     assert_eq!(b.metric("shardcast_broker_gaps_total"), 0);
@@ -719,7 +732,7 @@ fn loadgen_across_nodes(kind: Kind) {
 /// dropping (and counting) what it cannot forward, and stopping cleanly.
 fn alone_without_the_broker(scheme: &str) {
     let url = format!("{scheme}://127.0.0.1:{}", free_port());
-    let mut node = Node::start_url(&url, "alone");
+    let mut node = Node::start_url(&url, "alone", &[]);
     let h = node.health();
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["broker"]["state"], "connecting", "{h}");
@@ -798,12 +811,17 @@ fn redis_that_hangs_is_noticed_and_rejoined() {
 
 #[test]
 fn nats_loadgen_fanout_across_nodes() {
-    loadgen_across_nodes(Kind::Nats);
+    loadgen_across_nodes(Kind::Nats, false);
 }
 
 #[test]
 fn redis_loadgen_fanout_across_nodes() {
-    loadgen_across_nodes(Kind::Redis);
+    loadgen_across_nodes(Kind::Redis, false);
+}
+
+#[test]
+fn nats_loadgen_fanout_across_nodes_compressed() {
+    loadgen_across_nodes(Kind::Nats, true);
 }
 
 #[test]
