@@ -23,7 +23,9 @@
 # Environment: SERVER_CPUS (taskset list for the nodes and the broker,
 # default 1), LOADGEN_CPUS (default 0), DURATION seconds per measurement
 # (default 5), SUBSCRIBERS (default 10000), TOPICS (default 100), RATE
-# publishes/s (default 0: closed loop), SKIP_BUILD=1 to reuse the binaries.
+# publishes/s (default 0: closed loop), DEFLATE=1 (nodes compress, shared,
+# and the loadgen's subscribers require it), SKIP_BUILD=1 to reuse the
+# binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,8 +117,11 @@ start_node() { # log name, extra flags...: sets NODE_PID, NODE_PORT
     local name=$1
     shift
     NODE_PORT=$(free_port)
+    local deflate=()
+    [[ "${DEFLATE:-0}" == 1 ]] && deflate=(--compression shared)
     "${SERVER_PIN[@]}" "$BIN/shardcast" --listen "127.0.0.1:$NODE_PORT" --cores 1 \
-        --publish-rate 0 --max-connections-per-ip 0 --log warn "$@" >"$LOGS/$name.log" 2>&1 &
+        --publish-rate 0 --max-connections-per-ip 0 --log warn "${deflate[@]}" "$@" \
+        >"$LOGS/$name.log" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
     wait_port "$NODE_PORT" "node $name"
@@ -131,6 +136,7 @@ run() { # label, subscribers' port, subscribers' pid, publishers' port, [NAME=PI
     echo "== $label" >&2
     local extra=()
     ((RATE > 0)) && extra+=(--rate "$RATE")
+    [[ "${DEFLATE:-0}" == 1 ]] && extra+=(--deflate)
     if ! timeout 300 "${LOADGEN_PIN[@]}" "$BIN/loadgen" fanout \
         --url "ws://127.0.0.1:$sport/ws" --publish-url "ws://127.0.0.1:$pport/ws" \
         -s "$SUBSCRIBERS" -t "$TOPICS" --duration "$DURATION" "${extra[@]}" "${watch[@]}" \
