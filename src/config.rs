@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::CloseCode;
+use crate::streams::{HistoryConfig, HistoryPolicy};
 
 /// What happens when a message would push a connection's outbox past
 /// [`Config::outbox_limit`].
@@ -87,10 +88,11 @@ impl std::str::FromStr for Compression {
 /// [`ServerHandle`](crate::ServerHandle): an implementation queues and
 /// returns, it never blocks or locks.
 pub trait NodeLink: Send + Sync + std::fmt::Debug {
-    /// Core `core` got its first local subscriber of `topic`
-    /// (`interested`) or lost its last one. Called once per core and
-    /// change, in order for each core, so the node wants the topic while
-    /// it has been told more `true`s than `false`s for it.
+    /// Core `core` got its first local subscriber of `topic` (or a join
+    /// waiting for the topic's history holds it) (`interested`), or lost
+    /// its last one (or the join's hold). Called in order for each core,
+    /// every `false` after a `true` of its own, so the node wants the topic
+    /// while it has been told more `true`s than `false`s for it.
     fn interest(&self, core: usize, topic: &str, interested: bool);
     /// A publish that originated on this node: `frame` is the encoded
     /// frame every local subscriber shares. Frames that came from another
@@ -235,6 +237,11 @@ pub struct Config {
     /// Where interest changes and this node's own publishes go beyond the
     /// node (see [`NodeLink`]). Default: `None`, a single node.
     pub node_link: Option<Arc<dyn NodeLink>>,
+    /// Per-topic history with offsets and epochs, for the topics it names
+    /// (see [`crate::streams`]): their publishes go through each topic's
+    /// home core, and subscriptions may start from a position
+    /// ([`Ws::join`](crate::Ws::join)). Default: none.
+    pub history: Option<HistoryConfig>,
 }
 
 /// How an io_uring core is told of completions (the ring's setup flags).
@@ -333,6 +340,7 @@ impl Default for Config {
             deflate: DeflateConfig::default(),
             max_subscribers_per_topic: usize::MAX,
             node_link: None,
+            history: None,
         }
     }
 }
@@ -430,6 +438,18 @@ impl Config {
         deflate: DeflateConfig;
         /// Sets [`Config::max_subscribers_per_topic`].
         max_subscribers_per_topic: usize;
+    }
+
+    /// Sets [`Config::history`].
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// The history policy of `topic`, if it keeps history.
+    #[inline]
+    pub(crate) fn history_of(&self, topic: &str) -> Option<HistoryPolicy> {
+        self.history.as_ref().and_then(|h| h.policy(topic))
     }
 
     /// The number of cores this configuration runs: [`Config::cores`] or

@@ -8,6 +8,7 @@
 mod deflate;
 mod notify;
 mod outbox;
+mod publication;
 mod table;
 mod timer;
 
@@ -15,6 +16,7 @@ use std::fmt;
 
 pub(crate) use deflate::ConnDeflate;
 pub(crate) use notify::{yield_now, LocalNotify};
+pub(crate) use publication::Publication;
 pub(crate) use table::{ConnTable, FlushSchedule, Kind};
 
 /// Identifies one connection across the whole server: its core, its slab

@@ -58,7 +58,7 @@ impl<H: Handler> Server<H> {
         let deflate = (config.compression != crate::config::Compression::Off)
             .then_some(config.deflate.threshold);
         let mesh = Arc::new(Mesh::new(interest, mailboxes).with_deflate(deflate));
-        let handle = ServerHandle::new(mesh.clone(), local_addr);
+        let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone());
         if let Some(link) = &config.node_link {
             handle.set_node_link(link.clone());
         }

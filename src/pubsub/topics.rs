@@ -108,6 +108,29 @@ impl CoreTopics {
         }
     }
 
+    /// Holds this core's interest bit for `topic`'s bucket without a
+    /// subscriber (a join waiting for its home core's answer), so every
+    /// publication of `topic` reaches this core meanwhile. Undone by
+    /// [`CoreTopics::unpin`].
+    pub(crate) fn pin(&mut self, topic: &str) {
+        // Beyond this node too; balanced by the `false` that unpin's
+        // `topic_emptied` tells the link.
+        if let Some(link) = &self.link {
+            link.interest(self.core, topic, true);
+        }
+        let b = self.interest.bucket(topic);
+        let n = self.bucket_refs.entry(b).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.interest.set(b, self.core);
+        }
+    }
+
+    /// Releases a [`CoreTopics::pin`].
+    pub(crate) fn unpin(&mut self, topic: &str) {
+        self.topic_emptied(topic);
+    }
+
     /// Gives back the memory of tables that emptied or are mostly empty.
     pub(crate) fn shrink(&mut self) {
         self.registry.shrink();
@@ -160,9 +183,12 @@ mod tests {
         assert!(t.subscribe(2, "c"));
         assert!(t.unsubscribe(1, "a b"));
         t.remove_subscriber(2);
+        // A join's pin counts as interest, and its unpin takes it back.
+        t.pin("d");
+        t.unpin("d");
         let mut got = rec.0.lock().unwrap().clone();
-        // The last two in the registry's order of subscriber 2's topics.
-        got[2..].sort();
+        // Subscriber 2's two topics in the registry's order.
+        got[2..4].sort();
         assert_eq!(
             got,
             vec![
@@ -170,6 +196,8 @@ mod tests {
                 (3, "c".to_owned(), true),
                 (3, "a b".to_owned(), false),
                 (3, "c".to_owned(), false),
+                (3, "d".to_owned(), true),
+                (3, "d".to_owned(), false),
             ]
         );
     }
