@@ -173,3 +173,159 @@ fn namespaces_parse_from_toml_and_flags() {
     assert!(n.matches("ab") && n.matches("axxb") && !n.matches("abx"));
     let _: Value = json!(null);
 }
+
+#[test]
+fn the_history_api_returns_what_the_home_core_keeps() {
+    let running = start(|s| {
+        s.namespaces = vec!["chat.*=3,300".parse::<Namespace>().unwrap()];
+        s.api_keys = vec!["k".into()];
+    });
+    let addr = running.local_addr();
+    for i in 1..=5 {
+        let (status, _) = http(
+            addr,
+            "POST",
+            "/api/publish",
+            &[("Authorization", "Bearer k")],
+            &format!(r#"{{"topic":"chat.a b","data":{i}}}"#),
+        );
+        assert_eq!(status, 200);
+    }
+    let key = [("Authorization", "Bearer k")];
+    let (status, body) = http(addr, "GET", "/api/history?topic=chat.a%20b", &key, "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["topic"], "chat.a b");
+    assert_eq!(v["offset"], 5);
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(
+        msgs.iter().map(|m| m["data"].clone()).collect::<Vec<_>>(),
+        [json!(3), json!(4), json!(5)],
+        "the last 3"
+    );
+    assert_eq!(msgs[0]["epoch"], v["epoch"]);
+    assert_eq!(
+        http(addr, "GET", "/api/history?topic=chat.a%20b", &[], "").0,
+        401
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/history?topic=plain", &key, "").0,
+        404
+    );
+    assert_eq!(http(addr, "GET", "/api/history", &key, "").0, 400);
+    let (status, body) = http(addr, "GET", "/api/history?topic=chat.none", &key, "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["messages"],
+        json!([])
+    );
+    stop(running);
+}
+
+/// A subscriber whose connection is cut at random points of a sustained
+/// stream from publishers on every core — closed, reset (RST) or silently
+/// dropped — reconnects with its last position each time and ends up with
+/// every publication exactly once, in offset order.
+#[test]
+fn a_subscriber_cut_again_and_again_misses_nothing() {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let running = start(|s| {
+        let mut n = "chat.*=1000000,300".parse::<Namespace>().unwrap();
+        n.history_max_bytes = 256 << 20;
+        s.namespaces = vec![n];
+        s.max_recovery = 1_000_000;
+        s.publish_rate = 0.0;
+    });
+    let addr = running.local_addr();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    // Two publishers on the protocol, whichever cores they land on.
+    let mut publishers = Vec::new();
+    for p in 0..2 {
+        let stop_flag = stop_flag.clone();
+        publishers.push(std::thread::spawn(move || {
+            let mut ws = connect(addr, "/ws");
+            let mut i = 0u64;
+            while !stop_flag.load(Ordering::Relaxed) {
+                send(
+                    &mut ws,
+                    &format!(r#"{{"type":"publish","topic":"chat.cut","data":"p{p}-{i}"}}"#),
+                );
+                i += 1;
+                if i.is_multiple_of(8) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            i
+        }));
+    }
+    let mut last: Option<(u64, String)> = None;
+    let mut per_publisher = [None::<u64>; 2];
+    let (mut cuts, mut received) = (0u32, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cuts < 1000 && Instant::now() < deadline {
+        let mut ws = connect(addr, "/ws");
+        let msg = match &last {
+            None => r#"{"type":"subscribe","topics":["chat.cut"],"id":1}"#.to_owned(),
+            Some((o, e)) => format!(
+                r#"{{"type":"subscribe","topics":["chat.cut"],"recover":{{"chat.cut":{{"offset":{o},"epoch":"{e}"}}}},"id":1}}"#
+            ),
+        };
+        let v = ask(&mut ws, &msg);
+        assert_eq!(v["type"], "subscribed", "cut {cuts}: {v}");
+        let stream = &v["streams"]["chat.cut"];
+        let epoch = stream["epoch"].as_str().unwrap().to_owned();
+        if last.is_some() {
+            assert_eq!(stream["recovered"], true, "cut {cuts}: {v}");
+        }
+        let mut next = last
+            .as_ref()
+            .map_or(stream["offset"].as_u64().unwrap() + 1, |(o, _)| o + 1);
+        for _ in 0..fastrand::usize(1..40) {
+            let m = recv(&mut ws);
+            assert_eq!(m["epoch"], epoch.as_str());
+            assert_eq!(m["offset"], next, "cut {cuts}: no gap, no duplicate");
+            // Per publisher, in the order published.
+            let data = m["data"].as_str().unwrap();
+            let (p, i) = data[1..].split_once('-').unwrap();
+            let (p, i): (usize, u64) = (p.parse().unwrap(), i.parse().unwrap());
+            if let Some(prev) = per_publisher[p] {
+                assert_eq!(i, prev + 1, "publisher {p} in order");
+            }
+            per_publisher[p] = Some(i);
+            next += 1;
+            received += 1;
+        }
+        last = Some((next - 1, epoch));
+        // Cut it: a close, a reset, or just walking away.
+        match cuts % 3 {
+            0 => drop(ws),
+            1 => {
+                if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+                    let s: &TcpStream = s;
+                    socket2::SockRef::from(s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                }
+                drop(ws);
+            }
+            _ => {
+                // Silent: the socket stays open, unread, until the test ends.
+                let _ = ws.get_mut().flush();
+                std::mem::forget(ws);
+            }
+        }
+        cuts += 1;
+    }
+    stop_flag.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    assert!(cuts >= 300, "only {cuts} cuts in 15 s");
+    assert!(received > 3_000, "{received} received");
+    stop(running);
+}

@@ -224,8 +224,11 @@ fn subscribe<S: AsRef<str>>(
                 None => Since::Now,
             }
         });
-        // From a position, the join subscribes once it has the answer.
-        let deferred = since.as_ref().is_some_and(|s| *s != Since::Now);
+        // A history topic is subscribed by its join once the home core
+        // answered, so the reply with the position comes before any
+        // message (a topic already subscribed from now on only asks its
+        // position).
+        let deferred = since.is_some();
         if topic_problem(t, s.max_topic_length).is_some() {
             invalid.push(t);
         } else if !ws.data().grant.as_ref().is_some_and(|g| g.read.allows(t)) {
@@ -234,7 +237,7 @@ fn subscribe<S: AsRef<str>>(
             ok.push(t);
             if let Some(since) = since {
                 // Re-joined from a position: out of the registry meanwhile.
-                gated += usize::from(deferred);
+                gated += usize::from(since != Since::Now);
                 joins.push((t, since));
             }
         } else if count >= s.max_subscriptions {
@@ -253,9 +256,6 @@ fn subscribe<S: AsRef<str>>(
                     count += 1;
                     added += 1;
                     ok.push(t);
-                    if let Some(since) = since {
-                        joins.push((t, since));
-                    }
                 }
                 // Closing: nothing was added.
                 Ok(creates) => app.release_subscription(ws, 1, usize::from(creates)),
