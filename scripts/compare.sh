@@ -32,6 +32,10 @@
 #                    compressions per publish read from its /metrics
 #   idle-deflate     19,000 idle connections with permessage-deflate
 #                    negotiated: RSS/connection
+#   fanout-history   fanout-100 against shardcast with history on its
+#                    topics (start.sh shardcast-history), beside fanout-100:
+#                    what the home-core hop and the offsets cost (shardcast
+#                    only; the peers have no history)
 #
 # Servers are started by loadgen/peers/start.sh NAME PORT (--start; in the
 # foreground; its PID is the server's). shardcast's echo and shootout runs
@@ -77,7 +81,7 @@ cd "$(dirname "$0")/.."
 
 SERVERS="shardcast bun tokio node-ws"
 ROUNDS=
-SCENARIOS="fanout-100 fanout-1 fanout-fixed echo shootout idle idle-subscribed fanout-deflate idle-deflate"
+SCENARIOS="fanout-100 fanout-1 fanout-fixed echo shootout idle idle-subscribed fanout-deflate idle-deflate fanout-history"
 SMOKE=
 OUT=
 PORT_BASE=9500
@@ -125,6 +129,7 @@ args_for() {
         idle-subscribed) echo connections -n 200 --subscribe-topics 20 --hold 0.3 --cleanup-timeout 10 ;;
         fanout-deflate) echo fanout -s 200 -t 20 -p 4 --max-outstanding 800 --min-free 20 --payload 1024 --deflate "${t[@]}" ;;
         idle-deflate) echo connections -n 200 --hold 0.3 --cleanup-timeout 10 --deflate ;;
+        fanout-history) echo fanout -s 200 -t 20 -p 4 --max-outstanding 800 --min-free 20 "${t[@]}" ;;
         *) return 1 ;;
         esac
         return 0
@@ -140,6 +145,7 @@ args_for() {
     idle-subscribed) echo connections -n 19000 --subscribe-topics 100 --hold 2 ;;
     fanout-deflate) echo fanout -s 10000 -t 100 -p 10 --max-outstanding 40000 --min-free 100 --payload 1024 --deflate "${t[@]}" ;;
     idle-deflate) echo connections -n 19000 --hold 2 --deflate ;;
+    fanout-history) echo fanout -s 10000 -t 100 -p 10 --max-outstanding 40000 --min-free 100 "${t[@]}" ;;
     *) return 1 ;;
     esac
 }
@@ -206,14 +212,17 @@ start_name() {
         echo shardcast-shootout
     elif [[ $scenario == *-deflate ]]; then
         echo "$server-deflate"
+    elif [[ $scenario == fanout-history ]]; then
+        echo "$server-history"
     else
         echo "$server"
     fi
 }
 
-# Whether SERVER can run SCENARIO (tokio-tungstenite has no compression).
+# Whether SERVER can run SCENARIO (tokio-tungstenite has no compression;
+# only shardcast has history).
 runs() {
-    [[ ! ($1 == tokio && $2 == *-deflate) ]]
+    [[ ! ($1 == tokio && $2 == *-deflate) && ! ($1 != shardcast && $2 == fanout-history) ]]
 }
 
 # shardcast's compression counters, as JSON, from its /metrics on PORT.

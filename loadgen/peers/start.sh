@@ -16,6 +16,9 @@
 #   bun                  bun/server.ts on Bun.serve
 #   tokio                peer-tokio (tokio + tokio-tungstenite)
 #   node-ws              node-ws/server.mjs on Node.js and ws
+#   shardcast-history    shardcast with history on the loadgen's topics
+#                        (t*: 100 messages, 60 s): every publish goes
+#                        through its topic's home core and gets an offset
 #   shardcast-deflate, bun-deflate, node-ws-deflate
 #                        the same with permessage-deflate: shardcast
 #                        --compression shared, Bun's shared compressor, ws's
@@ -27,7 +30,7 @@ root=$(cd "$here/../.." && pwd)
 # Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
 target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$root/$target
-names="shardcast shardcast-shootout bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate"
+names="shardcast shardcast-shootout shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate"
 
 die() {
     echo "start.sh: $*" >&2
@@ -60,6 +63,11 @@ shardcast)
     ((${#deflate[@]})) && deflate=(--compression shared)
     exec "$bin" --listen "127.0.0.1:$port" --cores 1 \
         --max-connections-per-ip 0 --publish-rate 0 --log warn "${deflate[@]}" >&2
+    ;;
+shardcast-history)
+    bin=$(executable "$target/release/shardcast" "run cargo build --release")
+    exec "$bin" --listen "127.0.0.1:$port" --cores 1 \
+        --max-connections-per-ip 0 --publish-rate 0 --log warn --history 't*=100,60' >&2
     ;;
 shardcast-shootout)
     bin=$(executable "$target/release/examples/shootout" "run cargo build --release --example shootout")

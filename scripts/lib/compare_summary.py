@@ -83,6 +83,7 @@ FANOUT_DEFLATE = FANOUT[:2] + [
 
 FIGURES = {
     "fanout-deflate": FANOUT_DEFLATE,
+    "fanout-history": FANOUT,
     "idle-deflate": IDLE,
     "fanout-100": FANOUT,
     "fanout-1": FANOUT,
