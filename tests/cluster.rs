@@ -824,6 +824,65 @@ fn nats_loadgen_fanout_across_nodes_compressed() {
     loadgen_across_nodes(Kind::Nats, true);
 }
 
+/// A history topic across nodes: each node numbers what it delivers,
+/// the other nodes' publications included, with consecutive offsets.
+fn history_topics_are_numbered_by_each_node(kind: Kind) {
+    let Some(broker) = Broker::start(kind) else {
+        return;
+    };
+    let extra = ["--history", "h.*=100,60"];
+    let a = Node::start_url(&broker.url(), "hist", &extra);
+    let b = Node::start_url(&broker.url(), "hist", &extra);
+    let mut sa = connect(a.addr, "/ws");
+    subscribe(&mut sa, &["h.1"]);
+    let mut sb = connect(b.addr, "/ws");
+    subscribe(&mut sb, &["h.1"]);
+    wait_for("both nodes' subscriptions", TIMEOUT, || {
+        broker.subscribers(&subject("hist", "h.1")) == 2
+    });
+    let mut pa = connect(a.addr, "/ws");
+    let mut pb = connect(b.addr, "/ws");
+    for i in 0..5 {
+        publish(&mut pa, "h.1", json!({ "from": "a", "i": i }));
+    }
+    for i in 0..5 {
+        publish(&mut pb, "h.1", json!({ "from": "b", "i": i }));
+    }
+    for (node, ws) in [("A", &mut sa), ("B", &mut sb)] {
+        let mut offsets = Vec::new();
+        let mut per_origin: HashMap<String, Vec<u64>> = HashMap::new();
+        for _ in 0..10 {
+            let m = next_message(ws);
+            offsets.push(
+                m["offset"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{node}: {m}")),
+            );
+            per_origin
+                .entry(m["data"]["from"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(m["data"]["i"].as_u64().unwrap());
+        }
+        assert!(
+            offsets.windows(2).all(|w| w[1] == w[0] + 1),
+            "{node}: {offsets:?}"
+        );
+        for (from, is) in &per_origin {
+            assert_eq!(is, &(0..5).collect::<Vec<_>>(), "{node}: from {from}");
+        }
+    }
+}
+
+#[test]
+fn nats_history_topics_are_numbered_by_each_node() {
+    history_topics_are_numbered_by_each_node(Kind::Nats);
+}
+
+#[test]
+fn redis_history_topics_are_numbered_by_each_node() {
+    history_topics_are_numbered_by_each_node(Kind::Redis);
+}
+
 #[test]
 fn nats_three_nodes_deliver_exactly_once_in_order() {
     three_nodes_deliver_exactly_once_in_order(Kind::Nats);
