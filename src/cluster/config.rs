@@ -82,7 +82,9 @@ pub struct ClusterConfig {
     /// share a broker. Default: `shardcast`.
     pub prefix: String,
     /// Publications waiting for the broker; past it they are dropped and
-    /// counted ([`ClusterSnapshot::dropped_out`]). Default: 65,536.
+    /// counted
+    /// ([`ClusterSnapshot::dropped_out`](super::ClusterSnapshot::dropped_out)).
+    /// Default: 65,536.
     pub queue_capacity: usize,
     /// How long the node keeps a topic's broker subscription after its
     /// last local subscriber left, so churn does not storm the broker.
