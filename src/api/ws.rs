@@ -182,6 +182,22 @@ impl<'a, H: Handler> Ws<'a, H> {
         Ok(())
     }
 
+    /// Reads history topic `topic`'s position and the publications its
+    /// home core keeps, there, and calls `f` with them on that core
+    /// (`None`: no history, or nothing published yet). Does not wait: `f`
+    /// runs later, possibly on another core, so it reaches this connection
+    /// through [`ServerHandle::send`](crate::ServerHandle::send) with
+    /// [`Ws::id`].
+    pub fn read_history(
+        &self,
+        topic: &str,
+        f: impl FnOnce(Option<crate::streams::History>) + Send + 'static,
+    ) {
+        let handle = self.core.handle();
+        let t = topic.to_owned();
+        handle.run_on(handle.history_home(topic), move |core| f(core.history(&t)));
+    }
+
     /// Unsubscribes from `topic`. Returns false if it was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
         self.core.topics().unsubscribe(self.key, topic)
