@@ -7,12 +7,15 @@
 
 mod notify;
 mod outbox;
+mod session;
 mod table;
 mod timer;
 
 use std::fmt;
 
 pub(crate) use notify::{yield_now, LocalNotify};
+pub use session::OwnedMessage;
+pub(crate) use session::SessionLink;
 pub(crate) use table::{ConnTable, FlushSchedule, Kind};
 
 /// Identifies one connection across the whole server: its core, its slab
