@@ -29,13 +29,26 @@ pub enum Compression {
     #[default]
     Off,
     /// permessage-deflate is negotiated with the parameters of
-    /// [`Config::deflate`], always with `server_no_context_takeover`, so
-    /// that a message compressed once could serve every subscriber.
+    /// [`Config::deflate`], always with `server_no_context_takeover`: every
+    /// message is compressed on its own, so a published message is
+    /// compressed **once**, by the first core with a subscriber that
+    /// negotiated compression, and the same compressed frame goes to every
+    /// such subscriber on every core (subscribers without compression get
+    /// the plain frame of the same publish). Direct sends are compressed
+    /// per message with the core's compressor. Messages shorter than
+    /// [`DeflateConfig::threshold`](crate::proto::deflate::DeflateConfig::threshold)
+    /// go uncompressed. An idle connection holds no compressor state.
     /// Clients' compressed messages are inflated (bounded by
-    /// [`Config::max_message_size`] while inflating). The server itself
-    /// sends uncompressed frames for now, which RFC 7692 allows (§6: RSV1
-    /// marks a compressed message, an uncompressed one is sent as is).
+    /// [`Config::max_message_size`] while inflating).
     Shared,
+    /// As [`Shared`](Self::Shared) for clients that ask for
+    /// `server_no_context_takeover`; the others get a compressor of their
+    /// own whose window carries over from message to message (better
+    /// ratios for repetitive streams), through which every message to them
+    /// goes, direct or published — one compression per message and
+    /// connection, and the compressor's memory per connection (about
+    /// 256 KiB with a 15-bit window; see docs/design.md). Opt-in.
+    Dedicated,
 }
 
 impl std::fmt::Display for Compression {
@@ -43,6 +56,7 @@ impl std::fmt::Display for Compression {
         f.write_str(match self {
             Compression::Off => "off",
             Compression::Shared => "shared",
+            Compression::Dedicated => "dedicated",
         })
     }
 }
@@ -53,8 +67,9 @@ impl std::str::FromStr for Compression {
         match s {
             "off" => Ok(Compression::Off),
             "shared" => Ok(Compression::Shared),
+            "dedicated" => Ok(Compression::Dedicated),
             other => Err(format!(
-                "unknown compression {other:?}; expected off or shared"
+                "unknown compression {other:?}; expected off, shared or dedicated"
             )),
         }
     }

@@ -4,9 +4,41 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::conn::{ConnId, ConnTable, Kind, SendStatus};
+use crate::conn::{ConnId, ConnTable, SendStatus};
 use crate::mesh::{CoreMsg, Mesh, Tally};
+use crate::proto::deflate::{split, SharedDeflate};
 use crate::pubsub::CoreSet;
+
+/// A published frame as the fanout carries it to every core: the plain
+/// frame, encoded once, and — when compression is on and the message is
+/// long enough — the cell its compressed frame is made in, once, by the
+/// first core with a subscriber that negotiated permessage-deflate.
+#[derive(Clone, Debug)]
+pub(crate) struct Publication {
+    pub(crate) frame: Bytes,
+    pub(crate) deflated: Option<Arc<SharedDeflate>>,
+}
+
+impl Publication {
+    /// `frame` (a whole final server frame); with compression on
+    /// (`threshold`), a Text or Binary message at least that long gets the
+    /// cell for its compressed frame.
+    pub(crate) fn new(frame: Bytes, threshold: Option<usize>) -> Self {
+        let deflated = threshold
+            .filter(|&t| split(&frame).is_some_and(|(_, p)| p.len() >= t))
+            .map(|_| Arc::new(SharedDeflate::new()));
+        Self { frame, deflated }
+    }
+
+    /// This publication with its plain frame copied into this core's
+    /// memory when it has several subscribers here (see [`localize`]).
+    pub(crate) fn localize(self, subscribers: usize) -> Self {
+        Self {
+            frame: localize(self.frame, subscribers),
+            deflated: self.deflated,
+        }
+    }
+}
 
 /// Frames up to this size that arrive from another core are copied once
 /// into core-local memory before the per-subscriber clones.
@@ -39,7 +71,7 @@ pub(crate) fn to_cores(
     mesh: &Mesh,
     cores: &CoreSet,
     topic: &str,
-    frame: &Bytes,
+    frame: &Publication,
     exclude: Option<ConnId>,
     tally: Option<&Arc<Tally>>,
 ) {
@@ -72,7 +104,7 @@ pub(crate) fn to_cores(
 pub(crate) fn broadcast_to_cores(
     mesh: &Mesh,
     here: Option<usize>,
-    frame: &Bytes,
+    frame: &Publication,
     exclude: Option<ConnId>,
 ) -> usize {
     (0..mesh.cores())
@@ -89,26 +121,31 @@ pub(crate) fn broadcast_to_cores(
         .count()
 }
 
-/// Queues `frame` for each of `subs` but `exclude`: (delivered, dropped).
+/// Queues `p` for each of `subs` but `exclude`: (delivered, dropped).
 pub(crate) fn deliver<D>(
     conns: &mut ConnTable<D>,
     subs: &[u32],
-    frame: &Bytes,
+    p: &Publication,
     exclude: Option<u32>,
 ) -> (usize, usize) {
-    let (mut delivered, mut dropped) = (0, 0);
+    let (mut delivered, mut dropped, mut bytes) = (0, 0, 0);
+    // This core's copy of the compressed frame, once a subscriber needs it.
+    let mut local = None;
     for &s in subs {
         if Some(s) == exclude {
             continue;
         }
-        match conns.push(s, frame.clone(), Kind::Message) {
-            SendStatus::Dropped => dropped += 1,
-            _ => delivered += 1,
+        match conns.deliver(s, p, &mut local) {
+            (SendStatus::Dropped, _) => dropped += 1,
+            (_, n) => {
+                delivered += 1;
+                bytes += n;
+            }
         }
     }
     let st = conns.stats();
     st.deliveries.bump(delivered as u64);
-    st.bytes_out.bump((delivered * frame.len()) as u64);
+    st.bytes_out.bump(bytes as u64);
     (delivered, dropped)
 }
 

@@ -132,7 +132,10 @@ impl ServerHandle {
     pub fn publish(&self, topic: &str, frame: &PreparedFrame) -> usize {
         let mesh = &self.inner.mesh;
         let cores = fanout::interested_cores(mesh, topic, None);
-        fanout::to_cores(mesh, &cores, topic, frame.as_bytes(), None, None);
+        if !cores.is_empty() {
+            let p = mesh.publication(frame.as_bytes().clone());
+            fanout::to_cores(mesh, &cores, topic, &p, None, None);
+        }
         cores.len()
     }
 
@@ -173,7 +176,8 @@ impl ServerHandle {
                 let _ = tx.send(r);
             }),
         );
-        fanout::to_cores(mesh, &cores, topic, frame.as_bytes(), None, Some(&tally));
+        let p = mesh.publication(frame.as_bytes().clone());
+        fanout::to_cores(mesh, &cores, topic, &p, None, Some(&tally));
         drop(tally);
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| HandleError::Stopped)
@@ -184,7 +188,9 @@ impl ServerHandle {
     /// message per core (refused and counted like a publish when the inbox
     /// is full). Returns the number of cores it was queued for.
     pub fn broadcast(&self, frame: &PreparedFrame, exclude: Option<ConnId>) -> usize {
-        fanout::broadcast_to_cores(&self.inner.mesh, None, frame.as_bytes(), exclude)
+        let mesh = &self.inner.mesh;
+        let p = mesh.publication(frame.as_bytes().clone());
+        fanout::broadcast_to_cores(mesh, None, &p, exclude)
     }
 
     /// Sends a frame to one connection, from any thread. A stale id (the

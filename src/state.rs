@@ -14,7 +14,7 @@ use crate::config::Config;
 use rustc_hash::FxHashMap;
 
 use crate::conn::{ConnId, ConnTable, FlushSchedule, LocalNotify, SessionLink};
-use crate::fanout::{self, PublishResult};
+use crate::fanout::{self, Publication, PublishResult};
 use crate::handle::ServerHandle;
 use crate::mesh::{Completion, CoreView, Mesh, Tally};
 use crate::proto::Limits;
@@ -200,6 +200,7 @@ impl<H, D, L> Core<H, D, L> {
         done: Option<Completion>,
     ) -> PublishResult {
         self.stats().publishes.bump(1);
+        let frame = self.mesh.publication(frame);
         let cores = fanout::interested_cores(&self.mesh, topic, Some(self.id));
         let tally = done.map(|d| Tally::new(cores.len() + 1, d));
         fanout::to_cores(&self.mesh, &cores, topic, &frame, exclude, tally.as_ref());
@@ -223,6 +224,7 @@ impl<H, D, L> Core<H, D, L> {
     /// local connections now, every other core one inbox message.
     pub(crate) fn broadcast(&self, frame: Bytes, exclude: Option<ConnId>) -> PublishResult {
         self.stats().publishes.bump(1);
+        let frame = self.mesh.publication(frame);
         let remote_cores = fanout::broadcast_to_cores(&self.mesh, Some(self.id), &frame, exclude);
         let (delivered, dropped) = self.broadcast_here(&frame, exclude);
         PublishResult {
@@ -234,13 +236,13 @@ impl<H, D, L> Core<H, D, L> {
 
     /// Delivers a broadcast from another core (or the handle) to this
     /// core's open connections.
-    pub(crate) fn deliver_broadcast(&self, frame: Bytes, exclude: Option<ConnId>) {
+    pub(crate) fn deliver_broadcast(&self, frame: Publication, exclude: Option<ConnId>) {
         let n = self.conns.borrow().len();
-        let frame = fanout::localize(frame, n);
+        let frame = frame.localize(n);
         self.broadcast_here(&frame, exclude);
     }
 
-    fn broadcast_here(&self, frame: &Bytes, exclude: Option<ConnId>) -> (usize, usize) {
+    fn broadcast_here(&self, frame: &Publication, exclude: Option<ConnId>) -> (usize, usize) {
         let exclude_here = exclude.filter(|e| e.core() == self.id).map(|e| e.key());
         let mut conns = self.conns.borrow_mut();
         let keys = conns.open_keys();
@@ -251,7 +253,7 @@ impl<H, D, L> Core<H, D, L> {
     pub(crate) fn deliver_remote(
         &self,
         topic: &str,
-        frame: Bytes,
+        frame: Publication,
         exclude: Option<ConnId>,
         tally: Option<Arc<Tally>>,
     ) {
@@ -259,7 +261,7 @@ impl<H, D, L> Core<H, D, L> {
         let (delivered, dropped) = {
             let topics = self.topics.borrow();
             let subs = topics.subscribers(topic);
-            let frame = fanout::localize(frame, subs.len());
+            let frame = frame.localize(subs.len());
             let mut conns = self.conns.borrow_mut();
             fanout::deliver(&mut conns, subs, &frame, exclude_here)
         };

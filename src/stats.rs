@@ -75,6 +75,18 @@ pub struct CoreStats {
     pub frames_written: Counter,
     /// Turns whose writes waited [`Config::flush_gather`](crate::Config::flush_gather).
     pub gathers: Counter,
+    /// Messages compressed (permessage-deflate): with shared compression,
+    /// one per publish that some subscriber took compressed, whatever the
+    /// number of subscribers and cores; plus one per compressed direct
+    /// send, and one per message and connection under context takeover.
+    pub compressions: Counter,
+    /// Bytes of frames given to the compressor.
+    pub compress_in: Counter,
+    /// Bytes of the frames it made (a frame that did not shrink counts
+    /// its plain size).
+    pub compress_out: Counter,
+    /// Data messages queued compressed (RSV1), of `messages_out`.
+    pub compressed_out: Counter,
     /// Publishes started on this core.
     pub publishes: Counter,
     /// Frames queued for subscribers on this core.
@@ -162,6 +174,10 @@ impl CoreStats {
             writes: self.writes.get(),
             frames_written: self.frames_written.get(),
             gathers: self.gathers.get(),
+            compressions: self.compressions.get(),
+            compress_in: self.compress_in.get(),
+            compress_out: self.compress_out.get(),
+            compressed_out: self.compressed_out.get(),
             publishes: self.publishes.get(),
             deliveries: self.deliveries.get(),
             dropped: self.dropped.get(),
@@ -209,6 +225,14 @@ pub struct StatsSnapshot {
     pub frames_written: u64,
     /// Turns whose writes waited for `flush_gather`.
     pub gathers: u64,
+    /// Messages compressed (see [`CoreStats::compressions`]).
+    pub compressions: u64,
+    /// Bytes of frames given to the compressor.
+    pub compress_in: u64,
+    /// Bytes of the frames it made.
+    pub compress_out: u64,
+    /// Data messages queued compressed.
+    pub compressed_out: u64,
     /// Publishes.
     pub publishes: u64,
     /// Frames queued for subscribers.
@@ -266,11 +290,14 @@ pub struct MemoryGauges {
     pub timer_capacity: u64,
     /// Room in the list of connections waiting to be flushed.
     pub dirty_capacity: u64,
+    /// Connections holding a compressor of their own
+    /// ([`Compression::Dedicated`](crate::Compression::Dedicated)).
+    pub dedicated_compressors: u64,
 }
 
 impl MemoryGauges {
     /// Number of fields.
-    pub const FIELDS: usize = 11;
+    pub const FIELDS: usize = 12;
 
     /// The fields' values, in declaration order.
     pub fn values(&self) -> [u64; Self::FIELDS] {
@@ -286,6 +313,7 @@ impl MemoryGauges {
             self.timer_entries,
             self.timer_capacity,
             self.dirty_capacity,
+            self.dedicated_compressors,
         ]
     }
 
@@ -303,6 +331,7 @@ impl MemoryGauges {
             timer_entries: v[8],
             timer_capacity: v[9],
             dirty_capacity: v[10],
+            dedicated_compressors: v[11],
         }
     }
 }
@@ -323,6 +352,10 @@ impl StatsSnapshot {
         self.writes += o.writes;
         self.frames_written += o.frames_written;
         self.gathers += o.gathers;
+        self.compressions += o.compressions;
+        self.compress_in += o.compress_in;
+        self.compress_out += o.compress_out;
+        self.compressed_out += o.compressed_out;
         self.publishes += o.publishes;
         self.deliveries += o.deliveries;
         self.dropped += o.dropped;

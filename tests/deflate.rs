@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::{config, masked_frame, Raw, TIMEOUT};
-use flate2::{Compress, Compression as Level, FlushCompress};
+use flate2::{Compress, Compression as Level, Decompress, FlushCompress, FlushDecompress};
 use shardcast::{
     Compression, Config, Handler, Message, Rejection, Server, ServerHandle, UpgradeRequest, Ws,
 };
@@ -269,7 +269,8 @@ fn compressed_messages_are_inflated() {
         ws.read_frame(),
         Some((true, TEXT, JSON.as_bytes().to_vec()))
     );
-    // Binary, and an uncompressed message in between (RSV1 clear).
+    // Binary, and an uncompressed message in between (RSV1 clear). The
+    // echo, a direct send of 3,000 bytes, comes back compressed.
     let bin: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
     ws.send_raw(&masked_frame(
         true,
@@ -277,7 +278,7 @@ fn compressed_messages_are_inflated() {
         BINARY,
         &deflate(&mut raw_deflate(15), &bin),
     ));
-    assert_eq!(ws.read_frame(), Some((true, BINARY, bin)));
+    assert_eq!(recv(&mut ws, &mut None), (BINARY, bin, true));
     ws.send_frame(true, TEXT, b"plain");
     assert_eq!(ws.read_frame(), Some((true, TEXT, b"plain".to_vec())));
     // An empty compressed message (§7.2.3.6: a single 0x00).
@@ -300,7 +301,8 @@ fn a_fragmented_compressed_message_is_inflated_whole() {
     ws.send_raw(&masked_frame(false, 0, CONT, &z[third..2 * third]));
     ws.send_raw(&masked_frame(true, 0, CONT, &z[2 * third..]));
     assert_eq!(ws.read_frame(), Some((true, 10, b"p".to_vec())));
-    assert_eq!(ws.read_frame(), Some((true, TEXT, text.into_bytes())));
+    // The echo, a direct send, comes back compressed.
+    assert_eq!(recv(&mut ws, &mut None), (TEXT, text.into_bytes(), true));
     common::stop(h);
 }
 
@@ -448,4 +450,296 @@ fn inflater_memory_between_messages() {
             drop(inf);
         }
     }
+}
+
+/// Reads one data frame and inflates it if it carries RSV1: (opcode,
+/// payload, compressed). `window` is the client's inflater: `None` makes a
+/// fresh one per message (the server compresses without context), `Some`
+/// keeps one across messages (context takeover).
+fn recv(ws: &mut Raw, window: &mut Option<Decompress>) -> (u8, Vec<u8>, bool) {
+    let (fin, rsv, op, payload) = ws.read_frame_rsv().expect("a frame");
+    assert!(fin, "the server sends whole messages");
+    if rsv & RSV1 == 0 {
+        assert_eq!(rsv, 0);
+        return (op, payload, false);
+    }
+    assert!(op == TEXT || op == BINARY, "RSV1 only on data frames");
+    let mut fresh = Decompress::new(false);
+    let inf = window.as_mut().unwrap_or(&mut fresh);
+    let mut input = payload;
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(input.len() * 8 + 1024);
+    let start = inf.total_in();
+    loop {
+        let done = (inf.total_in() - start) as usize;
+        inf.decompress_vec(&input[done..], &mut out, FlushDecompress::Sync)
+            .expect("valid raw DEFLATE");
+        if (inf.total_in() - start) as usize == input.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    (op, out, true)
+}
+
+/// Subscribes on "sub" (answering "on CORE"), publishes the rest of a
+/// "pub:" message to "t", echoes anything else.
+struct PubSub;
+
+impl Handler for PubSub {
+    type Data = ();
+    type Local = ();
+
+    fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn message(&self, ws: &mut Ws<'_, Self>, msg: Message<'_>) {
+        match msg {
+            Message::Text("sub") => {
+                ws.subscribe("t").unwrap();
+                let core = ws.core();
+                ws.send_text(&format!("on {core}"));
+            }
+            Message::Text(t) if t.starts_with("pub:") => {
+                ws.publish_text("t", &t[4..]);
+            }
+            Message::Text(t) => {
+                ws.send_text(t);
+            }
+            Message::Binary(b) => {
+                ws.send_binary(b);
+            }
+        }
+    }
+}
+
+fn start_pubsub(config: Config) -> ServerHandle {
+    Server::new(config.listen("127.0.0.1:0".parse().unwrap()), PubSub)
+        .start()
+        .expect("server starts")
+}
+
+/// Subscribes `ws` to "t"; returns its core.
+fn subscribe(ws: &mut Raw) -> usize {
+    ws.send_frame(true, TEXT, b"sub");
+    let (_, reply, _) = recv(ws, &mut None);
+    String::from_utf8(reply).unwrap()[3..].parse().unwrap()
+}
+
+/// A JSON message of about `n` bytes, different for each `i`.
+fn json_of(n: usize, i: usize) -> String {
+    let mut s = format!(r#"{{"seq":{i},"items":["#);
+    let mut k = 0;
+    while s.len() + 40 < n {
+        s.push_str(&format!(r#"{{"sym":"S{k:03}","bid":{}.25}},"#, 100 + k % 7));
+        k += 1;
+    }
+    s.push_str(r#"{"end":true}]}"#);
+    s
+}
+
+#[test]
+fn a_publish_is_compressed_once_for_every_subscriber_on_every_core() {
+    let h = start_pubsub(config(2).compression(Compression::Shared));
+    let addr = h.local_addr();
+    // Subscribers that negotiated compression and ones that did not, on
+    // both cores (SO_REUSEPORT spreads connections; connect until each
+    // core has two of each).
+    let (mut zipped, mut plain) = (Vec::new(), Vec::new());
+    let mut per_core = [[0usize; 2]; 2];
+    for _ in 0..200 {
+        if per_core.iter().flatten().all(|&n| n >= 2) {
+            break;
+        }
+        for (i, offer) in [[BROWSER_OFFER].as_slice(), &[]].into_iter().enumerate() {
+            let (_, mut ws) = upgrade(addr, "/", offer);
+            let core = subscribe(&mut ws);
+            per_core[core][i] += 1;
+            if i == 0 {
+                zipped.push(ws);
+            } else {
+                plain.push(ws);
+            }
+        }
+    }
+    assert!(per_core.iter().flatten().all(|&n| n >= 2), "{per_core:?}");
+    let (_, mut publisher) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    let before = h.stats();
+    // Published from a connection's callback and from another thread.
+    let msgs: Vec<String> = (0..20).map(|i| json_of(1024, i)).collect();
+    for (i, m) in msgs.iter().enumerate() {
+        if i % 2 == 0 {
+            publisher.send_frame(true, TEXT, format!("pub:{m}").as_bytes());
+        } else {
+            h.publish_text("t", m);
+        }
+        // One at a time, so the order of the two sources is fixed.
+        let (_, got, _) = recv(&mut plain[0], &mut None);
+        assert_eq!(got, m.as_bytes());
+    }
+    for ws in &mut zipped {
+        for m in &msgs {
+            let (op, got, compressed) = recv(ws, &mut None);
+            assert!(compressed, "a subscriber that negotiated it gets RSV1");
+            assert_eq!((op, got), (TEXT, m.as_bytes().to_vec()));
+        }
+    }
+    for ws in &mut plain[1..] {
+        for m in &msgs {
+            assert_eq!(recv(ws, &mut None), (TEXT, m.as_bytes().to_vec(), false));
+        }
+    }
+    let after = h.stats();
+    assert_eq!(
+        after.compressions - before.compressions,
+        msgs.len() as u64,
+        "one compression per publish, not per subscriber or per core"
+    );
+    assert_eq!(
+        after.compressed_out - before.compressed_out,
+        (msgs.len() * zipped.len()) as u64
+    );
+    let (zin, zout) = (
+        after.compress_in - before.compress_in,
+        after.compress_out - before.compress_out,
+    );
+    assert!(zout * 3 < zin, "JSON shrinks: {zin} bytes in, {zout} out");
+    common::stop(h);
+}
+
+#[test]
+fn short_messages_and_small_windows_go_plain() {
+    let h = start_pubsub(config(1).compression(Compression::Shared));
+    let addr = h.local_addr();
+    let (_, mut full) = upgrade(addr, "/", &[BROWSER_OFFER]);
+    let (head, mut small) = upgrade(addr, "/", &["permessage-deflate; server_max_window_bits=9"]);
+    assert!(
+        extension(&head)
+            .unwrap()
+            .contains("server_max_window_bits=9"),
+        "{head}"
+    );
+    subscribe(&mut full);
+    subscribe(&mut small);
+    let before = h.stats();
+    // Under the 128-byte threshold: plain for everyone, nothing compressed.
+    let short = json_of(100, 0);
+    assert!(short.len() < 128);
+    h.publish_text("t", &short);
+    assert_eq!(
+        recv(&mut full, &mut None),
+        (TEXT, short.clone().into_bytes(), false)
+    );
+    assert_eq!(
+        recv(&mut small, &mut None),
+        (TEXT, short.into_bytes(), false)
+    );
+    assert_eq!(h.stats().compressions, before.compressions);
+    // Within a 512-byte window: compressed for both.
+    let mid = json_of(500, 1);
+    assert!(mid.len() <= 512);
+    h.publish_text("t", &mid);
+    assert_eq!(
+        recv(&mut full, &mut None),
+        (TEXT, mid.clone().into_bytes(), true)
+    );
+    assert_eq!(recv(&mut small, &mut None), (TEXT, mid.into_bytes(), true));
+    // Longer than the small window: the 9-bit client gets it plain.
+    let long = json_of(2000, 2);
+    h.publish_text("t", &long);
+    assert_eq!(
+        recv(&mut full, &mut None),
+        (TEXT, long.clone().into_bytes(), true)
+    );
+    assert_eq!(
+        recv(&mut small, &mut None),
+        (TEXT, long.into_bytes(), false)
+    );
+    assert_eq!(h.stats().compressions - before.compressions, 2);
+    // Incompressible data is sent plain, having been tried once.
+    let noise: Vec<u8> = (0..2000).map(|_| fastrand::u8(..)).collect();
+    full.send_raw(&masked_frame(true, 0, BINARY, &noise));
+    assert_eq!(recv(&mut full, &mut None), (BINARY, noise, false));
+    common::stop(h);
+}
+
+#[test]
+fn dedicated_keeps_a_window_per_connection_that_wants_one() {
+    let h = start_pubsub(config(1).compression(Compression::Dedicated));
+    let addr = h.local_addr();
+    // No server_no_context_takeover offered: this one gets a window.
+    let (head, mut kept) = upgrade(addr, "/", &["permessage-deflate"]);
+    assert_eq!(
+        extension(&head).as_deref(),
+        Some("permessage-deflate; client_no_context_takeover"),
+        "{head}"
+    );
+    // This one asks for none: messages compressed on their own.
+    let (head, mut alone) = upgrade(
+        addr,
+        "/",
+        &["permessage-deflate; server_no_context_takeover"],
+    );
+    assert!(extension(&head)
+        .unwrap()
+        .contains("server_no_context_takeover"));
+    let m = json_of(1024, 7);
+    let mut window = Some(Decompress::new(false));
+    for _ in 0..2 {
+        kept.send_frame(true, TEXT, m.as_bytes());
+        let got = recv(&mut kept, &mut window);
+        assert_eq!(got, (TEXT, m.clone().into_bytes(), true));
+    }
+    // Published too: through each subscriber's own compressor.
+    subscribe(&mut kept);
+    subscribe(&mut alone);
+    let before = h.stats();
+    h.publish_text("t", &m);
+    assert_eq!(
+        recv(&mut kept, &mut window),
+        (TEXT, m.clone().into_bytes(), true)
+    );
+    assert_eq!(
+        recv(&mut alone, &mut None),
+        (TEXT, m.clone().into_bytes(), true)
+    );
+    // One compression for the windowed subscriber, one shared by the rest.
+    assert_eq!(h.stats().compressions - before.compressions, 2);
+    common::wait_until("the gauge counts one dedicated compressor", || {
+        h.stats().memory.dedicated_compressors == 1
+    });
+    drop(kept);
+    common::wait_until("the compressor goes with its connection", || {
+        h.stats().memory.dedicated_compressors == 0
+    });
+    common::stop(h);
+}
+
+#[test]
+fn a_repeated_message_shrinks_under_context_takeover() {
+    let h = start_pubsub(config(1).compression(Compression::Dedicated));
+    let (_, mut kept) = upgrade(h.local_addr(), "/", &["permessage-deflate"]);
+    let m = json_of(1024, 3);
+    let mut window = Some(Decompress::new(false));
+    let mut wire = Vec::new();
+    for _ in 0..3 {
+        kept.send_frame(true, TEXT, m.as_bytes());
+        let (_, rsv, op, z) = kept.read_frame_rsv().unwrap();
+        assert_eq!((rsv, op), (RSV1, TEXT));
+        wire.push(z.len());
+        // Decode it the way a client does, with the window kept.
+        let inf = window.as_mut().unwrap();
+        let mut input = z;
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(8192);
+        inf.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+            .unwrap();
+        assert_eq!(out, m.as_bytes());
+    }
+    assert!(
+        wire[1] * 4 < wire[0] && wire[2] * 4 < wire[0],
+        "later copies refer back to the first: {wire:?}"
+    );
+    common::stop(h);
 }

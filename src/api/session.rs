@@ -69,7 +69,7 @@ use std::task::Poll;
 use bytes::Bytes;
 
 use super::{callback_panicked, CoreOf, Handler, Message, SubscribeError, Ws};
-use crate::conn::{ConnId, Kind, OwnedMessage, SendStatus, SessionLink, State};
+use crate::conn::{ConnId, OwnedMessage, SendStatus, SessionLink, State};
 use crate::fanout::PublishResult;
 use crate::handle::ServerHandle;
 use crate::proto::{CloseCode, PreparedFrame};
@@ -306,15 +306,16 @@ impl<H: Handler> Session<H> {
 
     async fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
         let key = self.id.key();
-        let len = frame.len();
         let status = {
             let mut conns = self.core.conns();
             if !conns.is_live(self.id) || conns.state(key) != Some(State::Open) {
                 return Err(SendError::Closed);
             }
-            let st = conns.push(key, frame, Kind::Message);
+            // As Ws::send_prepared: compressed for this connection when it
+            // negotiated permessage-deflate.
+            let (st, n) = conns.send(key, frame);
             if st != SendStatus::Dropped {
-                conns.stats().bytes_out.bump(len as u64);
+                conns.stats().bytes_out.bump(n as u64);
             }
             st
         };

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::{CoreOf, Handler};
-use crate::conn::{ConnId, Kind, SendStatus, State};
+use crate::conn::{ConnId, SendStatus, State};
 use crate::fanout::PublishResult;
 use crate::handle::ServerHandle;
 use crate::mesh::PublishReport;
@@ -106,9 +106,9 @@ impl<'a, H: Handler> Ws<'a, H> {
     /// Sends a frame encoded once, e.g. shared with other connections.
     pub fn send_prepared(&mut self, frame: &PreparedFrame) -> SendStatus {
         let mut conns = self.core.conns();
-        let st = conns.push(self.key, frame.as_bytes().clone(), Kind::Message);
+        let (st, n) = conns.send(self.key, frame.as_bytes().clone());
         if st != SendStatus::Dropped {
-            conns.stats().bytes_out.bump(frame.len() as u64);
+            conns.stats().bytes_out.bump(n as u64);
         }
         st
     }

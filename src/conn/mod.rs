@@ -5,6 +5,7 @@
 //! [`ConnTable::push`], which applies admission, and a connection enters
 //! closing only through one function that also arms its deadline.
 
+mod deflate;
 mod notify;
 mod outbox;
 mod session;
@@ -13,6 +14,7 @@ mod timer;
 
 use std::fmt;
 
+pub(crate) use deflate::ConnDeflate;
 pub(crate) use notify::{yield_now, LocalNotify};
 pub use session::OwnedMessage;
 pub(crate) use session::SessionLink;

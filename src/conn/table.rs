@@ -17,10 +17,12 @@ use monoio::net::TcpStream;
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
+use super::deflate::{Choice, ConnDeflate, CoreDeflate};
 use super::outbox::{Gather, Outbox};
 use super::timer::TimerWheel;
 use super::{secs, ConnId, LocalNotify, SendStatus, State};
 use crate::config::{Config, SlowConsumerPolicy};
+use crate::fanout::Publication;
 use crate::proto::{CloseCode, PreparedFrame};
 use crate::pubsub::registry::sparse;
 use crate::stats::{CoreStats, MemoryGauges};
@@ -153,6 +155,8 @@ pub(crate) struct ConnTable<D> {
     /// Connections whose outbox went over the limit, checked once a second
     /// for sustained lag ([`ConnTable::enforce_lag`]).
     over: Vec<(u32, u32)>,
+    /// The compressors (permessage-deflate).
+    deflate: CoreDeflate,
     cfg: Arc<Config>,
     stats: Arc<[CoreStats]>,
 }
@@ -180,6 +184,7 @@ impl<D> ConnTable<D> {
             partial_total: 0,
             over: Vec::new(),
             awaiting: FxHashMap::default(),
+            deflate: CoreDeflate::new(cfg.deflate),
             cfg,
             stats,
         }
@@ -360,30 +365,43 @@ impl<D> ConnTable<D> {
     /// Queues `frame` for `key`: the one way onto an outbox. Data and
     /// control frames are admitted only while the connection is open and
     /// within the outbox limit; over the limit the slow-consumer policy
-    /// applies.
+    /// applies. The frame goes as it is: data messages that may be
+    /// compressed go through [`send`](Self::send) or
+    /// [`deliver`](Self::deliver).
     pub(crate) fn push(&mut self, key: u32, frame: Bytes, kind: Kind) -> SendStatus {
+        self.enqueue(key, frame, kind, false)
+    }
+
+    /// Whether an open connection's outbox admits `len` more bytes of a
+    /// message (see [`push`](Self::push)).
+    fn admits(&self, c: &Conn<D>, len: usize) -> bool {
+        let q = c.outbox.queued() + len;
+        // Over the limit, only a reader that has stayed over it for
+        // the grace period is refused; a burst that a reader is
+        // keeping up with is admitted up to the burst limit.
+        c.state == State::Open
+            && (q <= self.cfg.outbox_limit
+                || c.outbox.queued() == 0
+                || (q <= self.cfg.outbox_burst_limit
+                    && !lagging(c.over_since, self.now, &self.cfg)))
+    }
+
+    /// [`push`](Self::push); `admitted` skips the admission of a message
+    /// the caller has already admitted.
+    fn enqueue(&mut self, key: u32, frame: Bytes, kind: Kind, admitted: bool) -> SendStatus {
         let (limit, low) = (self.cfg.outbox_limit, self.cfg.outbox_low_water);
         let now = self.now;
-        let Some(c) = self.slab.get_mut(key as usize) else {
+        let Some(c) = self.slab.get(key as usize) else {
             if kind == Kind::Message {
                 self.stats[self.core].discarded.bump(1);
             }
             return SendStatus::Dropped;
         };
-        let admitted = match kind {
-            Kind::Last => true,
-            Kind::Message | Kind::Control => {
-                let q = c.outbox.queued() + frame.len();
-                // Over the limit, only a reader that has stayed over it for
-                // the grace period is refused; a burst that a reader is
-                // keeping up with is admitted up to the burst limit.
-                c.state == State::Open
-                    && (q <= limit
-                        || c.outbox.queued() == 0
-                        || (q <= self.cfg.outbox_burst_limit
-                            && !lagging(c.over_since, now, &self.cfg)))
-            }
-        };
+        let admitted = admitted
+            || match kind {
+                Kind::Last => true,
+                Kind::Message | Kind::Control => self.admits(c, frame.len()),
+            };
         if !admitted {
             if c.state == State::Open {
                 self.refuse(key);
@@ -393,6 +411,7 @@ impl<D> ConnTable<D> {
             }
             return SendStatus::Dropped;
         }
+        let c = &mut self.slab[key as usize];
         c.outbox.push(frame);
         if c.over_since == 0 && c.outbox.queued() > limit {
             c.over_since = now as u32 + 1;
@@ -414,6 +433,110 @@ impl<D> ConnTable<D> {
             self.dirty.push(key);
         }
         status
+    }
+
+    /// Notes what permessage-deflate `key` negotiated.
+    pub(crate) fn set_deflate(&mut self, key: u32, deflate: ConnDeflate) {
+        if self.slab.contains(key as usize) {
+            self.deflate.negotiated(key, deflate);
+        }
+    }
+
+    /// How a data message `frame` goes to `key`.
+    #[inline]
+    fn choose(&self, key: u32, frame: &[u8]) -> Choice {
+        self.deflate.choose(key, frame)
+    }
+
+    /// Queues the data message `frame` (a whole final Text or Binary
+    /// frame) for `key`, compressed for it when it negotiated
+    /// permessage-deflate and the message is worth it. Returns the status
+    /// and the bytes queued.
+    pub(crate) fn send(&mut self, key: u32, frame: Bytes) -> (SendStatus, usize) {
+        match self.choose(key, &frame) {
+            Choice::Plain => {
+                let n = frame.len();
+                (self.push(key, frame, Kind::Message), n)
+            }
+            Choice::Alone => {
+                let z = self
+                    .deflate
+                    .compress_alone(&frame, &self.stats[self.core])
+                    .unwrap_or(frame);
+                self.queue_message(key, z, false)
+            }
+            Choice::Dedicated => self.send_dedicated(key, frame),
+        }
+    }
+
+    /// A message through `key`'s own compressor: admitted before it is
+    /// compressed, because a compressed message that is then dropped
+    /// would leave the compressor's window ahead of the client's.
+    fn send_dedicated(&mut self, key: u32, frame: Bytes) -> (SendStatus, usize) {
+        let c = &self.slab[key as usize];
+        if !self.admits(c, frame.len()) {
+            let n = frame.len();
+            return (self.push(key, frame, Kind::Message), n);
+        }
+        let z = self
+            .deflate
+            .compress_dedicated(key, &frame, &self.stats[self.core])
+            .unwrap_or(frame);
+        self.queue_message(key, z, true)
+    }
+
+    /// Queues a data message that may be compressed, counting it as
+    /// compressed when it carries RSV1.
+    fn queue_message(&mut self, key: u32, frame: Bytes, admitted: bool) -> (SendStatus, usize) {
+        let (n, compressed) = (frame.len(), frame[0] & 0x40 != 0);
+        let st = self.enqueue(key, frame, Kind::Message, admitted);
+        if compressed && st != SendStatus::Dropped {
+            self.stats[self.core].compressed_out.bump(1);
+        }
+        (st, n)
+    }
+
+    /// Queues a publish for subscriber `key`: its plain frame, or its
+    /// compressed one for a subscriber that negotiated permessage-deflate.
+    /// The compressed frame is made once per publish over all cores
+    /// (`local` keeps this core's copy of it between subscribers).
+    /// Returns the status and the bytes queued.
+    pub(crate) fn deliver(
+        &mut self,
+        key: u32,
+        p: &Publication,
+        local: &mut Option<Option<Bytes>>,
+    ) -> (SendStatus, usize) {
+        let Some(cell) = p.deflated.as_deref() else {
+            let n = p.frame.len();
+            return (self.push(key, p.frame.clone(), Kind::Message), n);
+        };
+        match self.choose(key, &p.frame) {
+            Choice::Plain => {
+                let n = p.frame.len();
+                (self.push(key, p.frame.clone(), Kind::Message), n)
+            }
+            Choice::Dedicated => self.send_dedicated(key, p.frame.clone()),
+            Choice::Alone => {
+                let z = local
+                    .get_or_insert_with(|| {
+                        let (z, made_here) =
+                            self.deflate.shared(cell, &p.frame, &self.stats[self.core]);
+                        // Made on another core: copied once into this
+                        // core's memory, like a plain frame from there.
+                        z.map(|z| {
+                            if made_here {
+                                z.clone()
+                            } else {
+                                Bytes::copy_from_slice(z)
+                            }
+                        })
+                    })
+                    .clone()
+                    .unwrap_or_else(|| p.frame.clone());
+                self.queue_message(key, z, false)
+            }
+        }
     }
 
     /// Once a second: a connection that has stayed over the outbox limit
@@ -615,6 +738,7 @@ impl<D> ConnTable<D> {
     pub(crate) fn remove(&mut self, key: u32) {
         self.forget_partial(key);
         self.awaiting.remove(&key);
+        self.deflate.forget(key);
         let c = self.slab.remove(key as usize);
         sys::shutdown(c.fd, libc::SHUT_RDWR);
         self.stats().closed();
@@ -872,6 +996,7 @@ impl<D> ConnTable<D> {
         if self.over.is_empty() && self.over.capacity() > 64 {
             self.over = Vec::new();
         }
+        self.deflate.trim();
         // Wheel entries of closed connections stay until their slot comes
         // round (up to the wheel's span); after a wave of closes they would
         // hold the wave's memory that long. Sweep once they outnumber the
@@ -892,6 +1017,7 @@ impl<D> ConnTable<D> {
         g.timer_entries = self.wheel.len() as u64;
         g.timer_capacity = self.wheel.capacity() as u64;
         g.dirty_capacity = (self.dirty.capacity() + self.flushing.capacity()) as u64;
+        g.dedicated_compressors = self.deflate.dedicated_len() as u64;
     }
 }
 

@@ -55,7 +55,9 @@ impl<H: Handler> Server<H> {
             inboxes.push(ib);
         }
         let interest = Arc::new(InterestTable::new(n, config.interest_buckets));
-        let mesh = Arc::new(Mesh::new(interest, mailboxes));
+        let deflate = (config.compression != crate::config::Compression::Off)
+            .then_some(config.deflate.threshold);
+        let mesh = Arc::new(Mesh::new(interest, mailboxes).with_deflate(deflate));
         let handle = ServerHandle::new(mesh.clone(), local_addr);
 
         let (ready_tx, ready_rx) =

@@ -245,7 +245,7 @@ fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
         CoreMsg::Send { to, frame } => {
             let mut conns = core.conns();
             if conns.is_live(to) {
-                conns.push(to.key(), frame, crate::conn::Kind::Message);
+                conns.send(to.key(), frame);
             } else {
                 // The connection closed before the message reached it.
                 conns.stats().discarded.bump(1);

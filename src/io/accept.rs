@@ -7,6 +7,7 @@ use crate::api::{
     callback_panicked, CoreOf, Handler, HttpCtx, HttpRequest, HttpResponse, UpgradeRequest,
 };
 use crate::config::Compression;
+use crate::conn::ConnDeflate;
 use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{self, BodyError, HandshakeError, HandshakeLimits, Parsed};
 
@@ -131,6 +132,12 @@ pub(super) fn answer<H: Handler>(
             req.extensions(),
             &cfg.deflate.with_server_no_context_takeover(true),
         ),
+        // Dedicated: each connection keeps its own window, unless the
+        // client asks for none (or for an 8-bit one).
+        Compression::Dedicated => deflate::negotiate(
+            req.extensions(),
+            &cfg.deflate.with_server_no_context_takeover(false),
+        ),
     };
     let mut ureq = UpgradeRequest::new(
         &req,
@@ -172,6 +179,12 @@ pub(super) fn answer<H: Handler>(
         }
     }
     core.conns().upgrade(key, out, data);
+    if let Some(d) = &deflate {
+        core.conns().set_deflate(
+            key,
+            ConnDeflate::new(d.server_max_window_bits, !d.server_no_context_takeover),
+        );
+    }
     super::dispatch::flush_one(core, key);
     Answer::Upgraded(consumed, deflate)
 }

@@ -30,6 +30,9 @@ pub(crate) struct Mesh {
     /// Connections over all cores, for the connection limit: from accept
     /// until answered, or until the WebSocket closes.
     upgraded: AtomicUsize,
+    /// With compression on, messages at least this long get a cell for
+    /// their compressed frame when published.
+    deflate_threshold: Option<usize>,
 }
 
 impl Mesh {
@@ -41,7 +44,20 @@ impl Mesh {
             mailboxes: mailboxes.into_boxed_slice(),
             stats: (0..n).map(|_| CoreStats::default()).collect(),
             upgraded: AtomicUsize::new(0),
+            deflate_threshold: None,
         }
+    }
+
+    /// Publications of messages of at least `threshold` bytes carry a cell
+    /// for their compressed frame (compression on); `None`: never.
+    pub(crate) fn with_deflate(mut self, threshold: Option<usize>) -> Self {
+        self.deflate_threshold = threshold;
+        self
+    }
+
+    /// `frame` (a whole final server frame) as a publication.
+    pub(crate) fn publication(&self, frame: bytes::Bytes) -> crate::fanout::Publication {
+        crate::fanout::Publication::new(frame, self.deflate_threshold)
     }
 
     /// Number of cores.

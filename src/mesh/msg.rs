@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::completion::Tally;
 use crate::conn::ConnId;
+use crate::fanout::Publication;
 use crate::proto::CloseCode;
 
 /// Read-only view of a core, for jobs sent with
@@ -41,7 +42,7 @@ pub(crate) enum CoreMsg {
         /// The topic.
         topic: Arc<str>,
         /// The frame, encoded once by the publisher.
-        frame: Bytes,
+        frame: Publication,
         /// A connection not to deliver to (the publisher).
         exclude: Option<ConnId>,
         /// Where to add the counts, for a counted publish.
@@ -50,7 +51,7 @@ pub(crate) enum CoreMsg {
     /// Deliver a frame to every open connection of the core but `exclude`.
     Broadcast {
         /// The frame, encoded once by the sender.
-        frame: Bytes,
+        frame: Publication,
         /// A connection not to deliver to.
         exclude: Option<ConnId>,
     },

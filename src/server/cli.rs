@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use super::settings::{Settings, SlowConsumer, TaskRunSetting};
+use super::settings::{CompressionSetting, Settings, SlowConsumer, TaskRunSetting};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +232,19 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_TASK_RUN", value_enum)]
     pub task_run: Option<TaskRunSetting>,
 
+    /// permessage-deflate: off, shared (a publish compressed once for all
+    /// subscribers) or dedicated (a window per connection). [default: off]
+    #[arg(long, env = "SHARDCAST_COMPRESSION", value_enum)]
+    pub compression: Option<CompressionSetting>,
+
+    /// Messages shorter than this go uncompressed. [default: 128]
+    #[arg(long, env = "SHARDCAST_COMPRESSION_THRESHOLD", value_name = "BYTES")]
+    pub compression_threshold: Option<usize>,
+
+    /// zlib level 0..=9 of what the server compresses. [default: 6]
+    #[arg(long, env = "SHARDCAST_COMPRESSION_LEVEL", value_name = "LEVEL")]
+    pub compression_level: Option<u32>,
+
     /// Log filter, e.g. `info` or `shardcast=debug` (RUST_LOG when unset). [default: info]
     #[arg(long, env = "SHARDCAST_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -283,7 +296,10 @@ impl Cli {
             stats_interval_ms,
             flush_gather_us,
             flush_gather_min,
-            task_run
+            task_run,
+            compression,
+            compression_threshold,
+            compression_level
         );
         if self.cores.is_some() {
             s.cores = self.cores;

@@ -179,7 +179,7 @@ pub fn render_drivers(drivers: &[DriverKind], task_runs: &[Option<TaskRun>]) -> 
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 22] = [
+    let engine: [(&str, &str, &str, Get); 26] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -277,6 +277,30 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             |s| s.discarded,
         ),
         (
+            "shardcast_compressions_total",
+            "counter",
+            "Messages compressed (permessage-deflate). Shared compression: one per publish that a subscriber took compressed, whatever the number of subscribers and cores, plus one per compressed direct send.",
+            |s| s.compressions,
+        ),
+        (
+            "shardcast_compress_in_bytes_total",
+            "counter",
+            "Bytes of frames given to the compressor.",
+            |s| s.compress_in,
+        ),
+        (
+            "shardcast_compress_out_bytes_total",
+            "counter",
+            "Bytes of the frames the compressor made (plain size when a frame did not shrink).",
+            |s| s.compress_out,
+        ),
+        (
+            "shardcast_messages_out_compressed_total",
+            "counter",
+            "Data messages queued compressed (RSV1), of shardcast_messages_out_total.",
+            |s| s.compressed_out,
+        ),
+        (
             "shardcast_slow_consumer_closes_total",
             "counter",
             "Connections closed as slow consumers.",
@@ -323,7 +347,7 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
     // (once a second): read from the same single-writer atomics, so a
     // scrape never waits for a core.
     type GetM = fn(&MemoryGauges) -> u64;
-    let memory: [(&str, &str, GetM); 11] = [
+    let memory: [(&str, &str, GetM); 12] = [
         (
             "shardcast_slab_connections",
             "Connections in the connection slab (any state).",
@@ -378,6 +402,11 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "shardcast_flush_list_capacity",
             "Room in the list of connections waiting to be written.",
             |m| m.dirty_capacity,
+        ),
+        (
+            "shardcast_dedicated_compressors",
+            "Connections holding a compressor of their own (compression dedicated).",
+            |m| m.dedicated_compressors,
         ),
     ];
     for (name, help, get) in memory {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use shardcast::{CloseCode, Config, SlowConsumerPolicy, TaskRun};
+use shardcast::proto::deflate::DeflateConfig;
+use shardcast::{CloseCode, Compression, Config, SlowConsumerPolicy, TaskRun};
 
 /// What happens to a client that reads slower than messages arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -16,6 +17,28 @@ pub enum SlowConsumer {
     Close,
     /// Drop the messages that do not fit; the connection stays.
     Drop,
+}
+
+/// permessage-deflate (RFC 7692); see [`shardcast::Compression`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionSetting {
+    /// Not negotiated.
+    Off,
+    /// Every message compressed on its own: a publish once for all subscribers.
+    Shared,
+    /// A compressor with its own window per connection that wants one.
+    Dedicated,
+}
+
+impl From<CompressionSetting> for Compression {
+    fn from(c: CompressionSetting) -> Compression {
+        match c {
+            CompressionSetting::Off => Compression::Off,
+            CompressionSetting::Shared => Compression::Shared,
+            CompressionSetting::Dedicated => Compression::Dedicated,
+        }
+    }
 }
 
 /// How each core's io_uring ring is told of completions, the most wanted
@@ -182,6 +205,16 @@ pub struct Settings {
     pub flush_gather_min: usize,
     /// io_uring completion mode. Default: `defer`.
     pub task_run: TaskRunSetting,
+    /// permessage-deflate: `off`, `shared` (a published message is
+    /// compressed once for every subscriber that negotiated it) or
+    /// `dedicated` (a window per connection). Off by default: compression
+    /// costs CPU on both ends and pays only for compressible messages of
+    /// some size. Default: `off`.
+    pub compression: CompressionSetting,
+    /// Messages shorter than this many bytes go uncompressed. Default: 128.
+    pub compression_threshold: usize,
+    /// zlib level (0..=9) of what the server compresses. Default: 6.
+    pub compression_level: u32,
 }
 
 impl Default for Settings {
@@ -226,6 +259,9 @@ impl Default for Settings {
             flush_gather_us: 0,
             flush_gather_min: 1024,
             task_run: TaskRunSetting::Defer,
+            compression: CompressionSetting::Off,
+            compression_threshold: 128,
+            compression_level: 6,
         }
     }
 }
@@ -336,6 +372,12 @@ impl Settings {
             .flush_gather(Duration::from_micros(self.flush_gather_us))
             .flush_gather_min(self.flush_gather_min)
             .task_run(self.task_run.into())
+            .compression(self.compression.into())
+            .deflate(
+                DeflateConfig::default()
+                    .with_threshold(self.compression_threshold)
+                    .with_level(self.compression_level),
+            )
             .slow_consumer(match self.slow_consumer {
                 SlowConsumer::Close => {
                     SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "slow consumer".into())

@@ -267,6 +267,12 @@ impl Raw {
 
     /// Reads one frame: (fin, opcode, payload). Server frames are unmasked.
     pub fn read_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        self.read_frame_rsv()
+            .map(|(fin, _, op, payload)| (fin, op, payload))
+    }
+
+    /// Reads one frame: (fin, RSV bits, opcode, payload).
+    pub fn read_frame_rsv(&mut self) -> Option<(bool, u8, u8, Vec<u8>)> {
         let start = Instant::now();
         loop {
             if self.buf.len() >= 2 {
@@ -284,10 +290,11 @@ impl Raw {
                 };
                 if hl != usize::MAX && self.buf.len() >= hl + len {
                     let fin = self.buf[0] & 0x80 != 0;
+                    let rsv = (self.buf[0] >> 4) & 0b111;
                     let op = self.buf[0] & 0x0f;
                     let payload = self.buf[hl..hl + len].to_vec();
                     self.buf.drain(..hl + len);
-                    return Some((fin, op, payload));
+                    return Some((fin, rsv, op, payload));
                 }
             }
             if start.elapsed() > TIMEOUT {

@@ -24,9 +24,19 @@ pub struct DeflateConfig {
     /// in its offer); the inflater's window is this large at most.
     /// Default: 15.
     pub client_max_window_bits: u8,
-    /// The LZ77 window (8..=15) the server compresses with. An offer asking
-    /// for a smaller one (`server_max_window_bits`) is declined. Default: 15.
+    /// The largest LZ77 window (8..=15) the server compresses with. An
+    /// offer asking for a smaller one (`server_max_window_bits`) gets it:
+    /// messages longer than that window then go to that client
+    /// uncompressed. Default: 15.
     pub server_max_window_bits: u8,
+    /// zlib compression level (0..=9) of what the server compresses.
+    /// Default: 6; a published message is compressed once for all its
+    /// subscribers, so a better ratio is cheap there.
+    pub level: u32,
+    /// Messages whose payload is shorter than this many bytes are sent
+    /// uncompressed: below it deflate saves little or adds bytes, and
+    /// costs CPU on both ends. Default: 128.
+    pub threshold: usize,
 }
 
 impl Default for DeflateConfig {
@@ -36,6 +46,8 @@ impl Default for DeflateConfig {
             client_no_context_takeover: true,
             client_max_window_bits: 15,
             server_max_window_bits: 15,
+            level: 6,
+            threshold: 128,
         }
     }
 }
@@ -64,6 +76,18 @@ impl DeflateConfig {
     /// clamped to 8..=15. Default: 15.
     pub fn with_server_max_window_bits(mut self, bits: u8) -> Self {
         self.server_max_window_bits = bits.clamp(8, 15);
+        self
+    }
+
+    /// Sets [`level`](Self::level), clamped to 0..=9. Default: 6.
+    pub fn with_level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+
+    /// Sets [`threshold`](Self::threshold). Default: 128.
+    pub fn with_threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
         self
     }
 }
@@ -204,22 +228,18 @@ pub fn parse_offer(ext: &Extension<'_>) -> Result<Offer, OfferError> {
 /// The parameters to accept `offer` with, or `None` if the server must
 /// decline it.
 fn accept(offer: &Offer, cfg: &DeflateConfig) -> Option<DeflateParams> {
-    // §7.1.2.1: "If a PMCE offer includes the server_max_window_bits
-    // extension parameter, and the server does not support it, the server
-    // MUST NOT accept the offer." Ours is fixed, so a smaller one is not
-    // supported; an equal or larger one is (we use no more than asked).
-    let server_bits = cfg.server_max_window_bits.clamp(8, 15);
-    if offer
-        .server_max_window_bits
-        .is_some_and(|b| b < server_bits)
-    {
-        return None;
-    }
+    // §7.1.2.1: a client that limits the server's window gets that limit
+    // (never more than ours). Any limit is supported: a message compressed
+    // without context is sent compressed only if it is no longer than the
+    // window (see `fits_window`), which no zlib window size restricts.
+    let ours = cfg.server_max_window_bits.clamp(8, 15);
+    let server_bits = offer.server_max_window_bits.map_or(ours, |b| b.min(ours));
     // §7.1.1.1: accepting an offer with server_no_context_takeover means
-    // including it in the answer, i.e. compressing without context.
-    if offer.server_no_context_takeover && !cfg.server_no_context_takeover {
-        return None;
-    }
+    // including it in the answer, i.e. compressing without context; the
+    // server may also add it on its own. It does when configured to, and
+    // for an 8-bit window, which zlib cannot keep between messages.
+    let server_no_context_takeover =
+        cfg.server_no_context_takeover || offer.server_no_context_takeover || server_bits < 9;
     let client_bits = cfg.client_max_window_bits.clamp(8, 15);
     let (client_window, answer_client_window) = match offer.client_max_window_bits {
         // §7.1.2.2: "If a received extension negotiation offer doesn't have
@@ -232,7 +252,7 @@ fn accept(offer: &Offer, cfg: &DeflateConfig) -> Option<DeflateParams> {
         Some(hint) => (hint.map_or(client_bits, |h| h.min(client_bits)), true),
     };
     Some(DeflateParams {
-        server_no_context_takeover: cfg.server_no_context_takeover,
+        server_no_context_takeover,
         client_no_context_takeover: cfg.client_no_context_takeover
             || offer.client_no_context_takeover,
         server_max_window_bits: server_bits,

@@ -97,17 +97,13 @@ fn client_context_takeover_is_kept_when_configured_and_not_offered() {
 }
 
 #[test]
-fn a_smaller_server_window_than_ours_is_declined_and_the_next_offer_taken() {
+fn a_smaller_server_window_than_ours_is_accepted_and_announced() {
     let cfg = DeflateConfig::default();
-    let lines = [
-        "permessage-deflate; server_max_window_bits=10, permessage-deflate; server_max_window_bits=15",
-    ];
-    assert_eq!(choose(&lines, &cfg).as_deref(), Some(PLAIN));
     assert_eq!(
-        choose(&["permessage-deflate; server_max_window_bits=10"], &cfg),
-        None
+        choose(&["permessage-deflate; server_max_window_bits=10"], &cfg).as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10")
     );
-    // With a configured 10-bit window, 10 is fine and announced.
+    // A larger one than ours gets ours.
     let cfg = DeflateConfig::default().with_server_max_window_bits(10);
     assert_eq!(
         choose(&["permessage-deflate; server_max_window_bits=12"], &cfg).as_deref(),
@@ -116,15 +112,23 @@ fn a_smaller_server_window_than_ours_is_declined_and_the_next_offer_taken() {
 }
 
 #[test]
-fn server_no_context_takeover_offered_needs_a_server_that_does_it() {
+fn server_no_context_takeover_is_honoured_when_offered_and_forced_for_8_bits() {
     let cfg = DeflateConfig::default().with_server_no_context_takeover(false);
     assert_eq!(
-        choose(&["permessage-deflate; server_no_context_takeover"], &cfg),
-        None
+        choose(&["permessage-deflate; server_no_context_takeover"], &cfg).as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
     );
     assert_eq!(
         choose(&["permessage-deflate"], &cfg).as_deref(),
         Some("permessage-deflate; client_no_context_takeover")
+    );
+    assert_eq!(
+        choose(&["permessage-deflate; server_max_window_bits=8"], &cfg).as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8")
+    );
+    assert_eq!(
+        choose(&["permessage-deflate; server_max_window_bits=9"], &cfg).as_deref(),
+        Some("permessage-deflate; client_no_context_takeover; server_max_window_bits=9")
     );
 }
 
@@ -133,7 +137,7 @@ fn offers_over_several_lines_are_tried_in_order() {
     let cfg = DeflateConfig::default();
     let lines = [
         "x-webkit-deflate-frame",
-        "permessage-deflate; server_max_window_bits=8",
+        "permessage-deflate; server_max_window_bits=7",
         "permessage-deflate; client_max_window_bits=12",
     ];
     assert!(choose(&lines, &cfg)
@@ -236,18 +240,14 @@ proptest! {
             .map(|ps| std::iter::once("permessage-deflate".to_owned()).chain(ps.iter().cloned()).collect::<Vec<_>>().join("; "))
             .collect();
         let chosen = negotiate(elements.iter().map(|e| Extension::parse(e)), &cfg);
-        let first_ok = elements.iter().find(|e| {
-            offer(e).is_ok_and(|o| {
-                o.server_max_window_bits.is_none_or(|b| b >= server_bits)
-                    && (snct || !o.server_no_context_takeover)
-            })
-        });
+        let first_ok = elements.iter().find(|e| offer(e).is_ok());
         prop_assert_eq!(chosen.is_some(), first_ok.is_some());
         if let (Some(p), Some(e)) = (chosen, first_ok) {
             let o = offer(e).unwrap();
-            prop_assert_eq!(p.server_no_context_takeover, snct);
+            let bits = o.server_max_window_bits.map_or(server_bits, |b| b.min(server_bits));
+            prop_assert_eq!(p.server_no_context_takeover, snct || o.server_no_context_takeover || bits < 9);
             prop_assert_eq!(p.client_no_context_takeover, cnct || o.client_no_context_takeover);
-            prop_assert_eq!(p.server_max_window_bits, server_bits);
+            prop_assert_eq!(p.server_max_window_bits, bits);
             prop_assert!(p.client_max_window_bits <= 15 && p.client_max_window_bits >= 8);
             match o.client_max_window_bits {
                 None => prop_assert_eq!(p.client_max_window_bits, 15),
