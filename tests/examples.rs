@@ -1,4 +1,4 @@
-//! Verifies that the examples a user copies from do what their documentation says, each run as a server on real sockets: `chat_rooms` (async sessions, rooms), `live_orders` (`POST /api/publish` and a feed thread) and `game` (1 MiB snapshots, pings after 5 s of silence).
+//! Verifies that the examples a user copies from do what their documentation says, each run as a server on real sockets: `chat_rooms` (async sessions, rooms), `live_orders` (`POST /api/publish` and a feed thread) and `game` (1 MiB snapshots, pings after 5 s of silence), and `room_chat`, the shardcast side of the migration guide.
 
 mod common;
 use common::*;
@@ -12,6 +12,9 @@ mod game;
 #[path = "../examples/live_orders.rs"]
 #[allow(dead_code)]
 mod live_orders;
+#[path = "../examples/room_chat.rs"]
+#[allow(dead_code)]
+mod room_chat;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -245,4 +248,39 @@ fn game_relays_1_mib_snapshots_and_moves_and_pings_silent_players() {
             && waited < game::PING_EVERY + std::time::Duration::from_secs(2),
         "pinged after {waited:?}"
     );
+}
+
+#[test]
+fn room_chat_does_what_the_tokio_version_does() {
+    let h = start(2, room_chat::RoomChat, |c| c);
+    let addr = h.local_addr();
+    let mut a = connect(addr, "/lobby");
+    let a_addr = match a.get_ref() {
+        tungstenite::stream::MaybeTlsStream::Plain(s) => s.local_addr().unwrap(),
+        _ => unreachable!(),
+    };
+    assert_eq!(read_text(&mut a), format!("{a_addr} joined"));
+    let mut b = connect(addr, "/lobby");
+    let b_addr = match b.get_ref() {
+        tungstenite::stream::MaybeTlsStream::Plain(s) => s.local_addr().unwrap(),
+        _ => unreachable!(),
+    };
+    assert_eq!(read_text(&mut a), format!("{b_addr} joined"));
+    assert_eq!(read_text(&mut b), format!("{b_addr} joined"));
+    let mut elsewhere = connect(addr, "/other");
+    read_text(&mut elsewhere);
+
+    send_text(&mut a, "hi");
+    assert_eq!(read_text(&mut a), format!("{a_addr}: hi"));
+    assert_eq!(read_text(&mut b), format!("{a_addr}: hi"));
+
+    b.close(None).unwrap();
+    assert_eq!(read_text(&mut a), format!("{b_addr} left"));
+    // The other room heard nothing of it.
+    send_text(&mut elsewhere, "alone");
+    let e_addr = match elsewhere.get_ref() {
+        tungstenite::stream::MaybeTlsStream::Plain(s) => s.local_addr().unwrap(),
+        _ => unreachable!(),
+    };
+    assert_eq!(read_text(&mut elsewhere), format!("{e_addr}: alone"));
 }
