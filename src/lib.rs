@@ -87,3 +87,16 @@ pub use stats::{CoreStats, MemoryGauges, StatsSnapshot};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guides' examples compile as doctests.
+#[doc = include_str!("../docs/getting-started.md")]
+#[cfg(doctest)]
+pub struct GettingStartedDoctests;
+
+#[doc = include_str!("../docs/pubsub-patterns.md")]
+#[cfg(doctest)]
+pub struct PubsubPatternsDoctests;
+
+#[doc = include_str!("../docs/migrating-from-tokio-tungstenite.md")]
+#[cfg(doctest)]
+pub struct MigratingDoctests;

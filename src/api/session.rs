@@ -57,6 +57,10 @@
 //!   slowly the client reads.
 //! - A connection driven by a session gets no `message` and no `drain`
 //!   callbacks; `close` (and `disconnect`) still run.
+//! - The task must not block, as a callback must not, and must not await
+//!   anything another thread wakes (monoio is built without cross-thread
+//!   wakers): other threads reach the connection through
+//!   [`ServerHandle::send`] or a publish to a topic it subscribed to.
 //! - When the task returns, the connection is closed with 1000 if it is
 //!   still open. A panic in the task is caught, logged and counted in
 //!   `handler_panics`, and closes only its connection, with 1011.
