@@ -55,6 +55,21 @@ impl Message<'_> {
     /// # Errors
     /// [`JsonError::Deserialize`] if the message is not JSON or not a `T`;
     /// bad input never panics.
+    ///
+    /// # Example
+    /// ```
+    /// use shardcast::Message;
+    ///
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct Move {
+    ///     x: i32,
+    /// }
+    ///
+    /// let m: Move = Message::Text(r#"{"x":3}"#).json().unwrap();
+    /// assert_eq!(m.x, 3);
+    /// let err = Message::Text("{").json::<Move>().unwrap_err();
+    /// assert!(err.to_string().starts_with("invalid JSON message"));
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, JsonError> {
         match self {
             Message::Text(t) => serde_json::from_str(t),

@@ -1,69 +1,4 @@
 //! Async sessions: a connection handed from [`Handler::open`] to an async fn that drives it on the connection's core, with `recv().await` and `send(…).await` that waits out backpressure.
-//!
-//! ```no_run
-//! use shardcast::{Config, Handler, OwnedMessage, Rejection, Server, Session, UpgradeRequest, Ws};
-//!
-//! struct Echo;
-//!
-//! impl Handler for Echo {
-//!     type Data = ();
-//!     type Local = ();
-//!     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
-//!         Ok(())
-//!     }
-//!     fn open(&self, ws: &mut Ws<'_, Self>) {
-//!         // From here on the connection's messages go to this task.
-//!         let _ = ws.spawn_session(|s: Session<Echo>| async move {
-//!             while let Some(msg) = s.recv().await {
-//!                 let sent = match &msg {
-//!                     OwnedMessage::Text(t) => s.send_text(t).await,
-//!                     OwnedMessage::Binary(b) => s.send_binary(b).await,
-//!                 };
-//!                 if sent.is_err() {
-//!                     break; // closed, or dropped as a slow consumer
-//!                 }
-//!             }
-//!         });
-//!     }
-//! }
-//!
-//! fn main() -> std::io::Result<()> {
-//!     let handle = Server::new(Config::new(), Echo).start()?;
-//!     handle.join();
-//!     Ok(())
-//! }
-//! ```
-//!
-//! The task runs on the connection's core (it need not be `Send`), as a
-//! monoio task beside the engine's own. Published frames reach the
-//! connection as they reach any other: the shared `Bytes` of the publish
-//! goes onto the same outbox, without a copy. What differs from the
-//! callback style:
-//!
-//! - Each received message is copied out of the core's read buffer into an
-//!   [`OwnedMessage`] so that the task can hold it across `.await`s. At
-//!   most [`SESSION_QUEUE`] messages (or the capacity given to
-//!   [`Ws::spawn_session_with`]) wait for the task; while the queue is
-//!   full the connection's socket is not read, so a client that sends
-//!   faster than the application reads is slowed by TCP, not buffered.
-//!   An application that stops reading for longer than
-//!   [`Config::idle_timeout`](crate::Config::idle_timeout) loses the
-//!   connection (its pongs are not read either).
-//! - `send_*().await` queue the message and, when that took the outbox
-//!   over [`Config::outbox_low_water`](crate::Config::outbox_low_water),
-//!   return only once the flusher has written it back under that mark (no
-//!   polling: the drain wakes the task). A task that sends in a loop holds
-//!   at most the low-water mark plus one message in the outbox however
-//!   slowly the client reads.
-//! - A connection driven by a session gets no `message` and no `drain`
-//!   callbacks; `close` (and `disconnect`) still run.
-//! - The task must not block, as a callback must not, and must not await
-//!   anything another thread wakes (monoio is built without cross-thread
-//!   wakers): other threads reach the connection through
-//!   [`ServerHandle::send`] or a publish to a topic it subscribed to.
-//! - When the task returns, the connection is closed with 1000 if it is
-//!   still open. A panic in the task is caught, logged and counted in
-//!   `handler_panics`, and closes only its connection, with 1011.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -128,8 +63,73 @@ impl OwnedMessage {
     }
 }
 
-/// A connection driven by an async task on its core; see the
-/// [module](self) documentation and [`Ws::spawn_session`].
+/// A connection driven by an async task on its core, started by
+/// [`Ws::spawn_session`] in [`Handler::open`].
+///
+/// ```no_run
+/// use shardcast::{Config, Handler, OwnedMessage, Rejection, Server, Session, UpgradeRequest, Ws};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     type Data = ();
+///     type Local = ();
+///     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+///         Ok(())
+///     }
+///     fn open(&self, ws: &mut Ws<'_, Self>) {
+///         // From here on the connection's messages go to this task.
+///         let _ = ws.spawn_session(|s: Session<Echo>| async move {
+///             while let Some(msg) = s.recv().await {
+///                 let sent = match &msg {
+///                     OwnedMessage::Text(t) => s.send_text(t).await,
+///                     OwnedMessage::Binary(b) => s.send_binary(b).await,
+///                 };
+///                 if sent.is_err() {
+///                     break; // closed, or dropped as a slow consumer
+///                 }
+///             }
+///         });
+///     }
+/// }
+///
+/// fn main() -> std::io::Result<()> {
+///     let handle = Server::new(Config::new(), Echo).start()?;
+///     handle.join();
+///     Ok(())
+/// }
+/// ```
+///
+/// The task runs on the connection's core (it need not be `Send`), as a
+/// monoio task beside the engine's own. Published frames reach the
+/// connection as they reach any other: the shared `Bytes` of the publish
+/// goes onto the same outbox, without a copy. What differs from the
+/// callback style:
+///
+/// - Each received message is copied out of the core's read buffer into an
+///   [`OwnedMessage`] so that the task can hold it across `.await`s. At
+///   most [`SESSION_QUEUE`] messages (or the capacity given to
+///   [`Ws::spawn_session_with`]) wait for the task; while the queue is
+///   full the connection's socket is not read, so a client that sends
+///   faster than the application reads is slowed by TCP, not buffered.
+///   An application that stops reading for longer than
+///   [`Config::idle_timeout`](crate::Config::idle_timeout) loses the
+///   connection (its pongs are not read either).
+/// - `send_*().await` queue the message and, when that took the outbox
+///   over [`Config::outbox_low_water`](crate::Config::outbox_low_water),
+///   return only once the flusher has written it back under that mark (no
+///   polling: the drain wakes the task). A task that sends in a loop holds
+///   at most the low-water mark plus one message in the outbox however
+///   slowly the client reads.
+/// - A connection driven by a session gets no `message` and no `drain`
+///   callbacks; `close` (and `disconnect`) still run.
+/// - The task must not block, as a callback must not, and must not await
+///   anything another thread wakes (monoio is built without cross-thread
+///   wakers): other threads reach the connection through
+///   [`ServerHandle::send`] or a publish to a topic it subscribed to.
+/// - When the task returns, the connection is closed with 1000 if it is
+///   still open. A panic in the task is caught, logged and counted in
+///   `handler_panics`, and closes only its connection, with 1011.
 ///
 /// Every method takes `&self`, so a task may wait in [`Session::recv`] in
 /// one branch of a `select!` and send in another (one waiter at a time in

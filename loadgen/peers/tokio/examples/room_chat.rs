@@ -36,6 +36,8 @@ fn say(rooms: &Rooms, room: &str, text: &str, except: Option<SocketAddr>) {
     }
 }
 
+// The handshake callback's error type is tungstenite's, large or not.
+#[allow(clippy::result_large_err)]
 async fn connection(stream: TcpStream, addr: SocketAddr, rooms: Rooms) {
     let mut room = String::new();
     let pick_room = |req: &Request, resp: Response| {
