@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the real-client tests against the shardcast binary: Python `websockets` +
-# `prometheus_client`, Node `ws`, and headless Chromium on the status page.
-# Builds the debug binary if needed, starts two servers on 127.0.0.1 (free ports,
-# 2 cores each; one anonymous, one with a JWT secret and small limits), runs each
-# client, then checks that SIGTERM stops both with exit 0. About 30 s.
+# `prometheus_client`, Node `ws`, and headless Chromium on the status page, and
+# all three with permessage-deflate. Builds the debug binary if needed, starts
+# three servers on 127.0.0.1 (free ports, 2 cores each; one anonymous, one with
+# a JWT secret and small limits, one with --compression shared), runs each
+# client, then checks that SIGTERM stops each with exit 0. About 40 s.
 #
 # Needs: Python with `websockets` and `prometheus_client`, node 18+ with `ws`
 # (tests/clients/node_modules), and Debian's `chromium` (or $CHROMIUM).
@@ -62,8 +63,10 @@ secret="client-test-secret"
 start_server --jwt-secret "$secret" --max-subscriptions 2 --publish-rate 1 --publish-burst 2 \
   --auth-timeout-secs 1
 jwt_addr="$addr"; jwt_pid="$pid"
+start_server --compression shared
+zip_addr="$addr"; zip_pid="$pid"
 start_server
-echo "anonymous server on $addr, JWT server on $jwt_addr"
+echo "anonymous server on $addr, JWT server on $jwt_addr, compressing server on $zip_addr"
 
 passed=0; failed=0
 run() {
@@ -81,12 +84,16 @@ run() {
 run python "$PYTHON" "$here/test_python.py" "$addr"
 run python-auth "$PYTHON" "$here/test_python_auth.py" "$jwt_addr" "$secret"
 run node node "$here/test_node.mjs" "$addr"
+run python-deflate "$PYTHON" "$here/test_python_deflate.py" "$zip_addr"
 if [[ "${SKIP_CHROMIUM:-0}" != 1 ]]; then
   run chromium node "$here/test_chromium.mjs" "$addr" "${SCREENSHOT:-}"
+  run deflate-node-chromium node "$here/test_deflate.mjs" "$zip_addr"
+else
+  run deflate-node node "$here/test_deflate.mjs" "$zip_addr" --no-chromium
 fi
 
 echo "== SIGTERM"
-for p in "$pid" "$jwt_pid"; do
+for p in "$pid" "$jwt_pid" "$zip_pid"; do
   kill -TERM "$p"
   if wait "$p"; then
     echo "ok   server exited 0 after SIGTERM"; passed=$((passed + 1))

@@ -2,11 +2,8 @@
 // over WebSocket, shows live statistics, and a message published with HTTP appears in its DOM;
 // a publish made from the page's form is acknowledged. Usage: node test_chromium.mjs HOST:PORT
 // [SCREENSHOT.png]. Needs `chromium` (Debian) on PATH or in $CHROMIUM. Ends with 'N passed, N failed'.
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import WebSocket from "ws";
+import { writeFileSync } from "node:fs";
+import { launch } from "./chromium.mjs";
 
 const ADDR = process.argv[2];
 const SHOT = process.argv[3];
@@ -17,56 +14,13 @@ function check(name, cond, detail) {
   console.log((cond ? "ok   " : "FAIL ") + name + (cond ? "" : ": " + JSON.stringify(detail)));
 }
 
-const profile = mkdtempSync(join(tmpdir(), "shardcast-chromium-"));
-const browser = spawn(process.env.CHROMIUM || "chromium", [
-  "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-  "--remote-debugging-port=0", `--user-data-dir=${profile}`, "about:blank",
-], { stdio: ["ignore", "ignore", "pipe"] });
-const exited = new Promise((r) => browser.once("exit", r));
-// The profile is removed once the browser has gone: it writes there until then.
-const cleanup = async () => {
-  browser.kill("SIGKILL");
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-  try { rmSync(profile, { recursive: true, force: true, maxRetries: 5 }); } catch { /* a temp dir left behind */ }
-};
-const watchdog = setTimeout(async () => { console.log("FAIL timed out"); await cleanup(); process.exit(1); }, 60000);
+let browser = null;
+const watchdog = setTimeout(async () => { console.log("FAIL timed out"); if (browser) await browser.close(); process.exit(1); }, 60000);
 
 try {
-  const devtools = await new Promise((resolve, reject) => {
-    let err = "";
-    browser.stderr.on("data", (d) => {
-      err += d;
-      const m = err.match(/DevTools listening on (ws:\/\/[^\s]+)/);
-      if (m) resolve(m[1]);
-    });
-    browser.once("exit", (code) => reject(new Error(`chromium exited ${code}: ${err}`)));
-  });
-  const port = new URL(devtools).port;
-  const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
-  const page = targets.find((t) => t.type === "page");
-  const cdp = new WebSocket(page.webSocketDebuggerUrl);
-  await new Promise((r) => cdp.once("open", r));
-  let seq = 0;
-  const pending = new Map();
-  cdp.on("message", (d) => {
-    const m = JSON.parse(d.toString());
-    if (m.id && pending.has(m.id)) { pending.get(m.id)(m); pending.delete(m.id); }
-  });
-  const call = (method, params = {}) => new Promise((resolve) => {
-    const id = ++seq;
-    pending.set(id, resolve);
-    cdp.send(JSON.stringify({ id, method, params }));
-  });
-  const evaluate = async (expr) => (await call("Runtime.evaluate", { expression: expr, returnByValue: true })).result?.result?.value;
-  const until = async (what, expr) => {
-    const start = Date.now();
-    while (Date.now() - start < TIMEOUT) {
-      const v = await evaluate(expr);
-      if (v) return v;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return null;
-  };
+  browser = await launch(TIMEOUT);
+  const { call, evaluate } = browser;
+  const until = (_what, expr) => browser.until(expr);
 
   await call("Page.enable");
   await call("Page.navigate", { url: `http://${ADDR}/` });
@@ -99,12 +53,11 @@ try {
     const shot = await call("Page.captureScreenshot", { format: "png" });
     writeFileSync(SHOT, Buffer.from(shot.result.data, "base64"));
   }
-  cdp.close();
 } catch (e) {
   failed++;
   console.log("FAIL " + e.message);
 }
 clearTimeout(watchdog);
-await cleanup();
+if (browser) await browser.close();
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
