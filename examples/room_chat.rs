@@ -44,7 +44,7 @@ impl Handler for RoomChat {
 }
 
 async fn connection(s: Session<RoomChat>) {
-    let Some((room, addr)) = s.with_ws(|ws| (ws.data().clone(), ws.remote_addr())) else {
+    let (Some(room), Some(addr)) = (s.with_data(|room| room.clone()), s.remote_addr()) else {
         return;
     };
     if s.subscribe(&room).is_err() {

@@ -94,8 +94,8 @@ async fn echo(s: Session<App>) {
     loop {
         let Some(msg) = s.recv().await else { return };
         let text = match &msg {
-            OwnedMessage::Binary(b) => {
-                s.send_binary(b).await.unwrap();
+            OwnedMessage::Binary(_) => {
+                s.send(&msg).await.unwrap();
                 continue;
             }
             OwnedMessage::Text(t) => t.as_str(),
@@ -118,6 +118,7 @@ async fn echo(s: Session<App>) {
             }
         } else if text == "data" {
             let d = s.with_data(|d| d.clone()).unwrap();
+            assert!(s.remote_addr().unwrap().ip().is_loopback());
             s.send_text(&d).await.unwrap();
         } else if text == "close" {
             s.close(CloseCode(4001), "asked").await;

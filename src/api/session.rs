@@ -67,7 +67,7 @@ impl OwnedMessage {
 /// [`Ws::spawn_session`] in [`Handler::open`].
 ///
 /// ```no_run
-/// use shardcast::{Config, Handler, OwnedMessage, Rejection, Server, Session, UpgradeRequest, Ws};
+/// use shardcast::{Config, Handler, Rejection, Server, Session, UpgradeRequest, Ws};
 ///
 /// struct Echo;
 ///
@@ -81,11 +81,7 @@ impl OwnedMessage {
 ///         // From here on the connection's messages go to this task.
 ///         let _ = ws.spawn_session(|s: Session<Echo>| async move {
 ///             while let Some(msg) = s.recv().await {
-///                 let sent = match &msg {
-///                     OwnedMessage::Text(t) => s.send_text(t).await,
-///                     OwnedMessage::Binary(b) => s.send_binary(b).await,
-///                 };
-///                 if sent.is_err() {
+///                 if s.send(&msg).await.is_err() {
 ///                     break; // closed, or dropped as a slow consumer
 ///                 }
 ///             }
@@ -161,6 +157,12 @@ impl<H: Handler> Session<H> {
     /// The server's handle.
     pub fn handle(&self) -> &ServerHandle {
         self.core.handle()
+    }
+
+    /// The client's address; `None` once the connection is gone.
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        let conns = self.core.conns();
+        conns.is_live(self.id).then(|| conns.peer(self.id.key()))
     }
 
     /// Whether the connection is open: messages can be sent.
@@ -275,6 +277,18 @@ impl<H: Handler> Session<H> {
     /// as [`Ws::broadcast`].
     pub fn broadcast(&self, frame: &PreparedFrame, exclude: Option<ConnId>) -> PublishResult {
         self.core.broadcast(frame.as_bytes().clone(), exclude)
+    }
+
+    /// Sends `msg` as it is (e.g. one received, for an echo); see
+    /// [`Session::send_prepared`].
+    ///
+    /// # Errors
+    /// As [`Session::send_prepared`].
+    pub async fn send(&self, msg: &OwnedMessage) -> Result<(), SendError> {
+        match msg {
+            OwnedMessage::Text(t) => self.send_text(t).await,
+            OwnedMessage::Binary(b) => self.send_binary(b).await,
+        }
     }
 
     /// Sends a text message; see [`Session::send_prepared`].
