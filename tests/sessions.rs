@@ -397,3 +397,31 @@ fn close_return_and_panic_each_end_only_their_connection() {
         ]
     );
 }
+
+#[test]
+fn a_server_with_sessions_shuts_down_and_tells_them() {
+    let (h, seen) = start_app(config(2));
+    let addr = h.local_addr();
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| connect(addr, &format!("/async?{i}")))
+        .collect();
+    for c in &mut clients {
+        send_text(c, "ready?");
+        assert_eq!(read_text(c), "ready?");
+    }
+    let started = Instant::now();
+    h.shutdown();
+    for c in &mut clients {
+        assert_eq!(read_close(c), 1001);
+        // tungstenite queued its answer to the close: send it.
+        let _ = c.flush();
+    }
+    h.join();
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // Every session's connection reported its close.
+    assert_eq!(seen.closes.lock().unwrap().len(), 4);
+}
