@@ -23,6 +23,15 @@
 #                    clients, 4 broadcasts in flight, 100 per step
 #   idle             19,000 idle connections: connects/s, RSS/connection
 #   idle-subscribed  the same, each subscribed to one of 100 topics
+#   fanout-deflate   fanout-100 with 1 KiB JSON messages and every client
+#                    negotiating permessage-deflate (servers NAME-deflate:
+#                    shardcast --compression shared, Bun's shared
+#                    compressor, ws's per-connection zlib; tokio is left
+#                    out, tokio-tungstenite has no compression); adds bytes
+#                    on the wire per delivery, and for shardcast the
+#                    compressions per publish read from its /metrics
+#   idle-deflate     19,000 idle connections with permessage-deflate
+#                    negotiated: RSS/connection
 #
 # Servers are started by loadgen/peers/start.sh NAME PORT (--start; in the
 # foreground; its PID is the server's). shardcast's echo and shootout runs
@@ -73,7 +82,7 @@ cd "$(dirname "$0")/.."
 
 SERVERS="shardcast bun tokio node-ws"
 ROUNDS=
-SCENARIOS="fanout-100 fanout-1 fanout-fixed echo shootout idle idle-subscribed"
+SCENARIOS="fanout-100 fanout-1 fanout-fixed echo shootout idle idle-subscribed fanout-deflate idle-deflate"
 SMOKE=
 OUT=
 PORT_BASE=9500
@@ -119,6 +128,8 @@ args_for() {
         shootout) echo broadcast --steps 50,100 --samples 20 --step-timeout 10 ;;
         idle) echo connections -n 200 --hold 0.3 --cleanup-timeout 10 ;;
         idle-subscribed) echo connections -n 200 --subscribe-topics 20 --hold 0.3 --cleanup-timeout 10 ;;
+        fanout-deflate) echo fanout -s 200 -t 20 -p 4 --max-outstanding 800 --min-free 20 --payload 1024 --deflate "${t[@]}" ;;
+        idle-deflate) echo connections -n 200 --hold 0.3 --cleanup-timeout 10 --deflate ;;
         *) return 1 ;;
         esac
         return 0
@@ -132,6 +143,8 @@ args_for() {
     shootout) echo broadcast --steps 1000,2000,5000,10000,15000,19000 --in-flight 4 --samples 100 ;;
     idle) echo connections -n 19000 --hold 2 ;;
     idle-subscribed) echo connections -n 19000 --subscribe-topics 100 --hold 2 ;;
+    fanout-deflate) echo fanout -s 10000 -t 100 -p 10 --max-outstanding 40000 --min-free 100 --payload 1024 --deflate "${t[@]}" ;;
+    idle-deflate) echo connections -n 19000 --hold 2 --deflate ;;
     *) return 1 ;;
     esac
 }
@@ -196,9 +209,28 @@ start_name() {
     local server=$1 scenario=$2
     if [[ $server == shardcast && ($scenario == echo || $scenario == shootout) ]]; then
         echo shardcast-shootout
+    elif [[ $scenario == *-deflate ]]; then
+        echo "$server-deflate"
     else
         echo "$server"
     fi
+}
+
+# Whether SERVER can run SCENARIO (tokio-tungstenite has no compression).
+runs() {
+    [[ ! ($1 == tokio && $2 == *-deflate) ]]
+}
+
+# shardcast's compression counters, as JSON, from its /metrics on PORT.
+deflate_metrics() {
+    python3 - "$1" <<'PY' 2>/dev/null || echo null
+import json, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+def total(name):
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+print(json.dumps({"compressions": total("shardcast_compressions_total"), "publishes": total("shardcast_publishes_total"),
+                  "messages_out_compressed": total("shardcast_messages_out_compressed_total")}))
+PY
 }
 
 # Busy and total jiffies of the machine, from the cpu line of /proc/stat.
@@ -252,21 +284,25 @@ run_one() {
         fi
         sleep 0.1
     done
-    IDLE_PCT=null WAITED=0
+    IDLE_PCT=null WAITED=0 metrics=null
     if ((rc == 0)); then
         wait_quiet
         echo "== round $round: $scenario / $server (machine ${IDLE_PCT}% idle)" >&2
         timeout 600 taskset -c 0 "$BIN/loadgen" "${largs[@]}" --url "ws://127.0.0.1:$port/" \
             --cores 1 --server-pid "$SERVER_PID" --label "$server" --json -q \
             >"$OUT/raw/$name.json" 2>"$OUT/raw/$name.err" || rc=$?
+        metrics=null
+        if [[ $served == shardcast-deflate ]]; then
+            metrics=$(deflate_metrics "$port")
+        fi
         stop_server
     fi
     local result
     result=$(tail -n 1 "$OUT/raw/$name.json" 2>/dev/null || true)
     [[ $result == \{* ]] || result=null
-    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"served_by":"%s","idle_pct_before":%s,"lock_wait_secs":%d,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"result":%s}\n' \
+    printf '{"scenario":"%s","server":"%s","round":%d,"order":%d,"served_by":"%s","idle_pct_before":%s,"lock_wait_secs":%d,"quiet_wait_secs":%s,"run_secs":%d,"exit":%d,"server_metrics":%s,"result":%s}\n' \
         "$scenario" "$server" "$round" "$order" "start.sh $served" \
-        "$IDLE_PCT" "$LOCK_WAIT" "$WAITED" "$((SECONDS - t_start))" "$rc" "$result" >>"$RUNS"
+        "$IDLE_PCT" "$LOCK_WAIT" "$WAITED" "$((SECONDS - t_start))" "$rc" "$metrics" "$result" >>"$RUNS"
     ((rc == 0)) || echo "!! $name failed (exit $rc; see $OUT/raw/$name.err)" >&2
 }
 
@@ -277,6 +313,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         # Rotate the servers' order by round and by scenario.
         for ((k = 0; k < n; k++)); do
             server=${servers[$(((k + round - 1 + si) % n))]}
+            runs "$server" "${scenarios[$si]}" || continue
             lock_start=$SECONDS
             if ! flock -w 900 9; then
                 echo "compare.sh: /tmp/shardcast-bench.lock stayed taken for 15 minutes" >&2

@@ -47,7 +47,8 @@ pub enum Compression {
     /// ratios for repetitive streams), through which every message to them
     /// goes, direct or published — one compression per message and
     /// connection, and the compressor's memory per connection (about
-    /// 256 KiB with a 15-bit window; see docs/design.md). Opt-in.
+    /// 380 KB with a 15-bit window, from its first compressed message until
+    /// it closes; see docs/design.md). Opt-in.
     Dedicated,
 }
 

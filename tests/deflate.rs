@@ -743,3 +743,23 @@ fn a_repeated_message_shrinks_under_context_takeover() {
     );
     common::stop(h);
 }
+
+/// What one connection's own compressor holds under `Compression::Dedicated`
+/// (the figure docs/design.md gives), against nothing per connection in
+/// shared mode, where the core's one compressor is reset after each message.
+#[test]
+fn dedicated_compressor_memory_per_connection() {
+    use shardcast::proto::deflate::Deflater;
+    let frame = shardcast::PreparedFrame::text(&json_of(1024, 1));
+    for bits in [9u8, 12, 15] {
+        let before = LIVE.with(Cell::get);
+        let mut d = Deflater::new(6, bits, true);
+        assert!(d.compress_frame(frame.as_bytes()).is_some());
+        let held = LIVE.with(Cell::get) - before;
+        eprintln!("dedicated compressor, window {bits} bits: {held} bytes held");
+        // zlib-rs: the window (2 x 2^bits), hash chains and the pending
+        // buffer; far more than the ~1 KB an idle connection costs.
+        assert!((64 << 10..=512 << 10).contains(&held), "{held}");
+        drop(d);
+    }
+}

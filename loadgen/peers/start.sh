@@ -20,6 +20,10 @@
 #   bun                  bun/server.ts on Bun.serve
 #   tokio                peer-tokio (tokio + tokio-tungstenite)
 #   node-ws              node-ws/server.mjs on Node.js and ws
+#   shardcast-deflate, bun-deflate, node-ws-deflate
+#                        the same with permessage-deflate: shardcast
+#                        --compression shared, Bun's shared compressor, ws's
+#                        per-connection zlib (tokio-tungstenite has none)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,7 +31,7 @@ root=$(cd "$here/../.." && pwd)
 # Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
 target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$root/$target
-names="shardcast shardcast-shootout shardcast-async bun tokio node-ws"
+names="shardcast shardcast-shootout shardcast-async bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate"
 
 die() {
     echo "start.sh: $*" >&2
@@ -48,11 +52,18 @@ executable() {
 # hard limit does (Bun raises its own limit; Node and tokio do not).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+deflate=()
+case $name in
+tokio-deflate | shardcast-shootout-deflate) die "$name: that server has no permessage-deflate" ;;
+*-deflate) deflate=(--deflate) name=${name%-deflate} ;;
+esac
+
 case $name in
 shardcast)
     bin=$(executable "$target/release/shardcast" "run cargo build --release")
+    ((${#deflate[@]})) && deflate=(--compression shared)
     exec "$bin" --listen "127.0.0.1:$port" --cores 1 \
-        --max-connections-per-ip 0 --publish-rate 0 --log warn >&2
+        --max-connections-per-ip 0 --publish-rate 0 --log warn "${deflate[@]}" >&2
     ;;
 shardcast-shootout)
     bin=$(executable "$target/release/examples/shootout" "run cargo build --release --example shootout")
@@ -64,7 +75,7 @@ shardcast-async)
     ;;
 bun)
     bin=$(executable "$here/bun/node_modules/bun/bin/bun.exe" "run $here/setup.sh")
-    exec "$bin" "$here/bun/server.ts" --port "$port" >&2
+    exec "$bin" "$here/bun/server.ts" --port "$port" "${deflate[@]}" >&2
     ;;
 tokio)
     bin=$(executable "$target/release/peer-tokio" "run $here/setup.sh")
@@ -72,7 +83,7 @@ tokio)
     ;;
 node-ws)
     [[ -d $here/node-ws/node_modules/ws ]] || die "node-ws: $here/node-ws/node_modules is missing; run $here/setup.sh"
-    exec node "$here/node-ws/server.mjs" --port "$port" >&2
+    exec node "$here/node-ws/server.mjs" --port "$port" "${deflate[@]}" >&2
     ;;
 *)
     die "unknown server '$name' (one of: ${names// /, })"

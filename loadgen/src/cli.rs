@@ -1,5 +1,6 @@
 //! The command line: one subcommand per scenario, shared options flattened into each.
 
+use crate::client::Target;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -81,9 +82,24 @@ pub struct Common {
     /// Seconds to wait for all connections to open.
     #[arg(long, default_value = "30", value_parser = secs)]
     pub connect_timeout: Duration,
+    /// Offer permessage-deflate (as browsers do) and require the server to
+    /// accept it; compressed messages are inflated, which the loadgen's
+    /// CPU figure includes.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 impl Common {
+    /// The target of `--url`, with `--deflate`.
+    ///
+    /// # Errors
+    /// As [`Target::parse`].
+    pub fn target(&self) -> Result<Target, String> {
+        let mut t = Target::parse(&self.url)?;
+        t.deflate = self.deflate;
+        Ok(t)
+    }
+
     /// The number of cores to run.
     pub fn cores(&self) -> usize {
         self.cores

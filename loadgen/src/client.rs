@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
+use shardcast::proto::deflate::Inflater;
 use shardcast::proto::encode::{encode_frame, random_mask};
 use shardcast::proto::handshake::{ClientHandshake, Parsed};
 use shardcast::proto::{Decoded, Decoder, Incoming, Limits, OpCode, Reply, Role};
@@ -21,6 +22,9 @@ pub struct Target {
     pub host: String,
     /// The request target, e.g. `/` or `/chat?x=1`.
     pub path: String,
+    /// Offer permessage-deflate (RFC 7692) and require it: a server that
+    /// declines fails the handshake, and compressed messages are inflated.
+    pub deflate: bool,
 }
 
 impl Target {
@@ -56,6 +60,7 @@ impl Target {
             addr,
             host: authority.to_string(),
             path: path.to_string(),
+            deflate: false,
         })
     }
 
@@ -194,7 +199,13 @@ fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
 /// # Errors
 /// I/O errors, EOF, or a response the handshake rejects.
 pub async fn handshake(stream: &mut TcpStream, target: &Target) -> io::Result<Vec<u8>> {
-    let hs = ClientHandshake::new(&target.host, &target.path, &[], &[]);
+    // What browsers offer.
+    let offer = [(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits",
+    )];
+    let extra: &[(&str, &str)] = if target.deflate { &offer } else { &[] };
+    let hs = ClientHandshake::new(&target.host, &target.path, &[], extra);
     let (r, _) = stream.write_all(hs.request_bytes().to_vec()).await;
     r?;
     let mut buf = Vec::with_capacity(512);
@@ -214,6 +225,11 @@ pub async fn handshake(stream: &mut TcpStream, target: &Target) -> io::Result<Ve
         }
         match hs.parse_response(&buf) {
             Ok(Parsed::Complete { consumed, .. }) => {
+                if target.deflate && !names_deflate(&buf[..consumed]) {
+                    return Err(io::Error::other(
+                        "handshake: the server declined permessage-deflate",
+                    ));
+                }
                 buf.drain(..consumed);
                 return Ok(buf);
             }
@@ -221,6 +237,16 @@ pub async fn handshake(stream: &mut TcpStream, target: &Target) -> io::Result<Ve
             Err(e) => return Err(io::Error::other(format!("handshake: {e}"))),
         }
     }
+}
+
+/// Whether a response head accepts permessage-deflate.
+fn names_deflate(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("sec-websocket-extensions")
+                && v.trim_start().starts_with("permessage-deflate")
+        })
+    })
 }
 
 /// The sending side of a connection. Frames are appended to a queue; one
@@ -320,6 +346,18 @@ pub struct Reader {
     rd: OwnedReadHalf<TcpStream>,
     buf: Vec<u8>,
     decoder: Decoder,
+    /// permessage-deflate was negotiated: the inflater and its output.
+    inflate: Option<Box<(Inflater, Vec<u8>)>>,
+}
+
+/// Bytes every [`Reader`] of the process has read from its socket (frame
+/// headers and payloads as they came over the wire, compressed or not).
+static RX_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes read by every [`Reader`] so far: over a measurement, the bytes on
+/// the wire (above TCP) that the deliveries took.
+pub fn rx_bytes() -> u64 {
+    RX_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Capacity of a connection's read buffer. Grows only for frames larger than this.
@@ -327,8 +365,10 @@ pub const READ_BUF: usize = 4096;
 
 /// Splits an upgraded stream into a [`Reader`] (seeded with the bytes that
 /// came after the handshake) and an [`Outbox`]. Also returns the raw fd, so
-/// the owning core can shut the socket down to end the read loop.
-pub fn split(stream: TcpStream, leftover: Vec<u8>) -> (Reader, Outbox, RawFd) {
+/// the owning core can shut the socket down to end the read loop. With
+/// `deflate` (the handshake negotiated permessage-deflate), compressed
+/// messages are inflated before the callback sees them.
+pub fn split(stream: TcpStream, leftover: Vec<u8>, deflate: bool) -> (Reader, Outbox, RawFd) {
     let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
     let mut buf = leftover;
@@ -338,6 +378,7 @@ pub fn split(stream: TcpStream, leftover: Vec<u8>) -> (Reader, Outbox, RawFd) {
             rd,
             buf,
             decoder: Decoder::new(Role::Client),
+            inflate: deflate.then(|| Box::new((Inflater::new(15, false), Vec::new()))),
         },
         Outbox::new(wr),
         fd,
@@ -364,6 +405,13 @@ impl Reader {
     where
         F: FnMut(&Outbox, &[u8], u64) -> Flow,
     {
+        let deflate_limits;
+        let limits = if self.inflate.is_some() {
+            deflate_limits = limits.clone().with_allow_rsv1(true);
+            &deflate_limits
+        } else {
+            limits
+        };
         let mut now = crate::sys::now_ns();
         loop {
             let mut off = 0;
@@ -392,6 +440,19 @@ impl Reader {
                         let payload = match message {
                             Incoming::Text(t) => t.as_bytes(),
                             Incoming::Binary(b) => b,
+                            Incoming::Compressed { opcode, payload } => {
+                                let Some(z) = self.inflate.as_deref_mut() else {
+                                    return End::Error("RSV1 without permessage-deflate".into());
+                                };
+                                let (inf, out) = (&mut z.0, &mut z.1);
+                                let text = opcode == OpCode::Text;
+                                if let Err(e) =
+                                    inf.inflate(payload, limits.max_message_size, text, out)
+                                {
+                                    return End::Error(format!("inflate: {e}"));
+                                }
+                                out.as_slice()
+                            }
                             _ => continue,
                         };
                         if on_msg(outbox, payload, now) == Flow::Stop {
@@ -429,7 +490,9 @@ impl Reader {
             now = crate::sys::now_ns();
             match r {
                 Ok(0) => return End::Closed(None),
-                Ok(_) => {}
+                Ok(n) => {
+                    RX_BYTES.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) => return End::Error(format!("read: {e}")),
             }
         }

@@ -77,7 +77,13 @@ SHOOTOUT_STEP = [
     ("loadgen_cpu_pct", "loadgen CPU %", 1, None),
 ]
 
+FANOUT_DEFLATE = FANOUT[:2] + [
+    ("wire_bytes_per_delivery", "bytes on the wire/delivery", 1, "lo"),
+] + FANOUT[2:]
+
 FIGURES = {
+    "fanout-deflate": FANOUT_DEFLATE,
+    "idle-deflate": IDLE,
     "fanout-100": FANOUT,
     "fanout-1": FANOUT,
     "fanout-fixed": FIXED,
@@ -278,6 +284,14 @@ def main():
             md.append("| lost / duplicated / reordered (all runs) | "
                       + " | ".join("{lost} / {duplicated} / {reordered}".format(**checks[sc][s])
                                    for s in servers) + " | |")
+        zipped = [r.get("server_metrics") for r in ok.get("shardcast", []) if r.get("server_metrics")]
+        if zipped and sum(m["publishes"] for m in zipped):
+            c = sum(m["compressions"] for m in zipped)
+            p = sum(m["publishes"] for m in zipped)
+            per = c / p
+            out["scenarios"][sc]["shardcast_compressions_per_publish"] = per
+            md.append(f"| compressions per publish (shardcast /metrics, all runs) | "
+                      + " | ".join((fmt(per) if s == "shardcast" else "") for s in servers) + " | |")
         md.append("| runs ok / loadgen saturated / contended | "
                   + " | ".join(f"{len(ok[s])} / {sat[s]} / {busy[s]}" for s in servers) + " | |")
         md.append("")

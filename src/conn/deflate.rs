@@ -72,7 +72,7 @@ pub(crate) struct CoreDeflate {
     /// Reset after every message; made on first use.
     alone: Option<Box<Deflater>>,
     /// Connections under context takeover that have had a message
-    /// compressed: key → their compressor (zlib's state, about 256 KiB at
+    /// compressed: key → their compressor (zlib's state, about 380 KB at
     /// a 15-bit window: see docs/design.md).
     dedicated: FxHashMap<u32, Box<Deflater>>,
 }

@@ -5,7 +5,10 @@
 // unsubscribe and publish (PROTOCOL.md) and the websocket-shootout's echo
 // and broadcast. Anything else is ignored.
 //
-//   node_modules/bun/bin/bun.exe server.ts --port 9001
+//   node_modules/bun/bin/bun.exe server.ts --port 9001 [--deflate]
+//
+// --deflate turns on permessage-deflate with Bun's shared compressor
+// (one compressor per thread, no context takeover) and shared decompressor.
 
 import type { ServerWebSocket } from "bun";
 
@@ -32,7 +35,9 @@ const server = Bun.serve({
     return new Response("WebSocket only\n", { status: 426 });
   },
   websocket: {
-    perMessageDeflate: false,
+    perMessageDeflate: Bun.argv.includes("--deflate")
+      ? { compress: "shared", decompress: "shared" }
+      : false,
     open(ws: ServerWebSocket<undefined>) {
       ws.subscribe(ALL);
     },

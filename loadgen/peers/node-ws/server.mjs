@@ -6,7 +6,10 @@
 // unsubscribe and publish (PROTOCOL.md) and the websocket-shootout's echo
 // and broadcast. Anything else is ignored.
 //
-//   node server.mjs --port 9001
+//   node server.mjs --port 9001 [--deflate]
+//
+// --deflate turns on permessage-deflate as ws does it: zlib per connection
+// with context takeover, messages from 128 bytes (shardcast's threshold).
 
 import { createRequire } from "node:module";
 import { WebSocketServer, WebSocket } from "ws";
@@ -59,7 +62,7 @@ function unsubscribe(ws, list) {
 const wss = new WebSocketServer({
   host: "127.0.0.1",
   port: portFromArgs(),
-  perMessageDeflate: false,
+  perMessageDeflate: process.argv.includes("--deflate") ? { threshold: 128 } : false,
   // ws keeps wss.clients, which the shootout broadcast goes to.
   clientTracking: true,
 });

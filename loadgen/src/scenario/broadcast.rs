@@ -195,7 +195,7 @@ async fn core_main(core: usize, cores: usize, target: Arc<Target>, sh: Arc<BShar
                             continue;
                         }
                     };
-                    let (mut reader, outbox, fd) = client::split(stream, rest);
+                    let (mut reader, outbox, fd) = client::split(stream, rest, target.deflate);
                     fds.push(fd);
                     let c = Rc::new(Client { id: ids[k], outbox });
                     me.clients.borrow_mut().push(c.clone());
@@ -285,7 +285,7 @@ fn step_sizes(a: &BroadcastArgs, max_clients: usize) -> Vec<usize> {
 /// # Errors
 /// A bad URL.
 pub fn run(a: &BroadcastArgs) -> Result<Report, String> {
-    let target = Arc::new(Target::parse(&a.common.url)?);
+    let target = Arc::new(a.common.target()?);
     sys::raise_fd_limit();
     let cores = a.common.cores();
     let max_clients = a

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::cli::ChurnArgs;
-use crate::client::{self, source_for, Target};
+use crate::client::{self, source_for};
 use crate::report::Report;
 use crate::runtime::{core_wait, spawn_cores};
 use crate::scenario::{pool, share, FirstError};
@@ -146,7 +146,10 @@ pub fn resets(index: usize, fraction: f64) -> bool {
 /// A bad URL, a server whose metrics cannot be read, or cores that cannot
 /// be started.
 pub fn run(a: &ChurnArgs) -> Result<Report, String> {
-    let target = Target::parse(&a.common.url)?;
+    if a.common.deflate {
+        return Err("churn does not speak permessage-deflate; run it without --deflate".into());
+    }
+    let target = a.common.target()?;
     sys::raise_fd_limit();
     let n = a.connections;
     let cores = a.common.cores();

@@ -30,6 +30,7 @@ use crate::sys;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use shardcast::proto::deflate::Inflater;
 use shardcast::proto::encode::{encode_frame, random_mask};
 use shardcast::proto::{Decoded, Decoder, Incoming, Limits, OpCode, Role};
 
@@ -146,7 +147,7 @@ impl Local {
                             let r = match client::handshake(&mut s, &target).await {
                                 Ok(rest) if topics > 0 => monoio::time::timeout(
                                     timeout,
-                                    subscribe(&mut s, rest, gi % topics),
+                                    subscribe(&mut s, rest, gi % topics, target.deflate),
                                 )
                                 .await
                                 .unwrap_or_else(|_| Err("no subscribe answer in time".into())),
@@ -353,7 +354,7 @@ impl Group {
 /// Runs as a worker: each stage's result is one JSON line on stdout; the
 /// parent's `upgrade` and `close` lines on stdin start the next stages.
 pub fn worker(a: &ConnectionsArgs) -> Result<(), String> {
-    let target = Target::parse(&a.common.url)?;
+    let target = a.common.target()?;
     let mut l = Local::start(a, target, a.connections, false);
     println!("{}", l.connected(a.common.connect_timeout).to_line());
     let stdin = std::io::stdin();
@@ -377,7 +378,7 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
     let mut a = a.clone();
     a.source_base = Some(a.source_base.unwrap_or_else(client::source_base));
     let a = &a;
-    let target = Target::parse(&a.common.url)?;
+    let target = a.common.target()?;
     sys::raise_fd_limit();
     let n = a.connections;
     let pid = a.common.server_pid;
@@ -514,7 +515,12 @@ pub fn run(a: &ConnectionsArgs) -> Result<Report, String> {
 /// Subscribes an upgraded connection to topic `t{topic}` and reads until
 /// the server's `subscribed` answer (`leftover`: bytes read after the
 /// handshake).
-async fn subscribe(s: &mut TcpStream, leftover: Vec<u8>, topic: usize) -> Result<(), String> {
+async fn subscribe(
+    s: &mut TcpStream,
+    leftover: Vec<u8>,
+    topic: usize,
+    deflate: bool,
+) -> Result<(), String> {
     let mut frame = Vec::with_capacity(64);
     encode_frame(
         &mut frame,
@@ -525,7 +531,9 @@ async fn subscribe(s: &mut TcpStream, leftover: Vec<u8>, topic: usize) -> Result
     );
     let (r, _) = s.write_all(frame).await;
     r.map_err(|e| format!("subscribe: {e}"))?;
-    let (limits, mut decoder, mut buf) = (Limits::default(), Decoder::new(Role::Client), leftover);
+    let limits = Limits::default().with_allow_rsv1(deflate);
+    let (mut decoder, mut buf) = (Decoder::new(Role::Client), leftover);
+    let mut inflated = Vec::new();
     loop {
         let mut off = 0;
         loop {
@@ -534,8 +542,17 @@ async fn subscribe(s: &mut TcpStream, leftover: Vec<u8>, topic: usize) -> Result
                     consumed, message, ..
                 }) => {
                     off += consumed;
+                    let subscribed = |m: &[u8]| m.windows(12).any(|w| w == b"\"subscribed\"");
                     match message {
-                        Incoming::Text(t) if t.contains("\"subscribed\"") => return Ok(()),
+                        Incoming::Text(t) if subscribed(t.as_bytes()) => return Ok(()),
+                        Incoming::Compressed { payload, .. } => {
+                            Inflater::new(15, true)
+                                .inflate(payload, limits.max_message_size, false, &mut inflated)
+                                .map_err(|e| format!("inflate: {e}"))?;
+                            if subscribed(&inflated) {
+                                return Ok(());
+                            }
+                        }
                         Incoming::Close(_) => return Err("the server closed".into()),
                         _ => {}
                     }

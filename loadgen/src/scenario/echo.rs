@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use shardcast::proto::Limits;
 
 use crate::cli::{EchoArgs, EchoProtocol};
-use crate::client::{self, source_for, Flow, Outbox, Target};
+use crate::client::{self, source_for, Flow, Outbox};
 use crate::report::{bar, histogram, Progress, Report};
 use crate::runtime::{core_wait, main_wait, phase, spawn_cores, Shared};
 use crate::scenario::{open, pool, share, spawn_flusher, wind_down, FirstError};
@@ -56,7 +56,7 @@ fn write_msg(b: &mut Vec<u8>, proto: EchoProtocol, id: usize, seq: u64, payload:
 /// # Errors
 /// A bad URL, or connections that could not be opened.
 pub fn run(a: &EchoArgs) -> Result<Report, String> {
-    let target = Target::parse(&a.common.url)?;
+    let target = a.common.target()?;
     sys::raise_fd_limit();
     let n = a.connections;
     let limit = sys::fd_limit().saturating_sub(64) as usize;
@@ -101,7 +101,7 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
                         continue;
                     }
                 };
-                let (mut reader, outbox, fd) = client::split(stream, rest);
+                let (mut reader, outbox, fd) = client::split(stream, rest, target.deflate);
                 st.fds.borrow_mut().push(fd);
                 let id = ids[k];
                 let (shared, errors, st) = (shared.clone(), errors.clone(), st.clone());

@@ -121,7 +121,7 @@ struct CoreState {
 /// # Errors
 /// A bad URL or plan, or connections that could not be opened.
 pub fn run(a: &FanoutArgs) -> Result<Report, String> {
-    let target = Target::parse(&a.common.url)?;
+    let target = a.common.target()?;
     sys::raise_fd_limit();
     let topics = a.topics.max(1);
     let publishers = a.publishers.unwrap_or(topics.min(100)).max(1);
@@ -219,6 +219,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
     );
+    let wire0 = client::rx_bytes();
     mark("measure");
     shared.set_phase(phase::MEASURE);
     if plan.stalled.is_empty() {
@@ -238,6 +239,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
     );
+    let wire = client::rx_bytes() - wire0;
     mark("drain");
     shared.set_phase(phase::DRAIN);
     let t_drain = Instant::now();
@@ -332,7 +334,11 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
             );
         }
     }
+    r.set("deflate", plan.target.deflate);
     if deliveries > 0.0 {
+        // What subscribers (and publishers: acks, which are few) read,
+        // per delivery: the frame as sent, compressed or not.
+        r.num("wire_bytes_per_delivery", wire as f64 / deliveries, 0);
         r.num(
             "loadgen_cpu_ns_per_delivery",
             cpu.as_nanos() as f64 / deliveries,
@@ -431,7 +437,7 @@ async fn core_main(
                 continue;
             }
         };
-        let (reader, outbox, fd) = client::split(stream, rest);
+        let (reader, outbox, fd) = client::split(stream, rest, plan.target.deflate);
         st.fds.borrow_mut().push(fd);
         let id = ids[k];
         let (plan, shared, errors, st) = (plan.clone(), shared.clone(), errors.clone(), st.clone());
