@@ -121,8 +121,11 @@ impl OwnedMessage {
 ///   callbacks; `close` (and `disconnect`) still run.
 /// - The task must not block, as a callback must not, and must not await
 ///   anything another thread wakes (monoio is built without cross-thread
-///   wakers): other threads reach the connection through
-///   [`ServerHandle::send`] or a publish to a topic it subscribed to.
+///   wakers). Other threads reach the session's client, not the task:
+///   [`ServerHandle::send`] to [`Session::id`], or a publish to a topic it
+///   subscribed to, goes straight onto its outbox. The task itself hears
+///   only from its client and from tasks and callbacks of its own core
+///   (e.g. through [`Handler::Local`]).
 /// - When the task returns, the connection is closed with 1000 if it is
 ///   still open. A panic in the task is caught, logged and counted in
 ///   `handler_panics`, and closes only its connection, with 1011.
