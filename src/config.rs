@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::CloseCode;
+use crate::streams::{HistoryConfig, HistoryPolicy};
 
 /// What happens when a message would push a connection's outbox past
 /// [`Config::outbox_limit`].
@@ -226,6 +227,11 @@ pub struct Config {
     /// over the server a topic may reach this times the number of cores.
     /// Default: unlimited (`usize::MAX`).
     pub max_subscribers_per_topic: usize,
+    /// Per-topic history with offsets and epochs, for the topics it names
+    /// (see [`crate::streams`]): their publishes go through each topic's
+    /// home core, and subscriptions may start from a position
+    /// ([`Ws::join`](crate::Ws::join)). Default: none.
+    pub history: Option<HistoryConfig>,
 }
 
 /// How an io_uring core is told of completions (the ring's setup flags).
@@ -323,6 +329,7 @@ impl Default for Config {
             compression: Compression::Off,
             deflate: DeflateConfig::default(),
             max_subscribers_per_topic: usize::MAX,
+            history: None,
         }
     }
 }
@@ -414,6 +421,18 @@ impl Config {
         deflate: DeflateConfig;
         /// Sets [`Config::max_subscribers_per_topic`].
         max_subscribers_per_topic: usize;
+    }
+
+    /// Sets [`Config::history`].
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// The history policy of `topic`, if it keeps history.
+    #[inline]
+    pub(crate) fn history_of(&self, topic: &str) -> Option<HistoryPolicy> {
+        self.history.as_ref().and_then(|h| h.policy(topic))
     }
 
     /// The number of cores this configuration runs: [`Config::cores`] or

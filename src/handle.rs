@@ -14,6 +14,7 @@ use crate::fanout;
 use crate::mesh::{CoreMsg, CoreView, Mesh, PublishReport, Tally};
 use crate::proto::{CloseCode, PreparedFrame};
 use crate::stats::{CoreStats, StatsSnapshot};
+use crate::streams::{History, HistoryConfig};
 
 thread_local! {
     /// Set on core threads: blocking calls on the handle would deadlock there.
@@ -61,6 +62,8 @@ pub enum HandleError {
 
 struct HandleInner {
     mesh: Arc<Mesh>,
+    /// Which topics keep history (their publishes go to a home core).
+    history: Option<HistoryConfig>,
     local_addr: SocketAddr,
     drivers: Mutex<Vec<(DriverKind, Option<TaskRun>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -100,11 +103,16 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    pub(crate) fn new(mesh: Arc<Mesh>, local_addr: SocketAddr) -> Self {
+    pub(crate) fn new(
+        mesh: Arc<Mesh>,
+        local_addr: SocketAddr,
+        history: Option<HistoryConfig>,
+    ) -> Self {
         let n = mesh.cores();
         Self {
             inner: Arc::new(HandleInner {
                 mesh,
+                history,
                 local_addr,
                 drivers: Mutex::new(vec![(DriverKind::Legacy, None); n]),
                 threads: Mutex::new(Vec::new()),
@@ -156,6 +164,10 @@ impl ServerHandle {
     /// any thread. Messages published from one thread to one topic arrive in
     /// order. Returns the number of cores it was sent to.
     pub fn publish(&self, topic: &str, frame: &PreparedFrame) -> usize {
+        if self.has_history(topic) {
+            self.stream_publish(topic, frame, None);
+            return 1;
+        }
         let mesh = &self.inner.mesh;
         let cores = fanout::interested_cores(mesh, topic, None);
         if !cores.is_empty() {
@@ -190,23 +202,52 @@ impl ServerHandle {
         if on_core() {
             return Err(HandleError::OnCore);
         }
-        let mesh = &self.inner.mesh;
-        let cores = fanout::interested_cores(mesh, topic, None);
-        if cores.is_empty() {
-            return Ok(PublishReport::default());
-        }
         let (tx, rx) = std::sync::mpsc::channel();
-        let tally = Tally::new(
-            cores.len(),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        let p = mesh.publication(frame.as_bytes().clone());
-        fanout::to_cores(mesh, &cores, topic, &p, None, Some(&tally));
-        drop(tally);
+        let done: crate::mesh::Completion = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        if self.has_history(topic) {
+            self.stream_publish(topic, frame, Some(done));
+        } else {
+            let mesh = &self.inner.mesh;
+            let cores = fanout::interested_cores(mesh, topic, None);
+            if cores.is_empty() {
+                return Ok(PublishReport::default());
+            }
+            let tally = Tally::new(cores.len(), done);
+            let p = mesh.publication(frame.as_bytes().clone());
+            fanout::to_cores(mesh, &cores, topic, &p, None, Some(&tally));
+        }
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| HandleError::Stopped)
+    }
+
+    /// Whether `topic` keeps history.
+    fn has_history(&self, topic: &str) -> bool {
+        self.inner
+            .history
+            .as_ref()
+            .is_some_and(|h| h.policy(topic).is_some())
+    }
+
+    /// A publish to a history topic goes to its home core (see
+    /// [`crate::streams`]).
+    fn stream_publish(
+        &self,
+        topic: &str,
+        frame: &PreparedFrame,
+        done: Option<crate::mesh::Completion>,
+    ) {
+        let mesh = &self.inner.mesh;
+        mesh.send(
+            crate::streams::home_core(topic, mesh.cores()),
+            CoreMsg::StreamPublish {
+                topic: Arc::from(topic),
+                frame: frame.as_bytes().clone(),
+                exclude: None,
+                done,
+            },
+        );
     }
 
     /// Sends `frame` to every open connection of the server, on every
@@ -217,6 +258,39 @@ impl ServerHandle {
         let mesh = &self.inner.mesh;
         let p = mesh.publication(frame.as_bytes().clone());
         fanout::broadcast_to_cores(mesh, None, &p, exclude)
+    }
+
+    /// The position of history topic `topic` and the publications its
+    /// home core keeps (offset and frame, oldest first); `None` if the
+    /// topic keeps no history or has no stream yet.
+    ///
+    /// # Errors
+    /// [`HandleError::OnCore`] on a core thread (use
+    /// [`ServerHandle::run_on`] with [`CoreView::history`] there);
+    /// [`HandleError::Stopped`] if the home core did not answer within 10 s.
+    pub fn history(&self, topic: &str) -> Result<Option<History>, HandleError> {
+        if on_core() {
+            return Err(HandleError::OnCore);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = topic.to_owned();
+        self.run_on(self.history_home(topic), move |core| {
+            let _ = tx.send(core.history(&t));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| HandleError::Stopped)
+    }
+
+    /// The home core of `topic`, the one that keeps its history.
+    pub fn history_home(&self, topic: &str) -> usize {
+        crate::streams::home_core(topic, self.cores())
+    }
+
+    /// Runs `job` on core `core` with a view of its state, without
+    /// waiting: from any thread, a core's included (e.g. to read a
+    /// history and answer a deferred HTTP request from there).
+    pub fn run_on(&self, core: usize, job: impl FnOnce(&dyn CoreView) + Send + 'static) {
+        self.inner.mesh.send(core, CoreMsg::Run(Box::new(job)));
     }
 
     /// Sends a frame to one connection, from any thread. A stale id (the

@@ -66,6 +66,7 @@ pub mod pubsub;
 pub mod server;
 mod state;
 pub mod stats;
+pub mod streams;
 mod sys;
 
 #[cfg(feature = "json")]
@@ -82,6 +83,7 @@ pub use handle::{DriverKind, HandleError, ServerHandle};
 pub use mesh::{CoreView, PublishReport};
 pub use proto::{CloseCode, PreparedFrame};
 pub use stats::{CoreStats, MemoryGauges, StatsSnapshot};
+pub use streams::{History, HistoryConfig, HistoryPolicy, Since, StreamJoin, StreamPosition};
 
 /// The README's examples compile as doctests.
 #[doc = include_str!("../README.md")]

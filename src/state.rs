@@ -16,10 +16,11 @@ use rustc_hash::FxHashMap;
 use crate::conn::{ConnId, ConnTable, FlushSchedule, LocalNotify, SessionLink};
 use crate::fanout::{self, Publication, PublishResult};
 use crate::handle::ServerHandle;
-use crate::mesh::{Completion, CoreView, Mesh, Tally};
+use crate::mesh::{Completion, CoreMsg, CoreView, Mesh, Tally};
 use crate::proto::Limits;
 use crate::pubsub::CoreTopics;
 use crate::stats::{CoreStats, MemoryGauges};
+use crate::streams::{self, Catchup, HistoryPolicy, Joins, Since, Streams};
 
 /// Size of the per-core read buffer every readable connection reads into.
 pub(crate) const SCRATCH_SIZE: usize = 64 << 10;
@@ -34,6 +35,10 @@ pub(crate) struct Core<H, D, L> {
     limits: Limits,
     conns: RefCell<ConnTable<D>>,
     topics: RefCell<CoreTopics>,
+    /// The history topics whose home is this core.
+    streams: RefCell<Streams>,
+    /// This core's joins waiting for their home cores' answers.
+    joins: RefCell<Joins>,
     schedule: Rc<FlushSchedule>,
     /// The application's per-core state.
     local: L,
@@ -70,6 +75,8 @@ impl<H, D, L> Core<H, D, L> {
                 schedule.clone(),
             )),
             topics: RefCell::new(CoreTopics::new(id, mesh.interest_arc())),
+            streams: RefCell::new(Streams::default()),
+            joins: RefCell::new(Joins::default()),
             id,
             handle,
             handler,
@@ -192,6 +199,10 @@ impl<H, D, L> Core<H, D, L> {
     /// message. With `done`, it is called with the totals over all cores
     /// once every core has queued the frame, on the thread of the last
     /// core to finish (possibly this one, before this returns).
+    ///
+    /// A topic with history goes through its home core (this one or one
+    /// inbox message away): the result then counts nothing here, and
+    /// `done` reports what the home core's fanout reached.
     pub(crate) fn publish(
         &self,
         topic: &str,
@@ -200,7 +211,59 @@ impl<H, D, L> Core<H, D, L> {
         done: Option<Completion>,
     ) -> PublishResult {
         self.stats().publishes.bump(1);
-        let frame = self.mesh.publication(frame);
+        if let Some(policy) = self.config.history_of(topic) {
+            let home = streams::home_core(topic, self.mesh.cores());
+            if home == self.id {
+                return self.publish_home(topic, policy, frame, exclude, done);
+            }
+            // Not refused when the inbox is full, unlike a fanout message:
+            // it carries the only way to complete a counted publish, and
+            // dropping it would leave a gap in the topic's offsets.
+            self.mesh.send(
+                home,
+                CoreMsg::StreamPublish {
+                    topic: Arc::from(topic),
+                    frame,
+                    exclude,
+                    done,
+                },
+            );
+            return PublishResult {
+                remote_cores: 1,
+                ..PublishResult::default()
+            };
+        }
+        self.fanout(topic, self.mesh.publication(frame), exclude, done)
+    }
+
+    /// A publish of history topic `topic`, on its home core: the next
+    /// offset, the frame with its position, kept, then fanned out.
+    pub(crate) fn publish_home(
+        &self,
+        topic: &str,
+        policy: HistoryPolicy,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+        done: Option<Completion>,
+    ) -> PublishResult {
+        let history = self.config.history.as_ref().expect("a history topic");
+        let (_, framed) =
+            self.streams
+                .borrow_mut()
+                .append(topic, policy, std::time::Instant::now(), |pos| {
+                    let plain = crate::proto::PreparedFrame::from_bytes(frame);
+                    history.frame(topic, &plain, pos).into_bytes()
+                });
+        self.fanout(topic, self.mesh.publication(framed), exclude, done)
+    }
+
+    fn fanout(
+        &self,
+        topic: &str,
+        frame: Publication,
+        exclude: Option<ConnId>,
+        done: Option<Completion>,
+    ) -> PublishResult {
         let cores = fanout::interested_cores(&self.mesh, topic, Some(self.id));
         let tally = done.map(|d| Tally::new(cores.len() + 1, d));
         fanout::to_cores(&self.mesh, &cores, topic, &frame, exclude, tally.as_ref());
@@ -210,6 +273,7 @@ impl<H, D, L> Core<H, D, L> {
             let mut conns = self.conns.borrow_mut();
             fanout::deliver(&mut conns, topics.subscribers(topic), &frame, exclude_here)
         };
+        self.offer_to_joins(topic, &frame.frame);
         if let Some(t) = tally {
             t.add(delivered, dropped);
         }
@@ -217,6 +281,70 @@ impl<H, D, L> Core<H, D, L> {
             delivered,
             dropped,
             remote_cores: cores.len(),
+        }
+    }
+
+    /// A live publication of `topic` reached this core: the joins waiting
+    /// for it hold or drop it (see [`Joins::on_live`]); a connection whose
+    /// join would hold too much is closed.
+    fn offer_to_joins(&self, topic: &str, frame: &Bytes) {
+        if self.joins.borrow().is_empty() {
+            return;
+        }
+        let limit = self.config.outbox_burst_limit;
+        let over = self.joins.borrow_mut().on_live(topic, frame, limit);
+        for o in over {
+            self.forget_joins(o.key);
+            let mut conns = self.conns.borrow_mut();
+            if conns.is_live(ConnId::new(self.id, o.key, o.gen)) {
+                conns.stats().slow_closes.bump(1);
+                conns.close(
+                    o.key,
+                    crate::proto::CloseCode::TRY_AGAIN_LATER,
+                    "too slow to catch up",
+                );
+            }
+        }
+    }
+
+    /// Connection `key` is gone (or gave up): its joins go and release
+    /// the interest they pinned.
+    pub(crate) fn forget_joins(&self, key: u32) {
+        if self.joins.borrow().is_empty() {
+            return;
+        }
+        let released = self.joins.borrow_mut().forget(key);
+        let mut topics = self.topics.borrow_mut();
+        for t in released {
+            topics.unpin(&t);
+        }
+    }
+
+    /// The joins in progress, for [`crate::api`] to start and finish them.
+    pub(crate) fn joins(&self) -> RefMut<'_, Joins> {
+        self.joins.borrow_mut()
+    }
+
+    /// On the home core of `topic`: where a subscription starting at
+    /// `since` begins, and what it replays.
+    pub(crate) fn join_home(&self, topic: &str, since: &Since) -> Catchup {
+        let policy = self.config.history_of(topic);
+        let cap = self.config.history.as_ref().map_or(0, |h| h.max_recovery);
+        match policy {
+            Some(p) => {
+                self.streams
+                    .borrow_mut()
+                    .join(topic, p, since, cap, std::time::Instant::now())
+            }
+            // Not (or no longer) a history topic: no position to give.
+            None => Catchup {
+                position: streams::StreamPosition {
+                    offset: 0,
+                    epoch: Arc::from(""),
+                },
+                recovered: false,
+                frames: Vec::new(),
+            },
         }
     }
 
@@ -258,6 +386,7 @@ impl<H, D, L> Core<H, D, L> {
         tally: Option<Arc<Tally>>,
     ) {
         let exclude_here = exclude.filter(|e| e.core() == self.id).map(|e| e.key());
+        let frame_bytes = frame.frame.clone();
         let (delivered, dropped) = {
             let topics = self.topics.borrow();
             let subs = topics.subscribers(topic);
@@ -265,9 +394,10 @@ impl<H, D, L> Core<H, D, L> {
             let mut conns = self.conns.borrow_mut();
             fanout::deliver(&mut conns, subs, &frame, exclude_here)
         };
-        if delivered + dropped == 0 {
+        if delivered + dropped == 0 && self.joins.borrow().is_empty() {
             self.stats().fanout_misses.bump(1);
         }
+        self.offer_to_joins(topic, &frame_bytes);
         if let Some(t) = tally {
             t.add(delivered, dropped);
         }
@@ -282,6 +412,7 @@ impl<H, D, L> Core<H, D, L> {
     pub(crate) fn trim(&self) -> Option<usize> {
         let trimmed = self.conns.borrow_mut().trim();
         self.topics.borrow_mut().shrink();
+        self.streams.borrow_mut().expire(std::time::Instant::now());
         if trimmed.gave_back {
             // Most connections are gone. After the tables, so their memory
             // is part of what goes back.
@@ -297,6 +428,9 @@ impl<H, D, L> Core<H, D, L> {
         g.topic_slots = cap.topics as u64;
         g.subscriber_lists = cap.subscribers as u64;
         g.interest_refs_capacity = topics.refs_capacity() as u64;
+        let streams = self.streams.borrow();
+        g.history_streams = streams.len() as u64;
+        g.history_bytes = streams.bytes() as u64;
         for (cell, v) in self.stats().memory.iter().zip(g.values()) {
             cell.set(v);
         }
@@ -328,5 +462,10 @@ impl<H, D, L> CoreView for Core<H, D, L> {
     }
     fn queued_bytes(&self) -> usize {
         self.conns.borrow().queued_total()
+    }
+    fn history(&self, topic: &str) -> Option<streams::History> {
+        self.streams
+            .borrow_mut()
+            .read(topic, std::time::Instant::now())
     }
 }

@@ -293,11 +293,15 @@ pub struct MemoryGauges {
     /// Connections holding a compressor of their own
     /// ([`Compression::Dedicated`](crate::Compression::Dedicated)).
     pub dedicated_compressors: u64,
+    /// History topics whose home is this core ([`crate::streams`]).
+    pub history_streams: u64,
+    /// Bytes of publications those topics keep.
+    pub history_bytes: u64,
 }
 
 impl MemoryGauges {
     /// Number of fields.
-    pub const FIELDS: usize = 12;
+    pub const FIELDS: usize = 14;
 
     /// The fields' values, in declaration order.
     pub fn values(&self) -> [u64; Self::FIELDS] {
@@ -314,6 +318,8 @@ impl MemoryGauges {
             self.timer_capacity,
             self.dirty_capacity,
             self.dedicated_compressors,
+            self.history_streams,
+            self.history_bytes,
         ]
     }
 
@@ -332,6 +338,8 @@ impl MemoryGauges {
             timer_capacity: v[9],
             dirty_capacity: v[10],
             dedicated_compressors: v[11],
+            history_streams: v[12],
+            history_bytes: v[13],
         }
     }
 }

@@ -256,6 +256,16 @@ pub trait Handler: Sized + Send + Sync + 'static {
         let _ = (ws, msg);
     }
 
+    /// A [`Ws::join`] completed: `joins` says, per topic in the order
+    /// asked, where the subscription switched to the live stream and
+    /// whether the history it asked for follows. Runs before that history
+    /// is queued, so what this sends (e.g. a reply with the positions)
+    /// reaches the client first. `token` is the one given to `join`.
+    /// Default: nothing.
+    fn joined(&self, ws: &mut Ws<'_, Self>, token: u64, joins: &[crate::streams::StreamJoin]) {
+        let _ = (ws, token, joins);
+    }
+
     /// The outbox went back under the low-water mark after a send reported
     /// backpressure. Default: nothing.
     fn drain(&self, ws: &mut Ws<'_, Self>) {

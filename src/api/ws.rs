@@ -9,6 +9,7 @@ use crate::fanout::PublishResult;
 use crate::handle::ServerHandle;
 use crate::mesh::PublishReport;
 use crate::proto::{CloseCode, PreparedFrame};
+use crate::streams::Since;
 
 /// Why [`Ws::subscribe`] refused a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +25,10 @@ pub enum SubscribeError {
         /// The limit it reached.
         limit: usize,
     },
+    /// [`Ws::join`] named a topic without history
+    /// ([`Config::history`](crate::Config::history)).
+    #[error("the topic keeps no history")]
+    NoHistory,
 }
 
 /// A connection, as its callbacks see it.
@@ -133,6 +138,68 @@ impl<'a, H: Handler> Ws<'a, H> {
             return Err(SubscribeError::TopicFull { limit });
         }
         Ok(topics.subscribe(self.key, topic))
+    }
+
+    /// Subscribes to history topics from a position each (see
+    /// [`crate::streams`]): for each, the topic's home core says where the
+    /// subscription starts and replays what `since` asks for; then
+    /// [`Handler::joined`] runs with `token` and the positions, and the
+    /// replayed publications follow, then the live stream — without a gap
+    /// or a duplicate at the switch, even while publishes go on. Until
+    /// then the connection gets nothing of these topics. A topic the
+    /// connection already subscribes to is left subscribed with
+    /// [`Since::Now`] (only its position is asked), or resubscribed
+    /// through the join otherwise.
+    ///
+    /// # Errors
+    /// [`SubscribeError::Closed`] once the connection is closing;
+    /// [`SubscribeError::NoHistory`] if a topic keeps no history. Nothing
+    /// is started either way.
+    pub fn join(&mut self, topics: &[(&str, Since)], token: u64) -> Result<(), SubscribeError> {
+        if !self.is_open() {
+            return Err(SubscribeError::Closed);
+        }
+        let cfg = self.core.config();
+        if topics.iter().any(|(t, _)| cfg.history_of(t).is_none()) {
+            return Err(SubscribeError::NoHistory);
+        }
+        let mut list = Vec::with_capacity(topics.len());
+        {
+            let mut subs = self.core.topics();
+            for (t, since) in topics {
+                let subscribed = subs.registry().is_subscribed(self.key, t);
+                let gated = !(subscribed && *since == Since::Now);
+                if gated {
+                    if subscribed {
+                        subs.unsubscribe(self.key, t);
+                    }
+                    // Every later publication reaches this core meanwhile.
+                    subs.pin(t);
+                }
+                list.push((std::sync::Arc::<str>::from(*t), gated));
+            }
+        }
+        let seq = self
+            .core
+            .joins()
+            .start(self.key, self.gen, token, list.clone());
+        let cores = self.core.mesh().cores();
+        for (index, ((topic, _), (_, since))) in list.into_iter().zip(topics).enumerate() {
+            let home = crate::streams::home_core(&topic, cores);
+            // Through the home core's inbox even when it is this core, so
+            // that the answer is taken in order with its publications.
+            self.core.mesh().send(
+                home,
+                crate::mesh::CoreMsg::StreamJoin {
+                    from: self.core.id(),
+                    seq,
+                    index,
+                    topic,
+                    since: since.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Unsubscribes from `topic`. Returns false if it was not subscribed.

@@ -8,6 +8,7 @@
 mod deflate;
 mod notify;
 mod outbox;
+mod publication;
 mod session;
 mod table;
 mod timer;
@@ -16,6 +17,7 @@ use std::fmt;
 
 pub(crate) use deflate::ConnDeflate;
 pub(crate) use notify::{yield_now, LocalNotify};
+pub(crate) use publication::Publication;
 pub use session::OwnedMessage;
 pub(crate) use session::SessionLink;
 pub(crate) use table::{ConnTable, FlushSchedule, Kind};

@@ -82,7 +82,7 @@ impl<H: Handler> Server<H> {
         let deflate = (config.compression != crate::config::Compression::Off)
             .then_some(config.deflate.threshold);
         let mesh = Arc::new(Mesh::new(interest, mailboxes).with_deflate(deflate));
-        let handle = ServerHandle::new(mesh.clone(), local_addr);
+        let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone());
 
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<io::Result<(usize, runtime::Driver)>>();

@@ -232,6 +232,19 @@ async fn inbox_loop<H: Handler>(core: Rc<CoreOf<H>>, inbox: Inbox) {
     }
 }
 
+/// The home core answered topic `index` of this core's join `seq`.
+fn stream_joined<H: Handler>(
+    core: &CoreOf<H>,
+    seq: u64,
+    index: usize,
+    catchup: crate::streams::Catchup,
+) {
+    let done = core.joins().answer(seq, index, catchup);
+    if let Some(done) = done {
+        crate::io::complete_join(core, done);
+    }
+}
+
 /// Handles a message from another core (or a thread holding the handle).
 fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
     match msg {
@@ -263,6 +276,49 @@ fn on_core_msg<H: Handler>(core: &CoreOf<H>, msg: CoreMsg) {
                 conns.http_reply(to.key(), &response);
             }
         }
+        CoreMsg::StreamPublish {
+            topic,
+            frame,
+            exclude,
+            done,
+        } => match core.config().history_of(&topic) {
+            Some(policy) => {
+                core.publish_home(&topic, policy, frame, exclude, done);
+            }
+            // Not reached (the configuration is fixed); a plain publish.
+            None => {
+                core.publish(&topic, frame, exclude, done);
+            }
+        },
+        CoreMsg::StreamJoin {
+            from,
+            seq,
+            index,
+            topic,
+            since,
+        } => {
+            let catchup = core.join_home(&topic, &since);
+            if from == core.id() {
+                // Taken now: publications already waiting in this inbox
+                // come after the position just read, and must be held for
+                // the join, not dropped as if they preceded it.
+                stream_joined(core, seq, index, catchup);
+            } else {
+                core.mesh().send(
+                    from,
+                    CoreMsg::StreamJoined {
+                        seq,
+                        index,
+                        catchup,
+                    },
+                );
+            }
+        }
+        CoreMsg::StreamJoined {
+            seq,
+            index,
+            catchup,
+        } => stream_joined(core, seq, index, catchup),
         CoreMsg::Run(job) => job(core),
         CoreMsg::Shutdown => core.begin_shutdown(),
     }

@@ -9,6 +9,8 @@ use crate::api::{callback_panicked, CoreOf, Handler, Message, Ws};
 use crate::conn::{Kind, OwnedMessage, SessionLink, State};
 use crate::proto::deflate::{InflateError, Inflater};
 use crate::proto::{CloseCode, Decoded, Decoder, Incoming, OpCode, PreparedFrame, Reply};
+use crate::streams::joins::Completed;
+use crate::streams::StreamJoin;
 
 /// What one pass of decoding left behind.
 pub(super) struct Step {
@@ -64,6 +66,45 @@ fn run_ws<H: Handler, R>(
             None
         }
     }
+}
+
+/// Every topic of a join was answered: subscribes the connection to the
+/// topics it was waiting for, calls `joined`, then queues each topic's
+/// history and the live publications held meanwhile, in that order — so
+/// the application's answer (e.g. a `subscribed` reply with the positions)
+/// comes first and the live stream follows the history without a gap.
+pub(crate) fn complete_join<H: Handler>(core: &CoreOf<H>, done: Completed) {
+    let live = core
+        .conns()
+        .is_live(crate::conn::ConnId::new(core.id(), done.key, done.gen));
+    {
+        let mut topics = core.topics();
+        for (gated, j) in &done.topics {
+            if *gated {
+                if live {
+                    topics.subscribe(done.key, &j.topic);
+                }
+                topics.unpin(&j.topic);
+            }
+        }
+    }
+    if !live {
+        return;
+    }
+    let joins: Vec<StreamJoin> = done.topics.into_iter().map(|(_, j)| j).collect();
+    let handler = core.handler().clone();
+    with_ws(core, done.key, |ws| handler.joined(ws, done.token, &joins));
+    let mut conns = core.conns();
+    let (mut n, mut bytes) = (0, 0);
+    for f in done.frames.into_iter().flatten() {
+        let (st, len) = conns.send(done.key, f);
+        if st != crate::conn::SendStatus::Dropped {
+            n += 1;
+            bytes += len;
+        }
+    }
+    conns.stats().deliveries.bump(n);
+    conns.stats().bytes_out.bump(bytes as u64);
 }
 
 /// The connection is open: `open`, which may hand it to an async session.
@@ -289,6 +330,7 @@ pub(super) fn finish<H: Handler>(core: &CoreOf<H>, key: u32) {
         super::accept::release(core, key);
     }
     core.topics().remove_subscriber(key);
+    core.forget_joins(key);
     let mut conns = core.conns();
     conns.remove(key);
     if core.is_shutting_down() && conns.is_empty() {

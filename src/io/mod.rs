@@ -4,5 +4,5 @@ mod accept;
 mod dispatch;
 mod task;
 
-pub(crate) use dispatch::{flush, flush_some};
+pub(crate) use dispatch::{complete_join, flush, flush_some};
 pub(crate) use task::serve;

@@ -56,8 +56,8 @@ impl Mesh {
     }
 
     /// `frame` (a whole final server frame) as a publication.
-    pub(crate) fn publication(&self, frame: bytes::Bytes) -> crate::fanout::Publication {
-        crate::fanout::Publication::new(frame, self.deflate_threshold)
+    pub(crate) fn publication(&self, frame: bytes::Bytes) -> crate::conn::Publication {
+        crate::conn::Publication::new(frame, self.deflate_threshold)
     }
 
     /// Number of cores.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::completion::Tally;
 use crate::conn::ConnId;
-use crate::fanout::Publication;
+use crate::conn::Publication;
 use crate::proto::CloseCode;
 
 /// Read-only view of a core, for jobs sent with
@@ -30,6 +30,13 @@ pub trait CoreView {
     /// Bytes queued in the outboxes of this core's connections (not yet
     /// written to their sockets).
     fn queued_bytes(&self) -> usize;
+    /// The position and the kept publications (offset, frame; oldest
+    /// first) of history topic `topic`, if this core is its home and
+    /// holds its stream.
+    fn history(&self, topic: &str) -> Option<crate::streams::History> {
+        let _ = topic;
+        None
+    }
 }
 
 /// A job run on a core with a view of its state (stats, queries, tests).
@@ -66,6 +73,31 @@ pub(crate) enum CoreMsg {
     /// Answer a plain HTTP request whose response was deferred (the whole
     /// response: status line, headers, body), then half-close.
     HttpReply { to: ConnId, response: Bytes },
+    /// Publish to a history topic: sent to the topic's home core, which
+    /// gives it its offset, frames it, keeps it and fans it out.
+    StreamPublish {
+        topic: Arc<str>,
+        /// The frame as published (framed again with its position).
+        frame: Bytes,
+        exclude: Option<ConnId>,
+        /// For a counted publish: called with the totals over all cores.
+        done: Option<super::Completion>,
+    },
+    /// Where a subscription to a history topic starts: asked of the
+    /// topic's home core by core `from` for topic `index` of its join `seq`.
+    StreamJoin {
+        from: usize,
+        seq: u64,
+        index: usize,
+        topic: Arc<str>,
+        since: crate::streams::Since,
+    },
+    /// The home core's answer to a [`CoreMsg::StreamJoin`].
+    StreamJoined {
+        seq: u64,
+        index: usize,
+        catchup: crate::streams::Catchup,
+    },
     /// Run a closure on the core.
     Run(CoreJob),
     /// Stop accepting, close every connection with 1001 and stop.

@@ -205,6 +205,12 @@ impl PreparedFrame {
         PreparedFrame(buf.freeze())
     }
 
+    /// A frame from bytes the engine knows to hold one whole, final,
+    /// unmasked server frame (one it made earlier).
+    pub(crate) fn from_bytes(frame: Bytes) -> Self {
+        PreparedFrame(frame)
+    }
+
     /// The encoded frame, ready to write.
     #[inline]
     pub fn as_bytes(&self) -> &Bytes {

@@ -93,6 +93,24 @@ impl CoreTopics {
         }
     }
 
+    /// Holds this core's interest bit for `topic`'s bucket without a
+    /// subscriber (a join waiting for its home core's answer), so every
+    /// publication of `topic` reaches this core meanwhile. Undone by
+    /// [`CoreTopics::unpin`].
+    pub(crate) fn pin(&mut self, topic: &str) {
+        let b = self.interest.bucket(topic);
+        let n = self.bucket_refs.entry(b).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.interest.set(b, self.core);
+        }
+    }
+
+    /// Releases a [`CoreTopics::pin`].
+    pub(crate) fn unpin(&mut self, topic: &str) {
+        self.topic_emptied(topic);
+    }
+
     /// Gives back the memory of tables that emptied or are mostly empty.
     pub(crate) fn shrink(&mut self) {
         self.registry.shrink();

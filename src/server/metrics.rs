@@ -347,7 +347,7 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
     // (once a second): read from the same single-writer atomics, so a
     // scrape never waits for a core.
     type GetM = fn(&MemoryGauges) -> u64;
-    let memory: [(&str, &str, GetM); 12] = [
+    let memory: [(&str, &str, GetM); 14] = [
         (
             "shardcast_slab_connections",
             "Connections in the connection slab (any state).",
@@ -407,6 +407,16 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "shardcast_dedicated_compressors",
             "Connections holding a compressor of their own (compression dedicated).",
             |m| m.dedicated_compressors,
+        ),
+        (
+            "shardcast_history_streams",
+            "History topics whose home is the core.",
+            |m| m.history_streams,
+        ),
+        (
+            "shardcast_history_bytes",
+            "Bytes of publications the core keeps in topic histories.",
+            |m| m.history_bytes,
         ),
     ];
     for (name, help, get) in memory {
