@@ -118,7 +118,7 @@ impl OwnedMessage {
 ///   at most the low-water mark plus one message in the outbox however
 ///   slowly the client reads.
 /// - A connection driven by a session gets no `message` and no `drain`
-///   callbacks; `close` (and `disconnect`) still run.
+///   callbacks; the others (`close`, `disconnect`, …) still run.
 /// - The task must not block, as a callback must not, and must not await
 ///   anything another thread wakes (monoio is built without cross-thread
 ///   wakers). Other threads reach the session's client, not the task:
