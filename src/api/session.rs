@@ -127,7 +127,8 @@ impl OwnedMessage {
 ///   only from its client and from tasks and callbacks of its own core
 ///   (e.g. through [`Handler::Local`]).
 /// - When the task returns, the connection is closed with 1000 if it is
-///   still open. A panic in the task is caught, logged and counted in
+///   still open; received messages it left in its queue go nowhere (they
+///   are not counted: nothing was sent). A panic in the task is caught, logged and counted in
 ///   `handler_panics`, and closes only its connection, with 1011.
 ///
 /// Every method takes `&self`, so a task may wait in [`Session::recv`] in
