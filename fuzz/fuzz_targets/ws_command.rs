@@ -58,7 +58,7 @@ fn check_command(input: &[u8], cmd: &Command<'_>) {
             assert_eq!(str_of("token"), Some(&**token));
             reply_json("authenticated", cmd.id)
         }
-        Op::Subscribe { topics } | Op::Unsubscribe { topics } => {
+        Op::Subscribe { topics, .. } | Op::Unsubscribe { topics } => {
             let listed: Vec<&str> = parsed["topics"]
                 .as_array()
                 .expect("topics is an array")

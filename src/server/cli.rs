@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use super::settings::{CompressionSetting, Settings, SlowConsumer, TaskRunSetting};
+use super::settings::{CompressionSetting, Namespace, Settings, SlowConsumer, TaskRunSetting};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,6 +245,21 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_COMPRESSION_LEVEL", value_name = "LEVEL")]
     pub compression_level: Option<u32>,
 
+    /// History for the topics matching PATTERN (`*`: any run of
+    /// characters): the last SIZE publications of the last TTL_SECS
+    /// seconds, with offsets and recovery (repeat for several). [default: none]
+    #[arg(
+        long = "history",
+        env = "SHARDCAST_HISTORY",
+        value_name = "PATTERN=SIZE,TTL_SECS",
+        value_delimiter = ';'
+    )]
+    pub history: Vec<Namespace>,
+
+    /// Most publications one recovery returns. [default: 1000]
+    #[arg(long, env = "SHARDCAST_MAX_RECOVERY", value_name = "N")]
+    pub max_recovery: Option<usize>,
+
     /// Log filter, e.g. `info` or `shardcast=debug` (RUST_LOG when unset). [default: info]
     #[arg(long, env = "SHARDCAST_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -299,8 +314,12 @@ impl Cli {
             task_run,
             compression,
             compression_threshold,
-            compression_level
+            compression_level,
+            max_recovery
         );
+        if !self.history.is_empty() {
+            s.namespaces = self.history.clone();
+        }
         if self.cores.is_some() {
             s.cores = self.cores;
         }

@@ -31,11 +31,15 @@ pub enum Op<'a> {
         /// The token, unescaped.
         token: Cow<'a, str>,
     },
-    /// `{"type":"subscribe","topics":[..]}`. Topic names are not checked
-    /// here: a bad name fails alone, not the whole message.
+    /// `{"type":"subscribe","topics":[..]}`, with an optional `recover`
+    /// object: per topic, `{"offset":N,"epoch":"E"}` or `{"latest":true}`.
+    /// Topic names are not checked here: a bad name fails alone, not the
+    /// whole message.
     Subscribe {
         /// The topics, unescaped, as listed.
         topics: Vec<Cow<'a, str>>,
+        /// Where to start, per topic named in `recover`.
+        recover: Vec<(Cow<'a, str>, Recover<'a>)>,
     },
     /// `{"type":"unsubscribe","topics":[..]}`.
     Unsubscribe {
@@ -51,6 +55,20 @@ pub enum Op<'a> {
         /// (owned).
         data: Cow<'a, [u8]>,
     },
+}
+
+/// Where a subscription to a history topic starts (`recover` in `subscribe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recover<'a> {
+    /// After `offset` of `epoch`: what was missed since.
+    Offset {
+        /// The last offset the client has.
+        offset: u64,
+        /// Its epoch.
+        epoch: Cow<'a, str>,
+    },
+    /// With the topic's last publication.
+    Latest,
 }
 
 /// Why a message is refused: the `error` reply's fields.
@@ -187,7 +205,17 @@ pub fn parse_command<'a>(
                 ));
             };
             if &*kind == "subscribe" {
-                Op::Subscribe { topics }
+                let recover = match obj.get("recover") {
+                    None => Vec::new(),
+                    Some(r) => recover(r).ok_or_else(|| {
+                        after_auth(
+                            "\"recover\" maps topics to {\"offset\":N,\"epoch\":\"...\"} or {\"latest\":true}"
+                                .into(),
+                            None,
+                        )
+                    })?,
+                };
+                Op::Subscribe { topics, recover }
             } else {
                 Op::Unsubscribe { topics }
             }
@@ -218,6 +246,34 @@ pub fn parse_command<'a>(
         }
     };
     Ok(Command { id, op })
+}
+
+/// The `recover` object, or `None` if it is malformed.
+fn recover<'a>(v: &Value<'a>) -> Option<Vec<(Cow<'a, str>, Recover<'a>)>> {
+    let Value::Object(map) = v else {
+        return None;
+    };
+    map.iter()
+        .map(|(topic, pos)| {
+            let Value::Object(_) = pos else {
+                return None;
+            };
+            if pos.get("latest").and_then(ValueAsScalar::as_bool) == Some(true) {
+                return Some((topic.clone(), Recover::Latest));
+            }
+            let offset = pos.get("offset").and_then(ValueAsScalar::as_u64)?;
+            let Some(Value::String(epoch)) = pos.get("epoch") else {
+                return None;
+            };
+            Some((
+                topic.clone(),
+                Recover::Offset {
+                    offset,
+                    epoch: epoch.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The strings of an array, or `None` if it is not an array of strings.

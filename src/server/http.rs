@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
-use shardcast::proto::handshake::Request;
+use shardcast::proto::handshake::{percent_decode, Request};
 use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse, PreparedFrame};
 
 use super::auth::constant_time_eq;
@@ -34,6 +34,8 @@ pub enum Endpoint {
     StatusPage,
     /// `POST /api/publish`.
     Publish,
+    /// `GET /api/history?topic=...`.
+    History,
 }
 
 /// Which endpoint a method and path name.
@@ -47,11 +49,14 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
         ("GET", "/metrics") => Ok(Endpoint::Metrics),
         ("GET", "/" | "/index.html") => Ok(Endpoint::StatusPage),
         ("POST", "/api/publish") => Ok(Endpoint::Publish),
-        (_, "/healthz" | "/metrics" | "/" | "/index.html" | "/api/publish") => Err(HttpError::new(
-            405,
-            "method_not_allowed",
-            "method not allowed",
-        )),
+        ("GET", "/api/history") => Ok(Endpoint::History),
+        (_, "/healthz" | "/metrics" | "/" | "/index.html" | "/api/publish" | "/api/history") => {
+            Err(HttpError::new(
+                405,
+                "method_not_allowed",
+                "method not allowed",
+            ))
+        }
         _ => Err(HttpError::new(404, "not_found", "no such endpoint")),
     }
 }
@@ -112,6 +117,7 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
             resp
         }
         Ok(Endpoint::Publish) => publish(app, req, ctx),
+        Ok(Endpoint::History) => history(app, req, ctx),
         Err(e) => e.response(),
     }
 }
@@ -412,6 +418,52 @@ fn publish_step(ctx: &mut HttpCtx<'_, App>, mut batch: Batch) {
 /// answers `{"delivered":N}` (and `"results"` per message for an array)
 /// once every core has queued the messages. A large batch is published in
 /// steps of [`STEP_BYTES`], one per turn of the core's loop, in order.
+/// `GET /api/history?topic=T`: the topic's position and the messages its
+/// home core keeps, oldest first, read there (the request waits one inbox
+/// hop): `{"topic":..,"offset":N,"epoch":"E","messages":[...]}`.
+fn history(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
+    if !authorized(app, req) {
+        return unauthorized();
+    }
+    let Some(raw) = req.request().query_param("topic") else {
+        return HttpError::new(400, "bad_request", "name the topic: ?topic=...").response();
+    };
+    let topic = match percent_decode(raw) {
+        Some(t) if topic_problem(&t, app.settings.max_topic_length).is_none() => t.into_owned(),
+        _ => return HttpError::new(400, "bad_request", "invalid topic").response(),
+    };
+    if app.settings.history_policy(&topic).is_none() {
+        return HttpError::new(404, "not_found", "that topic keeps no history").response();
+    }
+    let home = ctx.handle().history_home(&topic);
+    let responder = ctx.defer();
+    ctx.handle().run_on(home, move |core| {
+        let mut out = b"{\"topic\":".to_vec();
+        push_str(&mut out, &topic);
+        match core.history(&topic) {
+            Some((pos, log)) => {
+                out.extend_from_slice(format!(",\"offset\":{},\"epoch\":", pos.offset).as_bytes());
+                push_str(&mut out, &pos.epoch);
+                out.extend_from_slice(b",\"messages\":[");
+                for (k, (_, frame)) in log.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    if let Some((_, payload)) = shardcast::proto::deflate::split(frame) {
+                        out.extend_from_slice(payload);
+                    }
+                }
+                out.push(b']');
+            }
+            // Nothing published or joined yet.
+            None => out.extend_from_slice(b",\"offset\":0,\"epoch\":null,\"messages\":[]"),
+        }
+        out.extend_from_slice(b"}\n");
+        responder.respond(HttpResponse::new(200, JSON, out));
+    });
+    HttpResponse::text(500, "deferred\n")
+}
+
 fn publish(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
     if !authorized(app, req) {
         return unauthorized();

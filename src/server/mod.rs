@@ -94,6 +94,27 @@ pub struct Client {
     /// What this client's address shares among its connections, reached
     /// without a lock; `None` when nothing counts per address.
     per_ip: Option<Arc<IpShared>>,
+    /// Subscribes waiting for their history topics' positions.
+    pending_subs: Vec<PendingSub>,
+    /// Subscriptions counted but out of the engine's registry until their
+    /// join completes (from a position).
+    pending_gated: usize,
+    /// The last join token given.
+    next_join: u64,
+}
+
+/// A `subscribe` whose reply waits for the positions of its history topics.
+pub(crate) struct PendingSub {
+    token: u64,
+    id: Option<Vec<u8>>,
+    /// Every topic the reply lists.
+    topics: Vec<String>,
+    /// The topics asked from a position (the reply says `recovered`).
+    recovering: Vec<String>,
+    /// Topics out of the registry until the join completes.
+    gated: usize,
+    /// Error replies for the subscribe's refused topics, sent after it.
+    after: Vec<shardcast::PreparedFrame>,
 }
 
 /// The server's [`Handler`].
@@ -262,6 +283,9 @@ impl Handler for App {
             ip,
             counted_at_upgrade,
             per_ip,
+            pending_subs: Vec::new(),
+            pending_gated: 0,
+            next_join: 0,
         })
     }
 
@@ -304,8 +328,13 @@ impl Handler for App {
         protocol::on_message(self, ws, msg);
     }
 
+    fn joined(&self, ws: &mut Ws<'_, Self>, token: u64, joins: &[shardcast::StreamJoin]) {
+        protocol::joined(ws, token, joins);
+    }
+
     fn close(&self, ws: &mut Ws<'_, Self>, _code: CloseCode, _reason: &str) {
-        let subs = ws.subscription_count();
+        // A join still waiting keeps its topics out of the registry.
+        let subs = ws.subscription_count() + ws.data().pending_gated;
         self.counters(ws.core())
             .subscriptions
             .fetch_sub(subs as i64, Ordering::Relaxed);

@@ -4,11 +4,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use shardcast::proto::OpCode;
-use shardcast::{CloseCode, Message, PreparedFrame, StatsSnapshot, Ws};
+use shardcast::{
+    CloseCode, Message, PreparedFrame, Since, StatsSnapshot, StreamJoin, StreamPosition, Ws,
+};
 
 use super::auth::unix_now;
 use super::command::{
-    error_json, parse_command, reply_json, topics_reply_json, Command, CommandError, Op,
+    error_json, parse_command, reply_json, topics_reply_json, Command, CommandError, Op, Recover,
 };
 use super::json::push_str;
 use super::{App, PubLimit, SubLimit};
@@ -31,6 +33,27 @@ pub fn message_frame(topic: &str, data: &[u8]) -> PreparedFrame {
     push_str(&mut head, topic);
     head.extend_from_slice(b",\"data\":");
     PreparedFrame::from_parts(OpCode::Text, &[&head, data, b"}"])
+}
+
+/// A history topic's `message` frame completed with its position:
+/// `{"type":"message","topic":..,"data":..,"offset":N,"epoch":"E"}`. Made
+/// once per publication, on the topic's home core.
+pub(crate) fn with_position(
+    _topic: &str,
+    frame: &PreparedFrame,
+    pos: &StreamPosition,
+) -> PreparedFrame {
+    let payload = frame.payload();
+    let Some(body) = payload.strip_suffix(b"}") else {
+        return frame.clone();
+    };
+    let mut tail = Vec::with_capacity(48);
+    tail.extend_from_slice(b",\"offset\":");
+    tail.extend_from_slice(pos.offset.to_string().as_bytes());
+    tail.extend_from_slice(b",\"epoch\":");
+    push_str(&mut tail, &pos.epoch);
+    tail.push(b'}');
+    PreparedFrame::from_parts(OpCode::Text, &[body, &tail])
 }
 
 /// Why a topic name is refused, if it is.
@@ -128,7 +151,7 @@ fn dispatch(app: &App, ws: &mut Ws<'_, App>, cmd: Command<'_>) {
         Op::Ping => send_json(ws, &reply_json("pong", id)),
         Op::Auth { token } => auth(app, ws, &token, id),
         _ if !granted(app, ws, id) => {}
-        Op::Subscribe { topics } => subscribe(app, ws, &topics, id),
+        Op::Subscribe { topics, recover } => subscribe(app, ws, &topics, &recover, id),
         Op::Unsubscribe { topics } => unsubscribe(app, ws, &topics, id),
         Op::Publish { topic, data } => publish(app, ws, &topic, &data, id),
     }
@@ -168,31 +191,67 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     send_json(ws, &out);
 }
 
-fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: Option<&[u8]>) {
+fn subscribe<S: AsRef<str>>(
+    app: &App,
+    ws: &mut Ws<'_, App>,
+    topics: &[S],
+    recover: &[(std::borrow::Cow<'_, str>, Recover<'_>)],
+    id: Option<&[u8]>,
+) {
     let s = &app.settings;
     let mut ok: Vec<&str> = Vec::with_capacity(topics.len());
     let (mut invalid, mut forbidden) = (Vec::new(), Vec::new());
     // Refused by each limit, in the order of `SubLimit`.
     let mut over: [Vec<&str>; 4] = Default::default();
-    let mut count = ws.subscription_count();
+    let mut count = ws.subscription_count() + ws.data().pending_gated;
     let mut added = 0i64;
+    // History topics: where each subscription starts.
+    let mut joins: Vec<(&str, Since)> = Vec::new();
+    let mut gated = 0;
     // A topic listed more than once is handled (and answered) once.
     let mut seen = rustc_hash::FxHashSet::default();
     for t in topics.iter().map(AsRef::as_ref) {
         if !seen.insert(t) {
             continue;
         }
+        let since = app.settings.history_policy(t).map(|_| {
+            match recover.iter().find(|(r, _)| r == t).map(|(_, r)| r) {
+                Some(Recover::Offset { offset, epoch }) => Since::Offset {
+                    offset: *offset,
+                    epoch: epoch.to_string(),
+                },
+                Some(Recover::Latest) => Since::Latest,
+                None => Since::Now,
+            }
+        });
+        // A history topic is subscribed by its join once the home core
+        // answered, so the reply with the position comes before any
+        // message (a topic already subscribed from now on only asks its
+        // position).
+        let deferred = since.is_some();
         if topic_problem(t, s.max_topic_length).is_some() {
             invalid.push(t);
         } else if !ws.data().grant.as_ref().is_some_and(|g| g.read.allows(t)) {
             forbidden.push(t);
         } else if ws.is_subscribed(t) {
             ok.push(t);
+            if let Some(since) = since {
+                // Re-joined from a position: out of the registry meanwhile.
+                gated += usize::from(since != Since::Now);
+                joins.push((t, since));
+            }
         } else if count >= s.max_subscriptions {
             over[SubLimit::Connection as usize].push(t);
         } else {
             match app.reserve_subscription(ws, t) {
                 Err(limit) => over[limit as usize].push(t),
+                Ok(_) if deferred => {
+                    count += 1;
+                    added += 1;
+                    gated += 1;
+                    ok.push(t);
+                    joins.push((t, since.expect("deferred means history")));
+                }
                 Ok(_) if ws.subscribe(t) == Ok(true) => {
                     count += 1;
                     added += 1;
@@ -209,19 +268,46 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
         counters.subscriptions_refused[limit].fetch_add(refused.len() as u64, Ordering::Relaxed);
     }
     let none_over = over.iter().all(Vec::is_empty);
-    if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && none_over) {
+    // The join's token, when the reply waits for positions.
+    let mut token = 0;
+    if !joins.is_empty() {
+        // The reply waits for the positions (`joined`), and the history
+        // it replays follows the reply.
+        token = {
+            let d = ws.data_mut();
+            d.next_join += 1;
+            d.next_join
+        };
+        if ws.join(&joins, token).is_ok() {
+            let d = ws.data_mut();
+            d.pending_gated += gated;
+            d.pending_subs.push(super::PendingSub {
+                token,
+                id: id.map(<[u8]>::to_vec),
+                topics: ok.iter().map(|t| (*t).to_owned()).collect(),
+                recovering: joins
+                    .iter()
+                    .filter(|(_, s)| *s != Since::Now)
+                    .map(|(t, _)| (*t).to_owned())
+                    .collect(),
+                gated,
+                after: Vec::new(),
+            });
+        }
+    } else if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && none_over) {
         send_json(ws, &topics_reply_json("subscribed", &ok, id));
     }
+    let mut errors: Vec<(&str, String, Vec<&str>)> = Vec::new();
     if !invalid.is_empty() {
         let m = format!(
             "invalid topic names (1 to {} bytes, no control characters)",
             s.max_topic_length
         );
-        send_error_topics(app, ws, "bad_request", &m, id, &invalid);
+        errors.push(("bad_request", m, invalid));
     }
     if !forbidden.is_empty() {
-        let m = "not allowed to subscribe to these topics";
-        send_error_topics(app, ws, "forbidden", m, id, &forbidden);
+        let m = "not allowed to subscribe to these topics".to_owned();
+        errors.push(("forbidden", m, forbidden));
     }
     for (limit, refused) in over.iter().enumerate() {
         if refused.is_empty() {
@@ -242,7 +328,55 @@ fn subscribe<S: AsRef<str>>(app: &App, ws: &mut Ws<'_, App>, topics: &[S], id: O
             ),
             _ => format!("the server holds its limit of {} topics", s.max_topics),
         };
-        send_error_topics(app, ws, "too_many_subscriptions", &m, id, refused);
+        errors.push(("too_many_subscriptions", m, refused.clone()));
+    }
+    for (code, m, topics) in &errors {
+        app.counters(ws.core()).error(code);
+        let frame = error_frame(code, m, id, topics);
+        // After the `subscribed` reply, which waits for the positions.
+        match ws.data_mut().pending_subs.last_mut() {
+            Some(p) if p.token == token => p.after.push(frame),
+            _ => {
+                ws.send_prepared(&frame);
+            }
+        }
+    }
+}
+
+/// The positions of a subscribe's history topics arrived: the
+/// `subscribed` reply, with `streams`; the replayed publications follow.
+pub(crate) fn joined(ws: &mut Ws<'_, App>, token: u64, joins: &[StreamJoin]) {
+    let d = ws.data_mut();
+    let Some(i) = d.pending_subs.iter().position(|p| p.token == token) else {
+        return;
+    };
+    let p = d.pending_subs.swap_remove(i);
+    d.pending_gated -= p.gated;
+    let mut out = topics_reply_json("subscribed", &p.topics, p.id.as_deref());
+    out.pop();
+    out.extend_from_slice(b",\"streams\":{");
+    for (k, j) in joins.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        push_str(&mut out, &j.topic);
+        out.extend_from_slice(b":{\"offset\":");
+        out.extend_from_slice(j.position.offset.to_string().as_bytes());
+        out.extend_from_slice(b",\"epoch\":");
+        push_str(&mut out, &j.position.epoch);
+        if p.recovering.contains(&j.topic) {
+            out.extend_from_slice(if j.recovered {
+                b",\"recovered\":true"
+            } else {
+                b",\"recovered\":false"
+            });
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    send_json(ws, &out);
+    for frame in &p.after {
+        ws.send_prepared(frame);
     }
 }
 

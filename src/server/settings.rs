@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use shardcast::proto::deflate::DeflateConfig;
-use shardcast::{CloseCode, Compression, Config, SlowConsumerPolicy, TaskRun};
+use shardcast::{
+    CloseCode, Compression, Config, HistoryConfig, HistoryPolicy, SlowConsumerPolicy, TaskRun,
+};
 
 /// What happens to a client that reads slower than messages arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -39,6 +41,81 @@ impl From<CompressionSetting> for Compression {
             CompressionSetting::Dedicated => Compression::Dedicated,
         }
     }
+}
+
+/// Topics whose names match `pattern` keep history (`[[namespace]]` in
+/// TOML, `--history PATTERN=SIZE,TTL_SECS` on the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// A topic name, or a pattern where `*` stands for any run of
+    /// characters (`chat.*`, `*.prices`, `*`).
+    pub pattern: String,
+    /// Publications kept per topic. Default: 0 (no history).
+    #[serde(default)]
+    pub history_size: usize,
+    /// Seconds a publication is kept. Default: 300.
+    #[serde(default = "default_history_ttl")]
+    pub history_ttl_secs: u64,
+    /// Bytes of publications kept per topic. Default: 1 MiB.
+    #[serde(default = "default_history_bytes")]
+    pub history_max_bytes: usize,
+}
+
+fn default_history_ttl() -> u64 {
+    300
+}
+
+fn default_history_bytes() -> usize {
+    1 << 20
+}
+
+impl Namespace {
+    /// Whether `topic` matches the pattern.
+    pub fn matches(&self, topic: &str) -> bool {
+        glob(self.pattern.as_bytes(), topic.as_bytes())
+    }
+}
+
+impl std::str::FromStr for Namespace {
+    type Err = String;
+    /// `PATTERN=SIZE,TTL_SECS`, e.g. `chat.*=100,300`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected PATTERN=SIZE,TTL_SECS, e.g. 'chat.*=100,300'");
+        let (pattern, rest) = s.rsplit_once('=').ok_or_else(bad)?;
+        let (size, ttl) = rest.split_once(',').ok_or_else(bad)?;
+        if pattern.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            history_size: size.trim().parse().map_err(|_| bad())?,
+            history_ttl_secs: ttl.trim().parse().map_err(|_| bad())?,
+            history_max_bytes: default_history_bytes(),
+        })
+    }
+}
+
+/// `*` matches any run of bytes, everything else itself.
+fn glob(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// How each core's io_uring ring is told of completions, the most wanted
@@ -215,6 +292,13 @@ pub struct Settings {
     pub compression_threshold: usize,
     /// zlib level (0..=9) of what the server compresses. Default: 6.
     pub compression_level: u32,
+    /// Topics with history, by pattern; the first that matches a topic
+    /// decides. Default: none.
+    #[serde(rename = "namespace")]
+    pub namespaces: Vec<Namespace>,
+    /// Most publications one recovery returns; a client that missed more
+    /// is told `recovered: false`. Default: 1,000.
+    pub max_recovery: usize,
 }
 
 impl Default for Settings {
@@ -262,7 +346,33 @@ impl Default for Settings {
             compression: CompressionSetting::Off,
             compression_threshold: 128,
             compression_level: 6,
+            namespaces: Vec::new(),
+            max_recovery: 1_000,
         }
+    }
+}
+
+impl Settings {
+    /// The history policy of `topic`: the first namespace that matches.
+    pub fn history_policy(&self, topic: &str) -> Option<HistoryPolicy> {
+        let n = self.namespaces.iter().find(|n| n.matches(topic))?;
+        (n.history_size > 0).then(|| {
+            HistoryPolicy::new(n.history_size, Duration::from_secs(n.history_ttl_secs))
+                .with_max_bytes(n.history_max_bytes)
+        })
+    }
+
+    /// The engine's history: the namespaces, and each publication's
+    /// `message` frame completed with its `offset` and `epoch`.
+    fn history_config(&self) -> HistoryConfig {
+        let namespaces = self.namespaces.clone();
+        let probe = Settings {
+            namespaces,
+            ..Settings::default()
+        };
+        HistoryConfig::new(move |t: &str| probe.history_policy(t))
+            .with_frame(super::protocol::with_position)
+            .with_max_recovery(self.max_recovery)
     }
 }
 
@@ -384,6 +494,9 @@ impl Settings {
                 }
                 SlowConsumer::Drop => SlowConsumerPolicy::DropMessage,
             });
+        if self.namespaces.iter().any(|n| n.history_size > 0) {
+            c = c.history(self.history_config());
+        }
         if let Some(n) = self.cores {
             c = c.cores(n);
         }

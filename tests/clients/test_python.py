@@ -11,16 +11,12 @@ import urllib.error
 import urllib.request
 
 import websockets
+
+from checks import check, finish
 from prometheus_client.parser import text_string_to_metric_families
 
 ADDR = sys.argv[1]
 TIMEOUT = 10
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, cond, detail=""):
-    results["passed" if cond else "failed"] += 1
-    print(("ok   " if cond else "FAIL ") + name + ("" if cond else f": {detail}"), flush=True)
 
 
 def http(method, path, body=None, headers=None):
@@ -122,5 +118,4 @@ async def main():
 
 
 asyncio.run(main())
-print(f"{results['passed']} passed, {results['failed']} failed")
-sys.exit(1 if results["failed"] else 0)
+finish()
