@@ -71,6 +71,32 @@ struct HandleInner {
 
 /// A handle to a running server, usable from any thread: publish, send to
 /// a connection, read stats, shut down.
+///
+/// # Example
+/// ```no_run
+/// use shardcast::{Config, Handler, PreparedFrame, Rejection, Server, UpgradeRequest};
+///
+/// struct App;
+/// impl Handler for App {
+///     type Data = ();
+///     type Local = ();
+///     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+///         Ok(())
+///     }
+/// }
+///
+/// let handle = Server::new(Config::new(), App).start()?;
+/// let feed = handle.clone();
+/// std::thread::spawn(move || loop {
+///     // Encoded once, whatever the number of subscribers on every core.
+///     feed.publish("ticks", &PreparedFrame::text("tick"));
+///     std::thread::sleep(std::time::Duration::from_secs(1));
+/// });
+/// let stats = handle.stats();
+/// println!("{} messages out, {} dropped", stats.messages_out, stats.dropped);
+/// handle.join();
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<HandleInner>,

@@ -1,6 +1,7 @@
 //! [`Ws`]: a connection as its callbacks see it.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use super::{CoreOf, Handler};
 use crate::conn::{ConnId, SendStatus, State};
@@ -36,6 +37,9 @@ pub struct Ws<'a, H: Handler> {
     key: u32,
     gen: u32,
     data: &'a mut H::Data,
+    /// Set in `open` only: the core's `Rc`, which an async session
+    /// ([`Ws::spawn_session`]) keeps.
+    opening: Option<&'a Rc<CoreOf<H>>>,
 }
 
 impl<'a, H: Handler> Ws<'a, H> {
@@ -45,7 +49,23 @@ impl<'a, H: Handler> Ws<'a, H> {
             key,
             gen,
             data,
+            opening: None,
         }
+    }
+
+    /// Lets this `Ws` start an async session: it is the one of `open`.
+    pub(crate) fn set_opening(&mut self, core: &'a Rc<CoreOf<H>>) {
+        self.opening = Some(core);
+    }
+
+    /// The core's `Rc` while in `open`, taken by the session it starts.
+    pub(crate) fn take_opening(&mut self) -> Option<&'a Rc<CoreOf<H>>> {
+        self.opening.take()
+    }
+
+    /// (slab key, generation) of this connection.
+    pub(crate) fn key_gen(&self) -> (u32, u32) {
+        (self.key, self.gen)
     }
 
     /// This connection's id (usable from any thread with [`ServerHandle::send`]).
