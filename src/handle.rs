@@ -293,6 +293,22 @@ impl ServerHandle {
         self.inner.mesh.send(core, CoreMsg::Run(Box::new(job)));
     }
 
+    /// Sends `frame` to every open connection of client `id`
+    /// ([`Ws::set_client_id`](crate::Ws::set_client_id)), on every core,
+    /// from any thread. Returns how many connections it was sent to.
+    pub fn send_to_client(&self, id: &str, frame: &PreparedFrame) -> usize {
+        let conns = self.inner.mesh.client_connections(id);
+        for &c in &conns {
+            self.send(c, frame);
+        }
+        conns.len()
+    }
+
+    /// How many open connections client `id` has.
+    pub fn client_connections(&self, id: &str) -> usize {
+        self.inner.mesh.client_connections(id).len()
+    }
+
     /// Sends a frame to one connection, from any thread. A stale id (the
     /// connection closed) is ignored.
     pub fn send(&self, to: ConnId, frame: &PreparedFrame) {

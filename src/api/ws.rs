@@ -202,6 +202,30 @@ impl<'a, H: Handler> Ws<'a, H> {
         Ok(())
     }
 
+    /// Identifies this connection as one of client `id`'s (e.g. the JWT
+    /// `sub`), so that [`ServerHandle::send_to_client`](crate::ServerHandle::send_to_client)
+    /// reaches it, on whatever core, until it closes. Returns how many
+    /// connections the client has now.
+    ///
+    /// # Errors
+    /// `Err(n)` if the client already has `limit` (= n) connections: this
+    /// one is not added (close it, or answer so).
+    pub fn set_client_id(&mut self, id: &str, limit: usize) -> Result<usize, usize> {
+        let conn = self.id();
+        let n = self.core.mesh().identify(id, conn, limit)?;
+        if let Some(old) = self.core.conns().set_client(self.key, id) {
+            if *old != *id {
+                self.core.mesh().forget_client(&old, conn);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The client identity set with [`Ws::set_client_id`].
+    pub fn client_id(&self) -> Option<std::sync::Arc<str>> {
+        self.core.conns().client(self.key)
+    }
+
     /// Reads history topic `topic`'s position and the publications its
     /// home core keeps, there, and calls `f` with them on that core
     /// (`None`: no history, or nothing published yet). Does not wait: `f`

@@ -331,6 +331,11 @@ pub(super) fn finish<H: Handler>(core: &CoreOf<H>, key: u32) {
     }
     core.topics().remove_subscriber(key);
     core.forget_joins(key);
+    let client = core.conns().take_client(key);
+    if let Some(id) = client {
+        let conn = core.conns().id(key);
+        core.mesh().forget_client(&id, conn);
+    }
     let mut conns = core.conns();
     conns.remove(key);
     if core.is_shutting_down() && conns.is_empty() {
