@@ -64,6 +64,8 @@ struct HandleInner {
     mesh: Arc<Mesh>,
     /// Which topics keep history (their publishes go to a home core).
     history: Option<HistoryConfig>,
+    /// What the kernel's io_uring offers, probed at start.
+    uring: crate::uring_probe::UringFeatures,
     local_addr: SocketAddr,
     drivers: Mutex<Vec<(DriverKind, Option<TaskRun>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -107,12 +109,14 @@ impl ServerHandle {
         mesh: Arc<Mesh>,
         local_addr: SocketAddr,
         history: Option<HistoryConfig>,
+        uring: crate::uring_probe::UringFeatures,
     ) -> Self {
         let n = mesh.cores();
         Self {
             inner: Arc::new(HandleInner {
                 mesh,
                 history,
+                uring,
                 local_addr,
                 drivers: Mutex::new(vec![(DriverKind::Legacy, None); n]),
                 threads: Mutex::new(Vec::new()),
@@ -128,6 +132,14 @@ impl ServerHandle {
 
     pub(crate) fn set_threads(&self, threads: Vec<JoinHandle<()>>) {
         *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+    }
+
+    /// The io_uring features this kernel offers beyond the 5.10 baseline
+    /// (direct descriptors, multishot accept and receive, buffer rings,
+    /// zero-copy send), probed once at start; all `false` on the epoll
+    /// driver.
+    pub fn io_uring_features(&self) -> crate::uring_probe::UringFeatures {
+        self.inner.uring
     }
 
     /// The address every core listens on.

@@ -68,6 +68,7 @@ mod state;
 pub mod stats;
 pub mod streams;
 mod sys;
+mod uring_probe;
 
 #[cfg(feature = "json")]
 pub use api::{json_frame, router, JsonError};
@@ -84,6 +85,7 @@ pub use mesh::{CoreView, PublishReport};
 pub use proto::{CloseCode, PreparedFrame};
 pub use stats::{CoreStats, MemoryGauges, StatsSnapshot};
 pub use streams::{History, HistoryConfig, HistoryPolicy, Since, StreamJoin, StreamPosition};
+pub use uring_probe::UringFeatures;
 
 /// The README's examples compile as doctests.
 #[doc = include_str!("../README.md")]

@@ -82,7 +82,12 @@ impl<H: Handler> Server<H> {
         let deflate = (config.compression != crate::config::Compression::Off)
             .then_some(config.deflate.threshold);
         let mesh = Arc::new(Mesh::new(interest, mailboxes).with_deflate(deflate));
-        let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone());
+        let uring = crate::uring_probe::probe_bounded();
+        tracing::info!(
+            features = ?uring.list().iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect::<Vec<_>>(),
+            "io_uring features"
+        );
+        let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone(), uring);
 
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<io::Result<(usize, runtime::Driver)>>();

@@ -370,7 +370,7 @@ mod tests {
         let (mb, _inbox) = mailbox(16).unwrap();
         let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let handle = ServerHandle::new(mesh.clone(), addr, None);
+        let handle = ServerHandle::new(mesh.clone(), addr, None, Default::default());
         let local = handler.local(0);
         let config = Arc::new(Config::default());
         Rc::new(Core::new(0, mesh, handle, Arc::new(handler), config, local))

@@ -105,6 +105,9 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
                 &app.counters,
                 app.started.elapsed().as_secs_f64(),
             );
+            body.push_str(&super::metrics::render_uring_features(
+                &handle.io_uring_features(),
+            ));
             body.push_str(&super::metrics::render_inboxes(
                 &handle.inbox_depths(),
                 &handle.inbox_refused(),
