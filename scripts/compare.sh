@@ -41,8 +41,13 @@
 # foreground; its PID is the server's). shardcast's echo and shootout runs
 # use NAME shardcast-shootout: the shardcast server binary speaks its own
 # JSON protocol, not the websocket-shootout's, so those two run
-# examples/shootout (the engine with a shootout handler). Each server is
-# stopped by its PID.
+# examples/shootout (the engine with a shootout handler). Server
+# shardcast-async is the same protocol written in the async style
+# (examples/async_echo, one session task per connection): run it in the
+# echo, shootout and idle scenarios, e.g. --servers "shardcast
+# shardcast-async bun tokio" --scenarios "echo shootout idle" (its idle
+# figure compares with shardcast's idle run, which is the server binary's
+# callbacks). Each server is stopped by its PID.
 #
 # Order: within a round, the servers take turns scenario by scenario, and
 # the order of the servers rotates from round to round, so the machine's
@@ -159,7 +164,7 @@ done
 
 BIN=${CARGO_TARGET_DIR:-target}/release
 if [[ -z $SKIP_BUILD ]]; then
-    cargo build --release --locked -p loadgen -p shardcast --bins --example shootout
+    cargo build --release --locked -p loadgen -p shardcast --bins --example shootout --example async_echo
     # The peers (npm ci for Bun and Node ws, the tokio peer's release
     # build); quick when they are already there.
     if [[ " $SERVERS " != " shardcast " ]]; then
@@ -220,9 +225,13 @@ start_name() {
 }
 
 # Whether SERVER can run SCENARIO (tokio-tungstenite has no compression;
-# only shardcast has history).
+# only shardcast has history; shardcast-async speaks the shootout's echo
+# and broadcast only).
 runs() {
-    [[ ! ($1 == tokio && $2 == *-deflate) && ! ($1 != shardcast && $2 == fanout-history) ]]
+    case $1 in
+    shardcast-async) [[ $2 == echo || $2 == shootout || $2 == idle ]] ;;
+    *) [[ ! ($1 == tokio && $2 == *-deflate) && ! ($1 != shardcast && $2 == fanout-history) ]] ;;
+    esac
 }
 
 # shardcast's compression counters, as JSON, from its /metrics on PORT.

@@ -104,6 +104,22 @@ pub trait NodeLink: Send + Sync + std::fmt::Debug {
 ///
 /// Build it with [`Config::new`] and the setters; every field documents its
 /// default.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use shardcast::{CloseCode, Config, SlowConsumerPolicy};
+///
+/// let config = Config::new()
+///     .listen("0.0.0.0:9001".parse().unwrap())
+///     .max_message_size(64 << 10)
+///     .outbox_limit(256 << 10)
+///     .slow_consumer(SlowConsumerPolicy::Close(CloseCode::TRY_AGAIN_LATER, "too slow".into()))
+///     .ping_interval(Duration::from_secs(10))
+///     .idle_timeout(Duration::from_secs(30))
+///     .max_subscribers_per_topic(10_000);
+/// assert_eq!(config.outbox_limit, 256 << 10);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {

@@ -64,6 +64,8 @@ struct HandleInner {
     mesh: Arc<Mesh>,
     /// Which topics keep history (their publishes go to a home core).
     history: Option<HistoryConfig>,
+    /// What the kernel's io_uring offers, probed at start.
+    uring: crate::uring_probe::UringFeatures,
     local_addr: SocketAddr,
     drivers: Mutex<Vec<(DriverKind, Option<TaskRun>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -74,6 +76,32 @@ struct HandleInner {
 
 /// A handle to a running server, usable from any thread: publish, send to
 /// a connection, read stats, shut down.
+///
+/// # Example
+/// ```no_run
+/// use shardcast::{Config, Handler, PreparedFrame, Rejection, Server, UpgradeRequest};
+///
+/// struct App;
+/// impl Handler for App {
+///     type Data = ();
+///     type Local = ();
+///     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+///         Ok(())
+///     }
+/// }
+///
+/// let handle = Server::new(Config::new(), App).start()?;
+/// let feed = handle.clone();
+/// std::thread::spawn(move || loop {
+///     // Encoded once, whatever the number of subscribers on every core.
+///     feed.publish("ticks", &PreparedFrame::text("tick"));
+///     std::thread::sleep(std::time::Duration::from_secs(1));
+/// });
+/// let stats = handle.stats();
+/// println!("{} messages out, {} dropped", stats.messages_out, stats.dropped);
+/// handle.join();
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<HandleInner>,
@@ -84,12 +112,14 @@ impl ServerHandle {
         mesh: Arc<Mesh>,
         local_addr: SocketAddr,
         history: Option<HistoryConfig>,
+        uring: crate::uring_probe::UringFeatures,
     ) -> Self {
         let n = mesh.cores();
         Self {
             inner: Arc::new(HandleInner {
                 mesh,
                 history,
+                uring,
                 local_addr,
                 drivers: Mutex::new(vec![(DriverKind::Legacy, None); n]),
                 threads: Mutex::new(Vec::new()),
@@ -110,6 +140,14 @@ impl ServerHandle {
 
     pub(crate) fn set_threads(&self, threads: Vec<JoinHandle<()>>) {
         *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+    }
+
+    /// The io_uring features this kernel offers beyond the 5.10 baseline
+    /// (direct descriptors, multishot accept and receive, buffer rings,
+    /// zero-copy send), probed once at start; all `false` on the epoll
+    /// driver.
+    pub fn io_uring_features(&self) -> crate::uring_probe::UringFeatures {
+        self.inner.uring
     }
 
     /// The address every core listens on.
@@ -282,6 +320,22 @@ impl ServerHandle {
     /// history and answer a deferred HTTP request from there).
     pub fn run_on(&self, core: usize, job: impl FnOnce(&dyn CoreView) + Send + 'static) {
         self.inner.mesh.send(core, CoreMsg::Run(Box::new(job)));
+    }
+
+    /// Sends `frame` to every open connection of client `id`
+    /// ([`Ws::set_client_id`](crate::Ws::set_client_id)), on every core,
+    /// from any thread. Returns how many connections it was sent to.
+    pub fn send_to_client(&self, id: &str, frame: &PreparedFrame) -> usize {
+        let conns = self.inner.mesh.client_connections(id);
+        for &c in &conns {
+            self.send(c, frame);
+        }
+        conns.len()
+    }
+
+    /// How many open connections client `id` has.
+    pub fn client_connections(&self, id: &str) -> usize {
+        self.inner.mesh.client_connections(id).len()
     }
 
     /// Sends a frame to one connection, from any thread. A stale id (the

@@ -17,7 +17,8 @@
 //!   scratch buffer, the answer to the HTTP request (plain HTTP, rejection
 //!   or upgrade) and the dispatch of decoded messages to callbacks.
 //! - `api`: the embedding API: [`Handler`], [`Ws`], [`HttpCtx`] and the
-//!   request and response types; with feature `json`, typed JSON messages
+//!   request and response types; async sessions ([`Ws::spawn_session`],
+//!   [`Session`]) that drive a connection from a task on its core; with feature `json`, typed JSON messages
 //!   (`Ws::send_json`, `Message::json`, `json_frame`) and `router`, a
 //!   router by message type.
 //! - `state`: one core's state: connection table, topics, the
@@ -71,15 +72,16 @@ mod state;
 pub mod stats;
 pub mod streams;
 mod sys;
+mod uring_probe;
 
 #[cfg(feature = "json")]
 pub use api::{json_frame, router, JsonError};
 pub use api::{
-    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, SubscribeError,
-    UpgradeRequest, Ws,
+    Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, SendError,
+    Session, SpawnError, SubscribeError, UpgradeRequest, Ws, SESSION_QUEUE,
 };
 pub use config::{Compression, Config, NodeLink, SlowConsumerPolicy, TaskRun};
-pub use conn::{ConnId, SendStatus};
+pub use conn::{ConnId, OwnedMessage, SendStatus};
 pub use engine::Server;
 pub use fanout::PublishResult;
 pub use handle::{DriverKind, HandleError, ServerHandle};
@@ -87,8 +89,22 @@ pub use mesh::{CoreView, PublishReport};
 pub use proto::{CloseCode, PreparedFrame};
 pub use stats::{CoreStats, MemoryGauges, StatsSnapshot};
 pub use streams::{History, HistoryConfig, HistoryPolicy, Since, StreamJoin, StreamPosition};
+pub use uring_probe::UringFeatures;
 
 /// The README's examples compile as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guides' examples compile as doctests.
+#[doc = include_str!("../docs/getting-started.md")]
+#[cfg(doctest)]
+pub struct GettingStartedDoctests;
+
+#[doc = include_str!("../docs/pubsub-patterns.md")]
+#[cfg(doctest)]
+pub struct PubsubPatternsDoctests;
+
+#[doc = include_str!("../docs/migrating-from-tokio-tungstenite.md")]
+#[cfg(doctest)]
+pub struct MigratingDoctests;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::conn::{ConnId, ConnTable, FlushSchedule, LocalNotify};
+use rustc_hash::FxHashMap;
+
+use crate::conn::{ConnId, ConnTable, FlushSchedule, LocalNotify, SessionLink};
 use crate::fanout::{self, Publication, PublishResult};
 use crate::handle::ServerHandle;
 use crate::mesh::{Completion, CoreMsg, CoreView, Mesh, Tally};
@@ -42,6 +44,9 @@ pub(crate) struct Core<H, D, L> {
     local: L,
     /// The read buffer every readable connection of this core reads into.
     scratch: RefCell<Vec<u8>>,
+    /// The links of the connections driven by an async session, by key:
+    /// empty (and without memory) on a core serving only callbacks.
+    sessions: RefCell<FxHashMap<u32, Rc<SessionLink>>>,
     shutting_down: Cell<bool>,
     /// Fired by a shutdown message.
     stop: LocalNotify,
@@ -83,6 +88,7 @@ impl<H, D, L> Core<H, D, L> {
             schedule,
             local,
             scratch: RefCell::new(vec![0; SCRATCH_SIZE]),
+            sessions: RefCell::new(FxHashMap::default()),
             shutting_down: Cell::new(false),
             stop: LocalNotify::default(),
             drained: LocalNotify::default(),
@@ -137,6 +143,36 @@ impl<H, D, L> Core<H, D, L> {
 
     pub(crate) fn scratch(&self) -> RefMut<'_, Vec<u8>> {
         self.scratch.borrow_mut()
+    }
+
+    /// Registers the session link of connection `key`.
+    pub(crate) fn attach_session(&self, key: u32, link: Rc<SessionLink>) {
+        self.sessions.borrow_mut().insert(key, link);
+    }
+
+    /// The session link of connection `key`, if an async session drives
+    /// it. One branch on a core without sessions.
+    pub(crate) fn session(&self, key: u32) -> Option<Rc<SessionLink>> {
+        let sessions = self.sessions.borrow();
+        if sessions.is_empty() {
+            return None;
+        }
+        let link = sessions.get(&key)?;
+        let id = ConnId::new(self.id, key, link.gen());
+        self.conns.borrow().is_live(id).then(|| link.clone())
+    }
+
+    /// Forgets the session link of the connection `key` (it is gone).
+    pub(crate) fn detach_session(&self, key: u32) -> Option<Rc<SessionLink>> {
+        let mut sessions = self.sessions.borrow_mut();
+        if sessions.is_empty() {
+            return None;
+        }
+        let link = sessions.remove(&key);
+        if sessions.is_empty() && sessions.capacity() > 64 {
+            *sessions = FxHashMap::default();
+        }
+        link
     }
 
     pub(crate) fn schedule(&self) -> &FlushSchedule {

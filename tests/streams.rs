@@ -47,6 +47,18 @@ impl Handler for Streams {
             ["pub", topic, text] => {
                 ws.publish(topic, &PreparedFrame::text(text), true);
             }
+            ["history", topic] => {
+                let (handle, id) = (ws.handle().clone(), ws.id());
+                ws.read_history(topic, move |h| {
+                    let offsets: Vec<String> = h
+                        .map(|(_, log)| log.iter().map(|e| e.0.to_string()).collect())
+                        .unwrap_or_default();
+                    handle.send(
+                        id,
+                        &PreparedFrame::text(&format!("history {}", offsets.join(","))),
+                    );
+                });
+            }
             ["core"] => {
                 let c = ws.core();
                 ws.send_text(&c.to_string());
@@ -76,7 +88,7 @@ fn join(ws: &mut Ws<'_, Streams>, topic: &str, since: Since) {
 fn history(size: usize) -> HistoryConfig {
     HistoryConfig::new(move |t: &str| {
         t.starts_with("h.")
-            .then(|| HistoryPolicy::new(size, Duration::from_secs(60)))
+            .then(|| HistoryPolicy::new(size, Duration::from_secs(60)).with_max_bytes(256 << 20))
     })
     .with_frame(|_, f, pos| {
         PreparedFrame::text(&format!(
@@ -183,6 +195,11 @@ fn recovery_returns_exactly_what_was_missed_then_the_live_stream() {
         (1..=7).collect::<Vec<_>>()
     );
     assert!(h.history("plain").unwrap().is_none());
+    // And as a callback reads it, on the topic's home core.
+    send_text(&mut e, "history h.t");
+    assert_eq!(read_text(&mut e), "history 1,2,3,4,5,6,7");
+    send_text(&mut e, "history h.none");
+    assert_eq!(read_text(&mut e), "history ");
     common::stop(h);
 }
 
@@ -307,8 +324,8 @@ fn recovery_racing_a_publish_stream_has_no_gap_and_no_duplicate() {
             while !stop.load(Ordering::Relaxed) {
                 h.publish_text("h.race", &format!("p{i}"));
                 i += 1;
-                if i.is_multiple_of(64) {
-                    std::thread::sleep(Duration::from_micros(200));
+                if i.is_multiple_of(16) {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
         })
@@ -326,7 +343,7 @@ fn recovery_racing_a_publish_stream_has_no_gap_and_no_duplicate() {
         let j = joined(&mut ws);
         if let Some((o, e)) = &last {
             assert_eq!(&j.epoch, e);
-            assert!(j.recovered, "cycle {cycles}: from {o}");
+            assert!(j.recovered, "cycle {cycles}: from {o}, at {}", j.offset);
             assert_eq!(j.replayed as u64, j.offset - o);
         }
         let mut next = last.as_ref().map_or(j.offset + 1, |(o, _)| o + 1);

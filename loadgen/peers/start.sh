@@ -13,6 +13,10 @@
 #   shardcast-shootout   target/release/examples/shootout, one core (the
 #                        echo/broadcast protocol, which the shardcast binary
 #                        does not speak)
+#   shardcast-async      target/release/examples/async_echo, one core: the
+#                        same protocol with every connection driven by an
+#                        async session (Ws::spawn_session) instead of
+#                        callbacks
 #   bun                  bun/server.ts on Bun.serve
 #   tokio                peer-tokio (tokio + tokio-tungstenite)
 #   node-ws              node-ws/server.mjs on Node.js and ws
@@ -30,7 +34,7 @@ root=$(cd "$here/../.." && pwd)
 # Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
 target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$root/$target
-names="shardcast shardcast-shootout shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate"
+names="shardcast shardcast-shootout shardcast-async shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate"
 
 die() {
     echo "start.sh: $*" >&2
@@ -71,6 +75,10 @@ shardcast-history)
     ;;
 shardcast-shootout)
     bin=$(executable "$target/release/examples/shootout" "run cargo build --release --example shootout")
+    exec "$bin" --listen "127.0.0.1:$port" --cores 1 >&2
+    ;;
+shardcast-async)
+    bin=$(executable "$target/release/examples/async_echo" "run cargo build --release --example async_echo")
     exec "$bin" --listen "127.0.0.1:$port" --cores 1 >&2
     ;;
 bun)

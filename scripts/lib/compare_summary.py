@@ -167,7 +167,12 @@ def ratio(per_server, better, servers):
     if better is None or "shardcast" not in servers:
         return None
     mine = per_server.get("shardcast")
-    peers = [per_server[s]["median"] for s in servers if s != "shardcast" and per_server.get(s)]
+    # shardcast-async (the async style of the same engine) is not a peer.
+    peers = [
+        per_server[s]["median"]
+        for s in servers
+        if not s.startswith("shardcast") and per_server.get(s)
+    ]
     if not mine or not peers:
         return None
     best = max(peers) if better == "hi" else min(peers)
@@ -223,8 +228,8 @@ def main():
             scenarios.append(r["scenario"])
         if r["server"] not in servers:
             servers.append(r["server"])
-    # shardcast first, the peers in the order they ran.
-    servers.sort(key=lambda s: s != "shardcast")
+    # shardcast first, then its async style, the peers in the order they ran.
+    servers.sort(key=lambda s: (s != "shardcast", not s.startswith("shardcast")))
     failures = []
     checks = {}
     out = {"servers": servers, "scenarios": {}, "failures": failures}

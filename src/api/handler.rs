@@ -155,6 +155,43 @@ impl<'a> HttpRequest<'a> {
 /// thread and come back with [`ServerHandle::send`] or
 /// [`ServerHandle::publish`].
 ///
+/// Messages of a connection reach [`Handler::message`] unless
+/// [`Handler::open`] handed it to an async task with
+/// [`Ws::spawn_session`](crate::Ws::spawn_session).
+///
+/// # Example
+/// ```
+/// use std::cell::Cell;
+/// use shardcast::{CloseCode, Handler, Message, Rejection, UpgradeRequest, Ws};
+///
+/// struct Counter;
+///
+/// impl Handler for Counter {
+///     /// Messages this connection sent.
+///     type Data = u64;
+///     /// Messages this core received.
+///     type Local = Cell<u64>;
+///
+///     fn upgrade(&self, req: &mut UpgradeRequest<'_>) -> Result<u64, Rejection> {
+///         if req.request().path() != "/count" {
+///             return Err(Rejection::new(404, "try /count"));
+///         }
+///         Ok(0)
+///     }
+///
+///     fn message(&self, ws: &mut Ws<'_, Self>, _msg: Message<'_>) {
+///         *ws.data_mut() += 1;
+///         ws.local().set(ws.local().get() + 1);
+///         let reply = format!("{} from you, {} on this core", ws.data(), ws.local().get());
+///         ws.send_text(&reply);
+///     }
+///
+///     fn close(&self, ws: &mut Ws<'_, Self>, code: CloseCode, _reason: &str) {
+///         println!("{:?} left ({}) after {} messages", ws.id(), code.0, ws.data());
+///     }
+/// }
+/// ```
+///
 /// [`ServerHandle::send`]: crate::ServerHandle::send
 /// [`ServerHandle::publish`]: crate::ServerHandle::publish
 pub trait Handler: Sized + Send + Sync + 'static {

@@ -1,4 +1,4 @@
-//! The embedding API: the [`Handler`] an application implements, the [`Ws`] its callbacks get, and plain HTTP on the same port.
+//! The embedding API: the [`Handler`] an application implements, the [`Ws`] its callbacks get, async [`Session`]s, and plain HTTP on the same port.
 
 mod handler;
 mod http;
@@ -6,12 +6,14 @@ mod http;
 mod json;
 #[cfg(feature = "json")]
 pub mod router;
+mod session;
 mod ws;
 
 pub use handler::{Handler, HttpRequest, Message, Rejection, UpgradeRequest};
 pub use http::{HttpCtx, HttpResponder, HttpResponse};
 #[cfg(feature = "json")]
 pub use json::{json_frame, JsonError};
+pub use session::{SendError, Session, SpawnError, SESSION_QUEUE};
 pub use ws::{SubscribeError, Ws};
 
 /// The core state a handler `H` runs on.

@@ -1,6 +1,7 @@
 //! [`Ws`]: a connection as its callbacks see it.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use super::{CoreOf, Handler};
 use crate::conn::{ConnId, SendStatus, State};
@@ -36,6 +37,9 @@ pub struct Ws<'a, H: Handler> {
     key: u32,
     gen: u32,
     data: &'a mut H::Data,
+    /// Set in `open` only: the core's `Rc`, which an async session
+    /// ([`Ws::spawn_session`]) keeps.
+    opening: Option<&'a Rc<CoreOf<H>>>,
 }
 
 impl<'a, H: Handler> Ws<'a, H> {
@@ -45,7 +49,23 @@ impl<'a, H: Handler> Ws<'a, H> {
             key,
             gen,
             data,
+            opening: None,
         }
+    }
+
+    /// Lets this `Ws` start an async session: it is the one of `open`.
+    pub(crate) fn set_opening(&mut self, core: &'a Rc<CoreOf<H>>) {
+        self.opening = Some(core);
+    }
+
+    /// The core's `Rc` while in `open`, taken by the session it starts.
+    pub(crate) fn take_opening(&mut self) -> Option<&'a Rc<CoreOf<H>>> {
+        self.opening.take()
+    }
+
+    /// (slab key, generation) of this connection.
+    pub(crate) fn key_gen(&self) -> (u32, u32) {
+        (self.key, self.gen)
     }
 
     /// This connection's id (usable from any thread with [`ServerHandle::send`]).
@@ -180,6 +200,46 @@ impl<'a, H: Handler> Ws<'a, H> {
             );
         }
         Ok(())
+    }
+
+    /// Identifies this connection as one of client `id`'s (e.g. the JWT
+    /// `sub`), so that [`ServerHandle::send_to_client`](crate::ServerHandle::send_to_client)
+    /// reaches it, on whatever core, until it closes. Returns how many
+    /// connections the client has now.
+    ///
+    /// # Errors
+    /// `Err(n)` if the client already has `limit` (= n) connections: this
+    /// one is not added (close it, or answer so).
+    pub fn set_client_id(&mut self, id: &str, limit: usize) -> Result<usize, usize> {
+        let conn = self.id();
+        let n = self.core.mesh().identify(id, conn, limit)?;
+        if let Some(old) = self.core.conns().set_client(self.key, id) {
+            if *old != *id {
+                self.core.mesh().forget_client(&old, conn);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The client identity set with [`Ws::set_client_id`].
+    pub fn client_id(&self) -> Option<std::sync::Arc<str>> {
+        self.core.conns().client(self.key)
+    }
+
+    /// Reads history topic `topic`'s position and the publications its
+    /// home core keeps, there, and calls `f` with them on that core
+    /// (`None`: no history, or nothing published yet). Does not wait: `f`
+    /// runs later, possibly on another core, so it reaches this connection
+    /// through [`ServerHandle::send`](crate::ServerHandle::send) with
+    /// [`Ws::id`].
+    pub fn read_history(
+        &self,
+        topic: &str,
+        f: impl FnOnce(Option<crate::streams::History>) + Send + 'static,
+    ) {
+        let handle = self.core.handle();
+        let t = topic.to_owned();
+        handle.run_on(handle.history_home(topic), move |core| f(core.history(&t)));
     }
 
     /// Unsubscribes from `topic`. Returns false if it was not subscribed.

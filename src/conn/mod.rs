@@ -9,6 +9,7 @@ mod deflate;
 mod notify;
 mod outbox;
 mod publication;
+mod session;
 mod table;
 mod timer;
 
@@ -17,6 +18,8 @@ use std::fmt;
 pub(crate) use deflate::ConnDeflate;
 pub(crate) use notify::{yield_now, LocalNotify};
 pub(crate) use publication::Publication;
+pub use session::OwnedMessage;
+pub(crate) use session::SessionLink;
 pub(crate) use table::{ConnTable, FlushSchedule, Kind};
 
 /// Identifies one connection across the whole server: its core, its slab

@@ -152,6 +152,8 @@ pub(crate) struct ConnTable<D> {
     partial_total: usize,
     /// Connections waiting for a deferred HTTP answer: key → generation.
     awaiting: FxHashMap<u32, u32>,
+    /// Client identities of the connections that have one.
+    clients: FxHashMap<u32, Arc<str>>,
     /// Connections whose outbox went over the limit, checked once a second
     /// for sustained lag ([`ConnTable::enforce_lag`]).
     over: Vec<(u32, u32)>,
@@ -184,6 +186,7 @@ impl<D> ConnTable<D> {
             partial_total: 0,
             over: Vec::new(),
             awaiting: FxHashMap::default(),
+            clients: FxHashMap::default(),
             deflate: CoreDeflate::new(cfg.deflate),
             cfg,
             stats,
@@ -433,6 +436,24 @@ impl<D> ConnTable<D> {
             self.dirty.push(key);
         }
         status
+    }
+
+    /// Records `key`'s client identity; returns the one it had.
+    pub(crate) fn set_client(&mut self, key: u32, id: &str) -> Option<Arc<str>> {
+        self.clients.insert(key, Arc::from(id))
+    }
+
+    /// `key`'s client identity.
+    pub(crate) fn client(&self, key: u32) -> Option<Arc<str>> {
+        self.clients.get(&key).cloned()
+    }
+
+    /// Takes `key`'s client identity (it is going).
+    pub(crate) fn take_client(&mut self, key: u32) -> Option<Arc<str>> {
+        if self.clients.is_empty() {
+            return None;
+        }
+        self.clients.remove(&key)
     }
 
     /// Notes what permessage-deflate `key` negotiated.
@@ -997,6 +1018,9 @@ impl<D> ConnTable<D> {
             self.over = Vec::new();
         }
         self.deflate.trim();
+        if self.clients.capacity() > 64 && self.clients.len() * 4 < self.clients.capacity() {
+            self.clients.shrink_to_fit();
+        }
         // Wheel entries of closed connections stay until their slot comes
         // round (up to the wheel's span); after a wave of closes they would
         // hold the wave's memory that long. Sweep once they outnumber the

@@ -16,6 +16,30 @@ use crate::pubsub::InterestTable;
 use crate::state::Core;
 
 /// A shardcast server: a handler and a configuration, ready to start.
+///
+/// # Example
+/// ```no_run
+/// use shardcast::{Config, Handler, Rejection, Server, UpgradeRequest};
+///
+/// struct App;
+/// impl Handler for App {
+///     type Data = ();
+///     type Local = ();
+///     fn upgrade(&self, _req: &mut UpgradeRequest<'_>) -> Result<(), Rejection> {
+///         Ok(())
+///     }
+/// }
+///
+/// let config = Config::new()
+///     .listen("0.0.0.0:9001".parse().unwrap())
+///     .cores(4);
+/// let handle = Server::new(config, App).start()?;
+/// println!("listening on {}", handle.local_addr());
+/// // Stops the cores on SIGTERM in a real server; here, at once.
+/// handle.shutdown();
+/// handle.join();
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Server<H: Handler> {
     config: Config,
     handler: H,
@@ -58,7 +82,12 @@ impl<H: Handler> Server<H> {
         let deflate = (config.compression != crate::config::Compression::Off)
             .then_some(config.deflate.threshold);
         let mesh = Arc::new(Mesh::new(interest, mailboxes).with_deflate(deflate));
-        let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone());
+        let uring = crate::uring_probe::probe_bounded();
+        tracing::info!(
+            features = ?uring.list().iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect::<Vec<_>>(),
+            "io_uring features"
+        );
+        let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone(), uring);
         if let Some(link) = &config.node_link {
             handle.set_node_link(link.clone());
         }

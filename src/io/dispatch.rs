@@ -1,9 +1,12 @@
 //! Dispatch: decoded messages to the [`Handler`]'s callbacks, the replies the decoder says we owe, and the callbacks of a connection's life (open, drain, close).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use bytes::Bytes;
 
 use crate::api::{callback_panicked, CoreOf, Handler, Message, Ws};
-use crate::conn::{Kind, State};
+use crate::conn::{Kind, OwnedMessage, SessionLink, State};
 use crate::proto::deflate::{InflateError, Inflater};
 use crate::proto::{CloseCode, Decoded, Decoder, Incoming, OpCode, PreparedFrame, Reply};
 use crate::streams::joins::Completed;
@@ -17,6 +20,9 @@ pub(super) struct Step {
     pub(super) done: bool,
     /// The input violated the protocol: nothing more can be decoded.
     pub(super) failed: bool,
+    /// The connection's async session has its queue full: decoding stopped
+    /// at `consumed`, and what follows waits (unread) until it has room.
+    pub(super) paused: bool,
 }
 
 /// Runs `f` with a [`Ws`] for connection `key`, its data taken out of the
@@ -30,9 +36,23 @@ fn with_ws<H: Handler, R>(
     key: u32,
     f: impl FnOnce(&mut Ws<'_, H>) -> R,
 ) -> Option<R> {
+    run_ws(core, None, key, f)
+}
+
+/// [`with_ws`], with the core's `Rc` for `open`, where the application
+/// may hand the connection to an async session.
+fn run_ws<H: Handler, R>(
+    core: &CoreOf<H>,
+    opening: Option<&Rc<CoreOf<H>>>,
+    key: u32,
+    f: impl FnOnce(&mut Ws<'_, H>) -> R,
+) -> Option<R> {
     let (gen, mut data) = core.conns().take_data(key)?;
     let r = catch_unwind(AssertUnwindSafe(|| {
         let mut ws = Ws::new(core, key, gen, &mut data);
+        if let Some(rc) = opening {
+            ws.set_opening(rc);
+        }
         f(&mut ws)
     }));
     core.conns().put_data(key, gen, data);
@@ -87,10 +107,10 @@ pub(crate) fn complete_join<H: Handler>(core: &CoreOf<H>, done: Completed) {
     conns.stats().bytes_out.bump(bytes as u64);
 }
 
-/// The connection is open: `open`.
-pub(super) fn open<H: Handler>(core: &CoreOf<H>, key: u32) {
+/// The connection is open: `open`, which may hand it to an async session.
+pub(super) fn open<H: Handler>(core: &Rc<CoreOf<H>>, key: u32) {
     let handler = core.handler().clone();
-    with_ws(core, key, |ws| handler.open(ws));
+    run_ws(core, Some(core), key, |ws| handler.open(ws));
 }
 
 /// Decodes and dispatches every whole message in `input`.
@@ -102,6 +122,9 @@ pub(super) fn process<H: Handler>(
     input: &mut [u8],
 ) -> Step {
     let handler = core.handler().clone();
+    // Some when `open` handed the connection to an async session.
+    let link = core.session(key);
+    let link = link.as_deref();
     let mut pos = 0;
     // RSV1 means "compressed" only on a connection that negotiated
     // permessage-deflate (RFC 7692 §6); elsewhere it fails with 1002.
@@ -117,6 +140,16 @@ pub(super) fn process<H: Handler>(
     let mut inflated = Vec::new();
     loop {
         let state = core.conns().state(key);
+        if state == Some(State::Open) && link.is_some_and(SessionLink::is_full) {
+            // The application is not reading: neither is the connection.
+            return Step {
+                consumed: pos,
+                needed: 0,
+                done: false,
+                failed: false,
+                paused: true,
+            };
+        }
         let decoded = dec.decode(&mut input[pos..], limits);
         match decoded {
             Ok(Decoded::Incomplete { consumed, needed }) => {
@@ -125,6 +158,7 @@ pub(super) fn process<H: Handler>(
                     needed,
                     done: false,
                     failed: false,
+                    paused: false,
                 };
             }
             Ok(Decoded::Message {
@@ -193,13 +227,26 @@ pub(super) fn process<H: Handler>(
                             needed: 0,
                             done: true,
                             failed: false,
+                            paused: false,
                         };
                     }
                 };
                 if let Some(msg) = msg {
                     core.stats().messages_in.bump(1);
                     if state == Some(State::Open) {
-                        with_ws(core, key, |ws| handler.message(ws, msg));
+                        match link {
+                            // Copied out of the read buffer: the session
+                            // holds it across its awaits.
+                            Some(link) => link.push(match msg {
+                                Message::Text(t) => OwnedMessage::Text(t.to_owned()),
+                                Message::Binary(b) => {
+                                    OwnedMessage::Binary(Bytes::copy_from_slice(b))
+                                }
+                            }),
+                            None => {
+                                with_ws(core, key, |ws| handler.message(ws, msg));
+                            }
+                        }
                     }
                 }
                 if let Some(Reply::Pong(p)) = reply {
@@ -230,6 +277,7 @@ fn fail<H: Handler>(
         needed: 0,
         done: false,
         failed: true,
+        paused: false,
     }
 }
 
@@ -258,6 +306,11 @@ pub(crate) fn flush_some<H: Handler>(core: &CoreOf<H>, budget: usize) -> bool {
 }
 
 fn drain<H: Handler>(core: &CoreOf<H>, key: u32) {
+    if let Some(link) = core.session(key) {
+        // An async session's senders wait for this, not a callback.
+        link.wake_drained();
+        return;
+    }
     let handler = core.handler().clone();
     with_ws(core, key, |ws| handler.drain(ws));
 }
@@ -268,6 +321,9 @@ pub(super) fn finish<H: Handler>(core: &CoreOf<H>, key: u32) {
     // Whatever is still queued (e.g. our close echo) gets one last write.
     core.conns().flush_one(key);
     let end = core.conns().finish(key);
+    if let Some(link) = core.detach_session(key) {
+        link.end();
+    }
     if end.was_open {
         let handler = core.handler().clone();
         with_ws(core, key, |ws| handler.close(ws, end.code, &end.reason));
@@ -275,6 +331,11 @@ pub(super) fn finish<H: Handler>(core: &CoreOf<H>, key: u32) {
     }
     core.topics().remove_subscriber(key);
     core.forget_joins(key);
+    let client = core.conns().take_client(key);
+    if let Some(id) = client {
+        let conn = core.conns().id(key);
+        core.mesh().forget_client(&id, conn);
+    }
     let mut conns = core.conns();
     conns.remove(key);
     if core.is_shutting_down() && conns.is_empty() {

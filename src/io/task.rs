@@ -152,6 +152,31 @@ async fn linger<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32) 
     }
 }
 
+/// What the message loop of a connection does next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reads and decodes.
+    Reading,
+    /// `rbuf` holds whole frames its async session has no room for yet:
+    /// waits for room, hands them over, then reads again.
+    Held,
+    /// The input violated the protocol: reads and discards until the
+    /// peer's FIN or the close timeout.
+    Failed,
+}
+
+impl Step {
+    fn mode(&self) -> Mode {
+        if self.failed {
+            Mode::Failed
+        } else if self.paused {
+            Mode::Held
+        } else {
+            Mode::Reading
+        }
+    }
+}
+
 /// The message loop of an upgraded connection.
 ///
 /// `inflater` is there when permessage-deflate was negotiated: RSV1 is then
@@ -166,7 +191,7 @@ async fn frames<H: Handler>(
     let fd = stream.as_raw_fd();
     let mut dec = Decoder::new(crate::proto::Role::Server);
     dispatch::open(core, key);
-    let mut failed = false;
+    let mut mode = Mode::Reading;
     let mut needed = 0usize;
     if !rbuf.is_empty() {
         let step = dispatch::process(core, key, &mut dec, &mut inflater, &mut rbuf);
@@ -175,23 +200,47 @@ async fn frames<H: Handler>(
         }
         rbuf.drain(..step.consumed);
         needed = step.needed;
-        failed = step.failed;
+        mode = step.mode();
     }
     if rbuf.is_empty() {
         rbuf = Vec::new();
     }
     // Whether the table tracks a partial message of ours.
     let mut tracked = false;
-    if !failed && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
-        failed = true;
+    if mode == Mode::Reading && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
+        mode = Mode::Failed;
         dec = Decoder::new(crate::proto::Role::Server);
     }
     loop {
+        if mode == Mode::Held {
+            // Frames read earlier wait for the async session, whose queue
+            // is full: once it has room, hand them over before reading
+            // more. Boxed: only a connection whose application stopped
+            // reading pays for the wait.
+            if let Some(link) = core.session(key) {
+                Box::pin(await_room(core, key, link)).await;
+            }
+            let step = dispatch::process(core, key, &mut dec, &mut inflater, &mut rbuf);
+            if step.done {
+                return;
+            }
+            rbuf.drain(..step.consumed);
+            if rbuf.is_empty() {
+                rbuf = Vec::new();
+            }
+            needed = step.needed;
+            mode = step.mode();
+            if mode == Mode::Reading && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
+                mode = Mode::Failed;
+                dec = Decoder::new(crate::proto::Role::Server);
+            }
+            continue;
+        }
         if stream.readable(false).await.is_err() {
             return;
         }
         for _ in 0..READS_PER_WAKE {
-            if failed {
+            if mode == Mode::Failed {
                 // After a protocol error nothing can be decoded: read and
                 // discard until the peer's FIN or the close timeout.
                 match sys::recv(fd, &mut core.scratch()) {
@@ -248,15 +297,32 @@ async fn frames<H: Handler>(
                 return;
             }
             needed = step.needed;
-            failed = step.failed;
-            if !failed && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
-                failed = true;
+            mode = step.mode();
+            if mode == Mode::Held {
+                // Read no more until the session has room.
+                break;
+            }
+            if mode == Mode::Reading && !report_partial(core, key, &dec, &mut rbuf, &mut tracked) {
+                mode = Mode::Failed;
                 dec = Decoder::new(crate::proto::Role::Server);
             }
             if !full {
                 break;
             }
         }
+    }
+}
+
+/// Waits until `link`'s queue has room or the connection stops being
+/// open (closing: nothing more is handed over, so reading resumes and
+/// sees the close through).
+///
+/// The session's `recv` wakes it; a close decided elsewhere (a timeout, a
+/// server shutdown, `close` from another task) does not, so the state is
+/// also looked at once a second while the wait lasts.
+async fn await_room<H: Handler>(core: &CoreOf<H>, key: u32, link: Rc<crate::conn::SessionLink>) {
+    while link.is_full() && !link.is_ended() && core.conns().state(key) == Some(State::Open) {
+        let _ = monoio::time::timeout(std::time::Duration::from_secs(1), link.room()).await;
     }
 }
 
@@ -304,7 +370,7 @@ mod tests {
         let (mb, _inbox) = mailbox(16).unwrap();
         let mesh = Arc::new(Mesh::new(Arc::new(InterestTable::new(1, 16)), vec![mb]));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let handle = ServerHandle::new(mesh.clone(), addr, None);
+        let handle = ServerHandle::new(mesh.clone(), addr, None, Default::default());
         let local = handler.local(0);
         let config = Arc::new(Config::default());
         Rc::new(Core::new(0, mesh, handle, Arc::new(handler), config, local))

@@ -33,6 +33,12 @@ pub(crate) struct Mesh {
     /// With compression on, messages at least this long get a cell for
     /// their compressed frame when published.
     deflate_threshold: Option<usize>,
+    /// The open connections of each client identity
+    /// ([`Ws::set_client_id`](crate::Ws::set_client_id)), over all cores.
+    /// Locked when a connection is identified and when it closes, and by
+    /// [`ServerHandle::send_to_client`](crate::ServerHandle::send_to_client):
+    /// never on the message path.
+    clients: std::sync::Mutex<rustc_hash::FxHashMap<Arc<str>, Vec<crate::conn::ConnId>>>,
 }
 
 impl Mesh {
@@ -45,7 +51,49 @@ impl Mesh {
             stats: (0..n).map(|_| CoreStats::default()).collect(),
             upgraded: AtomicUsize::new(0),
             deflate_threshold: None,
+            clients: Default::default(),
         }
+    }
+
+    /// Adds `conn` to client `id`'s connections unless it has `limit`
+    /// already: Ok(its connections now) or Err(the limit it has).
+    pub(crate) fn identify(
+        &self,
+        id: &str,
+        conn: crate::conn::ConnId,
+        limit: usize,
+    ) -> Result<usize, usize> {
+        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let list = m.entry(Arc::from(id)).or_default();
+        if list.contains(&conn) {
+            return Ok(list.len());
+        }
+        if list.len() >= limit {
+            let n = list.len();
+            if n == 0 {
+                m.remove(id);
+            }
+            return Err(n);
+        }
+        list.push(conn);
+        Ok(list.len())
+    }
+
+    /// `conn` of client `id` closed.
+    pub(crate) fn forget_client(&self, id: &str, conn: crate::conn::ConnId) {
+        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = m.get_mut(id) {
+            list.retain(|c| *c != conn);
+            if list.is_empty() {
+                m.remove(id);
+            }
+        }
+    }
+
+    /// The open connections of client `id`.
+    pub(crate) fn client_connections(&self, id: &str) -> Vec<crate::conn::ConnId> {
+        let m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(id).cloned().unwrap_or_default()
     }
 
     /// Publications of messages of at least `threshold` bytes carry a cell

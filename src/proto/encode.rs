@@ -119,6 +119,17 @@ pub fn random_mask() -> [u8; 4] {
 /// Cloning bumps a reference count, so one publish to 100,000 subscribers
 /// on every core shares one buffer; `Bytes` is `Send`, so the frame can
 /// cross cores as is.
+///
+/// # Example
+/// ```
+/// use shardcast::PreparedFrame;
+///
+/// let frame = PreparedFrame::text("hello");
+/// // FIN + text opcode, a 5-byte payload, no mask (server to client).
+/// assert_eq!(frame.as_bytes()[..], b"\x81\x05hello"[..]);
+/// let shared = frame.clone(); // no copy of the bytes
+/// assert_eq!(shared, frame);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedFrame(Bytes);
 

@@ -266,6 +266,10 @@ pub struct Cli {
     )]
     pub history: Vec<Namespace>,
 
+    /// Open connections per client identity (JWT sub or client_id); 0: no limit. [default: 0]
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+
     /// Most publications one recovery returns. [default: 1000]
     #[arg(long, env = "SHARDCAST_MAX_RECOVERY", value_name = "N")]
     pub max_recovery: Option<usize>,
@@ -326,7 +330,8 @@ impl Cli {
             compression,
             compression_threshold,
             compression_level,
-            max_recovery
+            max_recovery,
+            max_connections_per_client
         );
         if self.broker.is_some() {
             s.broker = self.broker.clone();

@@ -37,6 +37,8 @@ pub enum Endpoint {
     Publish,
     /// `GET /api/history?topic=...`.
     History,
+    /// `POST /api/send`.
+    Send,
 }
 
 /// Which endpoint a method and path name.
@@ -51,13 +53,16 @@ pub fn endpoint(method: &str, path: &str) -> Result<Endpoint, HttpError> {
         ("GET", "/" | "/index.html") => Ok(Endpoint::StatusPage),
         ("POST", "/api/publish") => Ok(Endpoint::Publish),
         ("GET", "/api/history") => Ok(Endpoint::History),
-        (_, "/healthz" | "/metrics" | "/" | "/index.html" | "/api/publish" | "/api/history") => {
-            Err(HttpError::new(
-                405,
-                "method_not_allowed",
-                "method not allowed",
-            ))
-        }
+        ("POST", "/api/send") => Ok(Endpoint::Send),
+        (
+            _,
+            "/healthz" | "/metrics" | "/" | "/index.html" | "/api/publish" | "/api/history"
+            | "/api/send",
+        ) => Err(HttpError::new(
+            405,
+            "method_not_allowed",
+            "method not allowed",
+        )),
         _ => Err(HttpError::new(404, "not_found", "no such endpoint")),
     }
 }
@@ -121,6 +126,9 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
                 &app.counters,
                 app.started.elapsed().as_secs_f64(),
             );
+            body.push_str(&super::metrics::render_uring_features(
+                &handle.io_uring_features(),
+            ));
             body.push_str(&super::metrics::render_inboxes(
                 &handle.inbox_depths(),
                 &handle.inbox_refused(),
@@ -142,6 +150,7 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
         }
         Ok(Endpoint::Publish) => publish(app, req, ctx),
         Ok(Endpoint::History) => history(app, req, ctx),
+        Ok(Endpoint::Send) => send_to_client(app, req, ctx),
         Err(e) => e.response(),
     }
 }
@@ -442,6 +451,37 @@ fn publish_step(ctx: &mut HttpCtx<'_, App>, mut batch: Batch) {
 /// answers `{"delivered":N}` (and `"results"` per message for an array)
 /// once every core has queued the messages. A large batch is published in
 /// steps of [`STEP_BYTES`], one per turn of the core's loop, in order.
+/// `POST /api/send` with `{"client":ID,"data":..}`: `{"type":"direct",
+/// "data":..}` (`data` byte for byte) to every open connection of that
+/// client identity, on every core; answered `{"sent":N}`.
+fn send_to_client(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpResponse {
+    if !authorized(app, req) {
+        return unauthorized();
+    }
+    if !is_json(req.request().header_str("content-type")) {
+        let m = "send the body as Content-Type: application/json";
+        return HttpError::new(415, "unsupported_media_type", m).response();
+    }
+    let raw = req.body();
+    let mut buf = raw.to_vec();
+    let Ok(v) = simd_json::to_borrowed_value(&mut buf) else {
+        return HttpError::bad_request("invalid JSON").response();
+    };
+    let Some(Value::String(client)) = v.get("client") else {
+        return HttpError::bad_request("\"client\" must be a string").response();
+    };
+    let (spans, _) = json::object_spans(raw, 0);
+    let Some(data) = spans.data.map(|r| &raw[r]) else {
+        return HttpError::bad_request("missing \"data\" (exactly once)").response();
+    };
+    let frame = PreparedFrame::from_parts(
+        shardcast::proto::OpCode::Text,
+        &[b"{\"type\":\"direct\",\"data\":", data, b"}"],
+    );
+    let sent = ctx.handle().send_to_client(client, &frame);
+    HttpResponse::new(200, JSON, format!("{{\"sent\":{sent}}}\n"))
+}
+
 /// `GET /api/history?topic=T`: the topic's position and the messages its
 /// home core keeps, oldest first, read there (the request waits one inbox
 /// hop): `{"topic":..,"offset":N,"epoch":"E","messages":[...]}`.

@@ -133,6 +133,26 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// `shardcast_io_uring_feature{feature=...}`: 1 for each io_uring feature
+/// the kernel offers (probed at start), 0 for the others.
+pub fn render_uring_features(f: &shardcast::UringFeatures) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "shardcast_io_uring_feature",
+        "gauge",
+        "io_uring features the kernel offers beyond Linux 5.10, probed at start (1) or missing (0).",
+    );
+    for (name, on) in f.list() {
+        let _ = writeln!(
+            out,
+            "shardcast_io_uring_feature{{feature=\"{name}\"}} {}",
+            u8::from(on)
+        );
+    }
+    out
+}
+
 /// Renders each core's inbox: messages waiting (a core falling behind its
 /// peers shows here first) and publishes refused because it was full.
 pub fn render_inboxes(depths: &[usize], refused: &[u64]) -> String {

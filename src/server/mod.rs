@@ -104,6 +104,37 @@ pub struct Client {
     next_join: u64,
 }
 
+/// Whether `id` may name a client: 1 to 128 bytes, no control characters.
+fn valid_client_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && !id.chars().any(char::is_control)
+}
+
+impl App {
+    /// Counts the connection under its client identity (the token's `sub`,
+    /// or an anonymous client's `client_id`), within
+    /// `max_connections_per_client`; over it, answers so and closes with
+    /// 1008. Returns whether the connection stays.
+    fn identify(&self, ws: &mut Ws<'_, Self>) -> bool {
+        let Some(sub) = ws.data().grant.as_ref().and_then(|g| g.sub.clone()) else {
+            return true;
+        };
+        let limit = match self.settings.max_connections_per_client {
+            0 => usize::MAX,
+            n => n,
+        };
+        match ws.set_client_id(&sub, limit) {
+            Ok(_) => true,
+            Err(n) => {
+                let m = format!("this client already has its {n} connections");
+                let frame = protocol::error_frame("too_many_connections", &m, None, &[]);
+                ws.send_prepared(&frame);
+                ws.close(CloseCode::POLICY_VIOLATION, "too many connections");
+                false
+            }
+        }
+    }
+}
+
 /// A `subscribe` whose reply waits for the positions of its history topics.
 pub(crate) struct PendingSub {
     token: u64,
@@ -250,7 +281,23 @@ impl Handler for App {
             }
         }
         let grant = match &self.verifier {
-            None => Some(Grant::anonymous()),
+            None => {
+                // An anonymous client may name itself (`?client_id=`), so
+                // that its connections are counted and reachable together.
+                let mut g = Grant::anonymous();
+                if let Some(raw) = req.request().query_param("client_id") {
+                    match shardcast::proto::handshake::percent_decode(raw) {
+                        Some(id) if valid_client_id(&id) => g.sub = Some(id.into_owned()),
+                        _ => {
+                            return Err(Rejection::new(
+                                400,
+                                "client_id: 1 to 128 bytes, no control characters\n",
+                            ))
+                        }
+                    }
+                }
+                Some(g)
+            }
             Some(v) => match handshake_token(req.request()) {
                 None => None,
                 Some(token) => match v.verify(token) {
@@ -309,6 +356,9 @@ impl Handler for App {
     }
 
     fn open(&self, ws: &mut Ws<'_, Self>) {
+        if !self.identify(ws) {
+            return;
+        }
         let c = self.counters(ws.core());
         let deadlines = &ws.local().deadlines;
         match ws.data().grant.as_ref().map(|g| g.exp) {

@@ -188,6 +188,9 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
         deadlines.watch_expiry(ws.handle(), ws.id(), exp);
     }
     ws.data_mut().grant = Some(grant);
+    if !app.identify(ws) {
+        return;
+    }
     send_json(ws, &out);
 }
 

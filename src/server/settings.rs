@@ -307,6 +307,11 @@ pub struct Settings {
     /// Most publications one recovery returns; a client that missed more
     /// is told `recovered: false`. Default: 1,000.
     pub max_recovery: usize,
+    /// Open connections one client identity (the token's `sub`, or an
+    /// anonymous client's `client_id`) may hold; more are told
+    /// `too_many_connections` and closed with 1008. 0: no limit.
+    /// Default: 0.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Settings {
@@ -358,6 +363,7 @@ impl Default for Settings {
             compression_level: 6,
             namespaces: Vec::new(),
             max_recovery: 1_000,
+            max_connections_per_client: 0,
         }
     }
 }

@@ -90,20 +90,24 @@ impl Deflater {
                 break;
             }
         }
-        debug_assert!(out.ends_with(&TAIL));
-        let body = out.len().saturating_sub(TAIL.len());
+        if out.is_empty() {
+            // A flush with nothing new to flush (an empty message right
+            // after another flush) emits nothing: RFC 7692 §7.2.3.6 sends
+            // an empty message as a single 0x00.
+            out.push(0x00);
+        } else {
+            debug_assert!(out.ends_with(&TAIL));
+            out.truncate(out.len() - TAIL.len());
+        }
+        let body = out.len();
         if !self.takeover {
             self.z.reset();
         }
-        if body >= payload.len() {
-            if self.takeover {
-                // The window now holds this message; the client's must
-                // too, so it gets the compressed frame even though it is
-                // no smaller.
-                return Some(frame_with(opcode, &out[..body]));
-            }
+        if body >= payload.len() && !self.takeover {
             return None;
         }
+        // Under context takeover the window now holds this message and
+        // the client's must too: compressed even when no smaller.
         Some(frame_with(opcode, &out[..body]))
     }
 
@@ -300,6 +304,22 @@ mod tests {
         assert!(ran_a && !ran_b);
         assert_eq!(a.as_ref(), b);
         assert_eq!(cell.made(), Some(b));
+    }
+
+    #[test]
+    fn empty_messages_compress_to_one_byte_under_takeover() {
+        let mut d = Deflater::new(0, 15, true);
+        let mut inf = Inflater::new(15, false);
+        for _ in 0..3 {
+            let z = d
+                .compress_frame(PreparedFrame::text("").as_bytes())
+                .unwrap();
+            assert_eq!(inflate(&z, &mut inf), b"");
+        }
+        let z = d
+            .compress_frame(PreparedFrame::text(JSON).as_bytes())
+            .unwrap();
+        assert_eq!(inflate(&z, &mut inf), JSON.as_bytes());
     }
 
     #[test]

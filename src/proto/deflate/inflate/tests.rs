@@ -16,6 +16,11 @@ pub(crate) fn compress(c: &mut Compress, data: &[u8]) -> Vec<u8> {
             break;
         }
     }
+    if out.is_empty() {
+        // Nothing new to flush (an empty message right after a flush):
+        // RFC 7692 §7.2.3.6, an empty message is a single 0x00.
+        return vec![0x00];
+    }
     assert!(out.ends_with(&TAIL));
     out.truncate(out.len() - 4);
     out
@@ -213,6 +218,21 @@ proptest::proptest! {
         for _ in 0..2 {
             inf.inflate(&compress(&mut c, &data), 1 << 20, false, &mut out).unwrap();
             proptest::prop_assert_eq!(&out, &data);
+        }
+    }
+}
+
+/// Level 0 (stored blocks) and an empty message: the sync flush alone.
+#[test]
+fn an_empty_stored_message_round_trips() {
+    for bits in [9u8, 15] {
+        let mut c = Compress::new_with_window_bits(Compression::new(0), false, bits);
+        let mut inf = Inflater::new(bits, false);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let z = compress(&mut c, &[]);
+            inf.inflate(&z, 1 << 20, false, &mut out).unwrap();
+            assert!(out.is_empty());
         }
     }
 }
