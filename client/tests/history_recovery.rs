@@ -1,4 +1,4 @@
-//! Verifies, against a server started with `--history`, that a subscriber whose connection is cut recovers every message published meanwhile, exactly once and in offset order, and reports `Event::Gap { recovered: true }`; that a server restart (a new epoch) and a gap larger than `--max-recovery` are reported with `recovered: false` and the position the stream goes on from.
+//! Verifies, against a server started with `--history`, that a subscriber whose connection is cut recovers every message published meanwhile, exactly once and in offset order, and reports `Event::Gap { recovered: true }`; that a server restart (a new epoch) and a gap larger than `--max-recovery` are reported with `recovered: false` and the position the stream goes on from; and that a replay cut short by another cut is recovered from where it stopped.
 
 mod support;
 
@@ -320,4 +320,80 @@ async fn more_missed_messages_than_one_recovery_returns_are_not_recovered() {
     // Nothing of the history follows; the stream goes on from there.
     publisher.publish("hist.many", "51", Delivery::Now).unwrap();
     assert_eq!(message(&mut sub).await, (51, pos(51, &epoch).unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_cut_short_is_recovered_from_where_it_stopped() {
+    let server = Server::start(0, &flags(&["--max-recovery", "10000"]));
+    let proxy = Proxy::start(server.addr).await;
+    let subscriber = Client::start(config(&proxy.url())).unwrap();
+    let publisher = Client::start(config(&server.url())).unwrap();
+    subscriber.connected(WAIT).await.unwrap();
+    publisher.connected(WAIT).await.unwrap();
+    let mut sub = subscriber.subscribe("hist.replay").await.unwrap();
+    let epoch = sub.position().unwrap().epoch;
+    proxy.refuse(true);
+    proxy.cut(Cut::Reset);
+    subscriber
+        .wait_for(WAIT, |s| s.state == State::Reconnecting)
+        .await
+        .unwrap();
+    const N: u64 = 3000;
+    for n in 1..N {
+        publisher
+            .publish("hist.replay", &n.to_string(), Delivery::Queue)
+            .unwrap();
+    }
+    publisher
+        .publish_acked("hist.replay", &N.to_string(), Delivery::Queue)
+        .await
+        .unwrap();
+    proxy.refuse(false);
+    assert_eq!(
+        next(&mut sub).await,
+        Event::Gap {
+            recovered: true,
+            last: pos(0, &epoch),
+            position: pos(N, &epoch),
+        }
+    );
+    // Cut again at once, while the replay is (most likely) still arriving.
+    proxy.refuse(true);
+    proxy.cut(Cut::Reset);
+    subscriber
+        .wait_for(WAIT, |s| s.state == State::Reconnecting)
+        .await
+        .unwrap();
+    proxy.refuse(false);
+    let mut got = Vec::new();
+    let mut before_second_gap = None;
+    while got.len() < N as usize {
+        match next(&mut sub).await {
+            Event::Message(m) => {
+                let p = m.position.unwrap();
+                assert_eq!(p.epoch, epoch);
+                got.push((m.data.parse::<u64>().unwrap(), p.offset));
+            }
+            Event::Gap {
+                recovered,
+                last,
+                position,
+            } => {
+                assert!(before_second_gap.is_none(), "one more gap");
+                assert!(recovered);
+                assert_eq!(last, pos(got.len() as u64, &epoch), "from where it stopped");
+                assert_eq!(position, pos(N, &epoch));
+                before_second_gap = Some(got.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    eprintln!(
+        "the first replay delivered {:?} of {N} before the cut",
+        before_second_gap
+    );
+    assert!(before_second_gap.is_some(), "the second cut was a gap");
+    let want: Vec<(u64, u64)> = (1..=N).map(|n| (n, n)).collect();
+    assert_eq!(got, want, "every message once, in offset order");
+    assert_eq!(subscriber.metrics().duplicates, 0);
 }

@@ -2,7 +2,7 @@
 // and recovers from it after a reconnect: a subscriber whose connection is cut (through the TCP proxy) while another
 // client publishes gets every message exactly once, in offset order, with gap events saying recovered: true; after a
 // server restart (a new epoch), or more missed messages than --max-recovery, the gap says recovered: false with the
-// position the stream goes on from.
+// position the stream goes on from; a replay cut short by another cut is recovered from where it stopped.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
@@ -132,5 +132,44 @@ test("more missed messages than one recovery returns: not recovered, the stream 
     await pub.publish("hist.many", 51);
     await until(() => got.length === 1, 5000, "the next message");
     assert.deepEqual(got, [{ data: 51, position: { offset: 51, epoch } }], "nothing of the history, then live");
+  } finally { sub.close(); pub.close(); await proxy.close(); await server.stop(); }
+});
+
+test("a replay cut short is recovered from where it stopped", async () => {
+  const server = await startServer(0, [...HISTORY, "--max-recovery", "10000"]);
+  const proxy = await startProxy(server.addr);
+  const sub = new ShardcastClient(proxy.url, opts());
+  const pub = new ShardcastClient(server.url, opts());
+  try {
+    await Promise.all([sub.connected(), pub.connected()]);
+    const got = [];
+    const gaps = [];
+    sub.addEventListener("gap", (ev) => gaps.push({ ...ev.detail, at: got.length }));
+    await sub.subscribe("hist.replay", (data, _topic, position) => got.push({ data, position }));
+    const epoch = sub.position("hist.replay").epoch;
+    const cut = async () => {
+      proxy.refuse(true);
+      const lost = nextState(sub, State.Reconnecting);
+      proxy.cut("reset");
+      await lost;
+    };
+    await cut();
+    const N = 3000;
+    for (let i = 1; i < N; i++) pub.publish("hist.replay", i, { ack: false });
+    await pub.publish("hist.replay", N);
+    // Cut again as soon as the first gap arrives, while the replay is (most likely) still arriving.
+    const first = new Promise((resolve) => sub.addEventListener("gap", () => resolve(), { once: true }));
+    proxy.refuse(false);
+    await first;
+    await cut();
+    proxy.refuse(false);
+    await until(() => got.length >= N, 10000, `all ${N} messages`);
+    assert.equal(gaps.length, 2);
+    assert.deepEqual(gaps[0], { topic: "hist.replay", recovered: true, last: { offset: 0, epoch }, position: { offset: N, epoch }, at: 0 });
+    const { at } = gaps[1];
+    assert.deepEqual(gaps[1], { topic: "hist.replay", recovered: true, last: { offset: at, epoch }, position: { offset: N, epoch }, at });
+    assert.deepEqual(got.map((m) => [m.data, m.position.offset]), Array.from({ length: N }, (_, i) => [i + 1, i + 1]), "every message once, in offset order");
+    assert.equal(sub.metrics().duplicates, 0);
+    console.log(`the first replay delivered ${at} of ${N} before the cut`);
   } finally { sub.close(); pub.close(); await proxy.close(); await server.stop(); }
 });
