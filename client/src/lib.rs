@@ -32,7 +32,9 @@
 //! subscription stream first gets [`Event::Gap`] with `recovered: true`, then
 //! those messages; nothing is lost and nothing is duplicated (a message at or
 //! before the position would be dropped and counted in
-//! [`MetricsSnapshot::duplicates`]). When the server cannot recover (it
+//! [`MetricsSnapshot::duplicates`]; offsets skipped on an open connection, by a
+//! server whose slow-consumer policy drops messages, are counted in
+//! [`MetricsSnapshot::skipped`]). When the server cannot recover (it
 //! restarted, so the epoch changed; the history expired or no longer holds
 //! every missed message), the gap says `recovered: false` with the position the
 //! stream goes on from. Topics without history get `recovered: false` and no

@@ -30,6 +30,11 @@ pub struct MetricsSnapshot {
     /// not beyond the topic's position in the same epoch (the server does
     /// not send any; counted should one ever arrive).
     pub duplicates: u64,
+    /// Messages of history topics known to be missing on an open connection:
+    /// offsets skipped between two messages of one epoch (the server's `drop`
+    /// slow-consumer policy skips messages for a subscriber too far behind;
+    /// they are not recovered).
+    pub skipped: u64,
     /// Failed attempts, lost connections and error replies from the server.
     pub errors: u64,
     /// Messages waiting in the outgoing queue.
@@ -48,6 +53,7 @@ pub(crate) struct Metrics {
     pub bytes_out: AtomicU64,
     pub reconnects: AtomicU64,
     pub duplicates: AtomicU64,
+    pub skipped: AtomicU64,
     pub errors: AtomicU64,
     rtt_last_ns: AtomicU64,
     rtt_sum_ns: AtomicU64,
@@ -98,6 +104,7 @@ impl Metrics {
                 .then(|| Duration::from_nanos(self.rtt_sum_ns.load(Relaxed) / count)),
             reconnects: self.reconnects.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
             errors: self.errors.load(Relaxed),
             queue_depth,
             queue_bytes,

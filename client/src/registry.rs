@@ -105,8 +105,11 @@ struct Topic {
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivered {
-    /// Handed to this many local subscribers.
-    To(usize),
+    /// Handed to `subscribers` local subscribers. `skipped`: offsets
+    /// missing right before it in the same epoch, messages of the open
+    /// connection the server did not send (its `drop` slow-consumer policy
+    /// skips messages for a subscriber too far behind).
+    To { subscribers: usize, skipped: u64 },
     /// Dropped: its offset is not beyond the topic's position in the same
     /// epoch, so it was delivered already.
     Duplicate,
@@ -161,11 +164,18 @@ impl Registry {
     /// position shows it was delivered already.
     pub fn deliver(&mut self, topic: &str, data: &str, position: Option<Position>) -> Delivered {
         let Some(t) = self.topics.get_mut(topic) else {
-            return Delivered::To(0);
+            return Delivered::To {
+                subscribers: 0,
+                skipped: 0,
+            };
         };
+        let mut skipped = 0;
         if let (Some(p), Some(last)) = (&position, &t.position) {
-            if p.epoch == last.epoch && p.offset <= last.offset {
-                return Delivered::Duplicate;
+            if p.epoch == last.epoch {
+                if p.offset <= last.offset {
+                    return Delivered::Duplicate;
+                }
+                skipped = p.offset - last.offset - 1;
             }
         }
         if position.is_some() {
@@ -179,7 +189,10 @@ impl Registry {
         let t = self.topics.get_mut(topic).expect("present");
         t.sinks
             .retain(|(_, tx)| tx.send(Event::Message(msg.clone())).is_ok());
-        Delivered::To(t.sinks.len())
+        Delivered::To {
+            subscribers: t.sinks.len(),
+            skipped,
+        }
     }
 
     /// A `subscribed` answer: takes the positions it gives and reports the
@@ -310,6 +323,13 @@ mod tests {
         HashMap::from([("b".to_owned(), s)])
     }
 
+    fn to(subscribers: usize) -> Delivered {
+        Delivered::To {
+            subscribers,
+            skipped: 0,
+        }
+    }
+
     fn data(ev: Event) -> String {
         match ev {
             Event::Message(m) => m.data.to_string(),
@@ -323,12 +343,12 @@ mod tests {
         let (_, a, mut ra, new_a) = r.add("t", false);
         let (_, b, mut rb, new_b) = r.add("t", false);
         assert!(new_a && !new_b);
-        assert_eq!(r.deliver("t", "1", None), Delivered::To(2));
+        assert_eq!(r.deliver("t", "1", None), to(2));
         assert!(matches!(ra.try_recv(), Ok(Event::Message(m)) if &*m.data == "1"));
         assert!(matches!(rb.try_recv(), Ok(Event::Message(m)) if &*m.data == "1"));
         assert!(!r.remove("t", a));
         assert!(r.remove("t", b));
-        assert_eq!(r.deliver("t", "2", None), Delivered::To(0));
+        assert_eq!(r.deliver("t", "2", None), to(0));
     }
 
     #[test]
@@ -347,7 +367,7 @@ mod tests {
         r.subscribed(&["a".into(), "b".into()], Some(&stream(3, "e", None)));
         assert!(rx.try_recv().is_err(), "no gap on the first connection");
         assert_eq!(r.position("b"), pos(3, "e"), "taken from the answer");
-        assert_eq!(r.deliver("b", "x", pos(4, "e")), Delivered::To(1));
+        assert_eq!(r.deliver("b", "x", pos(4, "e")), to(1));
         assert_eq!(data(rx.try_recv().unwrap()), "x");
         // Resubscribed from the last message's position.
         assert_eq!(
@@ -373,8 +393,8 @@ mod tests {
         assert!(rx.try_recv().is_err(), "one gap");
         // The replayed messages follow and advance the position.
         assert_eq!(r.position("b"), pos(4, "e"));
-        assert_eq!(r.deliver("b", "5", pos(5, "e")), Delivered::To(1));
-        assert_eq!(r.deliver("b", "6", pos(6, "e")), Delivered::To(1));
+        assert_eq!(r.deliver("b", "5", pos(5, "e")), to(1));
+        assert_eq!(r.deliver("b", "6", pos(6, "e")), to(1));
         assert_eq!(data(rx.try_recv().unwrap()), "5");
         assert_eq!(data(rx.try_recv().unwrap()), "6");
         assert!(Registry::default().on_connected(|| 4).is_empty());
@@ -385,7 +405,7 @@ mod tests {
         let mut r = Registry::default();
         let (_, _, mut rx, _) = r.add("b", true);
         r.subscribed(&["b".into()], Some(&stream(0, "e", None)));
-        assert_eq!(r.deliver("b", "1", pos(1, "e")), Delivered::To(1));
+        assert_eq!(r.deliver("b", "1", pos(1, "e")), to(1));
         let _ = rx.try_recv();
         let _ = r.on_connected(|| 1);
         r.subscribed(&["b".into()], Some(&stream(9, "f", Some(false))));
@@ -398,7 +418,7 @@ mod tests {
             }
         );
         assert_eq!(r.position("b"), pos(9, "f"));
-        assert_eq!(r.deliver("b", "10", pos(10, "f")), Delivered::To(1));
+        assert_eq!(r.deliver("b", "10", pos(10, "f")), to(1));
         // A topic without history: a gap without positions.
         let (_, _, mut plain, _) = r.add("plain", true);
         let _ = r.on_connected(|| 2);
@@ -417,17 +437,26 @@ mod tests {
     fn duplicates_are_dropped_and_other_epochs_taken() {
         let mut r = Registry::default();
         let (_, _, mut rx, _) = r.add("b", true);
-        assert_eq!(r.deliver("b", "1", pos(1, "e")), Delivered::To(1));
+        assert_eq!(r.deliver("b", "1", pos(1, "e")), to(1));
         assert_eq!(r.deliver("b", "1", pos(1, "e")), Delivered::Duplicate);
         assert_eq!(r.deliver("b", "0", pos(0, "e")), Delivered::Duplicate);
-        assert_eq!(r.deliver("b", "1'", pos(1, "f")), Delivered::To(1));
+        assert_eq!(r.deliver("b", "1'", pos(1, "f")), to(1));
+        // Offsets missing on the open connection are counted.
+        assert_eq!(
+            r.deliver("b", "4", pos(4, "f")),
+            Delivered::To {
+                subscribers: 1,
+                skipped: 2
+            }
+        );
         assert_eq!(data(rx.try_recv().unwrap()), "1");
         assert_eq!(data(rx.try_recv().unwrap()), "1'");
+        assert_eq!(data(rx.try_recv().unwrap()), "4");
         assert!(rx.try_recv().is_err());
         // A subscribe answered again on the same connection does not move
         // the position back.
         r.subscribed(&["b".into()], Some(&stream(0, "f", None)));
-        assert_eq!(r.position("b"), pos(1, "f"));
+        assert_eq!(r.position("b"), pos(4, "f"));
     }
 
     #[test]

@@ -285,8 +285,15 @@ impl Shared {
             "message" => {
                 if let (Some(topic), Some(data)) = (&msg.topic, msg.data) {
                     let position = msg.position();
-                    if g.registry.deliver(topic, data.get(), position) == Delivered::Duplicate {
-                        self.metrics.duplicates.fetch_add(1, Relaxed);
+                    match g.registry.deliver(topic, data.get(), position) {
+                        Delivered::Duplicate => {
+                            self.metrics.duplicates.fetch_add(1, Relaxed);
+                        }
+                        Delivered::To { skipped, .. } => {
+                            if skipped > 0 {
+                                self.metrics.skipped.fetch_add(skipped, Relaxed);
+                            }
+                        }
                     }
                 }
             }

@@ -93,6 +93,9 @@ export interface Metrics {
   errors: number;
   /** Messages of history topics dropped as already delivered (offset not beyond the topic's position). */
   duplicates: number;
+  /** Messages of history topics known missing on an open connection: offsets skipped between two
+   * messages of one epoch (the server's `drop` slow-consumer policy); not recovered. */
+  skipped: number;
   queueDepth: number;
   queueBytes: number;
 }

@@ -71,6 +71,7 @@ test("a subscriber cut while another client publishes gets every message exactly
     const m = sub.metrics();
     assert.equal(m.reconnects, 3);
     assert.equal(m.duplicates, 0);
+    assert.equal(m.skipped, 0);
     console.log(`${last} messages, gaps after ${gaps.map((g) => `${g.at}..${g.position.offset}`).join(", ")}`);
   } finally { streaming = false; sub.close(); pub.close(); await proxy.close(); await server.stop(); }
 });
@@ -170,6 +171,7 @@ test("a replay cut short is recovered from where it stopped", async () => {
     assert.deepEqual(gaps[1], { topic: "hist.replay", recovered: true, last: { offset: at, epoch }, position: { offset: N, epoch }, at });
     assert.deepEqual(got.map((m) => [m.data, m.position.offset]), Array.from({ length: N }, (_, i) => [i + 1, i + 1]), "every message once, in offset order");
     assert.equal(sub.metrics().duplicates, 0);
+    assert.equal(sub.metrics().skipped, 0);
     console.log(`the first replay delivered ${at} of ${N} before the cut`);
   } finally { sub.close(); pub.close(); await proxy.close(); await server.stop(); }
 });
