@@ -339,7 +339,7 @@ export class ShardcastClient extends EventTarget {
         sub.position = position;
       }
       if (sub) for (const h of [...sub.handlers]) { try { h(m.data, m.topic, position && { ...position }); } catch (e) { queueMicrotask(() => { throw e; }); } }
-      this.dispatchEvent(new CustomEvent("message", { detail: { topic: m.topic, data: m.data, position } }));
+      this.dispatchEvent(new CustomEvent("message", { detail: { topic: m.topic, data: m.data, position: position && { ...position } } }));
       return;
     }
     const p = typeof m.id === "number" ? this._pending.get(m.id) : undefined;
@@ -373,7 +373,7 @@ export class ShardcastClient extends EventTarget {
       if (given && (s.recovered === false || (s.recovered === undefined && (!last || last.epoch !== given.epoch)))) sub.position = given;
       if (sub.gap) {
         sub.gap = false;
-        const detail = { topic: t, recovered: s?.recovered === true, last: last && { ...last }, position: given };
+        const detail = { topic: t, recovered: s?.recovered === true, last: last && { ...last }, position: given && { ...given } };
         this.dispatchEvent(new CustomEvent("gap", { detail }));
       }
     }
