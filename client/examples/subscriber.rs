@@ -45,8 +45,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             e = rx.recv() => match e {
                 Some(Event::Message(m)) => println!("{}: {}", m.topic, m.data),
-                Some(Event::Gap { recovered, .. }) => {
-                    eprintln!("resubscribed after a reconnect; missed messages recovered: {recovered}")
+                Some(Event::Gap { recovered, last, position }) => {
+                    // Positions exist on the server's history topics (--history).
+                    eprintln!(
+                        "resubscribed after a reconnect; missed messages recovered: {recovered} \
+                         (had {last:?}, server at {position:?})"
+                    )
                 }
                 Some(other) => eprintln!("{other:?}"),
                 None => break,

@@ -14,7 +14,7 @@ use crate::error::{ConfigError, Error};
 use crate::metrics::MetricsSnapshot;
 use crate::protocol;
 use crate::reconnect::{Backoff, Verdict};
-use crate::registry::Event;
+use crate::registry::{Event, Position};
 use crate::shared::{Ack, AckResult, Delivery, Shared};
 use crate::state::{Reason, State, StateChange};
 use crate::transport;
@@ -190,7 +190,9 @@ impl Client {
     }
 
     /// Subscribes to `topic`. The subscription lives in the client's
-    /// registry: it is sent again after every reconnect.
+    /// registry: it is sent again after every reconnect, asking the server
+    /// to recover what was published meanwhile when the topic has history
+    /// (see [`Event::Gap`]).
     ///
     /// While connected, waits for the server's answer. While not, returns
     /// at once; the topic is subscribed on the next connection, and a
@@ -283,6 +285,14 @@ impl Client {
         self.shared.lock().registry.topics()
     }
 
+    /// Where a subscribed history topic's stream stands for this client:
+    /// its last message's position, or the one the server gave when the
+    /// topic was subscribed. A reconnect recovers from it. `None` for a
+    /// topic without history, or not subscribed, or not yet answered.
+    pub fn position(&self, topic: &str) -> Option<Position> {
+        self.shared.lock().registry.position(topic)
+    }
+
     /// The counters, now.
     pub fn metrics(&self) -> MetricsSnapshot {
         let (depth, bytes) = {
@@ -352,6 +362,11 @@ impl Subscription {
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The topic's position ([`Client::position`]).
+    pub fn position(&self) -> Option<Position> {
+        self.shared.lock().registry.position(&self.topic)
     }
 
     /// The next event; `None` once the client stopped.

@@ -15,12 +15,30 @@
 //! while let Some(event) = news.recv().await {
 //!     match event {
 //!         Event::Message(m) => println!("{}: {}", m.topic, m.data),
-//!         Event::Gap { recovered, .. } => println!("reconnected; recovered: {recovered}"),
+//!         Event::Gap { recovered, .. } => println!("reconnected; missed messages recovered: {recovered}"),
 //!         other => println!("{other:?}"),
 //!     }
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Recovery on history topics
+//!
+//! On topics the server keeps history for (`--history 'PATTERN=SIZE,TTL_SECS'`),
+//! every message carries a [`Position`] (an offset within an epoch). The client
+//! keeps each topic's last position ([`Client::position`]) and, after a
+//! reconnect, subscribes again *from* it: the server replays exactly the
+//! messages published meanwhile, in order, before the live stream. Each
+//! subscription stream first gets [`Event::Gap`] with `recovered: true`, then
+//! those messages; nothing is lost and nothing is duplicated (a message at or
+//! before the position would be dropped and counted in
+//! [`MetricsSnapshot::duplicates`]; offsets skipped on an open connection, by a
+//! server whose slow-consumer policy drops messages, are counted in
+//! [`MetricsSnapshot::skipped`]). When the server cannot recover (it
+//! restarted, so the epoch changed; the history expired or no longer holds
+//! every missed message), the gap says `recovered: false` with the position the
+//! stream goes on from. Topics without history get `recovered: false` and no
+//! positions.
 //!
 //! The WebSocket protocol itself (handshake, frames, masks) is
 //! `shardcast::proto`, used in the client role; this crate adds the I/O.

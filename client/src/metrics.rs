@@ -26,6 +26,15 @@ pub struct MetricsSnapshot {
     pub rtt_avg: Option<Duration>,
     /// Connections established after the first.
     pub reconnects: u64,
+    /// Messages of history topics dropped as duplicates: their offset was
+    /// not beyond the topic's position in the same epoch (the server does
+    /// not send any; counted should one ever arrive).
+    pub duplicates: u64,
+    /// Messages of history topics known to be missing on an open connection:
+    /// offsets skipped between two messages of one epoch (the server's `drop`
+    /// slow-consumer policy skips messages for a subscriber too far behind;
+    /// they are not recovered).
+    pub skipped: u64,
     /// Failed attempts, lost connections and error replies from the server.
     pub errors: u64,
     /// Messages waiting in the outgoing queue.
@@ -43,6 +52,8 @@ pub(crate) struct Metrics {
     pub messages_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub reconnects: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub skipped: AtomicU64,
     pub errors: AtomicU64,
     rtt_last_ns: AtomicU64,
     rtt_sum_ns: AtomicU64,
@@ -92,6 +103,8 @@ impl Metrics {
             rtt_avg: (count > 0)
                 .then(|| Duration::from_nanos(self.rtt_sum_ns.load(Relaxed) / count)),
             reconnects: self.reconnects.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
             errors: self.errors.load(Relaxed),
             queue_depth,
             queue_bytes,

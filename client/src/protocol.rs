@@ -1,6 +1,7 @@
 //! The server's JSON control protocol (PROTOCOL.md): the messages this client writes, and parsing what the server sends.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -37,17 +38,39 @@ pub(crate) fn subscribe<'a>(topics: impl IntoIterator<Item = &'a str>, id: Optio
     out
 }
 
-/// The subscribe sent after a reconnect, one message for every topic.
-///
-/// Each topic's last [`Position`] is passed in so that recovery parameters
-/// can be added here once the server keeps per-topic history; PROTOCOL.md
-/// defines none yet, so they are not sent, and every resubscribe is
-/// reported to subscribers as a gap with `recovered: false`.
+/// The subscribe sent after a reconnect, one message for every topic: each
+/// topic with a [`Position`] (a history topic with messages or a
+/// `subscribed` reply seen) is asked for recovery from it,
+/// `"recover":{"t":{"offset":N,"epoch":"E"}}`, so that the server replays what
+/// was published after it (PROTOCOL.md, "History topics, positions and
+/// recovery").
 pub(crate) fn resubscribe<'a>(
-    topics: impl IntoIterator<Item = (&'a str, Option<&'a Position>)>,
+    topics: impl IntoIterator<Item = (&'a str, Option<&'a Position>)> + Clone,
     id: u64,
 ) -> String {
-    subscribe(topics.into_iter().map(|(t, _position)| t), Some(id))
+    let mut out = String::from("{\"type\":\"subscribe\",\"topics\":");
+    push_topics(&mut out, topics.clone().into_iter().map(|(t, _)| t));
+    let mut first = true;
+    for (t, p) in topics {
+        let Some(p) = p else { continue };
+        out.push_str(if first { ",\"recover\":{" } else { "," });
+        first = false;
+        push_str(&mut out, t);
+        out.push_str(&format!(":{{\"offset\":{},\"epoch\":", p.offset));
+        push_str(&mut out, &p.epoch);
+        out.push('}');
+    }
+    if !first {
+        out.push('}');
+    }
+    push_id(&mut out, Some(id));
+    out
+}
+
+/// Bytes a topic adds to a resubscribe message (its name, and its position
+/// when it is recovered), within a few bytes.
+pub(crate) fn resubscribe_size(topic: &str, position: Option<&Position>) -> usize {
+    topic.len() + 3 + position.map_or(0, |p| topic.len() + p.epoch.len() + 40)
 }
 
 /// `{"type":"unsubscribe","topics":[...],"id":N}`.
@@ -103,11 +126,36 @@ pub(crate) struct ServerMsg<'a> {
     pub code: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub message: Option<Cow<'a, str>>,
-    /// Per-topic position, once the server sends one (not yet).
+    /// A history topic's message position (PROTOCOL.md, "History topics").
     #[serde(default)]
     pub offset: Option<u64>,
     #[serde(borrow, default)]
     pub epoch: Option<Cow<'a, str>>,
+    /// The topics a `subscribed` reply accepted.
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// A `subscribed` reply's positions of its history topics.
+    #[serde(default)]
+    pub streams: Option<HashMap<String, Stream>>,
+}
+
+/// One history topic's entry in a `subscribed` reply's `streams`.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub(crate) struct Stream {
+    pub offset: u64,
+    pub epoch: String,
+    /// Present when the subscribe asked to recover the topic.
+    #[serde(default)]
+    pub recovered: Option<bool>,
+}
+
+impl Stream {
+    pub fn position(&self) -> Position {
+        Position {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
 }
 
 impl ServerMsg<'_> {
@@ -167,5 +215,54 @@ mod tests {
         let p = ServerMsg::parse(r#"{"type":"published","id":12,"delivered":3}"#).unwrap();
         assert_eq!((p.own_id(), p.delivered), (Some(12), Some(3)));
         assert!(p.position().is_none());
+    }
+
+    #[test]
+    fn asks_to_recover_the_topics_with_a_position() {
+        let p = Position {
+            offset: 41,
+            epoch: "x3\"f".into(),
+        };
+        assert_eq!(
+            resubscribe([("chat.1", Some(&p)), ("news", None)], 5),
+            r#"{"type":"subscribe","topics":["chat.1","news"],"recover":{"chat.1":{"offset":41,"epoch":"x3\"f"}},"id":5}"#
+        );
+        assert_eq!(
+            resubscribe([("news", None)], 6),
+            r#"{"type":"subscribe","topics":["news"],"id":6}"#
+        );
+        let text = resubscribe([("chat.1", Some(&p))], 7);
+        // The estimate covers the topic's part of the message.
+        let size = resubscribe_size("chat.1", Some(&p));
+        let bare = r#"{"type":"subscribe","topics":[],"recover":{},"id":7}"#.len();
+        assert!(text.len() <= bare + size, "{} {size}", text.len());
+    }
+
+    #[test]
+    fn reads_positions_from_messages_and_replies() {
+        let m = ServerMsg::parse(
+            r#"{"type":"message","topic":"chat.1","data":1,"offset":42,"epoch":"e"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.position(),
+            Some(Position {
+                offset: 42,
+                epoch: "e".into()
+            })
+        );
+        let r = ServerMsg::parse(
+            r#"{"type":"subscribed","topics":["chat.1","news"],"id":1,"streams":{"chat.1":{"offset":45,"epoch":"e","recovered":true}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.topics.as_deref(),
+            Some(&["chat.1".to_owned(), "news".to_owned()][..])
+        );
+        let s = &r.streams.as_ref().unwrap()["chat.1"];
+        assert_eq!(
+            (s.offset, s.epoch.as_str(), s.recovered),
+            (45, "e", Some(true))
+        );
     }
 }

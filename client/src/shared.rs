@@ -3,6 +3,7 @@
 //! One `std::sync::Mutex` guards it; it is never held across an `.await`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -13,7 +14,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ServerMsg};
 use crate::queue::{OutQueue, Outgoing};
-use crate::registry::Registry;
+use crate::registry::{Delivered, Registry};
 use crate::state::StateChange;
 
 /// A positive answer to a message sent with an id.
@@ -31,7 +32,9 @@ pub(crate) type AckResult = Result<Ack, Error>;
 
 pub(crate) enum Waiter {
     User(oneshot::Sender<AckResult>),
-    /// The subscribe sent after a reconnect: errors go to the streams.
+    /// The subscribe sent after a reconnect: errors go to the streams. Kept
+    /// after its `subscribed` answer, since errors for the topics it refused
+    /// follow that answer with the same id; dropped with the connection.
     Resubscribe,
 }
 
@@ -58,6 +61,16 @@ impl Inner {
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// The waiter of an answer with this id: a user's is taken, a
+    /// resubscribe's stays (for the errors that may follow its answer).
+    fn take_waiter(&mut self, id: Option<u64>) -> Option<Waiter> {
+        let id = id?;
+        match self.pending.get(&id)?.waiter {
+            Waiter::Resubscribe => Some(Waiter::Resubscribe),
+            Waiter::User(_) => self.pending.remove(&id).map(|p| p.waiter),
+        }
     }
 }
 
@@ -272,22 +285,30 @@ impl Shared {
             "message" => {
                 if let (Some(topic), Some(data)) = (&msg.topic, msg.data) {
                     let position = msg.position();
-                    g.registry.deliver(topic, data.get(), position);
+                    match g.registry.deliver(topic, data.get(), position) {
+                        Delivered::Duplicate => {
+                            self.metrics.duplicates.fetch_add(1, Relaxed);
+                        }
+                        Delivered::To { skipped, .. } => {
+                            if skipped > 0 {
+                                self.metrics.skipped.fetch_add(skipped, Relaxed);
+                            }
+                        }
+                    }
                 }
             }
             "error" => {
                 self.metrics.error();
                 let code = msg.code.as_deref().unwrap_or("").to_owned();
                 let message = msg.message.as_deref().unwrap_or("").to_owned();
-                let waiter = msg.own_id().and_then(|id| g.pending.remove(&id));
-                match waiter.map(|p| p.waiter) {
+                match g.take_waiter(msg.own_id()) {
                     Some(Waiter::User(tx)) => {
                         drop(g);
                         let _ = tx.send(Err(Error::Server { code, message }));
                     }
                     Some(Waiter::Resubscribe) => {
                         // The refused topics are listed in the error.
-                        let topics = refused_topics(text);
+                        let topics = msg.topics.as_deref().unwrap_or_default();
                         g.registry
                             .refused(topics.iter().map(String::as_str), &code, &message);
                     }
@@ -295,6 +316,11 @@ impl Shared {
                 }
             }
             _ => {
+                if msg.kind == "subscribed" {
+                    if let Some(topics) = &msg.topics {
+                        g.registry.subscribed(topics, msg.streams.as_ref());
+                    }
+                }
                 let ack = match (&*msg.kind, msg.delivered) {
                     ("published", Some(n)) => Ack::Published(n),
                     ("authenticated", _) => {
@@ -302,24 +328,11 @@ impl Shared {
                     }
                     _ => Ack::Done,
                 };
-                if let Some(p) = msg.own_id().and_then(|id| g.pending.remove(&id)) {
+                if let Some(Waiter::User(tx)) = g.take_waiter(msg.own_id()) {
                     drop(g);
-                    if let Waiter::User(tx) = p.waiter {
-                        let _ = tx.send(Ok(ack));
-                    }
+                    let _ = tx.send(Ok(ack));
                 }
             }
         }
     }
-}
-
-fn refused_topics(text: &str) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Topics {
-        #[serde(default)]
-        topics: Vec<String>,
-    }
-    serde_json::from_str::<Topics>(text)
-        .map(|t| t.topics)
-        .unwrap_or_default()
 }

@@ -56,6 +56,24 @@ export interface Options {
   autoConnect?: boolean;
 }
 
+/** Where a history topic's stream stands: an offset within an epoch of the server's history. */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+export interface GapDetail {
+  topic: string;
+  /** true: the messages published since `last` follow, in offset order, then the live stream.
+   * false: messages may be missing (no history, another epoch, or no longer all kept). */
+  recovered: boolean;
+  /** The client's position before the gap (history topics). */
+  last: Position | null;
+  /** The position the server gave: after `recovered: true` the replay ends there;
+   * after false the stream goes on from it. null for a topic without history. */
+  position: Position | null;
+}
+
 export interface Subscription {
   readonly topic: string;
   /** Removes this handler; the server is told when it was the topic's last. */
@@ -73,6 +91,11 @@ export interface Metrics {
   rttAvgMs: number | null;
   reconnects: number;
   errors: number;
+  /** Messages of history topics dropped as already delivered (offset not beyond the topic's position). */
+  duplicates: number;
+  /** Messages of history topics known missing on an open connection: offsets skipped between two
+   * messages of one epoch (the server's `drop` slow-consumer policy); not recovered. */
+  skipped: number;
   queueDepth: number;
   queueBytes: number;
 }
@@ -92,16 +115,18 @@ export declare class ShardcastClient extends EventTarget {
   readonly state: StateName;
   connect(): void;
   connected(timeoutMs?: number): Promise<void>;
-  subscribe(topic: string, handler?: (data: Json, topic: string) => void): Promise<Subscription>;
+  subscribe(topic: string, handler?: (data: Json, topic: string, position: Position | null) => void): Promise<Subscription>;
   publish(topic: string, data: Json, options?: { ack?: true; wait?: boolean }): Promise<{ delivered: number }>;
   publish(topic: string, data: Json, options: { ack: false; wait?: boolean }): Promise<undefined>;
   ping(): Promise<number>;
   metrics(): Metrics;
   topics(): string[];
+  /** A subscribed history topic's last position (a reconnect recovers from it); null otherwise. */
+  position(topic: string): Position | null;
   /** Stops; returns the messages never written, in order, as JSON text. */
   close(): string[];
   addEventListener(type: "state", listener: (ev: CustomEvent<StateDetail>) => void): void;
-  addEventListener(type: "message", listener: (ev: CustomEvent<{ topic: string; data: Json }>) => void): void;
-  addEventListener(type: "gap", listener: (ev: CustomEvent<{ topic: string; recovered: false }>) => void): void;
+  addEventListener(type: "message", listener: (ev: CustomEvent<{ topic: string; data: Json; position: Position | null }>) => void): void;
+  addEventListener(type: "gap", listener: (ev: CustomEvent<GapDetail>) => void): void;
   addEventListener(type: "error", listener: (ev: CustomEvent<{ code: string; message: string; topics?: string[] }>) => void): void;
 }

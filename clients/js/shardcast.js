@@ -30,7 +30,7 @@ export function backoffDelay(n, { base = 100, max = 10000, factor = 2 } = {}, ra
 }
 
 const encoder = new TextEncoder();
-/** Characters of topic names one resubscribe message carries at most (one longer name goes alone). */
+/** Characters of topic names (and their positions) one resubscribe message carries at most (one longer name goes alone). */
 const RESUBSCRIBE_BYTES = 16 * 1024;
 // Node 18 has Event and EventTarget but no global CustomEvent (it came in 19).
 const CustomEvent = globalThis.CustomEvent ?? class extends Event {
@@ -41,8 +41,15 @@ const OPEN = 1;
 /**
  * One logical connection to a shardcast server that survives reconnects: it keeps the
  * subscriptions, an outgoing queue and the pending acknowledgements across connections.
- * Events (an EventTarget): "state" {state, reason}, "message" {topic, data}, "gap" {topic,
- * recovered}, "error" {code, message} for server errors not tied to a request.
+ * Events (an EventTarget): "state" {state, reason}, "message" {topic, data, position}, "gap" {topic,
+ * recovered, last, position}, "error" {code, message} for server errors not tied to a request.
+ *
+ * On the server's history topics (`--history`), every message has a position {offset, epoch}. The
+ * client keeps each topic's last one and, after a reconnect, subscribes again from it (`recover`):
+ * the server replays exactly the messages published meanwhile, after the "gap" event with
+ * `recovered: true`, in offset order, then the live stream. `recovered: false` (the server
+ * restarted, so the epoch changed; the missed messages are no longer all kept; or the topic has no
+ * history) means messages may be missing; `position` is where the stream goes on from.
  */
 export class ShardcastClient extends EventTarget {
   constructor(url, options = {}) {
@@ -69,10 +76,12 @@ export class ShardcastClient extends EventTarget {
     this._queue = [];
     this._queueBytes = 0;
     this._pending = new Map(); // id -> {resolve, reject, written, kind}
-    this._subs = new Map(); // topic -> {handlers: Set, live: boolean}
+    // topic -> {handlers: Set, live: subscribed on an earlier connection, gap: resubscribed after a gap
+    // (reported with the answer), position: {offset, epoch} | null (history topics)}
+    this._subs = new Map();
     this._timers = new Set();
     this._stopped = false;
-    this._metrics = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, reconnects: 0, errors: 0, rttLast: null, rttSum: 0, rttCount: 0, lastMessageAt: null, connectedAt: null };
+    this._metrics = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, reconnects: 0, errors: 0, duplicates: 0, skipped: 0, rttLast: null, rttSum: 0, rttCount: 0, lastMessageAt: null, connectedAt: null };
     if (o.autoConnect !== false) this.connect();
   }
 
@@ -102,15 +111,16 @@ export class ShardcastClient extends EventTarget {
   }
 
   /**
-   * Subscribes `handler(data, topic)` to `topic`; kept across reconnects. While connected,
-   * resolves after the server's answer (rejects if it refuses); while not, resolves at once and the
-   * topic is subscribed on the next connection.
+   * Subscribes `handler(data, topic, position)` to `topic`; kept across reconnects (recovering, on a
+   * history topic, what was published meanwhile). `position` is the message's {offset, epoch} on a
+   * history topic, else null. While connected, resolves after the server's answer (rejects if it
+   * refuses); while not, resolves at once and the topic is subscribed on the next connection.
    */
   async subscribe(topic, handler) {
     if (this._stopped && this._state !== State.Disconnected) throw new ShardcastError("closed", "client stopped");
     let sub = this._subs.get(topic);
     const isNew = !sub;
-    if (isNew) { sub = { handlers: new Set(), live: this._state === State.Connected }; this._subs.set(topic, sub); }
+    if (isNew) { sub = { handlers: new Set(), live: this._state === State.Connected, gap: false, position: null }; this._subs.set(topic, sub); }
     const h = handler ?? (() => {});
     sub.handlers.add(h);
     const subscription = { topic, unsubscribe: () => this._unsubscribe(topic, h) };
@@ -161,13 +171,23 @@ export class ShardcastClient extends EventTarget {
       uptimeMs: m.connectedAt === null ? null : Date.now() - m.connectedAt,
       lastMessageAt: m.lastMessageAt,
       rttLastMs: m.rttLast, rttAvgMs: m.rttCount ? m.rttSum / m.rttCount : null,
-      reconnects: m.reconnects, errors: m.errors,
+      reconnects: m.reconnects, errors: m.errors, duplicates: m.duplicates, skipped: m.skipped,
       queueDepth: this._queue.length, queueBytes: this._queueBytes,
     };
   }
 
   /** The subscribed topics. */
   topics() { return [...this._subs.keys()].sort(); }
+
+  /**
+   * Where a subscribed history topic stands: {offset, epoch} of its last message, or the position
+   * the server gave when it was subscribed; a reconnect recovers from it. null for a topic without
+   * history, not subscribed, or not answered yet.
+   */
+  position(topic) {
+    const p = this._subs.get(topic)?.position;
+    return p ? { ...p } : null;
+  }
 
   /**
    * Closes with 1000, stops reconnecting; pending requests reject with "closed". Returns the
@@ -240,27 +260,34 @@ export class ShardcastClient extends EventTarget {
     this._metrics.connectedAt = this._openedAt;
     if (this.token && this.tokenVia === "auth") this._write(ws, { type: "auth", token: this.token });
     const topics = [...this._subs.keys()].sort();
-    if (topics.length) {
-      for (const t of topics) {
-        const sub = this._subs.get(t);
-        // Per-topic history does not exist on the server yet: a resubscribe cannot recover
-        // what was published meanwhile, and says so.
-        if (sub.live) this.dispatchEvent(new CustomEvent("gap", { detail: { topic: t, recovered: false } }));
-        sub.live = true;
+    for (const t of topics) {
+      const sub = this._subs.get(t);
+      // Reported when the answer arrives (once, even if several connections fail before it).
+      if (sub.live) sub.gap = true;
+      sub.live = true;
+    }
+    // In messages of at most about RESUBSCRIBE_BYTES of names and positions: the server refuses a
+    // message over its max_message_size (64 KiB by default) as a whole. Topics with a position are
+    // asked to be recovered from it.
+    const size = (t) => { const p = this._subs.get(t).position; return t.length + 3 + (p ? t.length + p.epoch.length + 40 : 0); };
+    for (let start = 0; start < topics.length;) {
+      let end = start, bytes = 0;
+      while (end < topics.length && (end === start || bytes + size(topics[end]) <= RESUBSCRIBE_BYTES)) {
+        bytes += size(topics[end]);
+        end += 1;
       }
-      // In messages of at most about RESUBSCRIBE_BYTES of names: the server refuses a message over
-      // its max_message_size (64 KiB by default) as a whole.
-      for (let start = 0; start < topics.length;) {
-        let end = start, bytes = 0;
-        while (end < topics.length && (end === start || bytes + topics[end].length + 3 <= RESUBSCRIBE_BYTES)) {
-          bytes += topics[end].length + 3;
-          end += 1;
-        }
-        const id = ++this._nextId;
-        this._pending.set(id, { kind: "resubscribe", written: true, resolve: () => {}, reject: () => {} });
-        this._write(ws, { type: "subscribe", topics: topics.slice(start, end), id });
-        start = end;
+      const chunk = topics.slice(start, end);
+      const msg = { type: "subscribe", topics: chunk };
+      for (const t of chunk) {
+        const p = this._subs.get(t).position;
+        if (p) (msg.recover ??= {})[t] = { offset: p.offset, epoch: p.epoch };
       }
+      const id = ++this._nextId;
+      msg.id = id;
+      // Kept until the connection ends: errors for topics it refused follow its answer, same id.
+      this._pending.set(id, { kind: "resubscribe", written: true, resolve: () => {}, reject: () => {} });
+      this._write(ws, msg);
+      start = end;
     }
     this._lastReason = null;
     this._setState(State.Connected);
@@ -299,23 +326,57 @@ export class ShardcastClient extends EventTarget {
     try { m = JSON.parse(text); } catch { this._metrics.errors += 1; return; }
     if (m.type === "message") {
       const sub = this._subs.get(m.topic);
-      if (sub) for (const h of [...sub.handlers]) { try { h(m.data, m.topic); } catch (e) { queueMicrotask(() => { throw e; }); } }
-      this.dispatchEvent(new CustomEvent("message", { detail: { topic: m.topic, data: m.data } }));
+      const position = typeof m.offset === "number" && typeof m.epoch === "string" ? { offset: m.offset, epoch: m.epoch } : null;
+      if (sub && position) {
+        const last = sub.position;
+        // Delivered already (the server sends none; dropped and counted should one arrive).
+        if (last && last.epoch === position.epoch) {
+          if (position.offset <= last.offset) { this._metrics.duplicates += 1; return; }
+          // Offsets missing on the open connection (the server's `drop` slow-consumer policy skips
+          // messages for a subscriber too far behind); counted, not recovered.
+          this._metrics.skipped += position.offset - last.offset - 1;
+        }
+        sub.position = position;
+      }
+      if (sub) for (const h of [...sub.handlers]) { try { h(m.data, m.topic, position && { ...position }); } catch (e) { queueMicrotask(() => { throw e; }); } }
+      this.dispatchEvent(new CustomEvent("message", { detail: { topic: m.topic, data: m.data, position: position && { ...position } } }));
       return;
     }
     const p = typeof m.id === "number" ? this._pending.get(m.id) : undefined;
     if (m.type === "error") {
       this._metrics.errors += 1;
-      if (p) {
+      if (p && p.kind !== "resubscribe") {
         this._pending.delete(m.id);
-        if (p.kind === "resubscribe") this.dispatchEvent(new CustomEvent("error", { detail: m }));
-        else p.reject(new ShardcastError(m.code, m.message, { topics: m.topics }));
+        p.reject(new ShardcastError(m.code, m.message, { topics: m.topics }));
       } else {
         this.dispatchEvent(new CustomEvent("error", { detail: m }));
       }
       return;
     }
-    if (p) { this._pending.delete(m.id); p.resolve(m); }
+    if (m.type === "subscribed" && Array.isArray(m.topics)) this._subscribed(m.topics, m.streams ?? {});
+    if (p && p.kind !== "resubscribe") { this._pending.delete(m.id); p.resolve(m); }
+  }
+
+  /**
+   * A `subscribed` answer: takes the positions it gives and reports the gap of each topic
+   * resubscribed after one. A position is taken only where the stream goes on from it: not after
+   * `recovered: true` (the replayed messages follow and advance it), nor over one in the same epoch
+   * when the topic was subscribed again on the same connection.
+   */
+  _subscribed(topics, streams) {
+    for (const t of topics) {
+      const sub = this._subs.get(t);
+      if (!sub) continue;
+      const s = Object.hasOwn(streams, t) ? streams[t] : null;
+      const last = sub.position;
+      const given = s && typeof s.offset === "number" && typeof s.epoch === "string" ? { offset: s.offset, epoch: s.epoch } : null;
+      if (given && (s.recovered === false || (s.recovered === undefined && (!last || last.epoch !== given.epoch)))) sub.position = given;
+      if (sub.gap) {
+        sub.gap = false;
+        const detail = { topic: t, recovered: s?.recovered === true, last: last && { ...last }, position: given && { ...given } };
+        this.dispatchEvent(new CustomEvent("gap", { detail }));
+      }
+    }
   }
 
   /** Queues `make(id)` (written at once when connected); resolves with the reply when it has an id. */
