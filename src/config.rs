@@ -1,7 +1,10 @@
 //! Engine configuration: cores, address and every limit, each with a documented default.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::CloseCode;
@@ -75,6 +78,26 @@ impl std::str::FromStr for Compression {
             )),
         }
     }
+}
+
+/// The engine's side of a link to other nodes (a cluster bridge such as
+/// `shardcast::cluster`): told when a core gains or loses its interest in
+/// a topic, and handed every publish that originates on this node.
+///
+/// Called on core threads and on threads publishing through a
+/// [`ServerHandle`](crate::ServerHandle): an implementation queues and
+/// returns, it never blocks or locks.
+pub trait NodeLink: Send + Sync + std::fmt::Debug {
+    /// Core `core` got its first local subscriber of `topic` (or a join
+    /// waiting for the topic's history holds it) (`interested`), or lost
+    /// its last one (or the join's hold). Called in order for each core,
+    /// every `false` after a `true` of its own, so the node wants the topic
+    /// while it has been told more `true`s than `false`s for it.
+    fn interest(&self, core: usize, topic: &str, interested: bool);
+    /// A publish that originated on this node: `frame` is the encoded
+    /// frame every local subscriber shares. Frames that came from another
+    /// node are not handed back.
+    fn publish(&self, topic: &str, frame: &Bytes);
 }
 
 /// Configuration of a shardcast engine.
@@ -227,6 +250,9 @@ pub struct Config {
     /// over the server a topic may reach this times the number of cores.
     /// Default: unlimited (`usize::MAX`).
     pub max_subscribers_per_topic: usize,
+    /// Where interest changes and this node's own publishes go beyond the
+    /// node (see [`NodeLink`]). Default: `None`, a single node.
+    pub node_link: Option<Arc<dyn NodeLink>>,
     /// Per-topic history with offsets and epochs, for the topics it names
     /// (see [`crate::streams`]): their publishes go through each topic's
     /// home core, and subscriptions may start from a position
@@ -329,6 +355,7 @@ impl Default for Config {
             compression: Compression::Off,
             deflate: DeflateConfig::default(),
             max_subscribers_per_topic: usize::MAX,
+            node_link: None,
             history: None,
         }
     }
@@ -350,6 +377,12 @@ impl Config {
     /// The default configuration.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Links this node to others (a cluster bridge); see [`NodeLink`].
+    pub fn node_link(mut self, link: Arc<dyn NodeLink>) -> Self {
+        self.node_link = Some(link);
+        self
     }
 
     /// Sets the number of cores.

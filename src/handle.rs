@@ -2,13 +2,13 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::TaskRun;
+use crate::config::{NodeLink, TaskRun};
 use crate::conn::ConnId;
 use crate::fanout;
 use crate::mesh::{CoreMsg, CoreView, Mesh, PublishReport, Tally};
@@ -69,6 +69,9 @@ struct HandleInner {
     local_addr: SocketAddr,
     drivers: Mutex<Vec<(DriverKind, Option<TaskRun>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// [`Config::node_link`](crate::Config::node_link), handed this
+    /// node's publishes made through the handle.
+    node_link: OnceLock<Arc<dyn NodeLink>>,
 }
 
 /// A handle to a running server, usable from any thread: publish, send to
@@ -120,6 +123,7 @@ impl ServerHandle {
                 local_addr,
                 drivers: Mutex::new(vec![(DriverKind::Legacy, None); n]),
                 threads: Mutex::new(Vec::new()),
+                node_link: OnceLock::new(),
             }),
         }
     }
@@ -128,6 +132,10 @@ impl ServerHandle {
         if let Ok(mut d) = self.inner.drivers.lock() {
             d[core] = (driver, task_run);
         }
+    }
+
+    pub(crate) fn set_node_link(&self, link: Arc<dyn NodeLink>) {
+        let _ = self.inner.node_link.set(link);
     }
 
     pub(crate) fn set_threads(&self, threads: Vec<JoinHandle<()>>) {
@@ -176,6 +184,17 @@ impl ServerHandle {
     /// any thread. Messages published from one thread to one topic arrive in
     /// order. Returns the number of cores it was sent to.
     pub fn publish(&self, topic: &str, frame: &PreparedFrame) -> usize {
+        if let Some(link) = self.inner.node_link.get() {
+            link.publish(topic, frame.as_bytes());
+        }
+        self.publish_from_node(topic, frame.as_bytes())
+    }
+
+    /// Publishes a frame that came from another node to this node's
+    /// subscribers, like [`ServerHandle::publish`] but without handing it
+    /// back to the [`NodeLink`]. Returns the number of cores it was sent
+    /// to.
+    pub(crate) fn publish_from_node(&self, topic: &str, frame: &Bytes) -> usize {
         if self.has_history(topic) {
             self.stream_publish(topic, frame, None);
             return 1;
@@ -183,7 +202,7 @@ impl ServerHandle {
         let mesh = &self.inner.mesh;
         let cores = fanout::interested_cores(mesh, topic, None);
         if !cores.is_empty() {
-            let p = mesh.publication(frame.as_bytes().clone());
+            let p = mesh.publication(frame.clone());
             fanout::to_cores(mesh, &cores, topic, &p, None, None);
         }
         cores.len()
@@ -214,12 +233,15 @@ impl ServerHandle {
         if on_core() {
             return Err(HandleError::OnCore);
         }
+        if let Some(link) = self.inner.node_link.get() {
+            link.publish(topic, frame.as_bytes());
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let done: crate::mesh::Completion = Box::new(move |r| {
             let _ = tx.send(r);
         });
         if self.has_history(topic) {
-            self.stream_publish(topic, frame, Some(done));
+            self.stream_publish(topic, frame.as_bytes(), Some(done));
         } else {
             let mesh = &self.inner.mesh;
             let cores = fanout::interested_cores(mesh, topic, None);
@@ -244,18 +266,13 @@ impl ServerHandle {
 
     /// A publish to a history topic goes to its home core (see
     /// [`crate::streams`]).
-    fn stream_publish(
-        &self,
-        topic: &str,
-        frame: &PreparedFrame,
-        done: Option<crate::mesh::Completion>,
-    ) {
+    fn stream_publish(&self, topic: &str, frame: &Bytes, done: Option<crate::mesh::Completion>) {
         let mesh = &self.inner.mesh;
         mesh.send(
             crate::streams::home_core(topic, mesh.cores()),
             CoreMsg::StreamPublish {
                 topic: Arc::from(topic),
-                frame: frame.as_bytes().clone(),
+                frame: frame.clone(),
                 exclude: None,
                 done,
             },

@@ -40,6 +40,8 @@
 //! - [`config`]: [`Config`] with every limit and its default.
 //! - [`alloc`]: the mimalloc setting the binaries use so that memory freed
 //!   after a burst of connections goes back to the system.
+//! - [`cluster`] (feature `cluster`, on with `server`): multi-node fanout
+//!   through a NATS or Redis broker, on a bridge thread of its own.
 //! - [`server`] (feature `server`, on by default): the standalone server
 //!   behind the `shardcast` binary, written against the public API above
 //!   like any other application.
@@ -53,6 +55,8 @@ extern crate self as shardcast;
 
 pub mod alloc;
 mod api;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 mod conn;
 mod engine;
@@ -76,7 +80,7 @@ pub use api::{
     Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, SendError,
     Session, SpawnError, SubscribeError, UpgradeRequest, Ws, SESSION_QUEUE,
 };
-pub use config::{Compression, Config, SlowConsumerPolicy, TaskRun};
+pub use config::{Compression, Config, NodeLink, SlowConsumerPolicy, TaskRun};
 pub use conn::{ConnId, OwnedMessage, SendStatus};
 pub use engine::Server;
 pub use fanout::PublishResult;

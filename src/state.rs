@@ -74,7 +74,11 @@ impl<H, D, L> Core<H, D, L> {
                 mesh.stats_arc(),
                 schedule.clone(),
             )),
-            topics: RefCell::new(CoreTopics::new(id, mesh.interest_arc())),
+            topics: RefCell::new(CoreTopics::new(
+                id,
+                mesh.interest_arc(),
+                config.node_link.clone(),
+            )),
             streams: RefCell::new(Streams::default()),
             joins: RefCell::new(Joins::default()),
             id,
@@ -211,6 +215,9 @@ impl<H, D, L> Core<H, D, L> {
         done: Option<Completion>,
     ) -> PublishResult {
         self.stats().publishes.bump(1);
+        if let Some(link) = &self.config.node_link {
+            link.publish(topic, &frame);
+        }
         if let Some(policy) = self.config.history_of(topic) {
             let home = streams::home_core(topic, self.mesh.cores());
             if home == self.id {

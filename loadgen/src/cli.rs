@@ -215,6 +215,17 @@ pub struct FanoutArgs {
     /// Subscriber connections; subscriber i subscribes to topic i % topics.
     #[arg(long, short = 's', default_value_t = 10_000)]
     pub subscribers: usize,
+    /// Publishers connect here instead of --url: another node of a
+    /// cluster (`shardcast --broker ...`), so that every delivery crosses
+    /// the broker (subscribers on --url, publishers on this node).
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
+    /// Another process whose CPU to report over the measurement, as
+    /// `NAME=PID` (repeatable): `NAME_cpu_percent` and
+    /// `NAME_cpu_ns_per_delivery`, e.g. a cluster's broker and publishing
+    /// node.
+    #[arg(long, value_name = "NAME=PID", value_parser = named_pid)]
+    pub watch_pid: Vec<(String, u32)>,
     /// Topics.
     #[arg(long, short = 't', default_value_t = 100)]
     pub topics: usize,
@@ -348,6 +359,18 @@ pub fn secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// `NAME=PID`, NAME of letters, digits and `_`.
+fn named_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=PID"))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("{name:?}: a name of letters, digits and _"));
+    }
+    let pid = pid.parse().map_err(|e| format!("{pid:?}: {e}"))?;
+    Ok((name.to_owned(), pid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +451,13 @@ mod tests {
             panic!()
         };
         assert_eq!(b.steps, [1000, 2000, 5000]);
+    }
+
+    #[test]
+    fn watched_pids_are_named() {
+        assert_eq!(named_pid("broker=42"), Ok(("broker".to_owned(), 42)));
+        for bad in ["42", "=42", "a b=1", "x=", "x=-1"] {
+            assert!(named_pid(bad).is_err(), "{bad:?}");
+        }
     }
 }

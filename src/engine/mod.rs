@@ -88,6 +88,9 @@ impl<H: Handler> Server<H> {
             "io_uring features"
         );
         let handle = ServerHandle::new(mesh.clone(), local_addr, config.history.clone(), uring);
+        if let Some(link) = &config.node_link {
+            handle.set_node_link(link.clone());
+        }
 
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<io::Result<(usize, runtime::Driver)>>();

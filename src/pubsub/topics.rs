@@ -8,6 +8,7 @@ use super::registry::{
     sparse, Registry, RegistryCapacity, Subscribed, SubscriberKey, Unsubscribed,
 };
 use super::InterestTable;
+use crate::config::NodeLink;
 
 /// A core's registry plus the reference counts that keep its bit in the
 /// interest table right: the bit of a bucket is set while at least one
@@ -18,16 +19,24 @@ pub(crate) struct CoreTopics {
     registry: Registry,
     /// Local topics per interest bucket.
     bucket_refs: FxHashMap<usize, u32>,
+    /// Told when a topic gains its first or loses its last local
+    /// subscriber, for interest beyond this node.
+    link: Option<Arc<dyn NodeLink>>,
 }
 
 impl CoreTopics {
     /// Core `core`'s (empty) topics.
-    pub(crate) fn new(core: usize, interest: Arc<InterestTable>) -> Self {
+    pub(crate) fn new(
+        core: usize,
+        interest: Arc<InterestTable>,
+        link: Option<Arc<dyn NodeLink>>,
+    ) -> Self {
         Self {
             core,
             interest,
             registry: Registry::new(),
             bucket_refs: FxHashMap::default(),
+            link,
         }
     }
 
@@ -51,6 +60,9 @@ impl CoreTopics {
                     *n += 1;
                     if *n == 1 {
                         self.interest.set(b, self.core);
+                    }
+                    if let Some(link) = &self.link {
+                        link.interest(self.core, topic, true);
                     }
                 }
                 true
@@ -83,6 +95,9 @@ impl CoreTopics {
     }
 
     fn topic_emptied(&mut self, topic: &str) {
+        if let Some(link) = &self.link {
+            link.interest(self.core, topic, false);
+        }
         let b = self.interest.bucket(topic);
         if let Some(n) = self.bucket_refs.get_mut(&b) {
             *n -= 1;
@@ -98,6 +113,11 @@ impl CoreTopics {
     /// publication of `topic` reaches this core meanwhile. Undone by
     /// [`CoreTopics::unpin`].
     pub(crate) fn pin(&mut self, topic: &str) {
+        // Beyond this node too; balanced by the `false` that unpin's
+        // `topic_emptied` tells the link.
+        if let Some(link) = &self.link {
+            link.interest(self.core, topic, true);
+        }
         let b = self.interest.bucket(topic);
         let n = self.bucket_refs.entry(b).or_insert(0);
         *n += 1;
@@ -128,5 +148,57 @@ impl CoreTopics {
     /// Entries the interest reference counts can hold without growing.
     pub(crate) fn refs_capacity(&self) -> usize {
         self.bucket_refs.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Records what a core tells the link.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(usize, String, bool)>>);
+
+    impl NodeLink for Recorder {
+        fn interest(&self, core: usize, topic: &str, interested: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((core, topic.to_owned(), interested));
+        }
+        fn publish(&self, _topic: &str, _frame: &Bytes) {}
+    }
+
+    #[test]
+    fn the_link_hears_of_first_and_last_subscribers_only() {
+        let rec = Arc::new(Recorder::default());
+        let mut t = CoreTopics::new(3, Arc::new(InterestTable::new(4, 16)), Some(rec.clone()));
+        assert!(t.subscribe(1, "a b"));
+        assert!(t.subscribe(2, "a b"));
+        assert!(!t.subscribe(2, "a b"));
+        assert!(t.subscribe(2, "c"));
+        assert!(t.unsubscribe(1, "a b"));
+        t.remove_subscriber(2);
+        // A join's pin counts as interest, and its unpin takes it back.
+        t.pin("d");
+        t.unpin("d");
+        let mut got = rec.0.lock().unwrap().clone();
+        // Subscriber 2's two topics in the registry's order.
+        got[2..4].sort();
+        assert_eq!(
+            got,
+            vec![
+                (3, "a b".to_owned(), true),
+                (3, "c".to_owned(), true),
+                (3, "a b".to_owned(), false),
+                (3, "c".to_owned(), false),
+                (3, "d".to_owned(), true),
+                (3, "d".to_owned(), false),
+            ]
+        );
     }
 }

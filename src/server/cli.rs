@@ -232,6 +232,16 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_TASK_RUN", value_enum)]
     pub task_run: Option<TaskRunSetting>,
 
+    /// The broker shared by the nodes of a cluster: nats://HOST:PORT or redis://HOST:PORT.
+    /// [default: none, a single node]
+    #[arg(long, env = "SHARDCAST_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// Subjects (NATS) or channels (Redis) start with this, so that clusters can share a
+    /// broker. [default: shardcast]
+    #[arg(long, env = "SHARDCAST_BROKER_PREFIX", value_name = "PREFIX")]
+    pub broker_prefix: Option<String>,
+
     /// permessage-deflate: off, shared (a publish compressed once for all
     /// subscribers) or dedicated (a window per connection). [default: off]
     #[arg(long, env = "SHARDCAST_COMPRESSION", value_enum)]
@@ -316,12 +326,16 @@ impl Cli {
             flush_gather_us,
             flush_gather_min,
             task_run,
+            broker_prefix,
             compression,
             compression_threshold,
             compression_level,
             max_recovery,
             max_connections_per_client
         );
+        if self.broker.is_some() {
+            s.broker = self.broker.clone();
+        }
         if !self.history.is_empty() {
             s.namespaces = self.history.clone();
         }

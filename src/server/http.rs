@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue as Value;
 
+use shardcast::cluster::BrokerState;
 use shardcast::proto::handshake::{percent_decode, Request};
 use shardcast::{HttpCtx, HttpRequest, HttpResponder, HttpResponse, PreparedFrame};
 
@@ -91,8 +92,28 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
     match endpoint {
         Ok(Endpoint::Health) => {
             let s = ctx.handle().stats();
+            // A node that lost its broker still serves its own clients:
+            // 200, "degraded", and the broker's state.
+            let (status, broker) = match &app.cluster {
+                None => ("ok", String::new()),
+                Some(c) => {
+                    let b = c.snapshot();
+                    let status = if b.state == BrokerState::Connected {
+                        "ok"
+                    } else {
+                        "degraded"
+                    };
+                    (
+                        status,
+                        format!(
+                            ",\"broker\":{{\"state\":\"{}\",\"reconnects\":{},\"published\":{},\"publish_dropped\":{},\"received\":{},\"gaps\":{},\"queue_depth\":{},\"subscriptions\":{}}}",
+                            b.state, b.reconnects, b.published, b.dropped_out, b.received, b.gaps, b.queued, b.subscriptions
+                        ),
+                    )
+                }
+            };
             let body = format!(
-                "{{\"status\":\"ok\",\"cores\":{},\"connections\":{}}}\n",
+                "{{\"status\":\"{status}\",\"cores\":{},\"connections\":{}{broker}}}\n",
                 ctx.handle().cores(),
                 s.active
             );
@@ -116,6 +137,9 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
                 &handle.drivers(),
                 &handle.task_runs(),
             ));
+            if let Some(c) = &app.cluster {
+                body.push_str(&super::metrics::render_cluster(&c.snapshot()));
+            }
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         Ok(Endpoint::StatusPage) => {

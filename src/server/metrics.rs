@@ -8,6 +8,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use shardcast::cluster::{BrokerState, ClusterSnapshot};
 use shardcast::stats::REJECT_STATUSES;
 use shardcast::{DriverKind, MemoryGauges, StatsSnapshot, TaskRun};
 
@@ -164,6 +165,34 @@ pub fn render_inboxes(depths: &[usize], refused: &[u64]) -> String {
     out.push_str("# HELP shardcast_inbox_refused_total Publishes refused because the core's inbox was full.\n# TYPE shardcast_inbox_refused_total counter\n");
     for (i, r) in refused.iter().enumerate() {
         let _ = writeln!(out, "shardcast_inbox_refused_total{{core=\"{i}\"}} {r}");
+    }
+    out
+}
+
+/// Renders the cluster bridge's state and counters (a node with
+/// `--broker`).
+pub fn render_cluster(s: &ClusterSnapshot) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "shardcast_broker_connected",
+        "gauge",
+        "1 while the node is connected to its cluster's broker.",
+    );
+    let up = u8::from(s.state == BrokerState::Connected);
+    let _ = writeln!(out, "shardcast_broker_connected {up}");
+    for (name, kind, help, v) in [
+        ("shardcast_broker_reconnects_total", "counter", "Broker connections re-established after a loss.", s.reconnects),
+        ("shardcast_broker_published_total", "counter", "This node's publications handed to the broker.", s.published),
+        ("shardcast_broker_publish_dropped_total", "counter", "This node's publications not handed to the broker (queue full, broker unreachable, frame that cannot cross).", s.dropped_out),
+        ("shardcast_broker_received_total", "counter", "Publications from other nodes delivered to this node's cores.", s.received),
+        ("shardcast_broker_refused_total", "counter", "Messages from the broker that were not valid envelopes.", s.dropped_in),
+        ("shardcast_broker_gaps_total", "counter", "Publications of other nodes missed, counted from their sequence numbers.", s.gaps),
+        ("shardcast_broker_queue_depth", "gauge", "Publications waiting in the bridge's queue.", s.queued),
+        ("shardcast_broker_subscriptions", "gauge", "Topics the node holds a broker subscription for.", s.subscriptions),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
     }
     out
 }

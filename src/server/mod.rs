@@ -65,6 +65,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use shardcast::cluster::{Bridge, Cluster, ClusterConfig, ClusterStats};
 use shardcast::proto::handshake::Request;
 use shardcast::{
     CloseCode, Handler, HttpCtx, HttpRequest, HttpResponse, Message, Rejection, Server,
@@ -172,6 +173,8 @@ pub struct App {
     /// run on whichever core finishes last.
     counters: Arc<[ServerCounters]>,
     started: Instant,
+    /// The cluster bridge's counters, on a node with a broker.
+    cluster: Option<Arc<ClusterStats>>,
 }
 
 /// The server's state on one core ([`Handler::Local`]).
@@ -215,6 +218,7 @@ impl App {
             server_publish_rate,
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),
             started: Instant::now(),
+            cluster: None,
         }
     }
 
@@ -416,6 +420,9 @@ pub struct Running {
     stop_stats: Option<mpsc::Sender<()>>,
     stats: Option<JoinHandle<()>>,
     app: Arc<AppRef>,
+    /// The cluster bridge, on a node with a broker; stopped after the
+    /// cores.
+    bridge: Option<Bridge>,
 }
 
 /// What the statistics thread and [`Running`] share of the app.
@@ -458,6 +465,14 @@ impl Running {
         if let Some(t) = self.stats.take() {
             let _ = t.join();
         }
+        if let Some(b) = self.bridge.take() {
+            b.stop();
+        }
+    }
+
+    /// The cluster bridge's counters, on a node with a broker.
+    pub fn cluster(&self) -> Option<&Arc<ClusterStats>> {
+        self.bridge.as_ref().map(Bridge::stats)
     }
 }
 
@@ -470,14 +485,37 @@ pub fn start(settings: Settings) -> io::Result<Running> {
     settings
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let config = settings.engine_config();
+    let mut config = settings.engine_config();
     let cores = config.effective_cores();
+    let cluster = match &settings.broker {
+        None => None,
+        Some(url) => {
+            let broker = url
+                .parse()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            // The server's own topics ($sys.stats, ...) describe this node.
+            let c = Cluster::new(
+                ClusterConfig::new(broker)
+                    .prefix(settings.broker_prefix.clone())
+                    .local_prefixes(vec!["$sys.".to_owned()]),
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            config = config.node_link(c.link());
+            Some(c)
+        }
+    };
     let interval = Duration::from_millis(settings.stats_interval_ms);
     let shared = Arc::new(AppRef {
         anonymous: settings.anonymous(),
         open_api: settings.api_keys.is_empty() && settings.anonymous(),
     });
-    let handle = Server::new(config, App::new(settings, cores)).start()?;
+    let mut app = App::new(settings, cores);
+    app.cluster = cluster.as_ref().map(Cluster::stats);
+    let handle = Server::new(config, app).start()?;
+    let bridge = match cluster {
+        Some(c) => Some(c.start(handle.clone())?),
+        None => None,
+    };
     let (tx, rx) = mpsc::channel::<()>();
     let stats = if interval.is_zero() {
         None
@@ -494,6 +532,7 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         stop_stats: Some(tx),
         stats,
         app: shared,
+        bridge,
     })
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use shardcast::cluster::BrokerUrl;
 use shardcast::proto::deflate::DeflateConfig;
 use shardcast::{
     CloseCode, Compression, Config, HistoryConfig, HistoryPolicy, SlowConsumerPolicy, TaskRun,
@@ -282,6 +283,13 @@ pub struct Settings {
     pub flush_gather_min: usize,
     /// io_uring completion mode. Default: `defer`.
     pub task_run: TaskRunSetting,
+    /// The broker this node shares with the other nodes of its cluster,
+    /// `nats://HOST:PORT` or `redis://HOST:PORT`: publications reach
+    /// subscribers on every node. Default: unset (a single node).
+    pub broker: Option<String>,
+    /// Subjects (NATS) or channels (Redis) start with this, so that
+    /// several clusters can share one broker. Default: `shardcast`.
+    pub broker_prefix: String,
     /// permessage-deflate: `off`, `shared` (a published message is
     /// compressed once for every subscriber that negotiated it) or
     /// `dedicated` (a window per connection). Off by default: compression
@@ -348,6 +356,8 @@ impl Default for Settings {
             flush_gather_us: 0,
             flush_gather_min: 1024,
             task_run: TaskRunSetting::Defer,
+            broker: None,
+            broker_prefix: "shardcast".to_owned(),
             compression: CompressionSetting::Off,
             compression_threshold: 128,
             compression_level: 6,
@@ -454,6 +464,16 @@ impl Settings {
                 "protect_status needs at least one API key".into(),
             ));
         }
+        if let Some(b) = &self.broker {
+            b.parse::<BrokerUrl>()
+                .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        }
+        if !shardcast::cluster::valid_prefix(&self.broker_prefix) {
+            return Err(SettingsError::Invalid(format!(
+                "broker_prefix {:?}: dot-separated tokens without whitespace, '*' or '>'",
+                self.broker_prefix
+            )));
+        }
         Ok(())
     }
 
@@ -547,5 +567,25 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         assert!(Settings::from_toml("max_subscripshuns = 5\n").is_err());
+    }
+
+    #[test]
+    fn the_broker_and_its_prefix_are_checked() {
+        let s =
+            Settings::from_toml("broker = \"nats://10.0.0.5:4222\"\nbroker_prefix = \"prod.eu\"\n")
+                .unwrap();
+        assert!(s.validate().is_ok());
+        assert_eq!(s.broker.as_deref(), Some("nats://10.0.0.5:4222"));
+        assert_eq!(Settings::default().broker, None);
+        assert_eq!(Settings::default().broker_prefix, "shardcast");
+        for bad in [
+            "broker = \"http://10.0.0.5\"\n",
+            "broker = \"redis://\"\n",
+            "broker_prefix = \"a b\"\n",
+            "broker_prefix = \"a.>\"\n",
+        ] {
+            let s = Settings::from_toml(bad).unwrap();
+            assert!(s.validate().is_err(), "{bad}");
+        }
     }
 }

@@ -54,6 +54,9 @@ const BATCH: u64 = 16;
 pub struct Plan {
     /// The server.
     pub target: Target,
+    /// Where publishers connect, when not `target` (a cluster's other
+    /// node).
+    pub publish_target: Option<Target>,
     /// Subscribers.
     pub subscribers: usize,
     /// Topics.
@@ -126,8 +129,18 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     let topics = a.topics.max(1);
     let publishers = a.publishers.unwrap_or(topics.min(100)).max(1);
     let per_topic = a.subscribers.div_ceil(topics) as u64;
+    let publish_target = match a.publish_url.as_deref() {
+        Some(u) => {
+            let mut t = Target::parse(u)?;
+            // Publishers offer what subscribers offer.
+            t.deflate = target.deflate;
+            Some(t)
+        }
+        None => None,
+    };
     let plan = Plan {
         target,
+        publish_target,
         subscribers: a.subscribers,
         topics,
         publishers,
@@ -211,9 +224,20 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
                 .unwrap_or_default()
         ));
     }
+    if plan.publish_target.is_some() {
+        // The subscribers' node learned of them when it acknowledged them;
+        // its broker subscriptions follow on its bridge thread.
+        prog.show("letting the subscribing node's broker subscriptions settle");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     mark("warmup");
     shared.set_phase(phase::WARMUP);
     timed(&mut prog, "warm-up", a.timing.warmup);
+    let watched0: Vec<Option<Duration>> = a
+        .watch_pid
+        .iter()
+        .map(|(_, p)| crate::sys::proc_cpu(*p))
+        .collect();
     let u0 = Usage::now(pid);
     let (r0, s0) = (
         shared.received.load(Ordering::Relaxed),
@@ -235,6 +259,11 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         );
     }
     let u1 = Usage::now(pid);
+    let watched1: Vec<Option<Duration>> = a
+        .watch_pid
+        .iter()
+        .map(|(_, p)| crate::sys::proc_cpu(*p))
+        .collect();
     let (r1, s1) = (
         shared.received.load(Ordering::Relaxed),
         shared.sent.load(Ordering::Relaxed),
@@ -275,6 +304,9 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
 
     let mut r = Report::new("fanout");
     r.set("target", a.common.url.as_str());
+    if let Some(u) = &a.publish_url {
+        r.set("publish_target", u.as_str());
+    }
     r.set("subscribers", plan.subscribers);
     r.set("topics", plan.topics);
     r.set("publishers", plan.publishers);
@@ -332,6 +364,23 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
                 s.as_nanos() as f64 / deliveries,
                 0,
             );
+        }
+    }
+    for (((name, _), c0), c1) in a.watch_pid.iter().zip(&watched0).zip(&watched1) {
+        if let (Some(c0), Some(c1)) = (c0, c1) {
+            let used = c1.saturating_sub(*c0);
+            r.num(
+                &format!("{name}_cpu_percent"),
+                100.0 * used.as_secs_f64() / secs.max(1e-9),
+                1,
+            );
+            if deliveries > 0.0 {
+                r.num(
+                    &format!("{name}_cpu_ns_per_delivery"),
+                    used.as_nanos() as f64 / deliveries,
+                    0,
+                );
+            }
         }
     }
     r.set("deflate", plan.target.deflate);
@@ -422,7 +471,11 @@ async fn core_main(
                 let rcvbuf = plan
                     .stall_rcvbuf
                     .filter(|_| plan.stalled.binary_search(&id).is_ok());
-                open_with_rcvbuf(&plan.target, src, rcvbuf).await
+                let target = match &plan.publish_target {
+                    Some(t) if id >= plan.subscribers => t,
+                    _ => &plan.target,
+                };
+                open_with_rcvbuf(target, src, rcvbuf).await
             }
         }
     })
