@@ -28,6 +28,26 @@ fn next_text(ws: &mut Client) -> String {
     }
 }
 
+/// `iters` times on a fresh connection: the time from sending `msg` to
+/// having its reply and whatever `then` reads after it.
+fn timed_subscribes(
+    addr: std::net::SocketAddr,
+    msg: &str,
+    iters: u64,
+    mut then: impl FnMut(&mut Client, &str),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut ws = connect(addr);
+        let t = Instant::now();
+        ws.send(Message::text(msg)).unwrap();
+        let reply = next_text(&mut ws);
+        then(&mut ws, &reply);
+        total += t.elapsed();
+    }
+    total
+}
+
 fn recovery(c: &mut Criterion) {
     let mut s = Settings::default();
     s.listen = "127.0.0.1:0".parse().unwrap();
@@ -70,19 +90,12 @@ fn recovery(c: &mut Criterion) {
         );
         g.bench_function(format!("recover_{missed}_missed"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let mut ws = connect(addr);
-                    let t = Instant::now();
-                    ws.send(Message::text(msg.as_str())).unwrap();
-                    let reply = next_text(&mut ws);
+                timed_subscribes(addr, &msg, iters, |ws, reply| {
                     assert!(reply.contains("\"recovered\":true"), "{reply}");
                     for _ in 0..missed {
-                        next_text(&mut ws);
+                        next_text(ws);
                     }
-                    total += t.elapsed();
-                }
-                total
+                })
             })
         });
     }
@@ -93,19 +106,7 @@ fn recovery(c: &mut Criterion) {
                 "subscribe_{}",
                 if topic == "plain" { "plain" } else { "history" }
             ),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let mut ws = connect(addr);
-                        let t = Instant::now();
-                        ws.send(Message::text(msg.as_str())).unwrap();
-                        next_text(&mut ws);
-                        total += t.elapsed();
-                    }
-                    total
-                })
-            },
+            |b| b.iter_custom(|iters| timed_subscribes(addr, &msg, iters, |_, _| {})),
         );
     }
     g.finish();

@@ -66,14 +66,32 @@ async fn message(sub: &mut Subscription) -> (u64, Position) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_subscriber_gets_every_message_exactly_once_in_offset_order() {
-    let server = Server::start(0, &flags(&["--max-recovery", "10000"]));
+/// A server with `extra` flags, a proxy in front of it for the subscriber,
+/// and the subscriber and a publisher connected.
+async fn setup(extra: &[&'static str]) -> (Server, Proxy, Client, Client) {
+    let server = Server::start(0, &flags(extra));
     let proxy = Proxy::start(server.addr).await;
     let subscriber = Client::start(config(&proxy.url())).unwrap();
     let publisher = Client::start(config(&server.url())).unwrap();
     subscriber.connected(WAIT).await.unwrap();
     publisher.connected(WAIT).await.unwrap();
+    (server, proxy, subscriber, publisher)
+}
+
+/// Resets the subscriber's connection and refuses its reconnects (until
+/// `proxy.refuse(false)`), once it knows it is reconnecting.
+async fn cut_off(proxy: &Proxy, subscriber: &Client) {
+    proxy.refuse(true);
+    proxy.cut(Cut::Reset);
+    subscriber
+        .wait_for(WAIT, |s| s.state == State::Reconnecting)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_subscriber_gets_every_message_exactly_once_in_offset_order() {
+    let (_server, proxy, subscriber, publisher) = setup(&["--max-recovery", "10000"]).await;
     let mut sub = subscriber.subscribe("hist.cut").await.unwrap();
     // The answer gave the topic's position before any message.
     let epoch = sub.position().expect("a position from the answer").epoch;
@@ -184,12 +202,7 @@ async fn a_cut_subscriber_gets_every_message_exactly_once_in_offset_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_saw_nothing_recovers_from_the_answers_position() {
-    let server = Server::start(0, &flags(&[]));
-    let proxy = Proxy::start(server.addr).await;
-    let subscriber = Client::start(config(&proxy.url())).unwrap();
-    let publisher = Client::start(config(&server.url())).unwrap();
-    subscriber.connected(WAIT).await.unwrap();
-    publisher.connected(WAIT).await.unwrap();
+    let (_server, proxy, subscriber, publisher) = setup(&[]).await;
     // Published before the subscription: not part of it.
     for n in 1..=3 {
         publisher
@@ -200,12 +213,7 @@ async fn a_subscriber_that_saw_nothing_recovers_from_the_answers_position() {
     let mut sub = subscriber.subscribe("hist.quiet").await.unwrap();
     let epoch = sub.position().unwrap().epoch;
     assert_eq!(sub.position(), pos(3, &epoch));
-    proxy.refuse(true);
-    proxy.cut(Cut::Reset);
-    subscriber
-        .wait_for(WAIT, |s| s.state == State::Reconnecting)
-        .await
-        .unwrap();
+    cut_off(&proxy, &subscriber).await;
     for n in 4..=9 {
         publisher
             .publish_acked("hist.quiet", &n.to_string(), Delivery::Now)
@@ -285,20 +293,10 @@ async fn a_restarted_server_has_a_new_epoch_and_the_gap_is_not_recovered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_missed_messages_than_one_recovery_returns_are_not_recovered() {
-    let server = Server::start(0, &flags(&["--max-recovery", "10"]));
-    let proxy = Proxy::start(server.addr).await;
-    let subscriber = Client::start(config(&proxy.url())).unwrap();
-    let publisher = Client::start(config(&server.url())).unwrap();
-    subscriber.connected(WAIT).await.unwrap();
-    publisher.connected(WAIT).await.unwrap();
+    let (_server, proxy, subscriber, publisher) = setup(&["--max-recovery", "10"]).await;
     let mut sub = subscriber.subscribe("hist.many").await.unwrap();
     let epoch = sub.position().unwrap().epoch;
-    proxy.refuse(true);
-    proxy.cut(Cut::Reset);
-    subscriber
-        .wait_for(WAIT, |s| s.state == State::Reconnecting)
-        .await
-        .unwrap();
+    cut_off(&proxy, &subscriber).await;
     for n in 1..=49 {
         publisher
             .publish("hist.many", &n.to_string(), Delivery::Now)
@@ -324,20 +322,10 @@ async fn more_missed_messages_than_one_recovery_returns_are_not_recovered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_cut_short_is_recovered_from_where_it_stopped() {
-    let server = Server::start(0, &flags(&["--max-recovery", "10000"]));
-    let proxy = Proxy::start(server.addr).await;
-    let subscriber = Client::start(config(&proxy.url())).unwrap();
-    let publisher = Client::start(config(&server.url())).unwrap();
-    subscriber.connected(WAIT).await.unwrap();
-    publisher.connected(WAIT).await.unwrap();
+    let (_server, proxy, subscriber, publisher) = setup(&["--max-recovery", "10000"]).await;
     let mut sub = subscriber.subscribe("hist.replay").await.unwrap();
     let epoch = sub.position().unwrap().epoch;
-    proxy.refuse(true);
-    proxy.cut(Cut::Reset);
-    subscriber
-        .wait_for(WAIT, |s| s.state == State::Reconnecting)
-        .await
-        .unwrap();
+    cut_off(&proxy, &subscriber).await;
     const N: u64 = 3000;
     for n in 1..N {
         publisher
@@ -358,12 +346,7 @@ async fn a_replay_cut_short_is_recovered_from_where_it_stopped() {
         }
     );
     // Cut again at once, while the replay is (most likely) still arriving.
-    proxy.refuse(true);
-    proxy.cut(Cut::Reset);
-    subscriber
-        .wait_for(WAIT, |s| s.state == State::Reconnecting)
-        .await
-        .unwrap();
+    cut_off(&proxy, &subscriber).await;
     proxy.refuse(false);
     let mut got = Vec::new();
     let mut before_second_gap = None;
