@@ -393,18 +393,19 @@ impl<H, D, L> Core<H, D, L> {
         tally: Option<Arc<Tally>>,
     ) {
         let exclude_here = exclude.filter(|e| e.core() == self.id).map(|e| e.key());
-        let frame_bytes = frame.frame.clone();
-        let (delivered, dropped) = {
+        let (delivered, dropped, frame) = {
             let topics = self.topics.borrow();
             let subs = topics.subscribers(topic);
             let frame = frame.localize(subs.len());
             let mut conns = self.conns.borrow_mut();
-            fanout::deliver(&mut conns, subs, &frame, exclude_here)
+            let (d, dr) = fanout::deliver(&mut conns, subs, &frame, exclude_here);
+            (d, dr, frame)
         };
         if delivered + dropped == 0 && self.joins.borrow().is_empty() {
             self.stats().fanout_misses.bump(1);
         }
-        self.offer_to_joins(topic, &frame_bytes);
+        // The core-local copy, when a join holds it.
+        self.offer_to_joins(topic, &frame.frame);
         if let Some(t) = tally {
             t.add(delivered, dropped);
         }
