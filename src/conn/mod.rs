@@ -100,3 +100,33 @@ pub(crate) enum State {
 pub(crate) fn secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
+
+/// Makes room in `v` for `len` elements, growing by an eighth (at least 64)
+/// instead of doubling: the per-connection tables are most of an idle
+/// connection's memory, and doubling would leave up to half of them unused
+/// (copying a table once per eighth of growth costs little beside the
+/// accepts that grow it).
+pub(crate) fn reserve_gently<T>(v: &mut Vec<T>, len: usize) {
+    if len > v.capacity() {
+        let step = (v.capacity() / 8).max(64);
+        v.reserve_exact((len - v.len()).max(v.capacity() + step - v.len()));
+    }
+}
+
+#[cfg(test)]
+mod growth_tests {
+    #[test]
+    fn tables_grow_by_an_eighth() {
+        let mut v: Vec<u64> = Vec::new();
+        for i in 0..100_000 {
+            super::reserve_gently(&mut v, i + 1);
+            v.push(i as u64);
+            assert!(
+                v.capacity() <= (v.len() * 9 / 8).max(64) + 64,
+                "{} of {}",
+                v.len(),
+                v.capacity()
+            );
+        }
+    }
+}

@@ -282,6 +282,7 @@ impl<D> ConnTable<D> {
         let key = self.insert_sock(Sock::Direct, slot.pack());
         let i = key as usize;
         if self.peers.len() <= i {
+            super::reserve_gently(&mut self.peers, i + 1);
             self.peers.resize_with(i + 1, PeerAddr::default);
         }
         self.peers[i] = PeerAddr::new(peer);
@@ -300,6 +301,10 @@ impl<D> ConnTable<D> {
     }
 
     fn insert_sock(&mut self, sock: Sock, fd: RawFd) -> u32 {
+        if self.slab.len() == self.slab.capacity() {
+            // By an eighth, not by doubling (see `reserve_gently`).
+            self.slab.reserve_exact((self.slab.capacity() / 8).max(64));
+        }
         let gen = self.next_gen;
         self.next_gen = gen.wrapping_add(1).max(1);
         let now = self.now;
@@ -1233,6 +1238,13 @@ impl<D> ConnTable<D> {
         // The flush lists keep their room from one flush to the next while
         // the core has connections; a core without any (their keys are
         // stale) or with a list far larger than needed gives it back.
+        if self.slab.is_empty() {
+            self.peers = Vec::new();
+        } else if sparse(self.slab.len(), self.peers.capacity()) {
+            // Keys past the slab's last entry are vacant.
+            self.peers.truncate(self.slab.capacity());
+            self.peers.shrink_to_fit();
+        }
         if self.slab.is_empty() {
             self.dirty = Vec::new();
             self.flushing = Vec::new();

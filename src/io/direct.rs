@@ -33,13 +33,12 @@ enum Phase {
     Linger,
 }
 
-/// A direct connection's read state.
+/// A direct connection's read state, kept small: what most connections
+/// never need (a partial request or frame, an inflater) is boxed in
+/// [`More`], absent while there is none.
 struct Reader {
     dec: Decoder,
-    /// A request or a frame that has not completely arrived.
-    rbuf: Vec<u8>,
-    inflater: Option<Box<Inflater>>,
-    needed: usize,
+    more: Option<Box<More>>,
     phase: Phase,
     mode: Mode,
     /// The table tracks a partial message of this connection.
@@ -50,13 +49,43 @@ struct Reader {
     recv_stopped: bool,
 }
 
+/// What a connection holds beyond its decoder, while it holds any of it.
+#[derive(Default)]
+struct More {
+    /// A request or a frame that has not completely arrived.
+    rbuf: Vec<u8>,
+    /// Bytes the decoder wants in all for the frame in `rbuf`.
+    needed: usize,
+    /// permessage-deflate was negotiated.
+    inflater: Option<Box<Inflater>>,
+}
+
 impl Reader {
+    /// Takes out what [`More`] holds, for a pass of reading.
+    fn unpack(&mut self) -> More {
+        match &mut self.more {
+            Some(m) => More {
+                rbuf: std::mem::take(&mut m.rbuf),
+                needed: m.needed,
+                inflater: m.inflater.take(),
+            },
+            None => More::default(),
+        }
+    }
+
+    /// Puts it back; a connection left holding nothing drops the box.
+    fn pack(&mut self, w: More) {
+        if w.rbuf.capacity() == 0 && w.inflater.is_none() {
+            self.more = None;
+            return;
+        }
+        **self.more.get_or_insert_with(Default::default) = w;
+    }
+
     fn new(phase: Phase) -> Self {
         Self {
             dec: Decoder::new(crate::proto::Role::Server),
-            rbuf: Vec::new(),
-            inflater: None,
-            needed: 0,
+            more: None,
             phase,
             mode: Mode::Reading,
             tracked: false,
@@ -84,6 +113,7 @@ impl Direct {
         let mut v = self.readers.borrow_mut();
         let i = key as usize;
         if v.len() <= i {
+            crate::conn::reserve_gently(&mut v, i + 1);
             v.resize_with(i + 1, || None);
         }
         v[i] = Some(r);
@@ -92,7 +122,9 @@ impl Direct {
     /// Gives back the vector's memory once most of it is empty.
     fn trim(&self, live: usize) {
         let mut v = self.readers.borrow_mut();
-        if v.capacity() > 1024 && live * 4 < v.capacity() {
+        if live == 0 && v.capacity() > 0 {
+            *v = Vec::new();
+        } else if v.capacity() > 1024 && live * 4 < v.capacity() {
             while v.last().is_some_and(Option::is_none) {
                 v.pop();
             }
@@ -117,8 +149,17 @@ pub(crate) async fn drive<H: Handler>(core: Rc<CoreOf<H>>, io: Rc<DirectIo>) {
     });
     st.io.arm_accepts();
     st.io.submit();
+    // Once a second, the read states' memory goes back when most of it
+    // is unused (after a wave of closes).
+    let trimmer = (core.clone(), st.clone());
+    monoio::spawn(async move {
+        let (core, st) = trimmer;
+        loop {
+            monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+            st.trim(core.conns().len());
+        }
+    });
     let mut batch = Vec::new();
-    let mut turns = 0u32;
     loop {
         if wake.readable(false).await.is_err() {
             return;
@@ -145,10 +186,6 @@ pub(crate) async fn drive<H: Handler>(core: Rc<CoreOf<H>>, io: Rc<DirectIo>) {
             }
         }
         st.io.submit();
-        turns = turns.wrapping_add(1);
-        if turns.is_multiple_of(1024) {
-            st.trim(core.conns().len());
-        }
     }
 }
 
@@ -253,7 +290,9 @@ fn received<H: Handler>(core: &Rc<CoreOf<H>>, st: &Rc<Direct>, key: u32, low: u3
     // SAFETY: the buffer was just handed over by this completion, with
     // `result` bytes, and is recycled below after the slice's last use.
     let data = unsafe { st.io.data(c.ring, b, c.result as usize) };
-    let keep = feed(core, st, key, gen, &mut r, data);
+    let mut w = r.unpack();
+    let keep = feed(core, st, key, gen, &mut r, &mut w, data);
+    r.pack(w);
     st.io.recycle(c.ring, b);
     if !keep {
         return end(core, key, r);
@@ -292,6 +331,7 @@ fn feed<H: Handler>(
     key: u32,
     gen: u32,
     r: &mut Reader,
+    w: &mut More,
     data: &mut [u8],
 ) -> bool {
     match r.phase {
@@ -299,8 +339,8 @@ fn feed<H: Handler>(
             core.conns().note_rx(key, data.len());
             true
         }
-        Phase::Handshake => handshake(core, st, key, gen, r, data),
-        Phase::Frames => frames(core, st, key, gen, r, data),
+        Phase::Handshake => handshake(core, st, key, gen, r, w, data),
+        Phase::Frames => frames(core, st, key, gen, r, w, data),
     }
 }
 
@@ -311,6 +351,7 @@ fn handshake<H: Handler>(
     key: u32,
     gen: u32,
     r: &mut Reader,
+    w: &mut More,
     data: &mut [u8],
 ) -> bool {
     let limits = HandshakeLimits {
@@ -319,39 +360,39 @@ fn handshake<H: Handler>(
     };
     let n = data.len();
     core.stats().bytes_in.bump(n as u64);
-    let outcome = if r.rbuf.is_empty() {
+    let outcome = if w.rbuf.is_empty() {
         match answer(core, key, data, &limits, &mut r.continued) {
             Answer::NeedMore(want) => {
-                r.rbuf.reserve_exact(want.max(n + 512));
-                r.rbuf.extend_from_slice(data);
+                w.rbuf.reserve_exact(want.max(n + 512));
+                w.rbuf.extend_from_slice(data);
                 return true;
             }
             Answer::Upgraded(consumed, deflate) => {
                 let rest = data[consumed..].to_vec();
-                return upgraded(core, st, key, gen, r, rest, deflate);
+                return upgraded(core, st, key, gen, r, w, rest, deflate);
             }
             Answer::Closed => Answer::Closed,
         }
     } else {
-        r.rbuf.extend_from_slice(data);
-        answer(core, key, &r.rbuf, &limits, &mut r.continued)
+        w.rbuf.extend_from_slice(data);
+        answer(core, key, &w.rbuf, &limits, &mut r.continued)
     };
     match outcome {
         Answer::NeedMore(want) => {
-            r.rbuf.reserve(want.saturating_sub(r.rbuf.len()));
+            w.rbuf.reserve(want.saturating_sub(w.rbuf.len()));
             true
         }
         Answer::Upgraded(consumed, deflate) => {
-            let mut rest = std::mem::take(&mut r.rbuf);
+            let mut rest = std::mem::take(&mut w.rbuf);
             rest.drain(..consumed);
-            upgraded(core, st, key, gen, r, rest, deflate)
+            upgraded(core, st, key, gen, r, w, rest, deflate)
         }
         Answer::Closed => {
             // Answered or refused: the slot is free at once; the socket
             // lingers until the peer leaves or the close timeout.
             release(core, key);
             r.phase = Phase::Linger;
-            r.rbuf = Vec::new();
+            w.rbuf = Vec::new();
             core.conns().state(key) == Some(State::Closing)
         }
     }
@@ -364,32 +405,33 @@ fn upgraded<H: Handler>(
     key: u32,
     gen: u32,
     r: &mut Reader,
+    w: &mut More,
     mut rest: Vec<u8>,
     deflate: Option<DeflateParams>,
 ) -> bool {
     r.phase = Phase::Frames;
-    r.inflater = deflate.map(|d| {
+    w.inflater = deflate.map(|d| {
         Box::new(Inflater::new(
             d.client_max_window_bits,
             d.client_no_context_takeover,
         ))
     });
-    r.rbuf = Vec::new();
+    w.rbuf = Vec::new();
     dispatch::open(core, key);
     r.mode = Mode::Reading;
     if !rest.is_empty() {
-        let step = dispatch::process(core, key, &mut r.dec, &mut r.inflater, &mut rest);
+        let step = dispatch::process(core, key, &mut r.dec, &mut w.inflater, &mut rest);
         if step.done {
             return false;
         }
         rest.drain(..step.consumed);
-        r.needed = step.needed;
+        w.needed = step.needed;
         r.mode = step.mode();
         if !rest.is_empty() {
-            r.rbuf = rest;
+            w.rbuf = rest;
         }
     }
-    after_step(core, st, key, gen, r);
+    after_step(core, st, key, gen, r, w);
     true
 }
 
@@ -401,6 +443,7 @@ fn frames<H: Handler>(
     key: u32,
     gen: u32,
     r: &mut Reader,
+    w: &mut More,
     data: &mut [u8],
 ) -> bool {
     let n = data.len();
@@ -412,8 +455,8 @@ fn frames<H: Handler>(
         // partial-frame bound, stop receiving until it has room.
         Mode::Held => {
             core.conns().note_rx(key, n);
-            r.rbuf.extend_from_slice(data);
-            if r.rbuf.len() > partial_cap(core) && !r.recv_stopped {
+            w.rbuf.extend_from_slice(data);
+            if w.rbuf.len() > partial_cap(core) && !r.recv_stopped {
                 r.recv_stopped = true;
                 st.io.cancel_recv(key, gen, core.conns().slot(key));
             }
@@ -422,33 +465,33 @@ fn frames<H: Handler>(
         Mode::Reading => {}
     }
     core.conns().note_rx(key, n);
-    let step: Step = if r.rbuf.is_empty() {
-        let step = dispatch::process(core, key, &mut r.dec, &mut r.inflater, data);
+    let step: Step = if w.rbuf.is_empty() {
+        let step = dispatch::process(core, key, &mut r.dec, &mut w.inflater, data);
         if !step.done && step.consumed < n {
             let tail = &data[step.consumed..];
-            r.rbuf
+            w.rbuf
                 .reserve_exact(tail.len().max(step.needed.min(partial_cap(core))));
-            r.rbuf.extend_from_slice(tail);
+            w.rbuf.extend_from_slice(tail);
         }
         step
     } else {
-        r.rbuf.extend_from_slice(data);
-        let step = dispatch::process(core, key, &mut r.dec, &mut r.inflater, &mut r.rbuf);
+        w.rbuf.extend_from_slice(data);
+        let step = dispatch::process(core, key, &mut r.dec, &mut w.inflater, &mut w.rbuf);
         if !step.done {
-            r.rbuf.drain(..step.consumed);
+            w.rbuf.drain(..step.consumed);
         }
-        if r.rbuf.is_empty() || step.done {
+        if w.rbuf.is_empty() || step.done {
             // Idle connections hold no buffer.
-            r.rbuf = Vec::new();
+            w.rbuf = Vec::new();
         }
         step
     };
     if step.done {
         return false;
     }
-    r.needed = step.needed;
+    w.needed = step.needed;
     r.mode = step.mode();
-    after_step(core, st, key, gen, r);
+    after_step(core, st, key, gen, r, w);
     true
 }
 
@@ -460,13 +503,14 @@ fn after_step<H: Handler>(
     key: u32,
     gen: u32,
     r: &mut Reader,
+    w: &mut More,
 ) {
     match r.mode {
         Mode::Held => {
             monoio::spawn(resume(core.clone(), st.clone(), key, gen));
         }
         Mode::Reading => {
-            if !report_partial(core, key, &r.dec, &mut r.rbuf, &mut r.tracked) {
+            if !report_partial(core, key, &r.dec, &mut w.rbuf, &mut r.tracked) {
                 r.mode = Mode::Failed;
                 r.dec = Decoder::new(crate::proto::Role::Server);
             }
@@ -488,26 +532,42 @@ async fn resume<H: Handler>(core: Rc<CoreOf<H>>, st: Rc<Direct>, key: u32, gen: 
     let Some(mut r) = st.take(key) else {
         return;
     };
-    let step = dispatch::process(core.as_ref(), key, &mut r.dec, &mut r.inflater, &mut r.rbuf);
+    let mut w = r.unpack();
+    let step = dispatch::process(core.as_ref(), key, &mut r.dec, &mut w.inflater, &mut w.rbuf);
     if step.done {
         end(&core, key, r);
         st.io.submit();
         return;
     }
-    r.rbuf.drain(..step.consumed);
-    if r.rbuf.is_empty() {
-        r.rbuf = Vec::new();
+    w.rbuf.drain(..step.consumed);
+    if w.rbuf.is_empty() {
+        w.rbuf = Vec::new();
     }
-    r.needed = step.needed;
+    w.needed = step.needed;
     r.mode = step.mode();
     let restart = r.recv_stopped && r.mode != Mode::Held;
     if restart {
         r.recv_stopped = false;
     }
-    after_step(&core, &st, key, gen, &mut r);
+    after_step(&core, &st, key, gen, &mut r, &mut w);
+    r.pack(w);
     st.put(key, r);
     if restart {
         rearm(core.as_ref(), &st, key, gen);
     }
     st.io.submit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct connection's read state is part of what every idle
+    /// connection costs: keep it from growing unnoticed.
+    #[test]
+    fn the_read_state_stays_small() {
+        let size = std::mem::size_of::<Option<Reader>>();
+        eprintln!("Option<Reader>: {size} bytes");
+        assert!(size <= 40, "Option<Reader> is {size} bytes");
+    }
 }

@@ -516,14 +516,19 @@ impl DirectIo {
         if self.full.get() || self.stopped.get() || self.backoff.get() {
             return;
         }
-        let ring = self.accepting.get();
         let mut armed = self.armed.borrow_mut();
         let mut addrs = self.addrs.borrow_mut();
-        for (i, a) in armed.iter_mut().enumerate() {
-            if a.is_some() {
+        for i in 0..ACCEPTS {
+            if armed[i].is_some() {
                 continue;
             }
-            *a = Some(ring);
+            let Some(ring) = self.ring_with_room(&armed[..]) else {
+                // Every table is full and no ring may be added: accepting
+                // resumes when a slot is released.
+                self.full.set(true);
+                return;
+            };
+            armed[i] = Some(ring);
             let slot = &mut addrs[i];
             slot.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             let e = io_uring::opcode::Accept::new(
@@ -540,6 +545,46 @@ impl DirectIo {
             // as long as the core; an accept slot is re-armed only after
             // its completion.
             unsafe { self.push(ring, &e) };
+        }
+    }
+
+    /// A ring whose table has a slot for one more accept, counting the
+    /// accepts already armed on it (an accept the kernel completes into a
+    /// full table has taken the connection off the listen queue and can
+    /// only close it): the accepting ring, another one with room, or a
+    /// new one while the plan allows.
+    fn ring_with_room(&self, armed: &[Option<u8>]) -> Option<u8> {
+        {
+            let rings = self.rings.borrow();
+            let room = |i: usize| {
+                let on = armed.iter().filter(|a| **a == Some(i as u8)).count() as u32;
+                rings[i].live.get() + on < rings[i].slots
+            };
+            let cur = usize::from(self.accepting.get());
+            if room(cur) {
+                return Some(cur as u8);
+            }
+            if let Some(i) = (0..rings.len()).find(|&i| room(i)) {
+                self.accepting.set(i as u8);
+                return Some(i as u8);
+            }
+        }
+        let mut rings = self.rings.borrow_mut();
+        if rings.len() >= self.plan.max_rings {
+            return None;
+        }
+        match SockRing::new(&self.plan, self.eventfd.as_raw_fd()) {
+            Ok(r) => {
+                rings.push(r);
+                let i = (rings.len() - 1) as u8;
+                self.accepting.set(i);
+                tracing::info!(rings = rings.len(), "socket ring added");
+                Some(i)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add a socket ring");
+                None
+            }
         }
     }
 
@@ -601,28 +646,12 @@ impl DirectIo {
         ))
     }
 
-    /// Ring `ring`'s table is full: accept into another ring (a new one if
-    /// the plan allows), or stop accepting until a slot frees.
+    /// Ring `ring`'s table turned out full (an accept failed with
+    /// `ENFILE`): counted full, so the next accepts go elsewhere.
     fn table_full(&self, ring: u8) {
-        let mut rings = self.rings.borrow_mut();
+        let rings = self.rings.borrow();
         let r = &rings[usize::from(ring)];
-        r.live.set(r.slots); // full, whatever the count said
-        if let Some(i) = rings.iter().position(|r| r.live.get() < r.slots) {
-            self.accepting.set(i as u8);
-            return;
-        }
-        if rings.len() < self.plan.max_rings {
-            match SockRing::new(&self.plan, self.eventfd.as_raw_fd()) {
-                Ok(r) => {
-                    rings.push(r);
-                    self.accepting.set((rings.len() - 1) as u8);
-                    tracing::info!(rings = rings.len(), "socket ring added");
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot add a socket ring"),
-            }
-        }
-        self.full.set(true);
+        r.live.set(r.slots);
     }
 
     // ----- per connection -----
