@@ -221,6 +221,35 @@ impl<'a, H: Handler> Ws<'a, H> {
         Ok(n)
     }
 
+    /// Starts tracking, for this connection, which messages carrying a
+    /// position its peer's TCP acknowledged: each message queued from now
+    /// on is read by `reader` (e.g. a history topic's message: its topic
+    /// and offset) and logged with where it ends in the output stream;
+    /// [`Ws::acked_positions`] compares that log with the kernel's count
+    /// of acknowledged bytes (`tcpi_bytes_acked`, Linux 4.1+). Costs each
+    /// queued message one `reader` call and each positioned one a log
+    /// entry (32 bytes) until its peer acknowledges it; connections that
+    /// do not call this pay nothing. Returns false if the socket cannot
+    /// tell (nothing is tracked then).
+    pub fn track_acks(&mut self, reader: crate::conn::PositionReader) -> bool {
+        self.core.conns().track_acks(self.key, reader)
+    }
+
+    /// Per topic, the offset of the last message (as the
+    /// [`Ws::track_acks`] reader read it) whose every byte the peer's TCP
+    /// acknowledged, asked of the kernel now; a topic with none is absent.
+    /// `None` when the connection is not tracked. Still answers in
+    /// [`Handler::close`](crate::Handler::close), even after a reset.
+    pub fn acked_positions(&self) -> Option<Vec<(std::sync::Arc<str>, u64)>> {
+        self.core.conns().acked_positions(self.key)
+    }
+
+    /// Entries the delivery tracking holds for this connection: its
+    /// messages not yet known acknowledged, plus one per topic.
+    pub fn acked_entries(&self) -> usize {
+        self.core.conns().acked_held(self.key)
+    }
+
     /// The client identity set with [`Ws::set_client_id`].
     pub fn client_id(&self) -> Option<std::sync::Arc<str>> {
         self.core.conns().client(self.key)
@@ -347,5 +376,37 @@ impl<'a, H: Handler> Ws<'a, H> {
     /// stats.
     pub fn handle(&self) -> &'a ServerHandle {
         self.core.handle()
+    }
+}
+
+/// Runs `f` with connection `conn`'s [`Ws`] on `core` (its core), or
+/// with `None` if it is gone (or handed to an async session). A panic in
+/// `f` closes the connection with 1011, as in any callback.
+pub(crate) fn visit<H: Handler>(
+    core: &CoreOf<H>,
+    conn: ConnId,
+    f: impl FnOnce(Option<&mut Ws<'_, H>>),
+) {
+    let taken = {
+        let mut conns = core.conns();
+        if conns.is_live(conn) {
+            conns.take_data(conn.key())
+        } else {
+            None
+        }
+    };
+    let Some((gen, mut data)) = taken else {
+        return f(None);
+    };
+    let key = conn.key();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut ws = Ws::new(core, key, gen, &mut data);
+        f(Some(&mut ws));
+    }));
+    core.conns().put_data(key, gen, data);
+    if let Err(panic) = r {
+        super::callback_panicked(core, &*panic, &format!("connection {conn:?} is closed"));
+        core.conns()
+            .close(key, CloseCode::INTERNAL_ERROR, "internal error");
     }
 }
