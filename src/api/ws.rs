@@ -78,6 +78,13 @@ impl<'a, H: Handler> Ws<'a, H> {
         self.core.id()
     }
 
+    /// The server's [`Handler`] (useful in work that reaches a
+    /// connection later, e.g. through
+    /// [`ServerHandle::visit`](crate::ServerHandle::visit)).
+    pub fn handler(&self) -> &'a H {
+        self.core.handler()
+    }
+
     /// This core's application state ([`Handler::Local`]).
     pub fn local(&self) -> &'a H::Local {
         self.core.local()

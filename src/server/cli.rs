@@ -270,6 +270,15 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
     pub max_connections_per_client: Option<usize>,
 
+    /// Seconds a session is kept after its connection ends, for a client
+    /// to resume it with `?session=ID`; 0 disables sessions. [default: 60]
+    #[arg(long = "session-ttl", env = "SHARDCAST_SESSION_TTL", value_name = "SECS")]
+    pub session_ttl_secs: Option<u64>,
+
+    /// Most sessions kept for resumption over the server (the oldest goes first). [default: 100000]
+    #[arg(long, env = "SHARDCAST_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+
     /// Most publications one recovery returns. [default: 1000]
     #[arg(long, env = "SHARDCAST_MAX_RECOVERY", value_name = "N")]
     pub max_recovery: Option<usize>,
@@ -331,7 +340,9 @@ impl Cli {
             compression_threshold,
             compression_level,
             max_recovery,
-            max_connections_per_client
+            max_connections_per_client,
+            session_ttl_secs,
+            max_sessions
         );
         if self.broker.is_some() {
             s.broker = self.broker.clone();

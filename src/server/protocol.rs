@@ -56,6 +56,63 @@ pub(crate) fn with_position(
     PreparedFrame::from_parts(OpCode::Text, &[body, &tail])
 }
 
+/// The topic and offset of a history topic's `message` payload, as
+/// [`with_position`] made it; `None` for anything else (replies, messages
+/// of topics without history, a topic name with escapes). The envelope's
+/// `offset` and `epoch` are its last fields, after `data`: a `data` value
+/// cannot end the payload that way (its own fields would be followed by
+/// its closing brace), so reading from the end is exact.
+pub(crate) fn read_position(payload: &[u8]) -> Option<(&str, u64)> {
+    const HEAD: &[u8] = b"{\"type\":\"message\",\"topic\":\"";
+    let rest = payload.strip_prefix(HEAD)?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    let topic = std::str::from_utf8(&rest[..end]).ok()?;
+    // ...,"offset":N,"epoch":"E"}
+    let body = payload.strip_suffix(b"\"}")?;
+    let q = body.iter().rposition(|&b| b == b'"')?;
+    let epoch = &body[q + 1..];
+    if epoch.iter().any(|&b| b == b'\\') {
+        return None;
+    }
+    let body = body[..q].strip_suffix(b",\"epoch\":")?;
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (body, num) = body.split_at(body.len() - digits);
+    body.strip_suffix(b",\"offset\":")?;
+    let offset = std::str::from_utf8(num).ok()?.parse().ok()?;
+    Some((topic, offset))
+}
+
+/// The start of a `welcome`: `{"type":"welcome","session":..,"client":..,"resumed":..`,
+/// without its closing brace.
+pub(crate) fn welcome_head(session: Option<&str>, client: Option<&str>, resumed: bool) -> Vec<u8> {
+    let mut out = b"{\"type\":\"welcome\",\"session\":".to_vec();
+    match session {
+        Some(s) => push_str(&mut out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"client\":");
+    match client {
+        Some(c) => push_str(&mut out, c),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(if resumed {
+        b",\"resumed\":true"
+    } else {
+        b",\"resumed\":false"
+    });
+    out
+}
+
+/// Sends a `welcome` (a fresh session, or none).
+pub(crate) fn send_welcome(ws: &mut Ws<'_, App>, session: Option<&str>, client: Option<&str>) {
+    let mut out = welcome_head(session, client, false);
+    out.push(b'}');
+    send_json(ws, &out);
+}
+
 /// Why a topic name is refused, if it is.
 pub(crate) fn topic_problem(topic: &str, max: usize) -> Option<String> {
     if topic.is_empty() {
@@ -151,7 +208,7 @@ fn dispatch(app: &App, ws: &mut Ws<'_, App>, cmd: Command<'_>) {
         Op::Ping => send_json(ws, &reply_json("pong", id)),
         Op::Auth { token } => auth(app, ws, &token, id),
         _ if !granted(app, ws, id) => {}
-        Op::Subscribe { topics, recover } => subscribe(app, ws, &topics, &recover, id),
+        Op::Subscribe { topics, recover } => subscribe(app, ws, &topics, &recover, id, None),
         Op::Unsubscribe { topics } => unsubscribe(app, ws, &topics, id),
         Op::Publish { topic, data } => publish(app, ws, &topic, &data, id),
     }
@@ -191,15 +248,20 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     if !app.identify(ws) {
         return;
     }
+    app.session_identified(ws);
     send_json(ws, &out);
 }
 
-fn subscribe<S: AsRef<str>>(
+/// Subscribes to `topics` from the positions in `recover`, answering with
+/// `subscribed` — or, for a resumed session, with `welcome` (its head in
+/// `welcome`), which is then sent even if every topic was refused.
+pub(crate) fn subscribe<S: AsRef<str>>(
     app: &App,
     ws: &mut Ws<'_, App>,
     topics: &[S],
     recover: &[(std::borrow::Cow<'_, str>, Recover<'_>)],
     id: Option<&[u8]>,
+    welcome: Option<Vec<u8>>,
 ) {
     let s = &app.settings;
     let mut ok: Vec<&str> = Vec::with_capacity(topics.len());
@@ -295,8 +357,14 @@ fn subscribe<S: AsRef<str>>(
                     .collect(),
                 gated,
                 after: Vec::new(),
+                welcome,
             });
         }
+    } else if let Some(mut head) = welcome {
+        head.extend_from_slice(b",\"topics\":");
+        super::json::push_str_array(&mut head, &ok);
+        head.push(b'}');
+        send_json(ws, &head);
     } else if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && none_over) {
         send_json(ws, &topics_reply_json("subscribed", &ok, id));
     }
@@ -355,7 +423,25 @@ pub(crate) fn joined(ws: &mut Ws<'_, App>, token: u64, joins: &[StreamJoin]) {
     };
     let p = d.pending_subs.swap_remove(i);
     d.pending_gated -= p.gated;
-    let mut out = topics_reply_json("subscribed", &p.topics, p.id.as_deref());
+    // Where each topic's stream stands for this client: what follows on
+    // this connection (replayed or live) is tracked from here.
+    for j in joins {
+        let base = j.position.offset.saturating_sub(j.replayed as u64);
+        let entry = (j.topic.clone(), base, j.position.epoch.clone());
+        match d.bases.iter_mut().find(|(t, _, _)| *t == j.topic) {
+            Some(b) => *b = entry,
+            None => d.bases.push(entry),
+        }
+    }
+    let mut out = match p.welcome {
+        Some(mut head) => {
+            head.extend_from_slice(b",\"topics\":");
+            super::json::push_str_array(&mut head, &p.topics);
+            head.push(b'}');
+            head
+        }
+        None => topics_reply_json("subscribed", &p.topics, p.id.as_deref()),
+    };
     out.pop();
     out.extend_from_slice(b",\"streams\":{");
     for (k, j) in joins.iter().enumerate() {
