@@ -251,6 +251,14 @@ impl<'a, H: Handler> Ws<'a, H> {
         self.core.conns().acked_positions(self.key)
     }
 
+    /// Like [`Ws::acked_positions`], counting every message written to
+    /// the socket (acknowledged or still in the kernel's send queue): what
+    /// a peer that closed cleanly reads before the close frame. Messages
+    /// still in the outbox (never written) do not count.
+    pub fn written_positions(&self) -> Option<Vec<(std::sync::Arc<str>, u64)>> {
+        self.core.conns().written_positions(self.key)
+    }
+
     /// Entries the delivery tracking holds for this connection: its
     /// messages not yet known acknowledged, plus one per topic.
     pub fn acked_entries(&self) -> usize {

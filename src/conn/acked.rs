@@ -85,7 +85,13 @@ impl AckTaps {
     /// Starts tracking `key` (socket `fd`, `queued` bytes in its outbox
     /// not yet written). Returns false if the kernel cannot say where the
     /// stream is (not TCP, or no `TCP_INFO` byte counts).
-    pub(crate) fn start(&mut self, key: u32, fd: RawFd, queued: usize, reader: PositionReader) -> bool {
+    pub(crate) fn start(
+        &mut self,
+        key: u32,
+        fd: RawFd,
+        queued: usize,
+        reader: PositionReader,
+    ) -> bool {
         // The send queue first, then the acknowledged bytes: an ACK that
         // lands between the two calls makes the sum too large, which only
         // holds messages for unacknowledged a little longer (never the
@@ -154,6 +160,22 @@ impl AckTaps {
     pub(crate) fn acked(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
         let t = self.taps.get_mut(&key)?;
         if let Ok(bytes) = bytes_acked(t.fd) {
+            t.settle(bytes);
+        }
+        Some(t.acked.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    /// Like [`acked`](Self::acked), counting every message handed to the
+    /// kernel (acknowledged or still in its send queue) rather than only
+    /// the acknowledged ones: for a connection whose peer closed cleanly,
+    /// which reads what was sent before the close frame.
+    pub(crate) fn written(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
+        let t = self.taps.get_mut(&key)?;
+        // The send queue first: see `start`.
+        let bytes = send_queue(t.fd)
+            .and_then(|q| Ok(bytes_acked(t.fd)? + q as u64))
+            .or_else(|_| bytes_acked(t.fd));
+        if let Ok(bytes) = bytes {
             t.settle(bytes);
         }
         Some(t.acked.iter().map(|(k, v)| (k.clone(), *v)).collect())

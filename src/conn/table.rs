@@ -479,6 +479,12 @@ impl<D> ConnTable<D> {
         self.acked.acked(key)
     }
 
+    /// Per topic, the last offset of `key` written to its socket (see
+    /// [`AckTaps::written`]).
+    pub(crate) fn written_positions(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
+        self.acked.written(key)
+    }
+
     /// Entries `key`'s delivery tracking holds.
     pub(crate) fn acked_held(&self, key: u32) -> usize {
         self.acked.held(key)

@@ -272,7 +272,11 @@ pub struct Cli {
 
     /// Seconds a session is kept after its connection ends, for a client
     /// to resume it with `?session=ID`; 0 disables sessions. [default: 60]
-    #[arg(long = "session-ttl", env = "SHARDCAST_SESSION_TTL", value_name = "SECS")]
+    #[arg(
+        long = "session-ttl",
+        env = "SHARDCAST_SESSION_TTL",
+        value_name = "SECS"
+    )]
     pub session_ttl_secs: Option<u64>,
 
     /// Most sessions kept for resumption over the server (the oldest goes first). [default: 100000]

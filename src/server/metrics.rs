@@ -216,11 +216,36 @@ pub struct SessionCounts {
 pub fn render_sessions(c: &SessionCounts) -> String {
     let mut out = String::new();
     for (name, kind, help, v) in [
-        ("shardcast_sessions", "gauge", "Sessions kept for resumption (their connection ended, within session_ttl_secs).", c.kept),
-        ("shardcast_sessions_bytes", "gauge", "Bytes the kept sessions hold, estimated.", c.bytes),
-        ("shardcast_sessions_resumed_total", "counter", "Sessions resumed with ?session=, kept or taken over from an open connection.", c.resumed),
-        ("shardcast_sessions_expired_total", "counter", "Kept sessions dropped at their TTL.", c.expired),
-        ("shardcast_sessions_evicted_total", "counter", "Kept sessions dropped to stay within max_sessions.", c.evicted),
+        (
+            "shardcast_sessions",
+            "gauge",
+            "Sessions kept for resumption (their connection ended, within session_ttl_secs).",
+            c.kept,
+        ),
+        (
+            "shardcast_sessions_bytes",
+            "gauge",
+            "Bytes the kept sessions hold, estimated.",
+            c.bytes,
+        ),
+        (
+            "shardcast_sessions_resumed_total",
+            "counter",
+            "Sessions resumed with ?session=, kept or taken over from an open connection.",
+            c.resumed,
+        ),
+        (
+            "shardcast_sessions_expired_total",
+            "counter",
+            "Kept sessions dropped at their TTL.",
+            c.expired,
+        ),
+        (
+            "shardcast_sessions_evicted_total",
+            "counter",
+            "Kept sessions dropped to stay within max_sessions.",
+            c.evicted,
+        ),
     ] {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");

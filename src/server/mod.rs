@@ -175,6 +175,9 @@ pub(crate) struct PendingSub {
     /// A resumed session's `welcome` (its head), the reply instead of
     /// `subscribed`.
     welcome: Option<Vec<u8>>,
+    /// A resumed session's topics without history, reserved and
+    /// subscribed with the reply (whether each made a new topic here).
+    later: Vec<(String, bool)>,
 }
 
 /// The server's [`Handler`].
@@ -441,8 +444,8 @@ impl Handler for App {
         protocol::joined(ws, token, joins);
     }
 
-    fn close(&self, ws: &mut Ws<'_, Self>, _code: CloseCode, _reason: &str) {
-        self.end_session(ws);
+    fn close(&self, ws: &mut Ws<'_, Self>, code: CloseCode, _reason: &str) {
+        self.end_session(ws, code);
         // A join still waiting keeps its topics out of the registry.
         let subs = ws.subscription_count() + ws.data().pending_gated;
         self.counters(ws.core())

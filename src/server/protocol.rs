@@ -273,6 +273,10 @@ pub(crate) fn subscribe<S: AsRef<str>>(
     // History topics: where each subscription starts.
     let mut joins: Vec<(&str, Since)> = Vec::new();
     let mut gated = 0;
+    // A resumed session's topics without history: reserved now, and
+    // subscribed once the history topics' positions are known, so that
+    // nothing reaches the client before its welcome.
+    let mut later: Vec<(String, bool)> = Vec::new();
     // A topic listed more than once is handled (and answered) once.
     let mut seen = rustc_hash::FxHashSet::default();
     for t in topics.iter().map(AsRef::as_ref) {
@@ -317,6 +321,12 @@ pub(crate) fn subscribe<S: AsRef<str>>(
                     ok.push(t);
                     joins.push((t, since.expect("deferred means history")));
                 }
+                Ok(creates) if welcome.is_some() => {
+                    count += 1;
+                    added += 1;
+                    ok.push(t);
+                    later.push((t.to_owned(), creates));
+                }
                 Ok(_) if ws.subscribe(t) == Ok(true) => {
                     count += 1;
                     added += 1;
@@ -335,6 +345,10 @@ pub(crate) fn subscribe<S: AsRef<str>>(
     let none_over = over.iter().all(Vec::is_empty);
     // The join's token, when the reply waits for positions.
     let mut token = 0;
+    if joins.is_empty() {
+        subscribe_later(app, ws, later);
+        later = Vec::new();
+    }
     if !joins.is_empty() {
         // The reply waits for the positions (`joined`), and the history
         // it replays follows the reply.
@@ -343,6 +357,7 @@ pub(crate) fn subscribe<S: AsRef<str>>(
             d.next_join += 1;
             d.next_join
         };
+        gated += later.len();
         if ws.join(&joins, token).is_ok() {
             let d = ws.data_mut();
             d.pending_gated += gated;
@@ -358,6 +373,7 @@ pub(crate) fn subscribe<S: AsRef<str>>(
                 gated,
                 after: Vec::new(),
                 welcome,
+                later,
             });
         }
     } else if let Some(mut head) = welcome {
@@ -414,6 +430,19 @@ pub(crate) fn subscribe<S: AsRef<str>>(
     }
 }
 
+/// Subscribes the topics a resumed session reserved (see `subscribe`).
+fn subscribe_later(app: &App, ws: &mut Ws<'_, App>, later: Vec<(String, bool)>) {
+    for (t, creates) in later {
+        if ws.subscribe(&t) != Ok(true) {
+            // Closing: nothing was added.
+            app.release_subscription(ws, 1, usize::from(creates));
+            app.counters(ws.core())
+                .subscriptions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The positions of a subscribe's history topics arrived: the
 /// `subscribed` reply, with `streams`; the replayed publications follow.
 pub(crate) fn joined(ws: &mut Ws<'_, App>, token: u64, joins: &[StreamJoin]) {
@@ -433,6 +462,8 @@ pub(crate) fn joined(ws: &mut Ws<'_, App>, token: u64, joins: &[StreamJoin]) {
             None => d.bases.push(entry),
         }
     }
+    let app = ws.handler();
+    subscribe_later(app, ws, p.later);
     let mut out = match p.welcome {
         Some(mut head) => {
             head.extend_from_slice(b",\"topics\":");

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use shardcast::{ConnId, ServerHandle, Ws};
+use shardcast::{CloseCode, ConnId, ServerHandle, Ws};
 
 use super::command::Recover;
 use super::protocol::{self, read_position, send_welcome, welcome_head};
@@ -16,11 +16,7 @@ impl App {
     /// `welcome` (sent here, or once a resumed session's positions are
     /// known).
     pub(crate) fn start_session(&self, ws: &mut Ws<'_, Self>) {
-        let client = ws
-            .data()
-            .grant
-            .as_ref()
-            .and_then(|g| g.sub.clone());
+        let client = ws.data().grant.as_ref().and_then(|g| g.sub.clone());
         ws.data_mut().welcomed = true;
         let Some(sessions) = self.sessions.clone() else {
             return send_welcome(ws, None, client.as_deref());
@@ -59,7 +55,7 @@ impl App {
 
     /// The connection ends: its session is kept with what it leaves, or
     /// handed to the connection that took it over meanwhile.
-    pub(crate) fn end_session(&self, ws: &mut Ws<'_, Self>) {
+    pub(crate) fn end_session(&self, ws: &mut Ws<'_, Self>, code: CloseCode) {
         let (Some(sessions), Some(id)) = (self.sessions.clone(), ws.data().session.clone()) else {
             return;
         };
@@ -68,7 +64,10 @@ impl App {
             // gone and keeps what the previous one left.
             return;
         }
-        let saved = save(ws);
+        // 1000 is the client's (the server never closes with it): it
+        // closed cleanly and reads what was sent before its close frame
+        // was answered. Otherwise only what its TCP acknowledged counts.
+        let saved = save(ws, code == CloseCode::NORMAL);
         leave(ws.handle(), sessions, id, ws.id(), saved);
     }
 
@@ -115,8 +114,8 @@ impl App {
 /// What connection `ws` leaves to its session: its topics (those still
 /// waiting for a join included) and, per history topic, the later of
 /// where its stream began and the last message its client's TCP
-/// acknowledged.
-fn save(ws: &Ws<'_, App>) -> Saved {
+/// acknowledged (written, after a `clean` close).
+fn save(ws: &Ws<'_, App>, clean: bool) -> Saved {
     let mut topics = ws.topics();
     for p in &ws.data().pending_subs {
         for t in &p.topics {
@@ -125,7 +124,12 @@ fn save(ws: &Ws<'_, App>) -> Saved {
             }
         }
     }
-    let acked = ws.acked_positions().unwrap_or_default();
+    let acked = if clean {
+        ws.written_positions()
+    } else {
+        ws.acked_positions()
+    }
+    .unwrap_or_default();
     let positions = ws
         .data()
         .bases
@@ -166,7 +170,7 @@ fn take_over(old: Option<&mut Ws<'_, App>>, sessions: Arc<Sessions>, id: Arc<str
         ws.close(SESSION_RESUMED, "session resumed");
         return;
     }
-    let saved = save(ws);
+    let saved = save(ws, false);
     // Its close must neither keep the session nor hand it off again.
     ws.data_mut().session = None;
     ws.close(SESSION_RESUMED, "session resumed");
@@ -176,7 +180,13 @@ fn take_over(old: Option<&mut Ws<'_, App>>, sessions: Arc<Sessions>, id: Arc<str
 /// Resumes session `id` on connection `to` from `saved`, on `to`'s core;
 /// if `to` is gone by then, the session is kept with `saved` (or handed
 /// on to whoever took it over since).
-fn hand_off(handle: &ServerHandle, sessions: Arc<Sessions>, id: Arc<str>, to: ConnId, saved: Saved) {
+fn hand_off(
+    handle: &ServerHandle,
+    sessions: Arc<Sessions>,
+    id: Arc<str>,
+    to: ConnId,
+    saved: Saved,
+) {
     let h = handle.clone();
     handle.visit::<App>(to, move |ws| match ws {
         Some(ws) if ws.data().awaiting_handoff => {

@@ -30,7 +30,11 @@ impl Saved {
     /// Bytes this holds on the heap, roughly.
     fn heap(&self) -> usize {
         self.topics.iter().map(|t| t.len() + 24).sum::<usize>()
-            + self.positions.iter().map(|(t, _, _)| t.len() + 48).sum::<usize>()
+            + self
+                .positions
+                .iter()
+                .map(|(t, _, _)| t.len() + 48)
+                .sum::<usize>()
     }
 }
 
@@ -99,13 +103,7 @@ fn new_id(core: usize) -> Box<str> {
     let mut got = 0;
     while got < bytes.len() {
         // SAFETY: the region from `got` is writable for `len - got` bytes.
-        let n = unsafe {
-            libc::getrandom(
-                bytes[got..].as_mut_ptr().cast(),
-                bytes.len() - got,
-                0,
-            )
-        };
+        let n = unsafe { libc::getrandom(bytes[got..].as_mut_ptr().cast(), bytes.len() - got, 0) };
         if n > 0 {
             got += n as usize;
         } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
@@ -300,7 +298,11 @@ impl<C: Copy + PartialEq> Sessions<C> {
 
     /// Bytes the kept sessions hold, roughly (id, record, saved state).
     pub(crate) fn kept_bytes(&self) -> usize {
-        let per = std::mem::size_of::<Record<C>>() + 34 + 16 + std::mem::size_of::<(Instant, Box<str>)>() + 34;
+        let per = std::mem::size_of::<Record<C>>()
+            + 34
+            + 16
+            + std::mem::size_of::<(Instant, Box<str>)>()
+            + 34;
         self.shards
             .iter()
             .map(|m| {
