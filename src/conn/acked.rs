@@ -303,7 +303,7 @@ mod tests {
         let fd = s.as_raw_fd();
         let mut taps = AckTaps::default();
         assert!(taps.start(1, fd, 0, reader));
-        let mut send = |taps: &mut AckTaps, text: &str| {
+        let send = |taps: &mut AckTaps, text: &str| {
             let f = frame(text);
             (&s).write_all(&f).unwrap();
             taps.on_queued(1, f.len());

@@ -376,7 +376,7 @@ impl Handler for App {
             .sessions
             .as_ref()
             .and(req.request().query_param("session"))
-            .and_then(|raw| shardcast::proto::handshake::percent_decode(raw))
+            .and_then(shardcast::proto::handshake::percent_decode)
             .filter(|id| id.len() <= 64)
             .map(std::borrow::Cow::into_owned);
         Ok(Client {

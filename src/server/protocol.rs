@@ -74,7 +74,7 @@ pub(crate) fn read_position(payload: &[u8]) -> Option<(&str, u64)> {
     let body = payload.strip_suffix(b"\"}")?;
     let q = body.iter().rposition(|&b| b == b'"')?;
     let epoch = &body[q + 1..];
-    if epoch.iter().any(|&b| b == b'\\') {
+    if epoch.contains(&b'\\') {
         return None;
     }
     let body = body[..q].strip_suffix(b",\"epoch\":")?;
