@@ -30,8 +30,9 @@ use rustc_hash::FxHashMap;
 /// cheap.
 pub type PositionReader = fn(&[u8]) -> Option<(&str, u64)>;
 
-/// Trim the log when it passes this many entries (at least).
-const TRIM_AT: usize = 256;
+/// Trim the log when it passes this many entries (at least): 2 KiB of
+/// entries.
+const TRIM_AT: usize = 64;
 
 struct Tap {
     fd: RawFd,
@@ -64,6 +65,10 @@ impl Tap {
     fn trim(&mut self) {
         if let Ok(bytes) = bytes_acked(self.fd) {
             self.settle(bytes);
+        }
+        if self.log.is_empty() {
+            // A reader that keeps up holds no log between bursts.
+            self.log = VecDeque::new();
         }
         self.trim_at = (self.log.len() * 2).max(TRIM_AT);
     }

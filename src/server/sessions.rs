@@ -331,6 +331,41 @@ pub(crate) async fn sweeper(sessions: Arc<Sessions>, core: usize) {
 mod tests {
     use super::*;
 
+    fn rss_kib() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4
+    }
+
+    /// What a kept session costs: 100,000 kept sessions of 3 topics (two
+    /// with history) each, RSS before and after. Run with `--ignored
+    /// --nocapture`; the figure is in docs/design.md.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn memory_per_kept_session() {
+        let n = 100_000u32;
+        let s: Sessions<u32> = Sessions::new(1, Duration::from_secs(60), n as usize);
+        let before = rss_kib();
+        for i in 0..n {
+            let id = s.create(0, i, Some("device-12345"));
+            let saved = Saved {
+                topics: vec!["chat.room-1".into(), "chat.room-2".into(), "news".into()],
+                positions: vec![
+                    ("chat.room-1".into(), 41, Arc::from("x3f9a01c")),
+                    ("chat.room-2".into(), 7, Arc::from("x3f9a01c")),
+                ],
+            };
+            let _ = s.leave(&id, i, saved);
+        }
+        let after = rss_kib();
+        eprintln!(
+            "{n} kept sessions: RSS +{} KiB, {} bytes each (estimate in /metrics: {} bytes each)",
+            after - before,
+            (after - before) * 1024 / u64::from(n),
+            s.kept_bytes() / n as usize
+        );
+    }
+
     #[test]
     fn ids_name_their_home_and_are_unguessable() {
         let a = new_id(3);
