@@ -322,28 +322,6 @@ impl ServerHandle {
         self.inner.mesh.send(core, CoreMsg::Run(Box::new(job)));
     }
 
-    /// Runs `f` on connection `conn`'s core with its [`Ws`](crate::Ws),
-    /// without waiting, from any thread (a core's included): how work
-    /// finished elsewhere comes back to a connection's callbacks (e.g.
-    /// state handed over by another connection). `f` gets `None` if the
-    /// connection is gone by then. `H` must be the server's handler type;
-    /// with another, `f` gets `None`.
-    pub fn visit<H: crate::Handler>(
-        &self,
-        conn: ConnId,
-        f: impl FnOnce(Option<&mut crate::Ws<'_, H>>) + Send + 'static,
-    ) {
-        self.run_on(conn.core(), move |view| {
-            match view
-                .core_any()
-                .and_then(|a| a.downcast_ref::<crate::api::CoreOf<H>>())
-            {
-                Some(core) => crate::api::visit(core, conn, f),
-                None => f(None),
-            }
-        });
-    }
-
     /// Sends `frame` to every open connection of client `id`
     /// ([`Ws::set_client_id`](crate::Ws::set_client_id)), on every core,
     /// from any thread. Returns how many connections it was sent to.

@@ -14,7 +14,6 @@ pub use http::{HttpCtx, HttpResponder, HttpResponse};
 #[cfg(feature = "json")]
 pub use json::{json_frame, JsonError};
 pub use session::{SendError, Session, SpawnError, SESSION_QUEUE};
-pub(crate) use ws::visit;
 pub use ws::{SubscribeError, Ws};
 
 /// The core state a handler `H` runs on.

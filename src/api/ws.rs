@@ -80,7 +80,7 @@ impl<'a, H: Handler> Ws<'a, H> {
 
     /// The server's [`Handler`] (useful in work that reaches a
     /// connection later, e.g. through
-    /// [`ServerHandle::visit`](crate::ServerHandle::visit)).
+    /// [`Ws::visit`]).
     pub fn handler(&self) -> &'a H {
         self.core.handler()
     }
@@ -207,6 +207,26 @@ impl<'a, H: Handler> Ws<'a, H> {
             );
         }
         Ok(())
+    }
+
+    /// Runs `f` on connection `conn`'s core with its `Ws`, without
+    /// waiting, from any thread (a core's included): how work finished
+    /// elsewhere comes back to a connection's callbacks (e.g. state
+    /// handed over by another connection). `f` gets `None` if the
+    /// connection is gone by then (or driven by an async session), or if
+    /// `H` is not the handler type of `handle`'s server. A panic in `f`
+    /// closes the connection with 1011, as in any callback.
+    pub fn visit(
+        handle: &ServerHandle,
+        conn: ConnId,
+        f: impl FnOnce(Option<&mut Ws<'_, H>>) + Send + 'static,
+    ) {
+        handle.run_on(conn.core(), move |view| {
+            match view.core_any().and_then(|a| a.downcast_ref::<CoreOf<H>>()) {
+                Some(core) => visit(core, conn, f),
+                None => f(None),
+            }
+        });
     }
 
     /// Identifies this connection as one of client `id`'s (e.g. the JWT
@@ -394,14 +414,8 @@ impl<'a, H: Handler> Ws<'a, H> {
     }
 }
 
-/// Runs `f` with connection `conn`'s [`Ws`] on `core` (its core), or
-/// with `None` if it is gone (or handed to an async session). A panic in
-/// `f` closes the connection with 1011, as in any callback.
-pub(crate) fn visit<H: Handler>(
-    core: &CoreOf<H>,
-    conn: ConnId,
-    f: impl FnOnce(Option<&mut Ws<'_, H>>),
-) {
+/// [`Ws::visit`], on `conn`'s core.
+fn visit<H: Handler>(core: &CoreOf<H>, conn: ConnId, f: impl FnOnce(Option<&mut Ws<'_, H>>)) {
     let taken = {
         let mut conns = core.conns();
         if conns.is_live(conn) {

@@ -37,7 +37,7 @@ pub trait CoreView {
         let _ = topic;
         None
     }
-    /// The core itself, for [`ServerHandle::visit`](crate::ServerHandle::visit).
+    /// The core itself, for [`Ws::visit`](crate::Ws::visit).
     #[doc(hidden)]
     fn core_any(&self) -> Option<&dyn std::any::Any> {
         None

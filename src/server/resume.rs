@@ -42,8 +42,9 @@ impl App {
                 d.session = Some(id.clone());
                 d.awaiting_handoff = true;
                 let to = ws.id();
-                ws.handle()
-                    .visit::<App>(old, move |old| take_over(old, sessions, id, to));
+                Ws::<App>::visit(ws.handle(), old, move |old| {
+                    take_over(old, sessions, id, to)
+                });
             }
             _ => {
                 let id = sessions.create(ws.core(), ws.id(), client.as_deref());
@@ -188,7 +189,7 @@ fn hand_off(
     saved: Saved,
 ) {
     let h = handle.clone();
-    handle.visit::<App>(to, move |ws| match ws {
+    Ws::<App>::visit(handle, to, move |ws| match ws {
         Some(ws) if ws.data().awaiting_handoff => {
             ws.data_mut().awaiting_handoff = false;
             let app = ws.handler();
