@@ -231,6 +231,12 @@ pub struct Config {
     /// Each core's result: [`ServerHandle::task_runs`](crate::ServerHandle::task_runs).
     /// Default: [`TaskRun::Defer`].
     pub task_run: TaskRun,
+    /// Which data path an io_uring core runs. Default:
+    /// [`IoPath::Readiness`]. The environment variable
+    /// `SHARDCAST_IO_PATH=direct|readiness` overrides it (to run a whole
+    /// test suite on either path). Each core's result:
+    /// [`ServerHandle::drivers`](crate::ServerHandle::drivers).
+    pub io_path: IoPath,
     /// permessage-deflate: off, or negotiated and inflated.
     /// Default: [`Compression::Off`].
     pub compression: Compression,
@@ -280,6 +286,52 @@ pub enum TaskRun {
     /// No setup flags (every kernel with io_uring): the kernel interrupts
     /// the core to post completions.
     Interrupt,
+}
+
+/// The data path of a core on io_uring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoPath {
+    /// Sockets accepted as direct descriptors into the ring's file table
+    /// (not process descriptors: no `RLIMIT_NOFILE` bound), received by
+    /// multishot `recv` into a provided-buffer ring, written by `sendmsg`
+    /// submissions; no task per connection. Needs Linux 5.19 (sparse file
+    /// tables, accept into an allocated slot, buffer rings; multishot
+    /// receive from 6.0, single-shot receives before); a core whose
+    /// kernel or ring lacks any of it runs [`IoPath::Readiness`].
+    Direct,
+    /// The ring (or epoll) reports readiness and the core calls `recv` and
+    /// `sendmsg` itself; one task per connection. Every kernel.
+    Readiness,
+}
+
+impl IoPath {
+    /// This path, or the one `SHARDCAST_IO_PATH` names.
+    pub(crate) fn effective(self) -> IoPath {
+        match std::env::var("SHARDCAST_IO_PATH").ok().as_deref() {
+            Some(s) => s.parse().unwrap_or(self),
+            None => self,
+        }
+    }
+}
+
+impl std::fmt::Display for IoPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoPath::Direct => "direct",
+            IoPath::Readiness => "readiness",
+        })
+    }
+}
+
+impl std::str::FromStr for IoPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "direct" => Ok(IoPath::Direct),
+            "readiness" => Ok(IoPath::Readiness),
+            _ => Err(format!("unknown io path {s:?} (direct or readiness)")),
+        }
+    }
 }
 
 impl TaskRun {
@@ -352,6 +404,7 @@ impl Default for Config {
             flush_gather: Duration::ZERO,
             flush_gather_min: 1024,
             task_run: TaskRun::Defer,
+            io_path: IoPath::Readiness,
             compression: Compression::Off,
             deflate: DeflateConfig::default(),
             max_subscribers_per_topic: usize::MAX,
@@ -448,6 +501,8 @@ impl Config {
         flush_gather_min: usize;
         /// Sets [`Config::task_run`].
         task_run: TaskRun;
+        /// Sets [`Config::io_path`].
+        io_path: IoPath;
         /// Sets [`Config::compression`].
         compression: Compression;
         /// Sets [`Config::deflate`].

@@ -33,8 +33,11 @@ fn on_core() -> bool {
 /// The io driver a core runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverKind {
-    /// io_uring.
+    /// io_uring, readiness path ([`IoPath::Readiness`](crate::config::IoPath::Readiness)).
     IoUring,
+    /// io_uring, direct path ([`IoPath::Direct`](crate::config::IoPath::Direct)):
+    /// direct descriptors, provided buffers, sends as submissions.
+    IoUringDirect,
     /// epoll (monoio's legacy driver).
     Legacy,
 }
@@ -43,6 +46,7 @@ impl std::fmt::Display for DriverKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             DriverKind::IoUring => "io_uring",
+            DriverKind::IoUringDirect => "io_uring-direct",
             DriverKind::Legacy => "epoll",
         })
     }

@@ -72,6 +72,7 @@ mod state;
 pub mod stats;
 pub mod streams;
 mod sys;
+mod uring;
 mod uring_probe;
 
 #[cfg(feature = "json")]
@@ -80,7 +81,7 @@ pub use api::{
     Handler, HttpCtx, HttpRequest, HttpResponder, HttpResponse, Message, Rejection, SendError,
     Session, SpawnError, SubscribeError, UpgradeRequest, Ws, SESSION_QUEUE,
 };
-pub use config::{Compression, Config, NodeLink, SlowConsumerPolicy, TaskRun};
+pub use config::{Compression, Config, IoPath, NodeLink, SlowConsumerPolicy, TaskRun};
 pub use conn::{ConnId, OwnedMessage, PositionReader, SendStatus};
 pub use engine::Server;
 pub use fanout::PublishResult;

@@ -75,6 +75,9 @@ pub struct CoreStats {
     pub frames_written: Counter,
     /// Turns whose writes waited [`Config::flush_gather`](crate::Config::flush_gather).
     pub gathers: Counter,
+    /// Direct path: receives that found every provided buffer in use
+    /// (re-armed at once; the bytes wait in the socket meanwhile).
+    pub recv_no_buffers: Counter,
     /// Messages compressed (permessage-deflate): with shared compression,
     /// one per publish that some subscriber took compressed, whatever the
     /// number of subscribers and cores; plus one per compressed direct
@@ -174,6 +177,7 @@ impl CoreStats {
             writes: self.writes.get(),
             frames_written: self.frames_written.get(),
             gathers: self.gathers.get(),
+            recv_no_buffers: self.recv_no_buffers.get(),
             compressions: self.compressions.get(),
             compress_in: self.compress_in.get(),
             compress_out: self.compress_out.get(),
@@ -225,6 +229,8 @@ pub struct StatsSnapshot {
     pub frames_written: u64,
     /// Turns whose writes waited for `flush_gather`.
     pub gathers: u64,
+    /// Direct path receives that found no free buffer.
+    pub recv_no_buffers: u64,
     /// Messages compressed (see [`CoreStats::compressions`]).
     pub compressions: u64,
     /// Bytes of frames given to the compressor.
@@ -360,6 +366,7 @@ impl StatsSnapshot {
         self.writes += o.writes;
         self.frames_written += o.frames_written;
         self.gathers += o.gathers;
+        self.recv_no_buffers += o.recv_no_buffers;
         self.compressions += o.compressions;
         self.compress_in += o.compress_in;
         self.compress_out += o.compress_out;

@@ -16,6 +16,14 @@ fn drivers_follow_the_environment() {
             drivers.iter().all(|d| *d == DriverKind::Legacy),
             "{drivers:?}"
         );
+    } else if std::env::var("SHARDCAST_IO_PATH").is_ok_and(|v| v == "direct")
+        && kernel_version() >= (6, 0)
+    {
+        // Every feature of the direct path is in 6.0.
+        assert!(
+            drivers.iter().all(|d| *d == DriverKind::IoUringDirect),
+            "{drivers:?}"
+        );
     }
     eprintln!("drivers: {drivers:?}");
     stop(h);
@@ -40,7 +48,7 @@ fn every_task_run_mode_serves_or_falls_back_to_one_the_kernel_has() {
         for (driver, run) in h.drivers().iter().zip(&runs) {
             match driver {
                 DriverKind::Legacy => assert_eq!(*run, None, "epoll has no ring"),
-                DriverKind::IoUring => {
+                DriverKind::IoUring | DriverKind::IoUringDirect => {
                     let got = run.expect("an io_uring core reports its mode");
                     // What this kernel must accept: DEFER_TASKRUN came in
                     // 6.1, COOP_TASKRUN in 5.19; a mode it has is never

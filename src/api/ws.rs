@@ -257,7 +257,9 @@ impl<'a, H: Handler> Ws<'a, H> {
     /// queued message one `reader` call and each positioned one a log
     /// entry (32 bytes) until its peer acknowledges it; connections that
     /// do not call this pay nothing. Returns false if the socket cannot
-    /// tell (nothing is tracked then).
+    /// tell (nothing is tracked then): on the direct io_uring path
+    /// ([`IoPath`](crate::IoPath)), whose sockets have no file descriptor
+    /// to ask.
     pub fn track_acks(&mut self, reader: crate::conn::PositionReader) -> bool {
         self.core.conns().track_acks(self.key, reader)
     }

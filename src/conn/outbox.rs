@@ -42,9 +42,11 @@ impl Outbox {
     }
 
     /// Drops every frame not yet started; a partly written frame stays so
-    /// the stream remains well-formed. Returns the data frames dropped.
-    pub(super) fn discard_unsent(&mut self) -> usize {
-        let keep = usize::from(self.head_written > 0);
+    /// the stream remains well-formed, and so do the first `in_flight`
+    /// frames (handed to the kernel by a send not yet complete). Returns
+    /// the data frames dropped.
+    pub(super) fn discard_unsent(&mut self, in_flight: usize) -> usize {
+        let keep = usize::from(self.head_written > 0).max(in_flight);
         let mut dropped = 0;
         while self.frames.len() > keep {
             if let Some(f) = self.frames.pop_back() {
@@ -112,8 +114,48 @@ impl Outbox {
         })
     }
 
+    /// Lays the head of the queue out in `f` for a send submitted to the
+    /// kernel (the direct path): small frames copied into its buffer,
+    /// large ones by reference, each kept alive by `f` until the send
+    /// completes, whatever happens to the queue meanwhile. Returns the
+    /// bytes offered.
+    pub(super) fn prepare(&self, f: &mut InFlight) -> usize {
+        f.reset();
+        let mut total = 0usize;
+        for (i, fr) in self.frames.iter().enumerate() {
+            let skip = if i == 0 { self.head_written } else { 0 };
+            let len = fr.len() - skip;
+            if f.plan.len() >= sys::MAX_IOVECS - 1 || total >= WRITE_BATCH {
+                break;
+            }
+            if len <= COALESCE_MAX {
+                let start = f.copy.len();
+                f.copy.extend_from_slice(&fr[skip..]);
+                f.plan.push_copied(start, len);
+            } else {
+                f.plan.push_ref(f.refs.len());
+                f.refs.push(fr.slice(skip..));
+            }
+            f.frames += 1;
+            total += len;
+        }
+        for seg in f.plan.segments() {
+            let v = match seg {
+                Seg::Copied(start, len) => sys::iovec_of(&f.copy[start..start + len]),
+                Seg::Ref(i) => sys::iovec_of(&f.refs[i]),
+            };
+            f.iov.push(v);
+        }
+        // SAFETY: a zeroed msghdr is valid; only the iovec fields are set,
+        // to `f.iov`, which `f` keeps (boxed, not moved) until completion.
+        f.hdr = unsafe { std::mem::zeroed() };
+        f.hdr.msg_iov = f.iov.as_mut_ptr();
+        f.hdr.msg_iovlen = f.iov.len() as _;
+        total
+    }
+
     /// Moves past `n` written bytes; returns the frames completed.
-    fn advance(&mut self, n: usize) -> usize {
+    pub(super) fn advance(&mut self, n: usize) -> usize {
         let mut completed = 0;
         let mut left = n;
         while left > 0 {
@@ -174,6 +216,52 @@ impl Gather {
             wbuf: Vec::with_capacity(WRITE_BATCH),
             iov: Vec::with_capacity(sys::MAX_IOVECS),
             plan: Plan::default(),
+        }
+    }
+}
+
+/// A send handed to the kernel and not yet complete (the direct path):
+/// its message header, iovecs and the bytes they point to. Boxed so that
+/// its address stays put while the kernel holds it.
+pub(crate) struct InFlight {
+    pub(super) hdr: libc::msghdr,
+    iov: Vec<libc::iovec>,
+    copy: Vec<u8>,
+    refs: Vec<Bytes>,
+    plan: Plan,
+    /// Queued frames it covers (in whole or in part).
+    pub(super) frames: usize,
+}
+
+impl InFlight {
+    pub(super) fn new() -> Box<Self> {
+        Box::new(Self {
+            // SAFETY: a zeroed msghdr is valid (no name, no iovecs).
+            hdr: unsafe { std::mem::zeroed() },
+            iov: Vec::new(),
+            copy: Vec::new(),
+            refs: Vec::new(),
+            plan: Plan::default(),
+            frames: 0,
+        })
+    }
+
+    fn reset(&mut self) {
+        self.iov.clear();
+        self.copy.clear();
+        self.refs.clear();
+        self.plan.clear();
+        self.frames = 0;
+    }
+
+    /// Drops the frames it held, keeping modest buffers for reuse.
+    pub(super) fn recycle(&mut self) {
+        self.reset();
+        if self.copy.capacity() > 64 << 10 {
+            self.copy = Vec::new();
+        }
+        if self.iov.capacity() > 64 {
+            self.iov = Vec::new();
         }
     }
 }

@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::acked::{AckTaps, PositionReader};
 use super::deflate::{Choice, ConnDeflate, CoreDeflate};
-use super::outbox::{Gather, Outbox};
+use super::outbox::{Gather, InFlight, Outbox};
 use super::timer::TimerWheel;
 use super::Publication;
 use super::{secs, ConnId, LocalNotify, SendStatus, State};
@@ -28,6 +28,42 @@ use crate::proto::{CloseCode, PreparedFrame};
 use crate::pubsub::registry::sparse;
 use crate::stats::{CoreStats, MemoryGauges};
 use crate::sys;
+use crate::uring::{DirectIo, Slot};
+
+/// How a connection's socket is held.
+enum Sock {
+    /// A process descriptor the runtime polls for readiness (the entry's
+    /// `fd`).
+    Stream(Rc<TcpStream>),
+    /// A direct descriptor of a socket ring (the entry's `fd` holds the
+    /// packed [`Slot`]); its peer address is in the table's `peers`.
+    Direct,
+}
+
+/// A direct connection's peer address, kept compact: most are IPv4.
+#[derive(Default)]
+enum PeerAddr {
+    #[default]
+    Unknown,
+    V4([u8; 4], u16),
+    V6(Box<std::net::SocketAddrV6>),
+}
+
+impl PeerAddr {
+    fn new(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(v4) => PeerAddr::V4(v4.ip().octets(), v4.port()),
+            SocketAddr::V6(v6) => PeerAddr::V6(Box::new(v6)),
+        }
+    }
+    fn get(&self) -> SocketAddr {
+        match self {
+            PeerAddr::Unknown => SocketAddr::from(([0, 0, 0, 0], 0)),
+            PeerAddr::V4(ip, port) => SocketAddr::from((*ip, *port)),
+            PeerAddr::V6(a) => SocketAddr::V6(**a),
+        }
+    }
+}
 
 /// What a frame pushed onto an outbox is; decides its admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +86,7 @@ pub(crate) enum Kind {
 struct Conn<D> {
     gen: u32,
     fd: RawFd,
-    stream: Rc<TcpStream>,
+    sock: Sock,
     state: State,
     outbox: Outbox,
     /// Reported backpressure; `drain` fires below the low-water mark.
@@ -61,7 +97,8 @@ struct Conn<D> {
     fin_after_flush: bool,
     /// Listed in the table's dirty list for the next flush.
     dirty: bool,
-    /// A write hit a full socket; a task waits for writability.
+    /// A write hit a full socket and a task waits for writability; on
+    /// the direct path, a send is in flight.
     waiting_writable: bool,
     /// The `close` callback has run (it runs exactly once).
     close_notified: bool,
@@ -163,6 +200,17 @@ pub(crate) struct ConnTable<D> {
     over: Vec<(u32, u32)>,
     /// The compressors (permessage-deflate).
     deflate: CoreDeflate,
+    /// The direct path's rings, when this core runs it.
+    direct: Option<Rc<DirectIo>>,
+    /// Direct sends in flight, by their user data (key and generation:
+    /// a slot reused before an old send completes gets its own entry).
+    sending: FxHashMap<u64, Box<InFlight>>,
+    /// Finished sends' records, for reuse (boxed: a record in flight must
+    /// not move, and reuse keeps its allocation).
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<InFlight>>,
+    /// Direct connections' peer addresses, by key.
+    peers: Vec<PeerAddr>,
     cfg: Arc<Config>,
     stats: Arc<[CoreStats]>,
 }
@@ -193,6 +241,10 @@ impl<D> ConnTable<D> {
             clients: FxHashMap::default(),
             acked: AckTaps::default(),
             deflate: CoreDeflate::new(cfg.deflate),
+            direct: None,
+            sending: FxHashMap::default(),
+            spare_sends: Vec::new(),
+            peers: Vec::new(),
             cfg,
             stats,
         }
@@ -222,13 +274,44 @@ impl<D> ConnTable<D> {
     /// Takes a slot for a just-accepted socket and arms its handshake
     /// deadline. Returns its key.
     pub(crate) fn insert(&mut self, stream: Rc<TcpStream>, fd: RawFd) -> u32 {
+        self.insert_sock(Sock::Stream(stream), fd)
+    }
+
+    /// The core runs the direct path on these rings.
+    pub(crate) fn set_direct(&mut self, direct: Rc<DirectIo>) {
+        self.direct = Some(direct);
+    }
+
+    /// [`insert`](Self::insert) for a socket accepted into a ring's table.
+    pub(crate) fn insert_direct(&mut self, slot: Slot, peer: SocketAddr) -> u32 {
+        let key = self.insert_sock(Sock::Direct, slot.pack());
+        let i = key as usize;
+        if self.peers.len() <= i {
+            self.peers.resize_with(i + 1, PeerAddr::default);
+        }
+        self.peers[i] = PeerAddr::new(peer);
+        key
+    }
+
+    /// The ring slot of direct connection `key`.
+    pub(crate) fn slot(&self, key: u32) -> Option<Slot> {
+        let c = self.slab.get(key as usize)?;
+        matches!(c.sock, Sock::Direct).then(|| Slot::unpack(c.fd))
+    }
+
+    /// The generation of the connection in slot `key`.
+    pub(crate) fn gen(&self, key: u32) -> Option<u32> {
+        self.slab.get(key as usize).map(|c| c.gen)
+    }
+
+    fn insert_sock(&mut self, sock: Sock, fd: RawFd) -> u32 {
         let gen = self.next_gen;
         self.next_gen = gen.wrapping_add(1).max(1);
         let now = self.now;
         let key = self.slab.insert(Conn {
             gen,
             fd,
-            stream,
+            sock,
             state: State::Handshake,
             outbox: Outbox::default(),
             backpressured: false,
@@ -270,10 +353,24 @@ impl<D> ConnTable<D> {
 
     /// The client's address (cached by the runtime after the first call).
     pub(crate) fn peer(&self, key: u32) -> SocketAddr {
-        self.slab[key as usize]
-            .stream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        match &self.slab[key as usize].sock {
+            Sock::Stream(s) => s
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            Sock::Direct => self
+                .peers
+                .get(key as usize)
+                .map_or_else(|| PeerAddr::Unknown.get(), PeerAddr::get),
+        }
+    }
+
+    /// Shuts `c`'s socket (`how` as for shutdown(2)): at once for a
+    /// descriptor, by a submission for a direct one.
+    fn shut(direct: &Option<Rc<DirectIo>>, c: &Conn<D>, how: libc::c_int) {
+        match (&c.sock, direct) {
+            (Sock::Direct, Some(d)) => d.shutdown(Slot::unpack(c.fd), how),
+            _ => sys::shutdown(c.fd, how),
+        }
     }
 
     /// Bytes queued for `key` and not yet written.
@@ -469,6 +566,10 @@ impl<D> ConnTable<D> {
         let Some(c) = self.slab.get(key as usize) else {
             return false;
         };
+        // A direct descriptor is no file descriptor: no getsockopt.
+        if matches!(c.sock, Sock::Direct) {
+            return false;
+        }
         let (fd, queued) = (c.fd, c.outbox.queued());
         self.acked.start(key, fd, queued, reader)
     }
@@ -685,7 +786,9 @@ impl<D> ConnTable<D> {
     pub(crate) fn close(&mut self, key: u32, code: CloseCode, reason: &str) {
         match self.state(key) {
             Some(State::Open) => self.begin_close(key, code, reason, false),
-            Some(State::Handshake) => sys::shutdown(self.slab[key as usize].fd, libc::SHUT_RDWR),
+            Some(State::Handshake) => {
+                Self::shut(&self.direct, &self.slab[key as usize], libc::SHUT_RDWR)
+            }
             _ => {}
         }
     }
@@ -713,9 +816,10 @@ impl<D> ConnTable<D> {
     /// not started when `discard` is set), stops further sends, shuts our
     /// side once it is written and arms the close deadline.
     fn begin_close(&mut self, key: u32, code: CloseCode, reason: &str, discard: bool) {
+        let in_flight = self.in_flight_frames(key);
         let c = &mut self.slab[key as usize];
         if discard {
-            let n = c.outbox.discard_unsent();
+            let n = c.outbox.discard_unsent(in_flight);
             self.stats[self.core].discarded.bump(n as u64);
         }
         c.close_code
@@ -775,6 +879,10 @@ impl<D> ConnTable<D> {
     /// not fit is not worth queueing (the client sends the body anyway
     /// after its own timeout).
     pub(crate) fn write_interim(&mut self, key: u32, response: &[u8]) {
+        if matches!(self.slab[key as usize].sock, Sock::Direct) {
+            self.push(key, Bytes::copy_from_slice(response), Kind::Last);
+            return;
+        }
         let _ = sys::send_parts(self.slab[key as usize].fd, &[response]);
     }
 
@@ -783,7 +891,11 @@ impl<D> ConnTable<D> {
     /// through the outbox and the FIN follows it.
     fn write_and_finish(&mut self, key: u32, response: &[u8]) {
         let fd = self.slab[key as usize].fd;
-        let sent = sys::send_parts(fd, &[response]).unwrap_or(0);
+        // A direct socket is written by a submission: through the outbox.
+        let sent = match self.slab[key as usize].sock {
+            Sock::Stream(_) => sys::send_parts(fd, &[response]).unwrap_or(0),
+            Sock::Direct => 0,
+        };
         if sent >= response.len() {
             sys::shutdown(fd, libc::SHUT_WR);
             return;
@@ -823,7 +935,15 @@ impl<D> ConnTable<D> {
         self.deflate.forget(key);
         self.acked.forget(key);
         let c = self.slab.remove(key as usize);
-        sys::shutdown(c.fd, libc::SHUT_RDWR);
+        match (&c.sock, &self.direct) {
+            (Sock::Direct, Some(d)) => {
+                d.close(Slot::unpack(c.fd));
+                if let Some(p) = self.peers.get_mut(key as usize) {
+                    *p = PeerAddr::Unknown;
+                }
+            }
+            _ => sys::shutdown(c.fd, libc::SHUT_RDWR),
+        }
         self.stats().closed();
     }
 
@@ -890,7 +1010,7 @@ impl<D> ConnTable<D> {
                     u64::from(c.closing_since) + secs(cfg.close_timeout)
                 };
                 if now >= deadline {
-                    sys::shutdown(c.fd, libc::SHUT_RDWR);
+                    Self::shut(&self.direct, c, libc::SHUT_RDWR);
                     return;
                 }
                 deadline
@@ -987,6 +1107,9 @@ impl<D> ConnTable<D> {
         if c.waiting_writable {
             return false;
         }
+        if matches!(c.sock, Sock::Direct) {
+            return self.send_direct(key);
+        }
         let (mut bytes, mut writes, mut frames) = (0usize, 0u64, 0usize);
         while !c.outbox.is_empty() {
             let full = match c.outbox.write_some(c.fd, &mut self.gather) {
@@ -1008,7 +1131,10 @@ impl<D> ConnTable<D> {
             };
             if full {
                 c.waiting_writable = true;
-                let (stream, gen, schedule) = (c.stream.clone(), c.gen, self.schedule.clone());
+                let Sock::Stream(stream) = &c.sock else {
+                    unreachable!("direct connections are written by submissions")
+                };
+                let (stream, gen, schedule) = (stream.clone(), c.gen, self.schedule.clone());
                 monoio::spawn(async move {
                     let _ = stream.writable(false).await;
                     schedule.writable.borrow_mut().push((key, gen));
@@ -1029,6 +1155,115 @@ impl<D> ConnTable<D> {
             sys::shutdown(c.fd, libc::SHUT_WR);
         }
         if c.backpressured && c.outbox.queued() <= low {
+            c.backpressured = false;
+            return c.state == State::Open;
+        }
+        false
+    }
+
+    /// Hands direct connection `key`'s outbox to the kernel as one
+    /// `sendmsg` submission (submitted with the rest of the core's turn).
+    /// Until it completes ([`send_done`](Self::send_done)) the connection
+    /// gathers frames, which go in the next send. Returns whether the
+    /// connection's backpressure just ended (only when nothing was queued).
+    fn send_direct(&mut self, key: u32) -> bool {
+        let Some(direct) = self.direct.clone() else {
+            return false;
+        };
+        let c = &mut self.slab[key as usize];
+        let slot = Slot::unpack(c.fd);
+        if c.outbox.is_empty() {
+            if c.fin_after_flush {
+                c.fin_after_flush = false;
+                direct.shutdown(slot, libc::SHUT_WR);
+            }
+            return false;
+        }
+        let mut f = self.spare_sends.pop().unwrap_or_else(InFlight::new);
+        c.outbox.prepare(&mut f);
+        // SAFETY: `f` is boxed and kept in `sending` until the send's
+        // completion; its header, iovecs and the bytes they point to (its
+        // copy buffer and the frames it holds) do not change meanwhile.
+        unsafe { direct.send(slot, key, c.gen, &f.hdr) };
+        c.waiting_writable = true;
+        self.sending.insert(
+            crate::uring::user_data(crate::uring::Op::Send, key, c.gen),
+            f,
+        );
+        false
+    }
+
+    /// Submits what the direct path has queued (sends, shutdowns).
+    pub(crate) fn submit_direct(&self) {
+        if let Some(d) = &self.direct {
+            d.submit();
+        }
+    }
+
+    /// Frames of `key`'s outbox a direct send in flight covers.
+    fn in_flight_frames(&self, key: u32) -> usize {
+        let Some(c) = self.slab.get(key as usize) else {
+            return 0;
+        };
+        if !c.waiting_writable || !matches!(c.sock, Sock::Direct) {
+            return 0;
+        }
+        let ud = crate::uring::user_data(crate::uring::Op::Send, key, c.gen);
+        self.sending.get(&ud).map_or(0, |f| f.frames)
+    }
+
+    /// A direct send completed with `res` (bytes written, or an error).
+    /// Returns whether the connection is open and its backpressure just
+    /// ended.
+    pub(crate) fn send_done(&mut self, user_data: u64, res: i32) -> bool {
+        let Some(mut f) = self.sending.remove(&user_data) else {
+            return false;
+        };
+        f.recycle();
+        if self.spare_sends.len() < 256 {
+            self.spare_sends.push(f);
+        }
+        let Some((_, key, low)) = crate::uring::parse_user_data(user_data) else {
+            return false;
+        };
+        let (limit, low_water) = (self.cfg.outbox_limit, self.cfg.outbox_low_water);
+        let Some(c) = self.slab.get_mut(key as usize) else {
+            return false;
+        };
+        if !crate::uring::same_gen(c.gen, low) || !matches!(c.sock, Sock::Direct) {
+            return false; // a connection since closed
+        }
+        c.waiting_writable = false;
+        let stats = &self.stats[self.core];
+        if res < 0 {
+            // Peer gone: drop what is queued and shut the socket; its
+            // receive ends and the connection is cleaned up there.
+            let lost = c.outbox.clear();
+            stats.discarded.bump(lost as u64);
+            Self::shut(&self.direct, c, libc::SHUT_RDWR);
+            return false;
+        }
+        let n = (res as usize).min(c.outbox.queued());
+        let frames = c.outbox.advance(n);
+        stats.write_bytes.bump(n as u64);
+        stats.writes.bump(1);
+        stats.frames_written.bump(frames as u64);
+        if c.outbox.queued() <= limit {
+            c.over_since = 0;
+        }
+        if !c.outbox.is_empty() {
+            if !c.dirty {
+                c.dirty = true;
+                if self.dirty.is_empty() {
+                    self.schedule.wake.notify();
+                }
+                self.dirty.push(key);
+            }
+        } else if c.fin_after_flush {
+            c.fin_after_flush = false;
+            Self::shut(&self.direct, c, libc::SHUT_WR);
+        }
+        if c.backpressured && c.outbox.queued() <= low_water {
             c.backpressured = false;
             return c.state == State::Open;
         }
@@ -1104,6 +1339,17 @@ impl<D> ConnTable<D> {
         g.timer_capacity = self.wheel.capacity() as u64;
         g.dirty_capacity = (self.dirty.capacity() + self.flushing.capacity()) as u64;
         g.dedicated_compressors = self.deflate.dedicated_len() as u64;
+    }
+}
+
+impl<D> Drop for ConnTable<D> {
+    fn drop(&mut self) {
+        // A send still in flight when the core stops may be read by the
+        // kernel until its ring is torn down, after this table: leak its
+        // buffers rather than free memory the kernel may still read.
+        for (_, f) in self.sending.drain() {
+            Box::leak(f);
+        }
     }
 }
 

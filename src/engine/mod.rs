@@ -116,13 +116,17 @@ impl<H: Handler> Server<H> {
                         core_affinity::set_for_current(cpu);
                     }
                     crate::handle::mark_core_thread();
-                    let (mut rt, driver) = match runtime::build(task_run) {
+                    let (mut rt, mut driver) = match runtime::build(task_run) {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = ready.send(Err(e));
                             return;
                         }
                     };
+                    let direct = runtime::direct_path(&config, &uring, driver, &listener);
+                    if direct.is_some() {
+                        driver.kind = crate::handle::DriverKind::IoUringDirect;
+                    }
                     tracing::info!(
                         core = i,
                         cpu = ?cpu.map(|c| c.id),
@@ -135,7 +139,7 @@ impl<H: Handler> Server<H> {
                     rt.block_on(async move {
                         let local = handler.local(i);
                         let core = Rc::new(Core::new(i, mesh, handle, handler, config, local));
-                        tasks::run_core(core, listener, inbox).await;
+                        tasks::run_core(core, listener, inbox, direct).await;
                     });
                 })?;
             threads.push(t);

@@ -91,6 +91,48 @@ pub(crate) fn build(wanted: TaskRun) -> io::Result<(CoreRuntime, Driver)> {
     Ok((rt.into(), driver))
 }
 
+/// The direct data path for this core, when it is wanted
+/// ([`Config::io_path`](crate::Config::io_path)), the core runs io_uring and
+/// the kernel has what the path needs; `None` (the readiness path) otherwise,
+/// with the reason logged.
+pub(crate) fn direct_path(
+    config: &crate::Config,
+    features: &crate::uring_probe::UringFeatures,
+    driver: Driver,
+    listener: &std::net::TcpListener,
+) -> Option<crate::uring::DirectIo> {
+    use std::os::fd::AsRawFd;
+    if config.io_path.effective() != crate::config::IoPath::Direct {
+        return None;
+    }
+    if driver.kind != DriverKind::IoUring {
+        tracing::info!("direct io path wanted, but the core runs epoll: readiness path");
+        return None;
+    }
+    if !(features.sparse_files && features.accept_direct && features.buffer_ring) {
+        tracing::info!(
+            ?features,
+            "direct io path wanted, but the kernel lacks direct accept or buffer rings: readiness path"
+        );
+        return None;
+    }
+    let plan = crate::uring::RingPlan::new(
+        config.task_run,
+        config.max_connections,
+        features.recv_multishot,
+    );
+    // Accepted sockets inherit TCP_NODELAY from the listener (a direct
+    // descriptor cannot be given options by setsockopt).
+    crate::sys::set_nodelay(listener.as_raw_fd());
+    match crate::uring::DirectIo::new(plan, listener.as_raw_fd()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the direct io path: readiness path");
+            None
+        }
+    }
+}
+
 /// A listening socket with SO_REUSEPORT, so each core accepts its own share
 /// of connections from the kernel without a shared accept queue.
 pub(crate) fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {

@@ -16,10 +16,14 @@ pub(super) async fn run_core<H: Handler>(
     core: Rc<CoreOf<H>>,
     listener: std::net::TcpListener,
     inbox: Inbox,
+    direct: Option<crate::uring::DirectIo>,
 ) {
     monoio::spawn(flusher(core.clone()));
     monoio::spawn(ticker(core.clone()));
     monoio::spawn(inbox_loop(core.clone(), inbox));
+    if let Some(direct) = direct {
+        return run_direct(core, listener, Rc::new(direct)).await;
+    }
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -48,6 +52,33 @@ pub(super) async fn run_core<H: Handler>(
             },
         }
     }
+}
+
+/// [`run_core`] on the direct path: the rings' driver accepts and serves
+/// every connection; this waits for the stop, then stops accepting and
+/// closes gracefully (the driver goes on serving the closes).
+async fn run_direct<H: Handler>(
+    core: Rc<CoreOf<H>>,
+    listener: std::net::TcpListener,
+    direct: Rc<crate::uring::DirectIo>,
+) {
+    core.conns().set_direct(direct.clone());
+    monoio::spawn(io::drive(core.clone(), direct.clone()));
+    core.stop_signal().notified().await;
+    direct.stop_accepting();
+    sys::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+    core.begin_shutdown();
+    core.conns().close_all();
+    flush(&core);
+    if !core.conns().is_empty() {
+        monoio::select! {
+            _ = core.drained_signal().notified() => {},
+            _ = monoio::time::sleep(core.config().shutdown_timeout) => {
+                tracing::warn!(core = core.id(), left = core.conns().len(), "shutdown deadline: dropping connections");
+            },
+        }
+    }
+    drop(listener);
 }
 
 async fn accept_loop<H: Handler>(core: Rc<CoreOf<H>>, listener: &monoio::net::TcpListener) {
@@ -220,6 +251,11 @@ async fn inbox_loop<H: Handler>(core: Rc<CoreOf<H>>, inbox: Inbox) {
                 // Let this core's connections run between long bursts.
                 yield_now().await;
             }
+        }
+        if handled > 0 {
+            // What the messages queued on the direct path (a shutdown, a
+            // close) goes to the kernel now.
+            core.conns().submit_direct();
         }
         if !mailbox.sleep(&inbox) {
             continue;

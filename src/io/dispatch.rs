@@ -298,14 +298,21 @@ pub(crate) fn flush<H: Handler>(core: &CoreOf<H>) {
 /// whose backpressure ended; returns whether some are left to write.
 pub(crate) fn flush_some<H: Handler>(core: &CoreOf<H>, budget: usize) -> bool {
     let mut drained = Vec::new();
-    let more = core.conns().flush_some(budget, &mut drained);
+    let more = {
+        let mut conns = core.conns();
+        let more = conns.flush_some(budget, &mut drained);
+        // The direct path's sends go to the kernel now, all in one call
+        // per ring.
+        conns.submit_direct();
+        more
+    };
     for key in drained {
         drain(core, key);
     }
     more
 }
 
-fn drain<H: Handler>(core: &CoreOf<H>, key: u32) {
+pub(super) fn drain<H: Handler>(core: &CoreOf<H>, key: u32) {
     if let Some(link) = core.session(key) {
         // An async session's senders wait for this, not a callback.
         link.wake_drained();

@@ -54,7 +54,7 @@ pub(crate) async fn serve<H: Handler>(core: Rc<CoreOf<H>>, stream: Rc<TcpStream>
 }
 
 /// The most a partial frame may make a connection buffer.
-fn partial_cap<H: Handler>(core: &CoreOf<H>) -> usize {
+pub(super) fn partial_cap<H: Handler>(core: &CoreOf<H>) -> usize {
     core.config().max_frame_size.max(4096) + MAX_HEADER_LEN
 }
 
@@ -154,7 +154,7 @@ async fn linger<H: Handler>(core: &Rc<CoreOf<H>>, stream: &TcpStream, key: u32) 
 
 /// What the message loop of a connection does next.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// Reads and decodes.
     Reading,
     /// `rbuf` holds whole frames its async session has no room for yet:
@@ -166,7 +166,7 @@ enum Mode {
 }
 
 impl Step {
-    fn mode(&self) -> Mode {
+    pub(super) fn mode(&self) -> Mode {
         if self.failed {
             Mode::Failed
         } else if self.paused {
@@ -320,7 +320,11 @@ async fn frames<H: Handler>(
 /// The session's `recv` wakes it; a close decided elsewhere (a timeout, a
 /// server shutdown, `close` from another task) does not, so the state is
 /// also looked at once a second while the wait lasts.
-async fn await_room<H: Handler>(core: &CoreOf<H>, key: u32, link: Rc<crate::conn::SessionLink>) {
+pub(super) async fn await_room<H: Handler>(
+    core: &CoreOf<H>,
+    key: u32,
+    link: Rc<crate::conn::SessionLink>,
+) {
     while link.is_full() && !link.is_ended() && core.conns().state(key) == Some(State::Open) {
         let _ = monoio::time::timeout(std::time::Duration::from_secs(1), link.room()).await;
     }
@@ -332,7 +336,7 @@ async fn await_room<H: Handler>(core: &CoreOf<H>, key: u32, link: Rc<crate::conn
 /// connection between messages pays nothing. Returns false when the
 /// table refused the bytes (the core's budget for partial messages): the
 /// connection is closing and the buffer is dropped.
-fn report_partial<H: Handler>(
+pub(super) fn report_partial<H: Handler>(
     core: &CoreOf<H>,
     key: u32,
     dec: &Decoder,

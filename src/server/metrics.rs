@@ -284,7 +284,7 @@ pub fn render_drivers(drivers: &[DriverKind], task_runs: &[Option<TaskRun>]) -> 
 pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f64) -> String {
     let mut out = String::with_capacity(4096);
     type Get = fn(&StatsSnapshot) -> u64;
-    let engine: [(&str, &str, &str, Get); 26] = [
+    let engine: [(&str, &str, &str, Get); 27] = [
         (
             "shardcast_connections_active",
             "gauge",
@@ -356,6 +356,12 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
             "counter",
             "Turns whose writes waited flush_gather for more frames (write coalescing under load).",
             |s| s.gathers,
+        ),
+        (
+            "shardcast_recv_no_buffers_total",
+            "counter",
+            "Direct io_uring path: receives that found every provided buffer in use (re-armed at once).",
+            |s| s.recv_no_buffers,
         ),
         (
             "shardcast_publishes_total",

@@ -1,0 +1,758 @@
+//! The direct io_uring data path's rings: client sockets held as direct descriptors in a ring's registered-file table, received by multishot `recv` into a provided-buffer ring, written by `sendmsg` submissions.
+//!
+//! A core that runs this path owns one or more [`SockRing`]s besides the
+//! runtime's own ring (monoio keeps timers, the inbox and the
+//! application's tasks). Each has a sparse registered-file table: a
+//! socket accepted into it is a slot, not a process descriptor, so it does
+//! not count against `RLIMIT_NOFILE`. The kernel checks a table's size
+//! against that limit once, when it is registered, so a core holding more
+//! connections than the limit opens another ring when its current one is
+//! full. Every ring signals the core's one eventfd when it has
+//! completions; the core's driver task waits for that eventfd through the
+//! runtime, then collects every ring's completions at once and submits
+//! what they produced with one `io_uring_enter` per ring.
+//!
+//! Completions are dispatched by their user data: an [`Op`], the
+//! connection's slab key and the low bits of its generation, so a
+//! completion for a slot that has since been reused is recognised and
+//! dropped.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::{cqueue, squeue, types, IoUring};
+
+use crate::config::TaskRun;
+
+/// What a submission was for; the low byte of its user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Op {
+    /// An accept into the table; the key bits hold the accept slot.
+    Accept = 1,
+    /// A connection's (multishot) receive.
+    Recv = 2,
+    /// A connection's send.
+    Send = 3,
+    /// A shutdown or a close of a slot: nothing to do on completion.
+    Quiet = 4,
+}
+
+/// A submission's user data: `op`, the connection's key and generation.
+pub(crate) fn user_data(op: Op, key: u32, gen: u32) -> u64 {
+    (u64::from(key) << 32) | (u64::from(gen & 0x00ff_ffff) << 8) | op as u64
+}
+
+/// A completion's user data taken apart: (op, key, the generation's low
+/// 24 bits).
+pub(crate) fn parse_user_data(ud: u64) -> Option<(Op, u32, u32)> {
+    let op = match ud & 0xff {
+        1 => Op::Accept,
+        2 => Op::Recv,
+        3 => Op::Send,
+        4 => Op::Quiet,
+        _ => return None,
+    };
+    Some((op, (ud >> 32) as u32, ((ud >> 8) & 0x00ff_ffff) as u32))
+}
+
+/// Whether `gen` (a full generation) matches a completion's 24 bits.
+pub(crate) fn same_gen(gen: u32, low: u32) -> bool {
+    gen & 0x00ff_ffff == low
+}
+
+/// A socket held as a direct descriptor: which ring's table, which slot.
+/// Packed into the `i32` a connection entry keeps for its descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) ring: u8,
+    pub(crate) index: u32,
+}
+
+impl Slot {
+    pub(crate) fn pack(self) -> i32 {
+        ((u32::from(self.ring) << 24) | (self.index & 0x00ff_ffff)) as i32
+    }
+    pub(crate) fn unpack(v: i32) -> Self {
+        let v = v as u32;
+        Slot {
+            ring: (v >> 24) as u8,
+            index: v & 0x00ff_ffff,
+        }
+    }
+    fn fixed(self) -> types::Fixed {
+        types::Fixed(self.index)
+    }
+}
+
+/// A provided-buffer ring: `count` buffers of `size` bytes the kernel
+/// picks from for every multishot receive of its ring, handed back here
+/// as soon as their bytes are decoded.
+pub(crate) struct BufRing {
+    /// The ring of `count` entries the kernel reads (page aligned).
+    entries: *mut types::BufRingEntry,
+    entries_layout: std::alloc::Layout,
+    /// The buffers, `count * size` bytes.
+    bufs: *mut u8,
+    bufs_layout: std::alloc::Layout,
+    size: u32,
+    mask: u16,
+    tail: Cell<u16>,
+}
+
+impl BufRing {
+    /// `count` (a power of two, at most 32,768) buffers of `size` bytes.
+    fn new(count: u16, size: u32) -> io::Result<Self> {
+        assert!(count.is_power_of_two() && count <= 1 << 15);
+        let entries_layout = std::alloc::Layout::from_size_align(usize::from(count) * 16, 4096)
+            .map_err(io::Error::other)?;
+        let bufs_layout =
+            std::alloc::Layout::from_size_align(usize::from(count) * size as usize, 64)
+                .map_err(io::Error::other)?;
+        // SAFETY: both layouts have a non-zero size.
+        let entries: *mut types::BufRingEntry =
+            unsafe { std::alloc::alloc_zeroed(entries_layout) }.cast();
+        // SAFETY: as above; the buffers need no initialisation (the kernel
+        // writes them before they are read).
+        let bufs = unsafe { std::alloc::alloc(bufs_layout) };
+        if entries.is_null() || bufs.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let r = Self {
+            entries,
+            entries_layout,
+            bufs,
+            bufs_layout,
+            size,
+            mask: count - 1,
+            tail: Cell::new(0),
+        };
+        for bid in 0..count {
+            r.put(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    fn count(&self) -> u16 {
+        self.mask + 1
+    }
+
+    /// Writes buffer `bid` at the local tail (published by [`publish`]).
+    fn put(&self, bid: u16) {
+        let tail = self.tail.get();
+        // SAFETY: `tail & mask` is within the `count` entries; the kernel
+        // reads only entries between its head and the published tail, and
+        // this one is past the published tail until `publish`.
+        unsafe {
+            let e = &mut *self.entries.add(usize::from(tail & self.mask));
+            e.set_addr(self.bufs.add(usize::from(bid) * self.size as usize) as u64);
+            e.set_len(self.size);
+            e.set_bid(bid);
+        }
+        self.tail.set(tail.wrapping_add(1));
+    }
+
+    /// Makes the entries written so far visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the ring's tail is the u16 at offset 14 of its first
+        // entry, which the kernel only reads; a release store orders it
+        // after the entries written before it.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail.get(), Ordering::Release);
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel.
+    pub(crate) fn recycle(&self, bid: u16) {
+        self.put(bid);
+        self.publish();
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion just
+    /// handed over.
+    ///
+    /// # Safety
+    /// `bid` came from a completion of this ring with `len` bytes and has
+    /// not been recycled since; the slice must be dropped before it is.
+    pub(crate) unsafe fn data<'a>(&self, bid: u16, len: usize) -> &'a mut [u8] {
+        debug_assert!(bid <= self.mask && len <= self.size as usize);
+        std::slice::from_raw_parts_mut(self.bufs.add(usize::from(bid) * self.size as usize), len)
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the ring that used
+        // them was dropped first (field order of `SockRing`).
+        unsafe {
+            std::alloc::dealloc(self.entries.cast(), self.entries_layout);
+            std::alloc::dealloc(self.bufs, self.bufs_layout);
+        }
+    }
+}
+
+/// Buffer group id of every ring's buffer ring.
+const BGID: u16 = 0;
+
+/// One ring of a core's socket path, with its file table and buffers.
+pub(crate) struct SockRing {
+    // Dropped before `bufs`: the kernel stops using the buffers when the
+    // ring goes.
+    ring: IoUring,
+    bufs: BufRing,
+    /// Slots in the table, and how many hold a socket (or are being
+    /// accepted into).
+    slots: u32,
+    live: Cell<u32>,
+    /// Submissions pushed and not yet submitted.
+    unsubmitted: Cell<bool>,
+}
+
+/// A completion, copied out of its ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    pub(crate) ring: u8,
+    pub(crate) user_data: u64,
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    /// The provided buffer this completion filled.
+    pub(crate) fn buffer(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+    /// A multishot operation stays armed after it.
+    pub(crate) fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+}
+
+/// How a core's socket rings are built and sized.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingPlan {
+    pub(crate) task_run: TaskRun,
+    /// Slots per ring's file table (at most the open-file limit).
+    pub(crate) slots: u32,
+    /// Rings a core may open.
+    pub(crate) max_rings: usize,
+    /// Provided buffers per ring, and their size.
+    pub(crate) buffers: u16,
+    pub(crate) buffer_size: u32,
+    /// Multishot receive (6.0); otherwise one receive per completion.
+    pub(crate) multishot_recv: bool,
+}
+
+impl RingPlan {
+    /// The plan for this process: a table as large as the open-file limit
+    /// allows (the kernel refuses a larger one), enough rings for
+    /// `max_connections`.
+    pub(crate) fn new(task_run: TaskRun, max_connections: usize, multishot_recv: bool) -> Self {
+        let nofile = nofile_limit();
+        let slots = nofile.clamp(64, 1 << 20) as u32;
+        let max_rings = max_connections.div_ceil(slots as usize).clamp(1, 64);
+        Self {
+            task_run,
+            slots,
+            max_rings,
+            buffers: 256,
+            buffer_size: 4096,
+            multishot_recv,
+        }
+    }
+}
+
+/// The soft open-file limit.
+fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    r.rlim_cur
+}
+
+fn ring_builder(mode: TaskRun) -> io_uring::Builder {
+    let mut b = IoUring::builder();
+    match mode {
+        TaskRun::Defer => {
+            b.setup_defer_taskrun().setup_single_issuer();
+        }
+        TaskRun::Coop => {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        TaskRun::Interrupt => {}
+    }
+    b
+}
+
+/// `io_uring_enter` flag: wait for (and, on a deferred ring, post)
+/// completions (the crate keeps its constants private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// Submission queue entries per socket ring; the completion queue is
+/// larger (multishot receives post many completions per submission).
+const SQ_ENTRIES: u32 = 4096;
+
+impl SockRing {
+    fn new(plan: &RingPlan, eventfd: RawFd) -> io::Result<Self> {
+        let mut mode = Some(plan.task_run);
+        let ring = loop {
+            let Some(m) = mode else {
+                return Err(io::Error::other("no io_uring setup mode accepted"));
+            };
+            let mut b = ring_builder(m);
+            b.setup_cqsize(SQ_ENTRIES * 4);
+            match b.build(SQ_ENTRIES) {
+                Ok(r) => break r,
+                Err(e) if m.fallback().is_some() => {
+                    tracing::debug!(error = %e, mode = %m, "socket ring mode refused");
+                    mode = m.fallback();
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        ring.submitter().register_files_sparse(plan.slots)?;
+        ring.submitter().register_eventfd(eventfd)?;
+        let bufs = BufRing::new(plan.buffers, plan.buffer_size)?;
+        // SAFETY: the entries are page aligned and `count` long, and stay
+        // allocated as long as the ring (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring(bufs.entries as u64, bufs.count(), BGID)?;
+        }
+        Ok(Self {
+            ring,
+            bufs,
+            slots: plan.slots,
+            live: Cell::new(0),
+            unsubmitted: Cell::new(false),
+        })
+    }
+}
+
+/// Accepts kept armed at once, each with its own address buffer.
+pub(crate) const ACCEPTS: usize = 16;
+
+/// Room for one accept's peer address.
+struct AcceptAddr {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// A core's socket rings and everything they share.
+pub(crate) struct DirectIo {
+    plan: RingPlan,
+    eventfd: OwnedFd,
+    rings: RefCell<Vec<SockRing>>,
+    /// The listener the accepts are armed on (owned by the core).
+    listener: RawFd,
+    /// The ring whose table the accepts fill.
+    accepting: Cell<u8>,
+    /// Accepts armed, by accept slot (ring, armed).
+    armed: RefCell<[Option<u8>; ACCEPTS]>,
+    addrs: Box<RefCell<[AcceptAddr; ACCEPTS]>>,
+    /// All rings' tables are full: accepts wait until a slot frees.
+    full: Cell<bool>,
+    /// The core stopped accepting (shutdown, or a listener that cannot
+    /// accept).
+    stopped: Cell<bool>,
+    /// Out of memory or descriptors: accepts wait for [`resume_accepts`](Self::resume_accepts).
+    backoff: Cell<bool>,
+}
+
+impl DirectIo {
+    /// A core's first socket ring, accepting from `listener`.
+    pub(crate) fn new(plan: RingPlan, listener: RawFd) -> io::Result<Self> {
+        // SAFETY: eventfd has no memory effects; the result is checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nothing else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let first = SockRing::new(&plan, eventfd.as_raw_fd())?;
+        // SAFETY: an all-zero sockaddr_storage is a valid value.
+        let zero = || AcceptAddr {
+            addr: unsafe { std::mem::zeroed() },
+            len: 0,
+        };
+        Ok(Self {
+            plan,
+            eventfd,
+            rings: RefCell::new(vec![first]),
+            listener,
+            accepting: Cell::new(0),
+            armed: RefCell::new([None; ACCEPTS]),
+            addrs: Box::new(RefCell::new(std::array::from_fn(|_| zero()))),
+            full: Cell::new(false),
+            stopped: Cell::new(false),
+            backoff: Cell::new(false),
+        })
+    }
+
+    /// The descriptor that becomes readable when a ring has completions.
+    pub(crate) fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Queues `entry` on ring `ring`; a full submission queue is submitted
+    /// first.
+    ///
+    /// # Safety
+    /// Whatever memory `entry` points to stays valid until its completion.
+    unsafe fn push(&self, ring: u8, entry: &squeue::Entry) {
+        let mut rings = self.rings.borrow_mut();
+        let r = &mut rings[usize::from(ring)];
+        r.unsubmitted.set(true);
+        if r.ring.submission().push(entry).is_ok() {
+            return;
+        }
+        if let Err(e) = r.ring.submit() {
+            tracing::warn!(error = %e, "socket ring submit failed");
+        }
+        if r.ring.submission().push(entry).is_err() {
+            tracing::error!("socket ring submission queue stays full; an operation is lost");
+        }
+    }
+
+    /// Submits what every ring has queued: one `io_uring_enter` per ring
+    /// with something to submit.
+    pub(crate) fn submit(&self) {
+        let mut rings = self.rings.borrow_mut();
+        for r in rings.iter_mut() {
+            if r.unsubmitted.replace(false) {
+                if let Err(e) = r.ring.submit() {
+                    tracing::warn!(error = %e, "socket ring submit failed");
+                }
+            }
+        }
+    }
+
+    /// Collects every ring's completions into `out`: has each ring submit
+    /// what is queued and post what the kernel holds for it (on a ring in
+    /// deferred mode the kernel does that work only when asked), empties
+    /// the eventfd, and copies the completions out.
+    pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+        let mut rings = self.rings.borrow_mut();
+        for r in rings.iter_mut() {
+            r.unsubmitted.set(false);
+            let to_submit = {
+                let mut sq = r.ring.submission();
+                sq.sync();
+                sq.len() as u32
+            };
+            // SAFETY: no argument is passed.
+            let res = unsafe {
+                r.ring.submitter().enter::<libc::sigset_t>(
+                    to_submit,
+                    0,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            };
+            if let Err(e) = res {
+                if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+                    tracing::warn!(error = %e, "socket ring enter failed");
+                }
+            }
+        }
+        // Emptied after the rings posted their completions and before they
+        // are read: a completion posted from here on rings it again.
+        let mut v = 0u64;
+        // SAFETY: reads at most 8 bytes into `v`; a nonblocking eventfd.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+        for (i, r) in rings.iter_mut().enumerate() {
+            for cqe in r.ring.completion() {
+                out.push(Completion {
+                    ring: i as u8,
+                    user_data: cqe.user_data(),
+                    result: cqe.result(),
+                    flags: cqe.flags(),
+                });
+            }
+        }
+    }
+
+    /// The bytes a receive completion handed over in buffer `bid`.
+    ///
+    /// # Safety
+    /// As [`BufRing::data`]; the ring (and so the buffers) outlives the
+    /// slice because rings are never dropped while the core runs.
+    pub(crate) unsafe fn data(&self, ring: u8, bid: u16, len: usize) -> &'static mut [u8] {
+        let rings = self.rings.borrow();
+        let b: *const BufRing = &rings[usize::from(ring)].bufs;
+        (*b).data(bid, len)
+    }
+
+    /// Hands a receive buffer back.
+    pub(crate) fn recycle(&self, ring: u8, bid: u16) {
+        self.rings.borrow()[usize::from(ring)].bufs.recycle(bid);
+    }
+
+    // ----- accepting -----
+
+    /// Arms every accept slot that is not armed.
+    pub(crate) fn arm_accepts(&self) {
+        if self.full.get() || self.stopped.get() || self.backoff.get() {
+            return;
+        }
+        let ring = self.accepting.get();
+        let mut armed = self.armed.borrow_mut();
+        let mut addrs = self.addrs.borrow_mut();
+        for (i, a) in armed.iter_mut().enumerate() {
+            if a.is_some() {
+                continue;
+            }
+            *a = Some(ring);
+            let slot = &mut addrs[i];
+            slot.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let e = io_uring::opcode::Accept::new(
+                types::Fd(self.listener),
+                (&mut slot.addr as *mut libc::sockaddr_storage).cast(),
+                &mut slot.len,
+            )
+            // No SOCK_CLOEXEC: a direct descriptor is not in the process's
+            // table (the kernel refuses the flag with it).
+            .file_index(Some(types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(user_data(Op::Accept, i as u32, 0));
+            // SAFETY: the address buffers are boxed in `self`, which lives
+            // as long as the core; an accept slot is re-armed only after
+            // its completion.
+            unsafe { self.push(ring, &e) };
+        }
+    }
+
+    /// Whether accepts wait for resources ([`resume_accepts`](Self::resume_accepts)).
+    pub(crate) fn backing_off(&self) -> bool {
+        self.backoff.get()
+    }
+
+    /// Arms the accepts again after a back-off.
+    pub(crate) fn resume_accepts(&self) {
+        self.backoff.set(false);
+        self.arm_accepts();
+        self.submit();
+    }
+
+    /// Accepts no more (the listener is being shut): the accepts armed
+    /// fail and are not armed again.
+    pub(crate) fn stop_accepting(&self) {
+        self.stopped.set(true);
+    }
+
+    /// An accept completed: the socket's slot and peer address, or `None`
+    /// (the error is handled: a full table moves accepting to another
+    /// ring).
+    pub(crate) fn accepted(&self, c: &Completion) -> Option<(Slot, std::net::SocketAddr)> {
+        let i = (c.user_data >> 32) as usize;
+        let ring = self.armed.borrow_mut().get_mut(i).and_then(Option::take)?;
+        if c.result < 0 {
+            match -c.result {
+                libc::ENFILE => self.table_full(ring),
+                // Out of resources: the next accept would fail too.
+                libc::EMFILE | libc::ENOBUFS | libc::ENOMEM => self.backoff.set(true),
+                // The listener cannot accept (shut down, or not a
+                // listening socket): accepting stops.
+                libc::EINVAL | libc::EBADF | libc::ENOTSOCK | libc::EOPNOTSUPP
+                    if !self.stopped.replace(true) =>
+                {
+                    tracing::error!(error = c.result, "accept refused; the core stops accepting");
+                }
+                // A connection that failed between SYN and accept costs
+                // only itself.
+                _ => {}
+            }
+            return None;
+        }
+        let addr = {
+            let addrs = self.addrs.borrow();
+            sockaddr_to_std(&addrs[i].addr, addrs[i].len)
+        };
+        let rings = self.rings.borrow();
+        let r = &rings[usize::from(ring)];
+        r.live.set(r.live.get() + 1);
+        Some((
+            Slot {
+                ring,
+                index: c.result as u32,
+            },
+            addr.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        ))
+    }
+
+    /// Ring `ring`'s table is full: accept into another ring (a new one if
+    /// the plan allows), or stop accepting until a slot frees.
+    fn table_full(&self, ring: u8) {
+        let mut rings = self.rings.borrow_mut();
+        let r = &rings[usize::from(ring)];
+        r.live.set(r.slots); // full, whatever the count said
+        if let Some(i) = rings.iter().position(|r| r.live.get() < r.slots) {
+            self.accepting.set(i as u8);
+            return;
+        }
+        if rings.len() < self.plan.max_rings {
+            match SockRing::new(&self.plan, self.eventfd.as_raw_fd()) {
+                Ok(r) => {
+                    rings.push(r);
+                    self.accepting.set((rings.len() - 1) as u8);
+                    tracing::info!(rings = rings.len(), "socket ring added");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot add a socket ring"),
+            }
+        }
+        self.full.set(true);
+    }
+
+    // ----- per connection -----
+
+    /// Arms the receive of the socket in `slot`.
+    pub(crate) fn arm_recv(&self, slot: Slot, key: u32, gen: u32) {
+        let ud = user_data(Op::Recv, key, gen);
+        let e = if self.plan.multishot_recv {
+            io_uring::opcode::RecvMulti::new(slot.fixed(), BGID)
+                .build()
+                .user_data(ud)
+        } else {
+            io_uring::opcode::Recv::new(slot.fixed(), std::ptr::null_mut(), self.plan.buffer_size)
+                .buf_group(BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(ud)
+        };
+        // SAFETY: no memory of ours: the kernel picks a provided buffer.
+        unsafe { self.push(slot.ring, &e) };
+    }
+
+    /// Cancels `key`'s receive (its completion comes with `ECANCELED`).
+    pub(crate) fn cancel_recv(&self, key: u32, gen: u32, slot: Option<Slot>) {
+        let Some(slot) = slot else {
+            return;
+        };
+        let e = io_uring::opcode::AsyncCancel::new(user_data(Op::Recv, key, gen))
+            .build()
+            .user_data(user_data(Op::Quiet, 0, 0));
+        // SAFETY: refers to no memory.
+        unsafe { self.push(slot.ring, &e) };
+    }
+
+    /// Queues a `sendmsg` of `msg` on `slot`.
+    ///
+    /// # Safety
+    /// `msg`, its iovecs and the memory they point to stay valid and
+    /// unchanged until the send's completion.
+    pub(crate) unsafe fn send(&self, slot: Slot, key: u32, gen: u32, msg: *const libc::msghdr) {
+        let e = io_uring::opcode::SendMsg::new(slot.fixed(), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(user_data(Op::Send, key, gen));
+        self.push(slot.ring, &e);
+    }
+
+    /// Queues a shutdown of `slot`'s socket.
+    pub(crate) fn shutdown(&self, slot: Slot, how: i32) {
+        let e = io_uring::opcode::Shutdown::new(slot.fixed(), how)
+            .build()
+            .user_data(user_data(Op::Quiet, 0, 0));
+        // SAFETY: refers to no memory.
+        unsafe { self.push(slot.ring, &e) };
+    }
+
+    /// Queues a shutdown of `slot`'s socket and the release of its slot
+    /// (the socket closes once no operation holds it).
+    pub(crate) fn close(&self, slot: Slot) {
+        self.shutdown(slot, libc::SHUT_RDWR);
+        let e = io_uring::opcode::Close::new(slot.fixed())
+            .build()
+            .user_data(user_data(Op::Quiet, 0, 0));
+        // SAFETY: refers to no memory.
+        unsafe { self.push(slot.ring, &e) };
+        let rings = self.rings.borrow();
+        let r = &rings[usize::from(slot.ring)];
+        r.live.set(r.live.get().saturating_sub(1));
+        if self.full.replace(false) {
+            // Slots are free again: accept into the ring that has one.
+            drop(rings);
+            self.accepting.set(slot.ring);
+            self.arm_accepts();
+        }
+    }
+}
+
+/// A kernel socket address as a std one.
+fn sockaddr_to_std(
+    addr: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    match i32::from(addr.ss_family) {
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for (op, key, gen) in [
+            (Op::Recv, 0, 1),
+            (Op::Send, u32::MAX, 0x0123_4567),
+            (Op::Accept, 15, 0),
+        ] {
+            let (o, k, g) = parse_user_data(user_data(op, key, gen)).unwrap();
+            assert_eq!((o, k), (op, key));
+            assert!(same_gen(gen, g));
+        }
+        assert!(parse_user_data(0).is_none());
+    }
+
+    #[test]
+    fn slots_pack_into_a_descriptor_field() {
+        for s in [
+            Slot { ring: 0, index: 0 },
+            Slot {
+                ring: 63,
+                index: 0x00ff_ffff,
+            },
+        ] {
+            assert_eq!(Slot::unpack(s.pack()), s);
+        }
+    }
+}
