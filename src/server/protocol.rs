@@ -643,3 +643,48 @@ pub(crate) fn stats_json(
         "{{\"uptime_s\":{uptime:.0},\"connections\":{conns},\"messages_in_per_s\":{msgs:.1},\"deliveries_per_s\":{dels:.1},\"publishes_per_s\":{pubs:.1},\"bytes_out_per_s\":{bytes:.0},\"cores\":[{cores}]}}"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn positioned(topic: &str, data: &[u8], offset: u64) -> Vec<u8> {
+        let pos = StreamPosition {
+            offset,
+            epoch: Arc::from("x3f9a01c"),
+        };
+        with_position(topic, &message_frame(topic, data), &pos)
+            .payload()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_history_message_gives_its_topic_and_offset_back() {
+        let p = positioned("chat.1", br#"{"offset":3,"epoch":"y"}"#, 42);
+        assert_eq!(read_position(&p), Some(("chat.1", 42)));
+        assert_eq!(
+            read_position(&positioned("t", b"\"a,\\\"offset\\\":9\"", 7)),
+            Some(("t", 7))
+        );
+        // A topic with an escape is not read (its message is then resent
+        // on a resume, never lost).
+        assert_eq!(read_position(&positioned("a\"b", b"1", 5)), None);
+    }
+
+    #[test]
+    fn other_frames_give_no_position() {
+        // A message without history whose data ends like a position.
+        let plain = message_frame("t", br#"{"offset":3,"epoch":"y"}"#);
+        assert_eq!(read_position(plain.payload()), None);
+        let plain = message_frame("t", br#"{"a":1,"offset":3}"#);
+        assert_eq!(read_position(plain.payload()), None);
+        for reply in [
+            &br#"{"type":"pong","id":1}"#[..],
+            br#"{"type":"subscribed","topics":["t"],"streams":{"t":{"offset":4,"epoch":"e"}}}"#,
+            b"",
+        ] {
+            assert_eq!(read_position(reply), None);
+        }
+    }
+}
