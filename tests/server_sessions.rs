@@ -593,6 +593,28 @@ fn a_session_still_open_is_taken_over_and_closed_with_4001() {
     let mut p = connect(addr, "/ws");
     send(&mut p, r#"{"type":"publish","topic":"x","data":1}"#);
     assert_eq!(recv(&mut b), json!({"type":"message","topic":"x","data":1}));
+    // Taken over twice in a row, the second time possibly before the
+    // first got its state: the last connection ends up with it.
+    for _ in 0..20 {
+        let mut c = connect_raw(addr, &format!("/ws?session={id}"));
+        let (mut d, w) = connect_welcome(addr, &format!("/ws?session={id}"));
+        assert_eq!(w["resumed"], true, "{w}");
+        assert_eq!(w["topics"], json!(["x"]), "{w}");
+        loop {
+            match c.read() {
+                Ok(tungstenite::Message::Close(Some(f))) => {
+                    assert_eq!(u16::from(f.code), 4001);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        send(&mut p, r#"{"type":"publish","topic":"x","data":2}"#);
+        assert_eq!(recv(&mut d), json!({"type":"message","topic":"x","data":2}));
+        b = d;
+    }
+    drop(b);
     stop(running);
 }
 

@@ -166,8 +166,7 @@ fn take_over(old: Option<&mut Ws<'_, App>>, sessions: Arc<Sessions>, id: Arc<str
     };
     if ws.data().session.as_deref() != Some(&*id) || ws.data().awaiting_handoff {
         // Itself still waiting for the state of the one before: that
-        // handoff will find it closed and keep the state for `to`.
-        ws.data_mut().session = None;
+        // handoff finds it closing and hands the state on to `to`.
         ws.close(SESSION_RESUMED, "session resumed");
         return;
     }
@@ -190,13 +189,14 @@ fn hand_off(
 ) {
     let h = handle.clone();
     Ws::<App>::visit(handle, to, move |ws| match ws {
-        Some(ws) if ws.data().awaiting_handoff => {
+        Some(ws) if ws.data().awaiting_handoff && ws.is_open() => {
             ws.data_mut().awaiting_handoff = false;
             let app = ws.handler();
             app.restore(ws, &id, saved);
         }
-        // Gone (or, which cannot happen, not waiting): the session is
-        // kept with the state, or handed on if taken over again since.
+        // Gone or closing (taken over again while it waited): the
+        // session is kept with the state, or handed on to whoever holds
+        // it now.
         _ => leave(&h, sessions, id, to, saved),
     });
 }
