@@ -22,6 +22,21 @@ fn with_history(s: &mut Settings) {
     s.publish_rate = 0.0;
 }
 
+/// Whether the server can tell what a client's TCP acknowledged: not on
+/// the direct io_uring path (`SHARDCAST_IO_PATH=direct`), whose sockets
+/// have no descriptor to ask; a resume there resends from where the last
+/// connection's stream began (docs/design.md, sessions).
+fn tracked(running: &shardcast::server::Running) -> bool {
+    let direct = running
+        .handle()
+        .drivers()
+        .contains(&shardcast::DriverKind::IoUringDirect);
+    if direct {
+        eprintln!("direct io_uring path: positions are not tracked, skipped");
+    }
+    !direct
+}
+
 fn session_of(welcome: &Value) -> String {
     let id = welcome["session"]
         .as_str()
@@ -334,6 +349,9 @@ fn check_resumed(w: &Value, id: &str, t: &Tracker, cut: u32) {
 #[test]
 fn cuts_resume_from_what_the_client_received() {
     let running = start(with_history);
+    if !tracked(&running) {
+        return stop(running);
+    }
     let addr = running.local_addr();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let pubs = publishers(addr, &stop_flag);
@@ -471,6 +489,9 @@ impl Raw {
 #[test]
 fn a_kept_session_is_resumed_with_its_subscriptions_and_what_it_missed() {
     let running = start(with_history);
+    if !tracked(&running) {
+        return stop(running);
+    }
     let addr = running.local_addr();
     let (mut a, w) = connect_welcome(addr, "/ws?client_id=phone");
     let id = session_of(&w);
