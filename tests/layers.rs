@@ -1,4 +1,4 @@
-//! Verifies that data crosses the engine one way: each engine module refers only to modules below it in the chain engine → io → api → state → handle → fanout → mesh → conn → (pubsub, stats, config, streams, proto, sys, uring_probe, alloc), never to one above.
+//! Verifies that data crosses the engine one way: each engine module refers only to modules below it in the chain engine → io → api → state → handle → fanout → mesh → conn → uring → (pubsub, stats, config, streams, proto, sys, uring_probe, alloc), never to one above.
 //!
 //! A module that needs something from above gets it injected (a value, a
 //! callback's return) instead; see docs/design.md.
@@ -16,6 +16,7 @@ const CHAIN: &[&str] = &[
     "fanout",
     "mesh",
     "conn",
+    "uring",
     "pubsub",
     "stats",
     "config",

@@ -53,10 +53,7 @@ impl Outbox {
                 dropped += usize::from(is_data(&f));
             }
         }
-        self.queued = self
-            .frames
-            .front()
-            .map_or(0, |f| f.len() - self.head_written);
+        self.queued = self.frames.iter().map(Bytes::len).sum::<usize>() - self.head_written;
         dropped
     }
 
@@ -303,5 +300,61 @@ impl Plan {
     }
     fn segments(&self) -> impl Iterator<Item = Seg> + '_ {
         self.segs.iter().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> Bytes {
+        let mut f = vec![0x81u8, 0];
+        f.resize(len, b'x');
+        Bytes::from(f)
+    }
+
+    /// Frames a send in flight covers stay queued through a discard, and
+    /// the byte count keeps matching the queue, so the send's completion
+    /// moves past exactly what the kernel wrote.
+    #[test]
+    fn a_discard_keeps_the_frames_in_flight_and_counts_them() {
+        let mut o = Outbox::default();
+        for len in [3000, 100, 200, 300] {
+            o.push(frame(len));
+        }
+        let mut f = InFlight::new();
+        let offered = o.prepare(&mut f);
+        assert_eq!((offered, f.frames), (3600, 4));
+        assert_eq!(o.advance(1000), 0);
+        assert_eq!(o.discard_unsent(2), 2);
+        assert_eq!(o.queued(), 2000 + 100);
+        assert_eq!(o.advance(2100), 2);
+        assert!(o.is_empty());
+        assert_eq!(o.queued(), 0);
+    }
+
+    /// A prepared send lays out every queued byte once, in order: small
+    /// frames copied together, large ones by reference.
+    #[test]
+    fn a_prepared_send_covers_the_queue_in_order() {
+        let mut o = Outbox::default();
+        let frames: Vec<Bytes> = [10, 5000, 20, 30].into_iter().map(frame).collect();
+        for f in &frames {
+            o.push(f.clone());
+        }
+        o.advance(4);
+        let mut f = InFlight::new();
+        o.prepare(&mut f);
+        let mut sent = Vec::new();
+        for v in &f.iov {
+            // SAFETY: the iovecs point into `f`'s buffers and frames,
+            // alive here.
+            sent.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).skip(4).collect();
+        assert_eq!(sent, want);
+        assert_eq!(f.iov.len(), 3, "copied, referenced, copied");
     }
 }

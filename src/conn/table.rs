@@ -937,7 +937,7 @@ impl<D> ConnTable<D> {
         let c = self.slab.remove(key as usize);
         match (&c.sock, &self.direct) {
             (Sock::Direct, Some(d)) => {
-                d.close(Slot::unpack(c.fd));
+                d.close(Slot::unpack(c.fd), key, c.gen);
                 if let Some(p) = self.peers.get_mut(key as usize) {
                     *p = PeerAddr::Unknown;
                 }

@@ -96,7 +96,7 @@ pub(crate) fn build(wanted: TaskRun) -> io::Result<(CoreRuntime, Driver)> {
 /// the kernel has what the path needs; `None` (the readiness path) otherwise,
 /// with the reason logged.
 pub(crate) fn direct_path(
-    config: &crate::Config,
+    config: &crate::config::Config,
     features: &crate::uring_probe::UringFeatures,
     driver: Driver,
     listener: &std::net::TcpListener,

@@ -436,13 +436,25 @@ impl DirectIo {
         }
     }
 
-    /// Collects every ring's completions into `out`: has each ring submit
-    /// what is queued and post what the kernel holds for it (on a ring in
-    /// deferred mode the kernel does that work only when asked), empties
-    /// the eventfd, and copies the completions out.
+    /// Collects every ring's completions into `out`: empties the eventfd
+    /// first, then has each ring submit what is queued and post what the
+    /// kernel holds for it, and copies the completions out. In that order:
+    /// on a ring in deferred mode the kernel rings the eventfd when it
+    /// queues work and does the work only when asked (here), so work queued
+    /// after the eventfd was emptied rings it again, and work queued
+    /// before is done by the call that follows.
     pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+        let mut v = 0u64;
+        // SAFETY: reads at most 8 bytes into `v`; a nonblocking eventfd.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
         let mut rings = self.rings.borrow_mut();
-        for r in rings.iter_mut() {
+        for (i, r) in rings.iter_mut().enumerate() {
             r.unsubmitted.set(false);
             let to_submit = {
                 let mut sq = r.ring.submission();
@@ -463,19 +475,6 @@ impl DirectIo {
                     tracing::warn!(error = %e, "socket ring enter failed");
                 }
             }
-        }
-        // Emptied after the rings posted their completions and before they
-        // are read: a completion posted from here on rings it again.
-        let mut v = 0u64;
-        // SAFETY: reads at most 8 bytes into `v`; a nonblocking eventfd.
-        unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                (&mut v as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-        for (i, r) in rings.iter_mut().enumerate() {
             for cqe in r.ring.completion() {
                 out.push(Completion {
                     ring: i as u8,
@@ -673,10 +672,20 @@ impl DirectIo {
         unsafe { self.push(slot.ring, &e) };
     }
 
-    /// Queues a shutdown of `slot`'s socket and the release of its slot
-    /// (the socket closes once no operation holds it).
-    pub(crate) fn close(&self, slot: Slot) {
-        self.shutdown(slot, libc::SHUT_RDWR);
+    /// Ends connection `key`'s use of `slot`: cancels its receive and any
+    /// send in flight, then releases the slot, all done in submission
+    /// order without a worker thread (a shutdown would be: the kernel runs
+    /// it on its io-wq, after the close). The socket closes when the last
+    /// of them lets go of it, as `close(2)` would (FIN, or RST when the
+    /// peer's bytes were left unread).
+    pub(crate) fn close(&self, slot: Slot, key: u32, gen: u32) {
+        for op in [Op::Recv, Op::Send] {
+            let e = io_uring::opcode::AsyncCancel::new(user_data(op, key, gen))
+                .build()
+                .user_data(user_data(Op::Quiet, 0, 0));
+            // SAFETY: refers to no memory.
+            unsafe { self.push(slot.ring, &e) };
+        }
         let e = io_uring::opcode::Close::new(slot.fixed())
             .build()
             .user_data(user_data(Op::Quiet, 0, 0));
