@@ -537,5 +537,22 @@ mod tests {
             .unwrap();
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(s.anonymous());
+        assert_eq!((s.session_ttl_secs, s.max_sessions), (60, 100_000));
+    }
+
+    #[test]
+    fn sessions_are_set_by_flag_and_by_file() {
+        let s = Cli::try_parse_from(["shardcast", "--session-ttl", "0", "--max-sessions", "5"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!((s.session_ttl_secs, s.max_sessions), (0, 5));
+        let s = Settings::from_toml(
+            "session_ttl_secs = 300
+max_sessions = 10
+",
+        )
+        .unwrap();
+        assert_eq!((s.session_ttl_secs, s.max_sessions), (300, 10));
     }
 }
