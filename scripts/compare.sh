@@ -215,6 +215,8 @@ start_name() {
     local server=$1 scenario=$2
     if [[ $server == shardcast && ($scenario == echo || $scenario == shootout) ]]; then
         echo shardcast-shootout
+    elif [[ $server == shardcast-direct && ($scenario == echo || $scenario == shootout) ]]; then
+        echo shardcast-shootout-direct
     elif [[ $scenario == *-deflate ]]; then
         echo "$server-deflate"
     elif [[ $scenario == fanout-history ]]; then
@@ -226,10 +228,12 @@ start_name() {
 
 # Whether SERVER can run SCENARIO (tokio-tungstenite has no compression;
 # only shardcast has history; shardcast-async speaks the shootout's echo
-# and broadcast only).
+# and broadcast only; shardcast-direct, shardcast on the direct io_uring
+# path, runs the scenarios without compression or history).
 runs() {
     case $1 in
     shardcast-async) [[ $2 == echo || $2 == shootout || $2 == idle ]] ;;
+    shardcast-direct) [[ $2 != *-deflate && $2 != fanout-history ]] ;;
     *) [[ ! ($1 == tokio && $2 == *-deflate) && ! ($1 != shardcast && $2 == fanout-history) ]] ;;
     esac
 }

@@ -99,6 +99,9 @@ echo "== cargo test (io_uring driver where the kernel allows it)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 
+echo "== cargo test (direct io_uring data path: SHARDCAST_IO_PATH=direct)"
+SHARDCAST_IO_PATH=direct cargo test --workspace --tests --locked 2>&1 | tee -a "$log"
+
 echo "== cargo test (legacy epoll driver: MONOIO_FORCE_LEGACY_DRIVER=1)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace --tests --locked 2>&1 | tee -a "$log"
 

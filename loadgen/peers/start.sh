@@ -23,6 +23,10 @@
 #   shardcast-history    shardcast with history on the loadgen's topics
 #                        (t*: 100 messages, 60 s): every publish goes
 #                        through its topic's home core and gets an offset
+#   shardcast-direct, shardcast-shootout-direct, shardcast-async-direct
+#                        the same on the direct io_uring data path
+#                        (SHARDCAST_IO_PATH=direct: direct descriptors,
+#                        provided buffers, sends as submissions)
 #   shardcast-deflate, bun-deflate, node-ws-deflate
 #                        the same with permessage-deflate: shardcast
 #                        --compression shared, Bun's shared compressor, ws's
@@ -34,7 +38,7 @@ root=$(cd "$here/../.." && pwd)
 # Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
 target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$root/$target
-names="shardcast shardcast-shootout shardcast-async shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate"
+names="shardcast shardcast-shootout shardcast-async shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate shardcast-direct shardcast-shootout-direct shardcast-async-direct"
 
 die() {
     echo "start.sh: $*" >&2
@@ -54,6 +58,13 @@ executable() {
 # Benchmarks open up to ~20,000 connections: allow as many files as the
 # hard limit does (Bun raises its own limit; Node and tokio do not).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+case $name in
+shardcast-direct | shardcast-shootout-direct | shardcast-async-direct)
+    export SHARDCAST_IO_PATH=direct name=${name%-direct}
+    ;;
+*-direct) die "$name: only shardcast has the direct path" ;;
+esac
 
 deflate=()
 case $name in

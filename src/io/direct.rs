@@ -187,6 +187,10 @@ fn on_completion<H: Handler>(core: &Rc<CoreOf<H>>, st: &Rc<Direct>, c: &Completi
             }
             false
         }
+        Some((Op::Shutdown, _, _)) => {
+            st.io.shutdown_done(c);
+            false
+        }
         Some((Op::Quiet, _, _)) | None => false,
     }
 }

@@ -7,7 +7,9 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use super::settings::{CompressionSetting, Namespace, Settings, SlowConsumer, TaskRunSetting};
+use super::settings::{
+    CompressionSetting, IoPathSetting, Namespace, Settings, SlowConsumer, TaskRunSetting,
+};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +234,11 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_TASK_RUN", value_enum)]
     pub task_run: Option<TaskRunSetting>,
 
+    /// io_uring data path: direct (direct descriptors, provided buffers,
+    /// sends as submissions; Linux 5.19+) or readiness. [default: readiness]
+    #[arg(long, env = "SHARDCAST_IO_PATH", value_enum)]
+    pub io_path: Option<IoPathSetting>,
+
     /// The broker shared by the nodes of a cluster: nats://HOST:PORT or redis://HOST:PORT.
     /// [default: none, a single node]
     #[arg(long, env = "SHARDCAST_BROKER", value_name = "URL")]
@@ -339,6 +346,7 @@ impl Cli {
             flush_gather_us,
             flush_gather_min,
             task_run,
+            io_path,
             broker_prefix,
             compression,
             compression_threshold,

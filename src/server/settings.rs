@@ -132,6 +132,26 @@ pub enum TaskRunSetting {
     Interrupt,
 }
 
+/// The data path of an io_uring core; see [`shardcast::IoPath`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoPathSetting {
+    /// Direct descriptors, provided buffers, sends as submissions (Linux
+    /// 5.19+; the readiness path where the kernel lacks them).
+    Direct,
+    /// Readiness, then recv/sendmsg by the core (every kernel).
+    Readiness,
+}
+
+impl From<IoPathSetting> for shardcast::IoPath {
+    fn from(p: IoPathSetting) -> shardcast::IoPath {
+        match p {
+            IoPathSetting::Direct => shardcast::IoPath::Direct,
+            IoPathSetting::Readiness => shardcast::IoPath::Readiness,
+        }
+    }
+}
+
 impl From<TaskRunSetting> for TaskRun {
     fn from(t: TaskRunSetting) -> TaskRun {
         match t {
@@ -283,6 +303,8 @@ pub struct Settings {
     pub flush_gather_min: usize,
     /// io_uring completion mode. Default: `defer`.
     pub task_run: TaskRunSetting,
+    /// io_uring data path. Default: `readiness`.
+    pub io_path: IoPathSetting,
     /// The broker this node shares with the other nodes of its cluster,
     /// `nats://HOST:PORT` or `redis://HOST:PORT`: publications reach
     /// subscribers on every node. Default: unset (a single node).
@@ -367,6 +389,7 @@ impl Default for Settings {
             flush_gather_us: 0,
             flush_gather_min: 1024,
             task_run: TaskRunSetting::Defer,
+            io_path: IoPathSetting::Readiness,
             broker: None,
             broker_prefix: "shardcast".to_owned(),
             compression: CompressionSetting::Off,
@@ -521,6 +544,7 @@ impl Settings {
             .flush_gather(Duration::from_micros(self.flush_gather_us))
             .flush_gather_min(self.flush_gather_min)
             .task_run(self.task_run.into())
+            .io_path(self.io_path.into())
             .compression(self.compression.into())
             .deflate(
                 DeflateConfig::default()

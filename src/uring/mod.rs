@@ -36,8 +36,10 @@ pub(crate) enum Op {
     Recv = 2,
     /// A connection's send.
     Send = 3,
-    /// A shutdown or a close of a slot: nothing to do on completion.
+    /// A cancel or a close of a slot: nothing to do on completion.
     Quiet = 4,
+    /// A shutdown; the key bits hold the packed [`Slot`].
+    Shutdown = 5,
 }
 
 /// A submission's user data: `op`, the connection's key and generation.
@@ -53,6 +55,7 @@ pub(crate) fn parse_user_data(ud: u64) -> Option<(Op, u32, u32)> {
         2 => Op::Recv,
         3 => Op::Send,
         4 => Op::Quiet,
+        5 => Op::Shutdown,
         _ => return None,
     };
     Some((op, (ud >> 32) as u32, ((ud >> 8) & 0x00ff_ffff) as u32))
@@ -366,6 +369,9 @@ pub(crate) struct DirectIo {
     stopped: Cell<bool>,
     /// Out of memory or descriptors: accepts wait for [`resume_accepts`](Self::resume_accepts).
     backoff: Cell<bool>,
+    /// Slots with shutdowns not yet complete: (how many, whether the slot
+    /// is to be closed once they are). See [`shutdown`](Self::shutdown).
+    shutting: RefCell<rustc_hash::FxHashMap<i32, (u32, bool)>>,
 }
 
 impl DirectIo {
@@ -395,6 +401,7 @@ impl DirectIo {
             full: Cell::new(false),
             stopped: Cell::new(false),
             backoff: Cell::new(false),
+            shutting: RefCell::new(rustc_hash::FxHashMap::default()),
         })
     }
 
@@ -664,12 +671,43 @@ impl DirectIo {
     }
 
     /// Queues a shutdown of `slot`'s socket.
+    ///
+    /// The kernel runs a shutdown on its io-wq, where it looks the slot up
+    /// only then: a close of the slot meanwhile, and an accept into the
+    /// freed slot, would make it shut the next connection's socket. So a
+    /// slot with a shutdown in flight is closed only once the shutdown
+    /// completes ([`shutdown_done`](Self::shutdown_done)).
     pub(crate) fn shutdown(&self, slot: Slot, how: i32) {
+        self.shutting
+            .borrow_mut()
+            .entry(slot.pack())
+            .or_insert((0, false))
+            .0 += 1;
         let e = io_uring::opcode::Shutdown::new(slot.fixed(), how)
             .build()
-            .user_data(user_data(Op::Quiet, 0, 0));
+            .user_data(user_data(Op::Shutdown, slot.pack() as u32, 0));
         // SAFETY: refers to no memory.
         unsafe { self.push(slot.ring, &e) };
+    }
+
+    /// A shutdown completed: the slot is closed now if its connection
+    /// ended meanwhile.
+    pub(crate) fn shutdown_done(&self, c: &Completion) {
+        let packed = (c.user_data >> 32) as u32 as i32;
+        let close = {
+            let mut shutting = self.shutting.borrow_mut();
+            match shutting.get_mut(&packed) {
+                Some(e) if e.0 > 1 => {
+                    e.0 -= 1;
+                    false
+                }
+                Some(_) => shutting.remove(&packed).is_some_and(|(_, close)| close),
+                None => false,
+            }
+        };
+        if close {
+            self.release(Slot::unpack(packed));
+        }
     }
 
     /// Ends connection `key`'s use of `slot`: cancels its receive and any
@@ -686,6 +724,15 @@ impl DirectIo {
             // SAFETY: refers to no memory.
             unsafe { self.push(slot.ring, &e) };
         }
+        if let Some(e) = self.shutting.borrow_mut().get_mut(&slot.pack()) {
+            e.1 = true; // closed when its shutdowns complete
+            return;
+        }
+        self.release(slot);
+    }
+
+    /// Closes `slot`: it is free for the next accept.
+    fn release(&self, slot: Slot) {
         let e = io_uring::opcode::Close::new(slot.fixed())
             .build()
             .user_data(user_data(Op::Quiet, 0, 0));
