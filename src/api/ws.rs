@@ -399,6 +399,14 @@ impl<'a, H: Handler> Ws<'a, H> {
         self.core.conns().close(self.key, code, reason);
     }
 
+    /// Like [`Ws::close`], but what is queued and not yet started is
+    /// dropped first (and counted as discarded): for a peer presumed gone,
+    /// e.g. one whose client has reconnected elsewhere and will get those
+    /// messages there.
+    pub fn close_discarding(&mut self, code: CloseCode, reason: &str) {
+        self.core.conns().close_discarding(self.key, code, reason);
+    }
+
     /// Bytes queued for this connection and not yet written.
     pub fn buffered_amount(&self) -> usize {
         self.core.conns().buffered(self.key)

@@ -793,6 +793,14 @@ impl<D> ConnTable<D> {
         }
     }
 
+    /// [`close`](Self::close), dropping what is queued and not yet
+    /// started first (counted as discarded): for a peer that is gone.
+    pub(crate) fn close_discarding(&mut self, key: u32, code: CloseCode, reason: &str) {
+        if self.state(key) == Some(State::Open) {
+            self.begin_close(key, code, reason, true);
+        }
+    }
+
     /// The peer's close frame arrived: remember its code and, if we had not
     /// started closing, queue `echo` (the close the decoder says we owe).
     pub(crate) fn peer_closed(

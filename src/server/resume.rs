@@ -173,7 +173,8 @@ fn take_over(old: Option<&mut Ws<'_, App>>, sessions: Arc<Sessions>, id: Arc<str
     let saved = save(ws, false);
     // Its close must neither keep the session nor hand it off again.
     ws.data_mut().session = None;
-    ws.close(SESSION_RESUMED, "session resumed");
+    // What it had not started writing goes to the new connection anyway.
+    ws.close_discarding(SESSION_RESUMED, "session resumed");
     hand_off(ws.handle(), sessions, id, to, saved);
 }
 
