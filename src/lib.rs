@@ -82,7 +82,7 @@ pub use api::{
     Session, SpawnError, SubscribeError, UpgradeRequest, Ws, SESSION_QUEUE,
 };
 pub use config::{Compression, Config, IoPath, NodeLink, SlowConsumerPolicy, TaskRun};
-pub use conn::{ConnId, OwnedMessage, SendStatus};
+pub use conn::{ConnId, OwnedMessage, PositionReader, SendStatus};
 pub use engine::Server;
 pub use fanout::PublishResult;
 pub use handle::{DriverKind, HandleError, ServerHandle};

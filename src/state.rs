@@ -446,7 +446,7 @@ impl<H, D, L> Core<H, D, L> {
     }
 }
 
-impl<H, D, L> CoreView for Core<H, D, L> {
+impl<H: 'static, D: 'static, L: 'static> CoreView for Core<H, D, L> {
     fn core(&self) -> usize {
         self.id
     }
@@ -470,6 +470,9 @@ impl<H, D, L> CoreView for Core<H, D, L> {
     }
     fn queued_bytes(&self) -> usize {
         self.conns.borrow().queued_total()
+    }
+    fn core_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
     fn history(&self, topic: &str) -> Option<streams::History> {
         self.streams

@@ -146,6 +146,8 @@ fn out_of_descriptors_the_server_backs_off_logs_sparingly_and_recovers() {
     };
     c.send(tungstenite::Message::text(r#"{"type":"ping","id":1}"#))
         .unwrap();
+    let welcome = c.read().unwrap();
+    assert!(welcome.to_string().contains("welcome"), "{welcome}");
     let reply = c.read().unwrap();
     assert!(reply.to_string().contains("pong"), "{reply}");
     let secs = flood.elapsed().as_secs() + 1;

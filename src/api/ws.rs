@@ -78,6 +78,13 @@ impl<'a, H: Handler> Ws<'a, H> {
         self.core.id()
     }
 
+    /// The server's [`Handler`] (useful in work that reaches a
+    /// connection later, e.g. through
+    /// [`Ws::visit`]).
+    pub fn handler(&self) -> &'a H {
+        self.core.handler()
+    }
+
     /// This core's application state ([`Handler::Local`]).
     pub fn local(&self) -> &'a H::Local {
         self.core.local()
@@ -202,6 +209,26 @@ impl<'a, H: Handler> Ws<'a, H> {
         Ok(())
     }
 
+    /// Runs `f` on connection `conn`'s core with its `Ws`, without
+    /// waiting, from any thread (a core's included): how work finished
+    /// elsewhere comes back to a connection's callbacks (e.g. state
+    /// handed over by another connection). `f` gets `None` if the
+    /// connection is gone by then (or driven by an async session), or if
+    /// `H` is not the handler type of `handle`'s server. A panic in `f`
+    /// closes the connection with 1011, as in any callback.
+    pub fn visit(
+        handle: &ServerHandle,
+        conn: ConnId,
+        f: impl FnOnce(Option<&mut Ws<'_, H>>) + Send + 'static,
+    ) {
+        handle.run_on(conn.core(), move |view| {
+            match view.core_any().and_then(|a| a.downcast_ref::<CoreOf<H>>()) {
+                Some(core) => visit(core, conn, f),
+                None => f(None),
+            }
+        });
+    }
+
     /// Identifies this connection as one of client `id`'s (e.g. the JWT
     /// `sub`), so that [`ServerHandle::send_to_client`](crate::ServerHandle::send_to_client)
     /// reaches it, on whatever core, until it closes. Returns how many
@@ -219,6 +246,45 @@ impl<'a, H: Handler> Ws<'a, H> {
             }
         }
         Ok(n)
+    }
+
+    /// Starts tracking, for this connection, which messages carrying a
+    /// position its peer's TCP acknowledged: each message queued from now
+    /// on is read by `reader` (e.g. a history topic's message: its topic
+    /// and offset) and logged with where it ends in the output stream;
+    /// [`Ws::acked_positions`] compares that log with the kernel's count
+    /// of acknowledged bytes (`tcpi_bytes_acked`, Linux 4.1+). Costs each
+    /// queued message one `reader` call and each positioned one a log
+    /// entry (32 bytes) until its peer acknowledges it; connections that
+    /// do not call this pay nothing. Returns false if the socket cannot
+    /// tell (nothing is tracked then): on the direct io_uring path
+    /// ([`IoPath`](crate::IoPath)), whose sockets have no file descriptor
+    /// to ask.
+    pub fn track_acks(&mut self, reader: crate::conn::PositionReader) -> bool {
+        self.core.conns().track_acks(self.key, reader)
+    }
+
+    /// Per topic, the offset of the last message (as the
+    /// [`Ws::track_acks`] reader read it) whose every byte the peer's TCP
+    /// acknowledged, asked of the kernel now; a topic with none is absent.
+    /// `None` when the connection is not tracked. Still answers in
+    /// [`Handler::close`](crate::Handler::close), even after a reset.
+    pub fn acked_positions(&self) -> Option<Vec<(std::sync::Arc<str>, u64)>> {
+        self.core.conns().acked_positions(self.key)
+    }
+
+    /// Like [`Ws::acked_positions`], counting every message written to
+    /// the socket (acknowledged or still in the kernel's send queue): what
+    /// a peer that closed cleanly reads before the close frame. Messages
+    /// still in the outbox (never written) do not count.
+    pub fn written_positions(&self) -> Option<Vec<(std::sync::Arc<str>, u64)>> {
+        self.core.conns().written_positions(self.key)
+    }
+
+    /// Entries the delivery tracking holds for this connection: its
+    /// messages not yet known acknowledged, plus one per topic.
+    pub fn acked_entries(&self) -> usize {
+        self.core.conns().acked_held(self.key)
     }
 
     /// The client identity set with [`Ws::set_client_id`].
@@ -333,6 +399,14 @@ impl<'a, H: Handler> Ws<'a, H> {
         self.core.conns().close(self.key, code, reason);
     }
 
+    /// Like [`Ws::close`], but what is queued and not yet started is
+    /// dropped first (and counted as discarded): for a peer presumed gone,
+    /// e.g. one whose client has reconnected elsewhere and will get those
+    /// messages there.
+    pub fn close_discarding(&mut self, code: CloseCode, reason: &str) {
+        self.core.conns().close_discarding(self.key, code, reason);
+    }
+
     /// Bytes queued for this connection and not yet written.
     pub fn buffered_amount(&self) -> usize {
         self.core.conns().buffered(self.key)
@@ -347,5 +421,31 @@ impl<'a, H: Handler> Ws<'a, H> {
     /// stats.
     pub fn handle(&self) -> &'a ServerHandle {
         self.core.handle()
+    }
+}
+
+/// [`Ws::visit`], on `conn`'s core.
+fn visit<H: Handler>(core: &CoreOf<H>, conn: ConnId, f: impl FnOnce(Option<&mut Ws<'_, H>>)) {
+    let taken = {
+        let mut conns = core.conns();
+        if conns.is_live(conn) {
+            conns.take_data(conn.key())
+        } else {
+            None
+        }
+    };
+    let Some((gen, mut data)) = taken else {
+        return f(None);
+    };
+    let key = conn.key();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut ws = Ws::new(core, key, gen, &mut data);
+        f(Some(&mut ws));
+    }));
+    core.conns().put_data(key, gen, data);
+    if let Err(panic) = r {
+        super::callback_panicked(core, &*panic, &format!("connection {conn:?} is closed"));
+        core.conns()
+            .close(key, CloseCode::INTERNAL_ERROR, "internal error");
     }
 }

@@ -5,6 +5,7 @@
 //! [`ConnTable::push`], which applies admission, and a connection enters
 //! closing only through one function that also arms its deadline.
 
+pub(crate) mod acked;
 mod deflate;
 mod notify;
 mod outbox;
@@ -15,6 +16,7 @@ mod timer;
 
 use std::fmt;
 
+pub use acked::PositionReader;
 pub(crate) use deflate::ConnDeflate;
 pub(crate) use notify::{yield_now, LocalNotify};
 pub(crate) use publication::Publication;

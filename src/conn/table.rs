@@ -17,6 +17,7 @@ use monoio::net::TcpStream;
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
+use super::acked::{AckTaps, PositionReader};
 use super::deflate::{Choice, ConnDeflate, CoreDeflate};
 use super::outbox::{Gather, InFlight, Outbox};
 use super::timer::TimerWheel;
@@ -191,6 +192,9 @@ pub(crate) struct ConnTable<D> {
     awaiting: FxHashMap<u32, u32>,
     /// Client identities of the connections that have one.
     clients: FxHashMap<u32, Arc<str>>,
+    /// Where the tracked connections' positioned messages end, and what
+    /// their peers acknowledged (see [`super::acked`]).
+    acked: AckTaps,
     /// Connections whose outbox went over the limit, checked once a second
     /// for sustained lag ([`ConnTable::enforce_lag`]).
     over: Vec<(u32, u32)>,
@@ -235,6 +239,7 @@ impl<D> ConnTable<D> {
             over: Vec::new(),
             awaiting: FxHashMap::default(),
             clients: FxHashMap::default(),
+            acked: AckTaps::default(),
             deflate: CoreDeflate::new(cfg.deflate),
             direct: None,
             sending: FxHashMap::default(),
@@ -516,6 +521,7 @@ impl<D> ConnTable<D> {
             }
             return SendStatus::Dropped;
         }
+        self.acked.on_queued(key, frame.len());
         let c = &mut self.slab[key as usize];
         c.outbox.push(frame);
         if c.over_since == 0 && c.outbox.queued() > limit {
@@ -558,6 +564,38 @@ impl<D> ConnTable<D> {
         self.clients.remove(&key)
     }
 
+    /// Starts tracking which positioned messages of `key` its peer
+    /// acknowledged (see [`super::acked`]); false if the socket cannot
+    /// tell.
+    pub(crate) fn track_acks(&mut self, key: u32, reader: PositionReader) -> bool {
+        let Some(c) = self.slab.get(key as usize) else {
+            return false;
+        };
+        // A direct descriptor is no file descriptor: no getsockopt.
+        if matches!(c.sock, Sock::Direct) {
+            return false;
+        }
+        let (fd, queued) = (c.fd, c.outbox.queued());
+        self.acked.start(key, fd, queued, reader)
+    }
+
+    /// Per topic, the last offset of `key` its peer acknowledged (see
+    /// [`AckTaps::acked`]).
+    pub(crate) fn acked_positions(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
+        self.acked.acked(key)
+    }
+
+    /// Per topic, the last offset of `key` written to its socket (see
+    /// [`AckTaps::written`]).
+    pub(crate) fn written_positions(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
+        self.acked.written(key)
+    }
+
+    /// Entries `key`'s delivery tracking holds.
+    pub(crate) fn acked_held(&self, key: u32) -> usize {
+        self.acked.held(key)
+    }
+
     /// Notes what permessage-deflate `key` negotiated.
     pub(crate) fn set_deflate(&mut self, key: u32, deflate: ConnDeflate) {
         if self.slab.contains(key as usize) {
@@ -576,6 +614,19 @@ impl<D> ConnTable<D> {
     /// permessage-deflate and the message is worth it. Returns the status
     /// and the bytes queued.
     pub(crate) fn send(&mut self, key: u32, frame: Bytes) -> (SendStatus, usize) {
+        if self.acked.tracks(key) {
+            let plain = frame.clone();
+            let r = self.send_plain(key, frame);
+            if r.0 != SendStatus::Dropped {
+                self.acked.on_message(key, &plain);
+            }
+            return r;
+        }
+        self.send_plain(key, frame)
+    }
+
+    /// [`send`](Self::send) without the delivery tracking.
+    fn send_plain(&mut self, key: u32, frame: Bytes) -> (SendStatus, usize) {
         match self.choose(key, &frame) {
             Choice::Plain => {
                 let n = frame.len();
@@ -625,6 +676,20 @@ impl<D> ConnTable<D> {
     /// (`local` keeps this core's copy of it between subscribers).
     /// Returns the status and the bytes queued.
     pub(crate) fn deliver(
+        &mut self,
+        key: u32,
+        p: &Publication,
+        local: &mut Option<Option<Bytes>>,
+    ) -> (SendStatus, usize) {
+        let r = self.deliver_plain(key, p, local);
+        if r.0 != SendStatus::Dropped && self.acked.tracks(key) {
+            self.acked.on_message(key, &p.frame);
+        }
+        r
+    }
+
+    /// [`deliver`](Self::deliver) without the delivery tracking.
+    fn deliver_plain(
         &mut self,
         key: u32,
         p: &Publication,
@@ -730,6 +795,14 @@ impl<D> ConnTable<D> {
                 Self::shut(&self.direct, &self.slab[key as usize], libc::SHUT_RDWR)
             }
             _ => {}
+        }
+    }
+
+    /// [`close`](Self::close), dropping what is queued and not yet
+    /// started first (counted as discarded): for a peer that is gone.
+    pub(crate) fn close_discarding(&mut self, key: u32, code: CloseCode, reason: &str) {
+        if self.state(key) == Some(State::Open) {
+            self.begin_close(key, code, reason, true);
         }
     }
 
@@ -873,6 +946,7 @@ impl<D> ConnTable<D> {
         self.forget_partial(key);
         self.awaiting.remove(&key);
         self.deflate.forget(key);
+        self.acked.forget(key);
         let c = self.slab.remove(key as usize);
         match (&c.sock, &self.direct) {
             (Sock::Direct, Some(d)) => {

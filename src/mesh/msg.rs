@@ -37,6 +37,11 @@ pub trait CoreView {
         let _ = topic;
         None
     }
+    /// The core itself, for [`Ws::visit`](crate::Ws::visit).
+    #[doc(hidden)]
+    fn core_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A job run on a core with a view of its state (stats, queries, tests).

@@ -277,6 +277,19 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
     pub max_connections_per_client: Option<usize>,
 
+    /// Seconds a session is kept after its connection ends, for a client
+    /// to resume it with `?session=ID`; 0 disables sessions. [default: 60]
+    #[arg(
+        long = "session-ttl",
+        env = "SHARDCAST_SESSION_TTL",
+        value_name = "SECS"
+    )]
+    pub session_ttl_secs: Option<u64>,
+
+    /// Most sessions kept for resumption over the server (the oldest goes first). [default: 100000]
+    #[arg(long, env = "SHARDCAST_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+
     /// Most publications one recovery returns. [default: 1000]
     #[arg(long, env = "SHARDCAST_MAX_RECOVERY", value_name = "N")]
     pub max_recovery: Option<usize>,
@@ -339,7 +352,9 @@ impl Cli {
             compression_threshold,
             compression_level,
             max_recovery,
-            max_connections_per_client
+            max_connections_per_client,
+            session_ttl_secs,
+            max_sessions
         );
         if self.broker.is_some() {
             s.broker = self.broker.clone();
@@ -530,5 +545,22 @@ mod tests {
             .unwrap();
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(s.anonymous());
+        assert_eq!((s.session_ttl_secs, s.max_sessions), (60, 100_000));
+    }
+
+    #[test]
+    fn sessions_are_set_by_flag_and_by_file() {
+        let s = Cli::try_parse_from(["shardcast", "--session-ttl", "0", "--max-sessions", "5"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!((s.session_ttl_secs, s.max_sessions), (0, 5));
+        let s = Settings::from_toml(
+            "session_ttl_secs = 300
+max_sessions = 10
+",
+        )
+        .unwrap();
+        assert_eq!((s.session_ttl_secs, s.max_sessions), (300, 10));
     }
 }

@@ -140,6 +140,9 @@ fn answer(app: &App, req: &HttpRequest<'_>, ctx: &mut HttpCtx<'_, App>) -> HttpR
             if let Some(c) = &app.cluster {
                 body.push_str(&super::metrics::render_cluster(&c.snapshot()));
             }
+            if let Some(c) = app.session_counts() {
+                body.push_str(&super::metrics::render_sessions(&c));
+            }
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         Ok(Endpoint::StatusPage) => {

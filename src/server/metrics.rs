@@ -197,6 +197,62 @@ pub fn render_cluster(s: &ClusterSnapshot) -> String {
     out
 }
 
+/// What the server's sessions count (see PROTOCOL.md, sessions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Sessions kept for resumption now (their connection ended).
+    pub kept: u64,
+    /// Sessions resumed, from a kept one or taken over from an open one.
+    pub resumed: u64,
+    /// Kept sessions dropped at their TTL.
+    pub expired: u64,
+    /// Kept sessions dropped to stay within `max_sessions`.
+    pub evicted: u64,
+    /// Bytes the kept sessions hold, estimated.
+    pub bytes: u64,
+}
+
+/// Renders the sessions' gauge and counters.
+pub fn render_sessions(c: &SessionCounts) -> String {
+    let mut out = String::new();
+    for (name, kind, help, v) in [
+        (
+            "shardcast_sessions",
+            "gauge",
+            "Sessions kept for resumption (their connection ended, within session_ttl_secs).",
+            c.kept,
+        ),
+        (
+            "shardcast_sessions_bytes",
+            "gauge",
+            "Bytes the kept sessions hold, estimated.",
+            c.bytes,
+        ),
+        (
+            "shardcast_sessions_resumed_total",
+            "counter",
+            "Sessions resumed with ?session=, kept or taken over from an open connection.",
+            c.resumed,
+        ),
+        (
+            "shardcast_sessions_expired_total",
+            "counter",
+            "Kept sessions dropped at their TTL.",
+            c.expired,
+        ),
+        (
+            "shardcast_sessions_evicted_total",
+            "counter",
+            "Kept sessions dropped to stay within max_sessions.",
+            c.evicted,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    out
+}
+
 /// Renders each core's io driver and, on io_uring, how its ring is told of
 /// completions (`task_run`: defer, coop or interrupt; see
 /// [`shardcast::TaskRun`]), as an info gauge of value 1.

@@ -15,6 +15,8 @@
 //! - `client_ip`: which address a limit counts, and which `Host` and
 //!   `Origin` name this machine.
 //! - `metrics`: per-core server counters and the Prometheus exposition.
+//! - `sessions`: what a closed connection leaves for its client to
+//!   resume (`?session=ID`), kept per home core for `session_ttl_secs`.
 //! - `json`: raw value spans (so `data` passes through byte for byte) and
 //!   string escaping.
 //! - `cli`: flags, environment, logging and signals of the binary.
@@ -38,6 +40,8 @@ pub mod json;
 mod limits;
 pub mod metrics;
 pub(crate) mod protocol;
+mod resume;
+mod sessions;
 pub mod settings;
 pub mod top_topics;
 
@@ -102,7 +106,24 @@ pub struct Client {
     pending_gated: usize,
     /// The last join token given.
     next_join: u64,
+    /// The session this connection holds, if sessions are on.
+    session: Option<Arc<str>>,
+    /// The session asked for with `?session=` (taken in `open`).
+    resume: Option<String>,
+    /// The `welcome` was sent (or, for a resumed session, is on its way).
+    welcomed: bool,
+    /// Took its session over from a connection still open, and waits for
+    /// what that one leaves: until then, its close keeps nothing.
+    awaiting_handoff: bool,
+    /// Per history topic joined: the last offset the client had when the
+    /// stream on this connection began, and its epoch (what a resume
+    /// starts from unless the client's TCP acknowledged a later message).
+    bases: Vec<(String, u64, Arc<str>)>,
 }
+
+/// The close code of a connection whose session another connection took
+/// over.
+pub const SESSION_RESUMED: CloseCode = CloseCode(4001);
 
 /// Whether `id` may name a client: 1 to 128 bytes, no control characters.
 fn valid_client_id(id: &str) -> bool {
@@ -125,6 +146,10 @@ impl App {
         match ws.set_client_id(&sub, limit) {
             Ok(_) => true,
             Err(n) => {
+                if !ws.data().welcomed {
+                    // The first frame is the welcome, even of a refusal.
+                    protocol::send_welcome(ws, None, Some(&sub));
+                }
                 let m = format!("this client already has its {n} connections");
                 let frame = protocol::error_frame("too_many_connections", &m, None, &[]);
                 ws.send_prepared(&frame);
@@ -147,6 +172,12 @@ pub(crate) struct PendingSub {
     gated: usize,
     /// Error replies for the subscribe's refused topics, sent after it.
     after: Vec<shardcast::PreparedFrame>,
+    /// A resumed session's `welcome` (its head), the reply instead of
+    /// `subscribed`.
+    welcome: Option<Vec<u8>>,
+    /// A resumed session's topics without history, reserved and
+    /// subscribed with the reply (whether each made a new topic here).
+    later: Vec<(String, bool)>,
 }
 
 /// The server's [`Handler`].
@@ -175,6 +206,8 @@ pub struct App {
     started: Instant,
     /// The cluster bridge's counters, on a node with a broker.
     cluster: Option<Arc<ClusterStats>>,
+    /// Sessions kept for resumption; `None` when `session_ttl_secs` is 0.
+    sessions: Option<Arc<sessions::Sessions>>,
 }
 
 /// The server's state on one core ([`Handler::Local`]).
@@ -187,6 +220,8 @@ pub struct CoreLocal {
     /// The copy simd-json parses in place (it rewrites strings as it
     /// goes); reused so a message costs no allocation for it.
     scratch: RefCell<Vec<u8>>,
+    /// Whether this core's session sweeper runs.
+    session_sweeper: std::cell::Cell<bool>,
 }
 
 impl App {
@@ -194,6 +229,7 @@ impl App {
         let ip_publish_rate =
             buckets::GcraRate::new(settings.publish_rate_per_ip, settings.publish_burst_per_ip);
         let shares = cores.max(1);
+        let (settings_ttl, max_sessions) = (settings.session_ttl_secs, settings.max_sessions);
         let server_publish_rate = buckets::GcraRate::new(
             settings.server_publish_rate / shares as f64,
             (settings.server_publish_burst / shares as u32).max(1),
@@ -219,6 +255,13 @@ impl App {
             counters: (0..cores).map(|_| ServerCounters::default()).collect(),
             started: Instant::now(),
             cluster: None,
+            sessions: (settings_ttl > 0).then(|| {
+                Arc::new(sessions::Sessions::new(
+                    cores,
+                    Duration::from_secs(settings_ttl),
+                    max_sessions,
+                ))
+            }),
         }
     }
 
@@ -327,7 +370,21 @@ impl Handler for App {
             }
             per_ip = m.get(&ip).map(|e| e.shared.clone());
         }
+        // A session to resume: any value is accepted here (an unknown one
+        // gets a fresh session, not an error).
+        let resume = self
+            .sessions
+            .as_ref()
+            .and(req.request().query_param("session"))
+            .and_then(shardcast::proto::handshake::percent_decode)
+            .filter(|id| id.len() <= 64)
+            .map(std::borrow::Cow::into_owned);
         Ok(Client {
+            resume,
+            welcomed: false,
+            session: None,
+            awaiting_handoff: false,
+            bases: Vec::new(),
             grant,
             tokens: f64::from(self.settings.publish_burst.max(1)),
             filled: Instant::now(),
@@ -359,6 +416,7 @@ impl Handler for App {
         if !self.identify(ws) {
             return;
         }
+        self.start_session(ws);
         let c = self.counters(ws.core());
         let deadlines = &ws.local().deadlines;
         match ws.data().grant.as_ref().map(|g| g.exp) {
@@ -386,7 +444,8 @@ impl Handler for App {
         protocol::joined(ws, token, joins);
     }
 
-    fn close(&self, ws: &mut Ws<'_, Self>, _code: CloseCode, _reason: &str) {
+    fn close(&self, ws: &mut Ws<'_, Self>, code: CloseCode, _reason: &str) {
+        self.end_session(ws, code);
         // A join still waiting keeps its topics out of the registry.
         let subs = ws.subscription_count() + ws.data().pending_gated;
         self.counters(ws.core())
@@ -429,6 +488,8 @@ pub struct Running {
 struct AppRef {
     anonymous: bool,
     open_api: bool,
+    /// The app's sessions, for [`Running::sessions`].
+    sessions: Option<Arc<sessions::Sessions>>,
 }
 
 impl Running {
@@ -470,6 +531,12 @@ impl Running {
         }
     }
 
+    /// The sessions' gauge and counters; `None` when sessions are off
+    /// (`session_ttl_secs` 0).
+    pub fn sessions(&self) -> Option<metrics::SessionCounts> {
+        self.app.sessions.as_ref().map(|s| s.counts())
+    }
+
     /// The cluster bridge's counters, on a node with a broker.
     pub fn cluster(&self) -> Option<&Arc<ClusterStats>> {
         self.bridge.as_ref().map(Bridge::stats)
@@ -505,11 +572,14 @@ pub fn start(settings: Settings) -> io::Result<Running> {
         }
     };
     let interval = Duration::from_millis(settings.stats_interval_ms);
-    let shared = Arc::new(AppRef {
-        anonymous: settings.anonymous(),
-        open_api: settings.api_keys.is_empty() && settings.anonymous(),
-    });
+    let anonymous = settings.anonymous();
+    let open_api = settings.api_keys.is_empty() && anonymous;
     let mut app = App::new(settings, cores);
+    let shared = Arc::new(AppRef {
+        anonymous,
+        open_api,
+        sessions: app.sessions.clone(),
+    });
     app.cluster = cluster.as_ref().map(Cluster::stats);
     let handle = Server::new(config, app).start()?;
     let bridge = match cluster {

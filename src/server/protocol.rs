@@ -56,6 +56,63 @@ pub(crate) fn with_position(
     PreparedFrame::from_parts(OpCode::Text, &[body, &tail])
 }
 
+/// The topic and offset of a history topic's `message` payload, as
+/// [`with_position`] made it; `None` for anything else (replies, messages
+/// of topics without history, a topic name with escapes). The envelope's
+/// `offset` and `epoch` are its last fields, after `data`: a `data` value
+/// cannot end the payload that way (its own fields would be followed by
+/// its closing brace), so reading from the end is exact.
+pub(crate) fn read_position(payload: &[u8]) -> Option<(&str, u64)> {
+    const HEAD: &[u8] = b"{\"type\":\"message\",\"topic\":\"";
+    let rest = payload.strip_prefix(HEAD)?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    let topic = std::str::from_utf8(&rest[..end]).ok()?;
+    // ...,"offset":N,"epoch":"E"}
+    let body = payload.strip_suffix(b"\"}")?;
+    let q = body.iter().rposition(|&b| b == b'"')?;
+    let epoch = &body[q + 1..];
+    if epoch.contains(&b'\\') {
+        return None;
+    }
+    let body = body[..q].strip_suffix(b",\"epoch\":")?;
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (body, num) = body.split_at(body.len() - digits);
+    body.strip_suffix(b",\"offset\":")?;
+    let offset = std::str::from_utf8(num).ok()?.parse().ok()?;
+    Some((topic, offset))
+}
+
+/// The start of a `welcome`: `{"type":"welcome","session":..,"client":..,"resumed":..`,
+/// without its closing brace.
+pub(crate) fn welcome_head(session: Option<&str>, client: Option<&str>, resumed: bool) -> Vec<u8> {
+    let mut out = b"{\"type\":\"welcome\",\"session\":".to_vec();
+    match session {
+        Some(s) => push_str(&mut out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"client\":");
+    match client {
+        Some(c) => push_str(&mut out, c),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(if resumed {
+        b",\"resumed\":true"
+    } else {
+        b",\"resumed\":false"
+    });
+    out
+}
+
+/// Sends a `welcome` (a fresh session, or none).
+pub(crate) fn send_welcome(ws: &mut Ws<'_, App>, session: Option<&str>, client: Option<&str>) {
+    let mut out = welcome_head(session, client, false);
+    out.push(b'}');
+    send_json(ws, &out);
+}
+
 /// Why a topic name is refused, if it is.
 pub(crate) fn topic_problem(topic: &str, max: usize) -> Option<String> {
     if topic.is_empty() {
@@ -151,7 +208,7 @@ fn dispatch(app: &App, ws: &mut Ws<'_, App>, cmd: Command<'_>) {
         Op::Ping => send_json(ws, &reply_json("pong", id)),
         Op::Auth { token } => auth(app, ws, &token, id),
         _ if !granted(app, ws, id) => {}
-        Op::Subscribe { topics, recover } => subscribe(app, ws, &topics, &recover, id),
+        Op::Subscribe { topics, recover } => subscribe(app, ws, &topics, &recover, id, None),
         Op::Unsubscribe { topics } => unsubscribe(app, ws, &topics, id),
         Op::Publish { topic, data } => publish(app, ws, &topic, &data, id),
     }
@@ -191,15 +248,20 @@ fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     if !app.identify(ws) {
         return;
     }
+    app.session_identified(ws);
     send_json(ws, &out);
 }
 
-fn subscribe<S: AsRef<str>>(
+/// Subscribes to `topics` from the positions in `recover`, answering with
+/// `subscribed` — or, for a resumed session, with `welcome` (its head in
+/// `welcome`), which is then sent even if every topic was refused.
+pub(crate) fn subscribe<S: AsRef<str>>(
     app: &App,
     ws: &mut Ws<'_, App>,
     topics: &[S],
     recover: &[(std::borrow::Cow<'_, str>, Recover<'_>)],
     id: Option<&[u8]>,
+    welcome: Option<Vec<u8>>,
 ) {
     let s = &app.settings;
     let mut ok: Vec<&str> = Vec::with_capacity(topics.len());
@@ -211,6 +273,10 @@ fn subscribe<S: AsRef<str>>(
     // History topics: where each subscription starts.
     let mut joins: Vec<(&str, Since)> = Vec::new();
     let mut gated = 0;
+    // A resumed session's topics without history: reserved now, and
+    // subscribed once the history topics' positions are known, so that
+    // nothing reaches the client before its welcome.
+    let mut later: Vec<(String, bool)> = Vec::new();
     // A topic listed more than once is handled (and answered) once.
     let mut seen = rustc_hash::FxHashSet::default();
     for t in topics.iter().map(AsRef::as_ref) {
@@ -255,6 +321,12 @@ fn subscribe<S: AsRef<str>>(
                     ok.push(t);
                     joins.push((t, since.expect("deferred means history")));
                 }
+                Ok(creates) if welcome.is_some() => {
+                    count += 1;
+                    added += 1;
+                    ok.push(t);
+                    later.push((t.to_owned(), creates));
+                }
                 Ok(_) if ws.subscribe(t) == Ok(true) => {
                     count += 1;
                     added += 1;
@@ -273,6 +345,10 @@ fn subscribe<S: AsRef<str>>(
     let none_over = over.iter().all(Vec::is_empty);
     // The join's token, when the reply waits for positions.
     let mut token = 0;
+    if joins.is_empty() {
+        subscribe_later(app, ws, later);
+        later = Vec::new();
+    }
     if !joins.is_empty() {
         // The reply waits for the positions (`joined`), and the history
         // it replays follows the reply.
@@ -281,6 +357,7 @@ fn subscribe<S: AsRef<str>>(
             d.next_join += 1;
             d.next_join
         };
+        gated += later.len();
         if ws.join(&joins, token).is_ok() {
             let d = ws.data_mut();
             d.pending_gated += gated;
@@ -295,8 +372,15 @@ fn subscribe<S: AsRef<str>>(
                     .collect(),
                 gated,
                 after: Vec::new(),
+                welcome,
+                later,
             });
         }
+    } else if let Some(mut head) = welcome {
+        head.extend_from_slice(b",\"topics\":");
+        super::json::push_str_array(&mut head, &ok);
+        head.push(b'}');
+        send_json(ws, &head);
     } else if !ok.is_empty() || (invalid.is_empty() && forbidden.is_empty() && none_over) {
         send_json(ws, &topics_reply_json("subscribed", &ok, id));
     }
@@ -346,6 +430,19 @@ fn subscribe<S: AsRef<str>>(
     }
 }
 
+/// Subscribes the topics a resumed session reserved (see `subscribe`).
+fn subscribe_later(app: &App, ws: &mut Ws<'_, App>, later: Vec<(String, bool)>) {
+    for (t, creates) in later {
+        if ws.subscribe(&t) != Ok(true) {
+            // Closing: nothing was added.
+            app.release_subscription(ws, 1, usize::from(creates));
+            app.counters(ws.core())
+                .subscriptions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The positions of a subscribe's history topics arrived: the
 /// `subscribed` reply, with `streams`; the replayed publications follow.
 pub(crate) fn joined(ws: &mut Ws<'_, App>, token: u64, joins: &[StreamJoin]) {
@@ -355,7 +452,27 @@ pub(crate) fn joined(ws: &mut Ws<'_, App>, token: u64, joins: &[StreamJoin]) {
     };
     let p = d.pending_subs.swap_remove(i);
     d.pending_gated -= p.gated;
-    let mut out = topics_reply_json("subscribed", &p.topics, p.id.as_deref());
+    // Where each topic's stream stands for this client: what follows on
+    // this connection (replayed or live) is tracked from here.
+    for j in joins {
+        let base = j.position.offset.saturating_sub(j.replayed as u64);
+        let entry = (j.topic.clone(), base, j.position.epoch.clone());
+        match d.bases.iter_mut().find(|(t, _, _)| *t == j.topic) {
+            Some(b) => *b = entry,
+            None => d.bases.push(entry),
+        }
+    }
+    let app = ws.handler();
+    subscribe_later(app, ws, p.later);
+    let mut out = match p.welcome {
+        Some(mut head) => {
+            head.extend_from_slice(b",\"topics\":");
+            super::json::push_str_array(&mut head, &p.topics);
+            head.push(b'}');
+            head
+        }
+        None => topics_reply_json("subscribed", &p.topics, p.id.as_deref()),
+    };
     out.pop();
     out.extend_from_slice(b",\"streams\":{");
     for (k, j) in joins.iter().enumerate() {
@@ -525,4 +642,49 @@ pub(crate) fn stats_json(
     format!(
         "{{\"uptime_s\":{uptime:.0},\"connections\":{conns},\"messages_in_per_s\":{msgs:.1},\"deliveries_per_s\":{dels:.1},\"publishes_per_s\":{pubs:.1},\"bytes_out_per_s\":{bytes:.0},\"cores\":[{cores}]}}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn positioned(topic: &str, data: &[u8], offset: u64) -> Vec<u8> {
+        let pos = StreamPosition {
+            offset,
+            epoch: Arc::from("x3f9a01c"),
+        };
+        with_position(topic, &message_frame(topic, data), &pos)
+            .payload()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_history_message_gives_its_topic_and_offset_back() {
+        let p = positioned("chat.1", br#"{"offset":3,"epoch":"y"}"#, 42);
+        assert_eq!(read_position(&p), Some(("chat.1", 42)));
+        assert_eq!(
+            read_position(&positioned("t", b"\"a,\\\"offset\\\":9\"", 7)),
+            Some(("t", 7))
+        );
+        // A topic with an escape is not read (its message is then resent
+        // on a resume, never lost).
+        assert_eq!(read_position(&positioned("a\"b", b"1", 5)), None);
+    }
+
+    #[test]
+    fn other_frames_give_no_position() {
+        // A message without history whose data ends like a position.
+        let plain = message_frame("t", br#"{"offset":3,"epoch":"y"}"#);
+        assert_eq!(read_position(plain.payload()), None);
+        let plain = message_frame("t", br#"{"a":1,"offset":3}"#);
+        assert_eq!(read_position(plain.payload()), None);
+        for reply in [
+            &br#"{"type":"pong","id":1}"#[..],
+            br#"{"type":"subscribed","topics":["t"],"streams":{"t":{"offset":4,"epoch":"e"}}}"#,
+            b"",
+        ] {
+            assert_eq!(read_position(reply), None);
+        }
+    }
 }

@@ -334,6 +334,17 @@ pub struct Settings {
     /// `too_many_connections` and closed with 1008. 0: no limit.
     /// Default: 0.
     pub max_connections_per_client: usize,
+    /// Seconds a session (its subscriptions and, per history topic, the
+    /// position its client's TCP acknowledged) is kept after its
+    /// connection ends, for a client to resume it with `?session=ID`
+    /// (see PROTOCOL.md). 0 disables sessions: the `welcome` then names
+    /// none. Default: 60.
+    pub session_ttl_secs: u64,
+    /// Most sessions kept for resumption over the server, shared equally
+    /// by the cores; past it the oldest is dropped (counted as evicted).
+    /// A kept session costs about 200 bytes plus its topic names.
+    /// Default: 100,000.
+    pub max_sessions: usize,
 }
 
 impl Default for Settings {
@@ -387,6 +398,8 @@ impl Default for Settings {
             namespaces: Vec::new(),
             max_recovery: 1_000,
             max_connections_per_client: 0,
+            session_ttl_secs: 60,
+            max_sessions: 100_000,
         }
     }
 }

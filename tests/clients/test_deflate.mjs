@@ -30,7 +30,11 @@ function open(perMessageDeflate) {
       const t = setTimeout(() => rej(new Error("timed out")), TIMEOUT);
       waiters.push((m) => { clearTimeout(t); res(m); });
     });
-    ws.once("open", () => resolve(ws));
+    // Every connection starts with a welcome naming its session.
+    ws.once("open", () => ws.next().then((m) => {
+      if (m.type !== "welcome") reject(new Error(`expected a welcome first, got ${JSON.stringify(m)}`));
+      else resolve(ws);
+    }, reject));
     ws.once("error", reject);
   });
 }

@@ -27,7 +27,12 @@ function open(path = "/ws") {
       waiters.push((m) => { clearTimeout(t); res(m); });
     });
     ws.ask = async (msg) => { ws.send(typeof msg === "string" ? msg : JSON.stringify(msg)); return JSON.parse(await ws.next()); };
-    ws.once("open", () => resolve(ws));
+    // Every connection starts with a welcome naming its session.
+    ws.once("open", () => ws.next().then((t) => {
+      ws.welcome = JSON.parse(t);
+      if (ws.welcome.type !== "welcome") reject(new Error(`expected a welcome first, got ${t}`));
+      else resolve(ws);
+    }, reject));
     ws.once("error", reject);
   });
 }

@@ -12,7 +12,7 @@ import urllib.request
 
 import websockets
 
-from checks import check, finish
+from checks import check, connect, finish
 from prometheus_client.parser import text_string_to_metric_families
 
 ADDR = sys.argv[1]
@@ -58,7 +58,7 @@ async def main():
     # Connect until every core holds a client (the kernel spreads them by hash).
     subs = []
     while len(subs) < 64:
-        subs.append(await websockets.connect(url))
+        subs.append(await connect(url))
         per_core = [v for _, v in metrics()["shardcast_connections_active"]]
         if len(subs) >= 4 and all(v > 0 for v in per_core):
             break
@@ -68,7 +68,9 @@ async def main():
         r = await ask(s, {"type": "subscribe", "topics": ["py"], "id": i})
         assert r == {"type": "subscribed", "topics": ["py"], "id": i}, r
 
-    pub = await websockets.connect(url)
+    pub = await connect(url)
+    w = pub.welcome
+    check("the first frame is a welcome naming a session", w.get("resumed") is False and isinstance(w.get("session"), str) and "client" in w, w)
     data = '{"n" : 1.50, "s":"\\u00e9"}'
     await pub.send('{"type":"publish","topic":"py","data":' + data + ',"id":"x"}')
     ack = await recv(pub)
@@ -89,13 +91,14 @@ async def main():
     for code, msg in cases.items():
         r = await ask(pub, msg)
         check(f"error {code}", r.get("type") == "error" and r.get("code") == code, r)
-    async with websockets.connect(url) as big:
-        await big.send(json.dumps({"type": "publish", "topic": "py", "data": "x" * 70000}))
-        try:
-            await asyncio.wait_for(big.recv(), TIMEOUT)
-            code = None
-        except websockets.ConnectionClosed as e:
-            code = e.rcvd.code if e.rcvd else None
+    big = await connect(url)
+    await big.send(json.dumps({"type": "publish", "topic": "py", "data": "x" * 70000}))
+    try:
+        await asyncio.wait_for(big.recv(), TIMEOUT)
+        code = None
+    except websockets.ConnectionClosed as e:
+        code = e.rcvd.code if e.rcvd else None
+    await big.close()
     check("a message over max_message_size closes 1009", code == 1009, code)
     r = await ask(pub, {"type": "nonsense"})
     check("unknown type is bad_request", r.get("code") == "bad_request", r)

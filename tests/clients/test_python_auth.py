@@ -16,7 +16,7 @@ import time
 
 import websockets
 
-from checks import check, finish
+from checks import check, connect, finish
 
 ADDR, SECRET = sys.argv[1], sys.argv[2]
 TIMEOUT = 10
@@ -70,7 +70,7 @@ async def main():
     check("expired token: 401", await refused_status("/ws?token=" + jwt(claims(exp=int(time.time()) - 5))) == 401)
     check("wrong signature: 401", await refused_status("/ws?token=" + jwt(claims(), "not-the-secret")) == 401)
 
-    ws = await websockets.connect(base + "?token=" + jwt(claims()))
+    ws = await connect(base + "?token=" + jwt(claims()))
     r = await ask(ws, {"type": "subscribe", "topics": ["news", "secret"], "id": 1})
     check("valid token subscribes granted topics", r == {"type": "subscribed", "topics": ["news"], "id": 1}, r)
     e = await recv(ws)
@@ -89,29 +89,29 @@ async def main():
 
     headers = {"Authorization": "Bearer " + jwt(claims())}
     try:
-        ws = await websockets.connect(base, additional_headers=headers)
+        ws = await connect(base, additional_headers=headers)
         r = await ask(ws, {"type": "subscribe", "topics": ["news"]})
         check("bearer header authenticates", r.get("type") == "subscribed", r)
         await ws.close()
     except TypeError:  # older websockets: extra_headers
-        ws = await websockets.connect(base, extra_headers=headers)
+        ws = await connect(base, extra_headers=headers)
         r = await ask(ws, {"type": "subscribe", "topics": ["news"]})
         check("bearer header authenticates", r.get("type") == "subscribed", r)
         await ws.close()
 
-    ws = await websockets.connect(base)
+    ws = await connect(base)
     e = await ask(ws, {"type": "subscribe", "topics": ["news"], "id": 1})
     check("unauthenticated subscribe: unauthorized", e.get("code") == "unauthorized", e)
     r = await ask(ws, {"type": "auth", "token": jwt(claims()), "id": "a"})
     check("auth message authenticates", r == {"type": "authenticated", "sub": "py", "id": "a"}, r)
     await ws.close()
 
-    ws = await websockets.connect(base)
+    ws = await connect(base)
     e = await ask(ws, {"type": "auth", "token": jwt(claims(), "wrong")})
     check("bad auth message: unauthorized", e.get("code") == "unauthorized", e)
     check("bad auth message: close 1008", await close_code(ws) == 1008)
 
-    ws = await websockets.connect(base)
+    ws = await connect(base)
     e = await recv(ws)
     check("auth deadline: unauthorized", e.get("code") == "unauthorized", e)
     check("auth deadline: close 1008", await close_code(ws) == 1008)

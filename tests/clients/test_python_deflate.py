@@ -14,7 +14,7 @@ import urllib.request
 
 import websockets
 
-from checks import check, finish
+from checks import check, connect, finish
 
 ADDR = sys.argv[1]
 TIMEOUT = 10
@@ -37,8 +37,8 @@ async def recv(ws):
 
 async def main():
     url = f"ws://{ADDR}/ws"
-    zipped = [await websockets.connect(url, compression="deflate", max_size=None) for _ in range(3)]
-    plain = [await websockets.connect(url, compression=None) for _ in range(2)]
+    zipped = [await connect(url, compression="deflate", max_size=None) for _ in range(3)]
+    plain = [await connect(url, compression=None) for _ in range(2)]
     ext = zipped[0].response.headers.get("Sec-WebSocket-Extensions", "")
     check("the server accepts websockets' offer", ext.startswith("permessage-deflate") and "server_no_context_takeover" in ext, ext)
     check("no extension without an offer", plain[0].response.headers.get("Sec-WebSocket-Extensions") is None,
@@ -48,7 +48,7 @@ async def main():
         r = await recv(ws)
         check(f"client {i} subscribed", r.get("type") == "subscribed", r)
 
-    publisher = await websockets.connect(url, compression="deflate")
+    publisher = await connect(url, compression="deflate")
     before = (counter("shardcast_compressions_total"), counter("shardcast_messages_out_compressed_total"))
     sent = []
     for i in range(10):

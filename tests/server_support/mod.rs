@@ -45,8 +45,22 @@ fn timeouts(ws: &Client) {
     }
 }
 
-/// Connects to `path` (e.g. `/ws?token=...`).
+/// Connects to `path` (e.g. `/ws?token=...`) and reads the `welcome`
+/// every connection starts with.
 pub fn connect(addr: SocketAddr, path: &str) -> Client {
+    connect_welcome(addr, path).0
+}
+
+/// Connects to `path` and returns the connection and its `welcome`.
+pub fn connect_welcome(addr: SocketAddr, path: &str) -> (Client, Value) {
+    let mut ws = connect_raw(addr, path);
+    let welcome = recv(&mut ws);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+/// Connects to `path`, reading nothing.
+pub fn connect_raw(addr: SocketAddr, path: &str) -> Client {
     let (ws, resp) = tungstenite::connect(format!("ws://{addr}{path}")).expect("handshake");
     assert_eq!(resp.status(), 101);
     timeouts(&ws);
@@ -62,9 +76,11 @@ pub fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> C
             tungstenite::http::HeaderValue::from_str(v).unwrap(),
         );
     }
-    let (ws, resp) = tungstenite::connect(req).expect("handshake");
+    let (mut ws, resp) = tungstenite::connect(req).expect("handshake");
     assert_eq!(resp.status(), 101);
     timeouts(&ws);
+    let welcome = recv(&mut ws);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
     ws
 }
 
