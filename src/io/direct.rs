@@ -133,6 +133,22 @@ impl Direct {
     }
 }
 
+/// The connection a completion is for: its core, the core's direct path,
+/// its key and generation.
+struct Cx<'a, H: Handler> {
+    core: &'a Rc<CoreOf<H>>,
+    st: &'a Rc<Direct>,
+    key: u32,
+    gen: u32,
+}
+
+impl<H: Handler> Clone for Cx<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<H: Handler> Copy for Cx<'_, H> {}
+
 /// Runs the core's direct path until the core stops: arms the accepts,
 /// then waits for the rings' eventfd and dispatches their completions.
 pub(crate) async fn drive<H: Handler>(core: Rc<CoreOf<H>>, io: Rc<DirectIo>) {
@@ -291,7 +307,7 @@ fn received<H: Handler>(core: &Rc<CoreOf<H>>, st: &Rc<Direct>, key: u32, low: u3
     // `result` bytes, and is recycled below after the slice's last use.
     let data = unsafe { st.io.data(c.ring, b, c.result as usize) };
     let mut w = r.unpack();
-    let keep = feed(core, st, key, gen, &mut r, &mut w, data);
+    let keep = feed(Cx { core, st, key, gen }, &mut r, &mut w, data);
     r.pack(w);
     st.io.recycle(c.ring, b);
     if !keep {
@@ -325,35 +341,21 @@ fn end<H: Handler>(core: &Rc<CoreOf<H>>, key: u32, r: Reader) {
 
 /// Handles `data` received on `key`. Returns false when the connection is
 /// done.
-fn feed<H: Handler>(
-    core: &Rc<CoreOf<H>>,
-    st: &Rc<Direct>,
-    key: u32,
-    gen: u32,
-    r: &mut Reader,
-    w: &mut More,
-    data: &mut [u8],
-) -> bool {
+fn feed<H: Handler>(cx: Cx<'_, H>, r: &mut Reader, w: &mut More, data: &mut [u8]) -> bool {
+    let Cx { core, key, .. } = cx;
     match r.phase {
         Phase::Linger => {
             core.conns().note_rx(key, data.len());
             true
         }
-        Phase::Handshake => handshake(core, st, key, gen, r, w, data),
-        Phase::Frames => frames(core, st, key, gen, r, w, data),
+        Phase::Handshake => handshake(cx, r, w, data),
+        Phase::Frames => frames(cx, r, w, data),
     }
 }
 
 /// Request bytes: answered once complete, as on the readiness path.
-fn handshake<H: Handler>(
-    core: &Rc<CoreOf<H>>,
-    st: &Rc<Direct>,
-    key: u32,
-    gen: u32,
-    r: &mut Reader,
-    w: &mut More,
-    data: &mut [u8],
-) -> bool {
+fn handshake<H: Handler>(cx: Cx<'_, H>, r: &mut Reader, w: &mut More, data: &mut [u8]) -> bool {
+    let Cx { core, key, .. } = cx;
     let limits = HandshakeLimits {
         max_header_bytes: core.config().max_header_bytes,
         ..Default::default()
@@ -369,7 +371,7 @@ fn handshake<H: Handler>(
             }
             Answer::Upgraded(consumed, deflate) => {
                 let rest = data[consumed..].to_vec();
-                return upgraded(core, st, key, gen, r, w, rest, deflate);
+                return upgraded(cx, r, w, rest, deflate);
             }
             Answer::Closed => Answer::Closed,
         }
@@ -385,7 +387,7 @@ fn handshake<H: Handler>(
         Answer::Upgraded(consumed, deflate) => {
             let mut rest = std::mem::take(&mut w.rbuf);
             rest.drain(..consumed);
-            upgraded(core, st, key, gen, r, w, rest, deflate)
+            upgraded(cx, r, w, rest, deflate)
         }
         Answer::Closed => {
             // Answered or refused: the slot is free at once; the socket
@@ -400,15 +402,13 @@ fn handshake<H: Handler>(
 
 /// The connection was upgraded; `rest` followed the request.
 fn upgraded<H: Handler>(
-    core: &Rc<CoreOf<H>>,
-    st: &Rc<Direct>,
-    key: u32,
-    gen: u32,
+    cx: Cx<'_, H>,
     r: &mut Reader,
     w: &mut More,
     mut rest: Vec<u8>,
     deflate: Option<DeflateParams>,
 ) -> bool {
+    let Cx { core, key, .. } = cx;
     r.phase = Phase::Frames;
     w.inflater = deflate.map(|d| {
         Box::new(Inflater::new(
@@ -431,21 +431,14 @@ fn upgraded<H: Handler>(
             w.rbuf = rest;
         }
     }
-    after_step(core, st, key, gen, r, w);
+    after_step(cx, r, w);
     true
 }
 
 /// Frame bytes: decoded in place from the receive buffer when no frame is
 /// partly here, behind the partial frame otherwise.
-fn frames<H: Handler>(
-    core: &Rc<CoreOf<H>>,
-    st: &Rc<Direct>,
-    key: u32,
-    gen: u32,
-    r: &mut Reader,
-    w: &mut More,
-    data: &mut [u8],
-) -> bool {
+fn frames<H: Handler>(cx: Cx<'_, H>, r: &mut Reader, w: &mut More, data: &mut [u8]) -> bool {
+    let Cx { core, st, key, gen } = cx;
     let n = data.len();
     match r.mode {
         // After a protocol error nothing can be decoded: discard until
@@ -491,20 +484,14 @@ fn frames<H: Handler>(
     }
     w.needed = step.needed;
     r.mode = step.mode();
-    after_step(core, st, key, gen, r, w);
+    after_step(cx, r, w);
     true
 }
 
 /// After a decoding step: a held connection waits for its session's room;
 /// a reading one reports what it holds of a partial message.
-fn after_step<H: Handler>(
-    core: &Rc<CoreOf<H>>,
-    st: &Rc<Direct>,
-    key: u32,
-    gen: u32,
-    r: &mut Reader,
-    w: &mut More,
-) {
+fn after_step<H: Handler>(cx: Cx<'_, H>, r: &mut Reader, w: &mut More) {
+    let Cx { core, st, key, gen } = cx;
     match r.mode {
         Mode::Held => {
             monoio::spawn(resume(core.clone(), st.clone(), key, gen));
@@ -549,7 +536,16 @@ async fn resume<H: Handler>(core: Rc<CoreOf<H>>, st: Rc<Direct>, key: u32, gen: 
     if restart {
         r.recv_stopped = false;
     }
-    after_step(&core, &st, key, gen, &mut r, &mut w);
+    after_step(
+        Cx {
+            core: &core,
+            st: &st,
+            key,
+            gen,
+        },
+        &mut r,
+        &mut w,
+    );
     r.pack(w);
     st.put(key, r);
     if restart {
