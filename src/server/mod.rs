@@ -87,8 +87,10 @@ pub const STATS_TOPIC: &str = "$sys.stats";
 
 /// Per-connection state.
 pub struct Client {
-    /// What the client may do; `None` until it authenticates.
-    grant: Option<Grant>,
+    /// What the client may do; `None` until it authenticates. Shared: an
+    /// anonymous client without a `client_id` holds the server's one
+    /// anonymous grant, not a copy.
+    grant: Option<Arc<Grant>>,
     /// Publish token bucket: tokens left and when it was last filled.
     tokens: f64,
     filled: Instant,
@@ -208,6 +210,8 @@ pub struct App {
     cluster: Option<Arc<ClusterStats>>,
     /// Sessions kept for resumption; `None` when `session_ttl_secs` is 0.
     sessions: Option<Arc<sessions::Sessions>>,
+    /// The grant of every anonymous client that did not name itself.
+    anonymous: Arc<Grant>,
 }
 
 /// The server's state on one core ([`Handler::Local`]).
@@ -262,6 +266,7 @@ impl App {
                     max_sessions,
                 ))
             }),
+            anonymous: Arc::new(Grant::anonymous()),
         }
     }
 
@@ -327,24 +332,27 @@ impl Handler for App {
             None => {
                 // An anonymous client may name itself (`?client_id=`), so
                 // that its connections are counted and reachable together.
-                let mut g = Grant::anonymous();
-                if let Some(raw) = req.request().query_param("client_id") {
-                    match shardcast::proto::handshake::percent_decode(raw) {
-                        Some(id) if valid_client_id(&id) => g.sub = Some(id.into_owned()),
-                        _ => {
-                            return Err(Rejection::new(
-                                400,
-                                "client_id: 1 to 128 bytes, no control characters\n",
-                            ))
+                match req.request().query_param("client_id") {
+                    None => Some(self.anonymous.clone()),
+                    Some(raw) => {
+                        let mut g = Grant::anonymous();
+                        match shardcast::proto::handshake::percent_decode(raw) {
+                            Some(id) if valid_client_id(&id) => g.sub = Some(id.into_owned()),
+                            _ => {
+                                return Err(Rejection::new(
+                                    400,
+                                    "client_id: 1 to 128 bytes, no control characters\n",
+                                ))
+                            }
                         }
+                        Some(Arc::new(g))
                     }
                 }
-                Some(g)
             }
             Some(v) => match handshake_token(req.request()) {
                 None => None,
                 Some(token) => match v.verify(token) {
-                    Ok(g) => Some(g),
+                    Ok(g) => Some(Arc::new(g)),
                     Err(e) => {
                         tracing::debug!(peer = %req.peer(), error = %e, "handshake token refused");
                         self.counters(req.core())

@@ -217,9 +217,9 @@ fn dispatch(app: &App, ws: &mut Ws<'_, App>, cmd: Command<'_>) {
 fn auth(app: &App, ws: &mut Ws<'_, App>, token: &str, id: Option<&[u8]>) {
     let counters = app.counters(ws.core());
     let grant = match &app.verifier {
-        None => super::Grant::anonymous(),
+        None => app.anonymous.clone(),
         Some(verifier) => match verifier.verify(token) {
-            Ok(g) => g,
+            Ok(g) => std::sync::Arc::new(g),
             Err(e) => {
                 tracing::debug!(peer = %ws.remote_addr(), error = %e, "auth message refused");
                 counters.auth_failed.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +358,13 @@ pub(crate) fn subscribe<S: AsRef<str>>(
             d.next_join
         };
         gated += later.len();
+        // A session tracks what its peer acknowledged from its first
+        // history topic on (before anything of it is queued): a connection
+        // without one pays nothing for it.
+        if ws.data().session.is_some() && ws.acked_entries() == 0 && ws.acked_positions().is_none()
+        {
+            ws.track_acks(read_position);
+        }
         if ws.join(&joins, token).is_ok() {
             let d = ws.data_mut();
             d.pending_gated += gated;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use shardcast::{CloseCode, ConnId, ServerHandle, Ws};
 
 use super::command::Recover;
-use super::protocol::{self, read_position, send_welcome, welcome_head};
+use super::protocol::{self, send_welcome, welcome_head};
 use super::sessions::{Leave, Resume, Saved, Sessions};
 use super::{App, SESSION_RESUMED};
 
@@ -24,8 +24,6 @@ impl App {
         if !ws.local().session_sweeper.replace(true) {
             monoio::spawn(super::sessions::sweeper(sessions.clone(), ws.core()));
         }
-        // Before anything is queued that the session must account for.
-        ws.track_acks(read_position);
         let asked = ws.data_mut().resume.take();
         let found = asked
             .as_deref()
