@@ -16,7 +16,10 @@ use tungstenite::{Message, WebSocket};
 type Client = WebSocket<MaybeTlsStream<std::net::TcpStream>>;
 
 fn connect(addr: std::net::SocketAddr) -> Client {
-    let (ws, _) = tungstenite::connect(format!("ws://{addr}/ws")).expect("handshake");
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws")).expect("handshake");
+    // Every connection of the server starts with its `welcome`.
+    let welcome = next_text(&mut ws);
+    assert!(welcome.contains(r#""type":"welcome""#), "{welcome}");
     ws
 }
 

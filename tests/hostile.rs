@@ -555,7 +555,12 @@ fn connect_from(source: [u8; 4], addr: SocketAddr) -> Result<server_support::Cli
     stream.set_write_timeout(Some(TIMEOUT)).unwrap();
     let stream = tungstenite::stream::MaybeTlsStream::Plain(stream);
     match tungstenite::client(format!("ws://{addr}/"), stream) {
-        Ok((ws, _)) => Ok(ws),
+        Ok((mut ws, _)) => {
+            // Every connection of the server starts with its `welcome`.
+            let welcome = server_support::recv(&mut ws);
+            assert_eq!(welcome["type"], "welcome", "{welcome}");
+            Ok(ws)
+        }
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             Err(resp.status().as_u16())
         }
