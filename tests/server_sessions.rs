@@ -618,6 +618,20 @@ fn a_session_still_open_is_taken_over_and_closed_with_4001() {
     // first got its state: the last connection ends up with it.
     for _ in 0..20 {
         let mut c = connect_raw(addr, &format!("/ws?session={id}"));
+        // The server claims a session just after it sends the 101, on
+        // the connection's core: `c` holds the session once its holder
+        // `b` is closed, and only then does `d` come (else `d`'s claim,
+        // on the other core, could come first and `c` take it from `d`).
+        loop {
+            match b.read() {
+                Ok(tungstenite::Message::Close(Some(f))) => {
+                    assert_eq!(u16::from(f.code), 4001);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
         let (mut d, w) = connect_welcome(addr, &format!("/ws?session={id}"));
         assert_eq!(w["resumed"], true, "{w}");
         assert_eq!(w["topics"], json!(["x"]), "{w}");
