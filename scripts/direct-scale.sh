@@ -12,7 +12,9 @@
 #     kernel's slab growth per connection (/proc/meminfo Slab);
 # then ROUNDS more rounds of N connections opening, subscribing, being held
 # and closing (churn): after each, the server's connections must be back to
-# 0 and its RSS is printed beside the first round's baseline.
+# 0 and its RSS is printed beside the first round's baseline. Sessions are
+# off (SESSION_TTL=60 turns them on: each closed connection then leaves a
+# kept session, about 730 B, for 60 s, which the RSS after a round holds).
 # Holds /tmp/shardcast-bench.lock while it runs. Prints JSON lines.
 #
 #   scripts/direct-scale.sh [N (default 100000)] [ROUNDS (default 5)]
@@ -29,7 +31,7 @@ exec 9>/tmp/shardcast-bench.lock
 flock 9
 
 "$bin/shardcast" --listen "127.0.0.1:$port" --io-path direct --max-connections-per-ip 0 \
-    --publish-rate 0 --log warn >/dev/null 2>&1 &
+    --publish-rate 0 --session-ttl "${SESSION_TTL:-0}" --log warn >/dev/null 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -37,8 +39,10 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
+# A counter summed over its label sets (one per core).
 metric() {
-    curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+    curl -s "http://127.0.0.1:$port/metrics" |
+        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
 }
 healthz_connections() {
     curl -s "http://127.0.0.1:$port/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"])'
