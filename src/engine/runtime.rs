@@ -15,21 +15,6 @@ pub(crate) type CoreRuntime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDrive
 /// memory fits the default locked-memory limit of kernels before 5.12.
 const RING_ENTRIES: u32 = 1024;
 
-/// The io_uring setup flags of a [`TaskRun`] mode.
-fn ring_builder(mode: TaskRun) -> io_uring::Builder {
-    let mut b = io_uring::IoUring::builder();
-    match mode {
-        TaskRun::Defer => {
-            b.setup_defer_taskrun().setup_single_issuer();
-        }
-        TaskRun::Coop => {
-            b.setup_coop_taskrun().setup_taskrun_flag();
-        }
-        TaskRun::Interrupt => {}
-    }
-    b
-}
-
 /// What a core runs: its driver and, on io_uring, how completions reach it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Driver {
@@ -51,7 +36,7 @@ pub(crate) fn build(wanted: TaskRun) -> io::Result<(CoreRuntime, Driver)> {
         while let Some(m) = mode {
             match RuntimeBuilder::<IoUringDriver>::new()
                 .with_entries(RING_ENTRIES)
-                .uring_builder(ring_builder(m))
+                .uring_builder(crate::uring::ring_builder(m))
                 .enable_timer()
                 .build()
             {

@@ -39,11 +39,15 @@ pub(super) async fn run_core<H: Handler>(
     // of the socket would run, and new clients must be refused, not queued.
     sys::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
     drop(listener);
-    // Graceful shutdown: close 1001 to every open connection, drop
-    // handshakes in progress, wait for close handshakes or the deadline.
+    close_gracefully(&core).await;
+}
+
+/// Graceful shutdown: close 1001 to every open connection, drop
+/// handshakes in progress, wait for close handshakes or the deadline.
+async fn close_gracefully<H: Handler>(core: &Rc<CoreOf<H>>) {
     core.begin_shutdown();
     core.conns().close_all();
-    flush(&core);
+    flush(core);
     if !core.conns().is_empty() {
         monoio::select! {
             _ = core.drained_signal().notified() => {},
@@ -67,17 +71,7 @@ async fn run_direct<H: Handler>(
     core.stop_signal().notified().await;
     direct.stop_accepting();
     sys::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
-    core.begin_shutdown();
-    core.conns().close_all();
-    flush(&core);
-    if !core.conns().is_empty() {
-        monoio::select! {
-            _ = core.drained_signal().notified() => {},
-            _ = monoio::time::sleep(core.config().shutdown_timeout) => {
-                tracing::warn!(core = core.id(), left = core.conns().len(), "shutdown deadline: dropping connections");
-            },
-        }
-    }
+    close_gracefully(&core).await;
     drop(listener);
 }
 

@@ -282,7 +282,9 @@ fn nofile_limit() -> u64 {
     r.rlim_cur
 }
 
-fn ring_builder(mode: TaskRun) -> io_uring::Builder {
+/// The io_uring setup flags of a [`TaskRun`] mode (the runtime's ring and
+/// the socket rings alike).
+pub(crate) fn ring_builder(mode: TaskRun) -> io_uring::Builder {
     let mut b = IoUring::builder();
     match mode {
         TaskRun::Defer => {
