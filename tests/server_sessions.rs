@@ -42,11 +42,11 @@ fn session_of(welcome: &Value) -> String {
         .as_str()
         .expect("a session id")
         .to_owned();
-    let (core, rand) = id.split_once('-').expect("core-random");
+    let (core, rest) = id.split_once('-').expect("core-connection and secret");
     assert!(core.parse::<usize>().is_ok(), "{id}");
     assert!(
-        rand.len() == 32 && rand.bytes().all(|b| b.is_ascii_hexdigit()),
-        "128 random bits in hex: {id}"
+        rest.len() == 16 + 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the opener's slab index and generation, then 128 random bits, in hex: {id}"
     );
     id
 }
@@ -555,6 +555,29 @@ fn a_kept_session_is_resumed_with_its_subscriptions_and_what_it_missed() {
         assert_eq!(w["resumed"], false, "{w}");
         session_of(&w);
     }
+    // The id of a session its opener holds, with one digit of the secret
+    // changed, or naming another slot or another generation of the
+    // opener's slot: fresh, and the opener keeps its connection.
+    let (mut live, w) = connect_welcome(addr, "/ws");
+    let live_id = session_of(&w);
+    let flip = |s: &str, at: usize| {
+        let mut b = s.as_bytes().to_vec();
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(b).unwrap()
+    };
+    let dash = live_id.find('-').unwrap();
+    for forged in [
+        flip(&live_id, live_id.len() - 1),
+        flip(&live_id, dash + 8),
+        flip(&live_id, dash + 16),
+    ] {
+        let (_x, w) = connect_welcome(addr, &format!("/ws?session={forged}"));
+        assert_eq!(w["resumed"], false, "{forged}: {w}");
+        assert_ne!(session_of(&w), live_id);
+    }
+    let v = ask(&mut live, r#"{"type":"subscribe","topics":["x"],"id":7}"#);
+    assert_eq!(v["type"], "subscribed", "{v}");
+    assert_eq!(running.sessions().unwrap().resumed, 1);
     stop(running);
 }
 
@@ -574,9 +597,22 @@ fn only_the_identity_that_opened_a_session_resumes_it() {
     let (mut a, w) = connect_welcome(addr, &format!("/ws?token={}", tok("alice")));
     let id = session_of(&w);
     subscribe(&mut a, &["secret"]);
+    // While Alice's connection holds it, Bob and a client without a token
+    // get sessions of their own, and Alice keeps hers.
+    for path in [
+        format!("/ws?token={}&session={id}", tok("bob")),
+        format!("/ws?session={id}"),
+    ] {
+        let (_b, w) = connect_welcome(addr, &path);
+        assert_eq!(w["resumed"], false, "{w}");
+        assert_ne!(w["session"], id.as_str());
+    }
+    subscribe(&mut a, &["secret.2"]);
+    assert_eq!(running.sessions().unwrap().resumed, 0);
     drop(a);
-    wait_until("the session is kept", || {
-        running.sessions().unwrap().kept == 1
+    // Alice's, and the two fresh ones.
+    wait_until("the sessions are kept", || {
+        running.sessions().unwrap().kept == 3
     });
     // Bob, or a client without a token, gets a session of his own.
     for path in [
@@ -590,7 +626,9 @@ fn only_the_identity_that_opened_a_session_resumes_it() {
     // Alice still can.
     let (_a, w) = connect_welcome(addr, &format!("/ws?token={}&session={id}", tok("alice")));
     assert_eq!(w["resumed"], true, "{w}");
-    assert_eq!(w["topics"], json!(["secret"]));
+    let mut topics: Vec<String> = serde_json::from_value(w["topics"].clone()).unwrap();
+    topics.sort();
+    assert_eq!(topics, ["secret", "secret.2"]);
     stop(running);
 }
 

@@ -64,6 +64,25 @@ impl ConnId {
     pub fn as_u64(self) -> u64 {
         (self.core as u64) << 48 | ((self.gen as u64) & 0xffff) << 32 | self.key as u64
     }
+
+    /// Every bit of the id (core, generation, slab index) as one number,
+    /// for keeping it outside the process; [`ConnId::from_bits`] reads it
+    /// back. Unlike [`ConnId::as_u64`] it is unique across slot reuse.
+    pub fn to_bits(self) -> u128 {
+        (self.core as u128) << 64 | (self.gen as u128) << 32 | self.key as u128
+    }
+
+    /// The id [`ConnId::to_bits`] gave, or `None` if `bits` is not one.
+    /// An id read back may name a connection long gone: reaching it
+    /// through a [`ServerHandle`](crate::ServerHandle) then finds nothing.
+    pub fn from_bits(bits: u128) -> Option<Self> {
+        let core = u16::try_from(bits >> 64).ok()?;
+        Some(Self {
+            core,
+            gen: (bits >> 32) as u32,
+            key: bits as u32,
+        })
+    }
 }
 
 impl fmt::Debug for ConnId {
@@ -130,5 +149,23 @@ mod growth_tests {
                 v.capacity()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnId;
+
+    #[test]
+    fn bits_round_trip_and_reject_what_is_not_an_id() {
+        for id in [
+            ConnId::new(0, 0, 0),
+            ConnId::new(3, 17, 9),
+            ConnId::new(65_535, u32::MAX, u32::MAX),
+        ] {
+            assert_eq!(ConnId::from_bits(id.to_bits()), Some(id));
+        }
+        assert_ne!(ConnId::new(1, 2, 3).to_bits(), ConnId::new(1, 2, 4).to_bits());
+        assert_eq!(ConnId::from_bits(1 << 80), None);
     }
 }

@@ -109,7 +109,7 @@ pub struct Client {
     /// The last join token given.
     next_join: u64,
     /// The session this connection holds, if sessions are on.
-    session: Option<Arc<str>>,
+    session: Option<sessions::Held>,
     /// The session asked for with `?session=` (taken in `open`).
     resume: Option<String>,
     /// The `welcome` was sent (or, for a resumed session, is on its way).

@@ -7,7 +7,7 @@ use shardcast::{CloseCode, ConnId, ServerHandle, Ws};
 
 use super::command::Recover;
 use super::protocol::{self, send_welcome, welcome_head};
-use super::sessions::{Leave, Resume, Saved, Sessions};
+use super::sessions::{new_secret, session_id, Held, Leave, Resume, Saved, Sessions};
 use super::{App, SESSION_RESUMED};
 
 impl App {
@@ -24,30 +24,29 @@ impl App {
         if !ws.local().session_sweeper.replace(true) {
             monoio::spawn(super::sessions::sweeper(sessions.clone(), ws.core()));
         }
-        let asked = ws.data_mut().resume.take();
-        let found = asked
-            .as_deref()
-            .map(|id| (id, sessions.resume(id, client.as_deref(), ws.id())));
-        match found {
-            Some((id, Resume::Kept(saved))) => {
-                let id: Arc<str> = Arc::from(id);
-                ws.data_mut().session = Some(id.clone());
+        let Some(asked) = ws.data_mut().resume.take() else {
+            return fresh(ws, client.as_deref());
+        };
+        let to = ws.id();
+        match sessions.resume(&asked, client.as_deref(), to) {
+            Resume::Fresh => fresh(ws, client.as_deref()),
+            Resume::Kept(saved) => {
+                let id: Arc<str> = Arc::from(asked);
+                ws.data_mut().session = Some(Held::Resumed(id.clone()));
                 self.restore(ws, &id, saved);
             }
-            Some((id, Resume::TakeOver(old))) => {
-                let id: Arc<str> = Arc::from(id);
-                let d = ws.data_mut();
-                d.session = Some(id.clone());
-                d.awaiting_handoff = true;
-                let to = ws.id();
+            Resume::TakeOver(old) => {
+                let id = awaiting(ws, asked);
                 Ws::<App>::visit(ws.handle(), old, move |old| {
                     take_over(old, sessions, id, to)
                 });
             }
-            _ => {
-                let id = sessions.create(ws.core(), ws.id(), client.as_deref());
-                ws.data_mut().session = Some(id.clone());
-                send_welcome(ws, Some(&id), client.as_deref());
+            Resume::Ask(origin) => {
+                let id = awaiting(ws, asked);
+                let handle = ws.handle().clone();
+                Ws::<App>::visit(ws.handle(), origin, move |origin| {
+                    ask(origin, &handle, sessions, id, client, to)
+                });
             }
         }
     }
@@ -55,7 +54,7 @@ impl App {
     /// The connection ends: its session is kept with what it leaves, or
     /// handed to the connection that took it over meanwhile.
     pub(crate) fn end_session(&self, ws: &mut Ws<'_, Self>, code: CloseCode) {
-        let (Some(sessions), Some(id)) = (self.sessions.clone(), ws.data().session.clone()) else {
+        let (Some(sessions), Some(id)) = (self.sessions.clone(), held_id(ws)) else {
             return;
         };
         if ws.data().awaiting_handoff {
@@ -67,7 +66,8 @@ impl App {
         // closed cleanly and reads what was sent before its close frame
         // was answered. Otherwise only what its TCP acknowledged counts.
         let saved = save(ws, code == CloseCode::NORMAL);
-        leave(ws.handle(), sessions, id, ws.id(), saved);
+        let client = ws.data().grant.as_ref().and_then(|g| g.sub.clone());
+        leave(ws.handle(), sessions, id, ws.id(), client, saved);
     }
 
     /// The sessions' gauge and counters; `None` when sessions are off.
@@ -78,7 +78,10 @@ impl App {
     /// A connection that authenticated by message: its session belongs
     /// to that identity from now on.
     pub(crate) fn session_identified(&self, ws: &Ws<'_, Self>) {
-        let (Some(sessions), Some(id)) = (&self.sessions, &ws.data().session) else {
+        let (Some(sessions), Some(Held::Resumed(id))) = (&self.sessions, &ws.data().session)
+        else {
+            // A session its opener holds takes the identity from the
+            // connection when it is left or taken over.
             return;
         };
         if let Some(sub) = ws.data().grant.as_ref().and_then(|g| g.sub.as_deref()) {
@@ -107,6 +110,74 @@ impl App {
             })
             .collect();
         protocol::subscribe(self, ws, &saved.topics, &recover, None, Some(head));
+    }
+}
+
+/// A fresh session for `ws`, opened by it, and its `welcome`.
+fn fresh(ws: &mut Ws<'_, App>, client: Option<&str>) {
+    let secret = new_secret();
+    let id = session_id(ws.id(), &secret);
+    ws.data_mut().session = Some(Held::Own(secret));
+    send_welcome(ws, Some(&id), client);
+}
+
+/// `ws` resumes session `id` from another connection: it waits for what
+/// that one leaves.
+fn awaiting(ws: &mut Ws<'_, App>, id: String) -> Arc<str> {
+    let id: Arc<str> = Arc::from(id);
+    let d = ws.data_mut();
+    d.session = Some(Held::Resumed(id.clone()));
+    d.awaiting_handoff = true;
+    id
+}
+
+/// The id of the session `ws` holds.
+fn held_id(ws: &Ws<'_, App>) -> Option<Arc<str>> {
+    match ws.data().session.as_ref()? {
+        Held::Own(secret) => Some(session_id(ws.id(), secret).into()),
+        Held::Resumed(id) => Some(id.clone()),
+    }
+}
+
+/// Whether `ws` holds session `id`.
+fn holds(ws: &Ws<'_, App>, id: &str) -> bool {
+    match &ws.data().session {
+        Some(Held::Own(secret)) => session_id(ws.id(), secret) == id,
+        Some(Held::Resumed(held)) => **held == *id,
+        None => false,
+    }
+}
+
+/// Runs on the core of `origin`, the connection session `id` names as its
+/// opener, for connection `to` (of identity `client`) resuming it with no
+/// record found: if `origin` holds it still (the secret matches) and
+/// `client` may have it, `to` takes it over; if not, the records decide
+/// (its close, run before this on this core, recorded what it left).
+fn ask(
+    origin: Option<&mut Ws<'_, App>>,
+    handle: &ServerHandle,
+    sessions: Arc<Sessions>,
+    id: Arc<str>,
+    client: Option<String>,
+    to: ConnId,
+) {
+    if let Some(ws) = origin {
+        if holds(ws, &id) && matches!(ws.data().session, Some(Held::Own(_))) {
+            let owner = ws.data().grant.as_ref().and_then(|g| g.sub.clone());
+            if owner.is_some() && owner != client {
+                return start_fresh(handle, to);
+            }
+            if sessions.claim(&id, owner.as_deref(), to) {
+                return take_over(Some(ws), sessions, id, to);
+            }
+        }
+    }
+    match sessions.resume_recorded(&id, client.as_deref(), to) {
+        Resume::Kept(saved) => hand_off(handle, sessions, id, to, saved),
+        Resume::TakeOver(old) => Ws::<App>::visit(handle, old, move |old| {
+            take_over(old, sessions, id, to)
+        }),
+        Resume::Fresh | Resume::Ask(_) => start_fresh(handle, to),
     }
 }
 
@@ -147,8 +218,15 @@ fn save(ws: &Ws<'_, App>, clean: bool) -> Saved {
 
 /// Keeps session `id` with `saved` as connection `conn` leaves it, or
 /// hands `saved` to the connection that took the session over.
-fn leave(handle: &ServerHandle, sessions: Arc<Sessions>, id: Arc<str>, conn: ConnId, saved: Saved) {
-    if let Leave::HandOff(to) = sessions.leave(&id, conn, saved.clone()) {
+fn leave(
+    handle: &ServerHandle,
+    sessions: Arc<Sessions>,
+    id: Arc<str>,
+    conn: ConnId,
+    client: Option<String>,
+    saved: Saved,
+) {
+    if let Leave::HandOff(to) = sessions.leave(&id, conn, client.as_deref(), saved.clone()) {
         hand_off(handle, sessions, id, to, saved);
     }
 }
@@ -162,7 +240,7 @@ fn take_over(old: Option<&mut Ws<'_, App>>, sessions: Arc<Sessions>, id: Arc<str
     let Some(ws) = old else {
         return;
     };
-    if ws.data().session.as_deref() != Some(&*id) || ws.data().awaiting_handoff {
+    if !holds(ws, &id) || ws.data().awaiting_handoff {
         // Itself still waiting for the state of the one before: that
         // handoff finds it closing and hands the state on to `to`.
         ws.close(SESSION_RESUMED, "session resumed");
@@ -196,6 +274,18 @@ fn hand_off(
         // Gone or closing (taken over again while it waited): the
         // session is kept with the state, or handed on to whoever holds
         // it now.
-        _ => leave(&h, sessions, id, to, saved),
+        _ => leave(&h, sessions, id, to, None, saved),
+    });
+}
+
+/// Connection `to`, which asked for a session no connection or record
+/// holds, starts a fresh one (if it is still open and waiting).
+fn start_fresh(handle: &ServerHandle, to: ConnId) {
+    Ws::<App>::visit(handle, to, |ws| {
+        if let Some(ws) = ws.filter(|ws| ws.data().awaiting_handoff && ws.is_open()) {
+            ws.data_mut().awaiting_handoff = false;
+            let client = ws.data().grant.as_ref().and_then(|g| g.sub.clone());
+            fresh(ws, client.as_deref());
+        }
     });
 }
