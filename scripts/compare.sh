@@ -7,7 +7,13 @@
 #            [--rounds N] [--scenarios "fanout-100 fanout-1 ..."] [--smoke]
 #            [--out DIR] [--port N] [--quiet-wait SECS] [--skip-build]
 #            (--skip-build: neither cargo build nor loadgen/peers/setup.sh)
-#            [--start PATH]
+#            [--start PATH] [--syscalls]
+#            (--syscalls: in the fanout and echo scenarios, also count the
+#            server's system calls, io_uring_enter calls and io_uring
+#            submissions per delivery or round trip over the measured
+#            window, with perf stat attached to the server (loadgen
+#            --server-syscalls; needs Debian's linux-perf). Counting costs
+#            the server CPU: take CPU figures from a run without it.)
 #
 # Scenarios (full size; --smoke runs each with tiny counts):
 #   fanout-100       10,000 subscribers over 100 topics, 10 publishers taking
@@ -92,6 +98,7 @@ OUT=
 PORT_BASE=9500
 QUIET_WAIT=
 SKIP_BUILD=
+SYSCALLS=
 START=loadgen/peers/start.sh
 while (($#)); do
     case "$1" in
@@ -103,6 +110,7 @@ while (($#)); do
     --port) PORT_BASE=$2; shift 2 ;;
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
+    --syscalls) SYSCALLS=1; shift ;;
     --start) START=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -186,7 +194,7 @@ RUNS=$OUT/runs.jsonl
 T0=$(date +%s)
 {
     echo "started: $(date -u +%FT%TZ)"
-    echo "command: $0 --servers \"$SERVERS\" --rounds $ROUNDS --scenarios \"$SCENARIOS\"${SMOKE:+ --smoke} --start $START"
+    echo "command: $0 --servers \"$SERVERS\" --rounds $ROUNDS --scenarios \"$SCENARIOS\"${SMOKE:+ --smoke}${SYSCALLS:+ --syscalls} --start $START"
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; kernel $(uname -r)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
     echo "server CPU: 1 (taskset -c 1); loadgen CPU: 0 (taskset -c 0, --cores 1)"
@@ -278,6 +286,9 @@ run_one() {
     RUN_NO=$((RUN_NO + 1))
     served=$(start_name "$server" "$scenario")
     read -ra largs <<<"$(args_for "$scenario")"
+    if [[ -n $SYSCALLS && ($scenario == fanout* || $scenario == echo) ]]; then
+        largs+=(--server-syscalls)
+    fi
     # Wait (bounded) for a server stopped a moment ago to let go of the port:
     # with SO_REUSEPORT a second server would share it silently.
     for _ in $(seq 50); do

@@ -67,6 +67,13 @@ pub struct Common {
     /// The server's process id: report its CPU (and RSS where relevant).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// With --server-pid, in `echo` and `fanout`: count the server's system
+    /// calls and io_uring submissions over the measured window, per round
+    /// trip or delivery, with `perf stat` attached to it (Debian's
+    /// linux-perf, and the right to trace the server). Counting costs the
+    /// server some CPU: take CPU figures from a run without it.
+    #[arg(long, requires = "server_pid")]
+    pub server_syscalls: bool,
     /// A name for this run, added to its results (plots use it).
     #[arg(long)]
     pub label: Option<String>,

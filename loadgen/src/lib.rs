@@ -12,7 +12,7 @@
 //!   (sender id, sequence number, send time).
 //! - [`track`]: per-sender sequence tracking: lost, duplicated, reordered.
 //! - [`sys`]: clocks, this process's CPU use, another process's RSS, CPU and
-//!   open files.
+//!   open files; [`syscalls`]: the server's system calls in a window.
 //! - [`report`]: results as an ordered table and as JSON lines.
 //! - [`rss`]: the server's RSS sampled over time during a run.
 //! - [`scenario`]: `connections`, `fanout`, `echo`, `broadcast`, `churn`.
@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod stamp;
 pub mod sys;
+pub mod syscalls;
 pub mod track;
 
 /// Runs a traffic scenario in this process and returns its report

@@ -38,6 +38,10 @@ FANOUT = [
     ("loadgen_cpu_pct_of_its_cores", "loadgen CPU %", 1, None),
     ("loadgen_cpu_ns_per_delivery", "loadgen CPU µs/delivery", 1e-3, None),
     ("other_processes_cpu_cores_used", "other load (cores)", 1, None),
+    # With compare.sh --syscalls only.
+    ("server_syscalls_per_delivery", "server syscalls/delivery", 1, "lo"),
+    ("server_io_uring_enter_per_delivery", "server io_uring_enter/delivery", 1, None),
+    ("server_io_uring_sqes_per_delivery", "server io_uring SQEs/delivery", 1, None),
 ]
 FIXED = [
     ("latency_p50_us", "latency p50 µs", 1, "lo"),
@@ -56,6 +60,9 @@ ECHO = [
     ("rtt_p99.9_us", "round trip p99.9 µs", 1, "lo"),
     ("loadgen_cpu_pct_of_its_cores", "loadgen CPU %", 1, None),
     ("other_processes_cpu_cores_used", "other load (cores)", 1, None),
+    ("server_syscalls_per_message", "server syscalls/round trip", 1, "lo"),
+    ("server_io_uring_enter_per_message", "server io_uring_enter/round trip", 1, None),
+    ("server_io_uring_sqes_per_message", "server io_uring SQEs/round trip", 1, None),
 ]
 IDLE = [
     ("connects_per_sec", "TCP connects/s", 1, "hi"),
@@ -148,6 +155,8 @@ def fmt(v):
         return f"{v:,.0f}"
     if a >= 10 or float(v).is_integer():
         return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+    if a < 0.1:
+        return f"{v:.3f}"
     return f"{v:.2f}"
 
 

@@ -165,7 +165,10 @@ mod tests {
         ] {
             assert_eq!(ConnId::from_bits(id.to_bits()), Some(id));
         }
-        assert_ne!(ConnId::new(1, 2, 3).to_bits(), ConnId::new(1, 2, 4).to_bits());
+        assert_ne!(
+            ConnId::new(1, 2, 3).to_bits(),
+            ConnId::new(1, 2, 4).to_bits()
+        );
         assert_eq!(ConnId::from_bits(1 << 80), None);
     }
 }

@@ -78,8 +78,7 @@ impl App {
     /// A connection that authenticated by message: its session belongs
     /// to that identity from now on.
     pub(crate) fn session_identified(&self, ws: &Ws<'_, Self>) {
-        let (Some(sessions), Some(Held::Resumed(id))) = (&self.sessions, &ws.data().session)
-        else {
+        let (Some(sessions), Some(Held::Resumed(id))) = (&self.sessions, &ws.data().session) else {
             // A session its opener holds takes the identity from the
             // connection when it is left or taken over.
             return;
@@ -174,9 +173,9 @@ fn ask(
     }
     match sessions.resume_recorded(&id, client.as_deref(), to) {
         Resume::Kept(saved) => hand_off(handle, sessions, id, to, saved),
-        Resume::TakeOver(old) => Ws::<App>::visit(handle, old, move |old| {
-            take_over(old, sessions, id, to)
-        }),
+        Resume::TakeOver(old) => {
+            Ws::<App>::visit(handle, old, move |old| take_over(old, sessions, id, to))
+        }
         Resume::Fresh | Resume::Ask(_) => start_fresh(handle, to),
     }
 }

@@ -263,13 +263,7 @@ impl<C: Conn> Sessions<C> {
 
     /// What session `id`'s record in shard `home` gives `conn`; `None`
     /// when it has none.
-    fn resume_in(
-        &self,
-        id: &str,
-        home: usize,
-        client: Option<&str>,
-        conn: C,
-    ) -> Option<Resume<C>> {
+    fn resume_in(&self, id: &str, home: usize, client: Option<&str>, conn: C) -> Option<Resume<C>> {
         let mut shard = self.shard(home);
         let rec = shard.map.get_mut(id)?;
         if rec.client.is_some() && rec.client.as_deref() != client {
@@ -512,7 +506,10 @@ mod tests {
         let a = session_id(c, &new_secret());
         let b = session_id(c, &new_secret());
         assert_ne!(a, b);
-        assert!(a.starts_with("3-000000070000000c") && a.len() == 2 + 16 + 32, "{a}");
+        assert!(
+            a.starts_with("3-000000070000000c") && a.len() == 2 + 16 + 32,
+            "{a}"
+        );
         // Secrets differ across refills of the pool too.
         let many: std::collections::HashSet<_> = (0..1000).map(|_| new_secret()).collect();
         assert_eq!(many.len(), 1000);
@@ -521,7 +518,11 @@ mod tests {
         assert_eq!(s.origin(&a), Some(c));
         let zeros = "0".repeat(48);
         assert_eq!(s.origin(&format!("9-{zeros}")), None, "no such core");
-        assert_eq!(s.origin(&format!("1-{}", "0".repeat(32))), None, "too short");
+        assert_eq!(
+            s.origin(&format!("1-{}", "0".repeat(32))),
+            None,
+            "too short"
+        );
         assert_eq!(s.origin(&format!("1-{}", "g".repeat(48))), None, "not hex");
         assert_eq!(s.origin("x"), None);
     }
@@ -532,7 +533,10 @@ mod tests {
         let id = session_id(1u32, &new_secret());
         // Open on connection 1: no record; a resume asks connection 1.
         assert!(matches!(s.resume(&id, Some("alice"), 2), Resume::Ask(1)));
-        assert!(matches!(s.resume_recorded(&id, Some("alice"), 2), Resume::Fresh));
+        assert!(matches!(
+            s.resume_recorded(&id, Some("alice"), 2),
+            Resume::Fresh
+        ));
         // Connection 1 (alice) holds it: 2 claims it, once.
         assert!(s.claim(&id, Some("alice"), 2));
         assert!(!s.claim(&id, Some("alice"), 3));
@@ -540,14 +544,23 @@ mod tests {
         assert!(matches!(s.resume(&id, Some("bob"), 3), Resume::Fresh));
         assert!(matches!(s.resume(&id, None, 3), Resume::Fresh));
         // Held by 2: taken over by 3.
-        assert!(matches!(s.resume(&id, Some("alice"), 3), Resume::TakeOver(2)));
+        assert!(matches!(
+            s.resume(&id, Some("alice"), 3),
+            Resume::TakeOver(2)
+        ));
         // 2's close hands off to 3.
-        assert!(matches!(s.leave(&id, 2, Some("alice"), Saved::default()), Leave::HandOff(3)));
+        assert!(matches!(
+            s.leave(&id, 2, Some("alice"), Saved::default()),
+            Leave::HandOff(3)
+        ));
         let saved = Saved {
             topics: vec!["t".into()],
             positions: vec![("t".into(), 4, Arc::from("e"))],
         };
-        assert!(matches!(s.leave(&id, 3, Some("alice"), saved.clone()), Leave::Done));
+        assert!(matches!(
+            s.leave(&id, 3, Some("alice"), saved.clone()),
+            Leave::Done
+        ));
         assert_eq!(s.kept.load(Ordering::Relaxed), 1);
         assert!(matches!(s.resume(&id, Some("alice"), 4), Resume::Kept(x) if x == saved));
         assert_eq!(s.resumed.load(Ordering::Relaxed), 3);
@@ -563,7 +576,10 @@ mod tests {
         assert_eq!(s.evicted.load(Ordering::Relaxed), 1);
         assert_eq!(s.kept.load(Ordering::Relaxed), 2);
         assert_eq!(s.kept_bytes(), 2 * Saved::default().cost());
-        assert!(matches!(s.resume_recorded(&b, Some("carol"), 8), Resume::Fresh));
+        assert!(matches!(
+            s.resume_recorded(&b, Some("carol"), 8),
+            Resume::Fresh
+        ));
         // Past the TTL.
         let s: Sessions<u32> = Sessions::new(1, Duration::ZERO, 10);
         let d = session_id(1u32, &new_secret());

@@ -66,6 +66,7 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
         ));
     }
     let cores = a.common.cores();
+    let mut syscalls = super::fanout::syscall_counter(&a.common)?;
     let shared = Arc::new(Shared::default());
     let errors = Arc::new(FirstError::default());
     let payload = a.payload.max(SHORT_LEN);
@@ -208,15 +209,17 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
                 .unwrap_or_default()
         ));
     }
+    let pid = a.common.server_pid;
     shared.set_phase(phase::WARMUP);
     super::fanout::timed(&mut prog, "warm-up", a.timing.warmup);
-    let pid = a.common.server_pid;
+    super::fanout::counting(&mut syscalls, true)?;
     let u0 = Usage::now(pid);
     let r0 = shared.received.load(Ordering::Relaxed);
     shared.set_phase(phase::MEASURE);
     super::fanout::timed(&mut prog, "measuring", a.timing.duration);
     let u1 = Usage::now(pid);
     let r1 = shared.received.load(Ordering::Relaxed);
+    super::fanout::counting(&mut syscalls, false)?;
     shared.set_phase(phase::DRAIN);
     let drained = main_wait(
         Duration::from_secs(5),
@@ -271,6 +274,9 @@ pub fn run(a: &EchoArgs) -> Result<Report, String> {
     r.others(wall, u0.others_until(&u1), server_cpu.is_some());
     if let (Some(s), true) = (server_cpu, msgs > 0.0) {
         r.num("server_cpu_ns_per_message", s.as_nanos() as f64 / msgs, 0);
+    }
+    if let Some(c) = syscalls {
+        crate::syscalls::report(&mut r, &c.finish()?, "message", msgs);
     }
     let bad = sent.saturating_sub(tally.unique) + tally.duplicated + tally.reordered;
     r.set("correct", bad == 0 && drained);

@@ -177,6 +177,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     }
     let cores = a.common.cores();
     let pid = a.common.server_pid;
+    let mut syscalls = syscall_counter(&a.common)?;
     let mut rss = pid.map(|p| crate::rss::Sampler::start(p, a.rss_interval));
     let mut mark = |name: &str| {
         if let Some(s) = rss.as_mut() {
@@ -233,6 +234,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
     mark("warmup");
     shared.set_phase(phase::WARMUP);
     timed(&mut prog, "warm-up", a.timing.warmup);
+    counting(&mut syscalls, true)?;
     let watched0: Vec<Option<Duration>> = a
         .watch_pid
         .iter()
@@ -269,6 +271,7 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         shared.sent.load(Ordering::Relaxed),
     );
     let wire = client::rx_bytes() - wire0;
+    counting(&mut syscalls, false)?;
     mark("drain");
     shared.set_phase(phase::DRAIN);
     let t_drain = Instant::now();
@@ -366,6 +369,9 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
             );
         }
     }
+    if let Some(c) = syscalls {
+        crate::syscalls::report(&mut r, &c.finish()?, "delivery", deliveries);
+    }
     for (((name, _), c0), c1) in a.watch_pid.iter().zip(&watched0).zip(&watched1) {
         if let (Some(c0), Some(c1)) = (c0, c1) {
             let used = c1.saturating_sub(*c0);
@@ -418,6 +424,28 @@ pub fn run(a: &FanoutArgs) -> Result<Report, String> {
         ));
     }
     Ok(r)
+}
+
+/// The `--server-syscalls` counter, attached now (disabled), if asked for.
+pub(crate) fn syscall_counter(
+    c: &crate::cli::Common,
+) -> Result<Option<crate::syscalls::Counter>, String> {
+    match (c.server_syscalls, c.server_pid) {
+        (true, Some(pid)) => crate::syscalls::Counter::attach(pid)
+            .map(Some)
+            .map_err(|e| format!("--server-syscalls: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// Switches the `--server-syscalls` counter on or off at a window's edge.
+pub(crate) fn counting(c: &mut Option<crate::syscalls::Counter>, on: bool) -> Result<(), String> {
+    match c {
+        Some(c) if on => c.enable(),
+        Some(c) => c.disable(),
+        None => Ok(()),
+    }
+    .map_err(|e| format!("--server-syscalls: {e}"))
 }
 
 pub(crate) fn timed(prog: &mut Progress, label: &str, d: Duration) {
