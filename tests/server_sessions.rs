@@ -22,19 +22,26 @@ fn with_history(s: &mut Settings) {
     s.publish_rate = 0.0;
 }
 
-/// Whether the server can tell what a client's TCP acknowledged: not on
-/// the direct io_uring path (`SHARDCAST_IO_PATH=direct`), whose sockets
-/// have no descriptor to ask; a resume there resends from where the last
-/// connection's stream began (docs/design.md, sessions).
+/// Whether the server can tell what a client's TCP acknowledged: on the
+/// direct io_uring path (`SHARDCAST_IO_PATH=direct`) only where the kernel
+/// installs a descriptor for a socket's slot to ask (Linux 6.8); a resume
+/// there otherwise resends from where the last connection's stream began
+/// (docs/design.md, sessions).
 fn tracked(running: &shardcast::server::Running) -> bool {
     let direct = running
         .handle()
         .drivers()
         .contains(&shardcast::DriverKind::IoUringDirect);
-    if direct {
-        eprintln!("direct io_uring path: positions are not tracked, skipped");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let at_least_6_8 = (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 8);
+    if direct && !at_least_6_8 {
+        eprintln!("direct io_uring path before Linux 6.8: positions are not tracked, skipped");
+        return false;
     }
-    !direct
+    true
 }
 
 fn session_of(welcome: &Value) -> String {

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -36,6 +36,9 @@ const TRIM_AT: usize = 64;
 
 struct Tap {
     fd: RawFd,
+    /// The descriptor `fd` is, when it was installed for the tracking (a
+    /// direct descriptor's socket): closed with the tap.
+    _installed: Option<OwnedFd>,
     reader: PositionReader,
     /// Stream position (in `tcpi_bytes_acked` units) after the last frame
     /// queued.
@@ -47,6 +50,13 @@ struct Tap {
     acked: FxHashMap<Arc<str>, u64>,
     /// Trim when the log holds this many entries.
     trim_at: usize,
+    /// Positions are relative to the outbox's head when tracking began,
+    /// until the send then in flight completes ([`AckTaps::sent`]): what
+    /// the kernel had taken of it was unknown.
+    pending: bool,
+    /// Where the stream ended, once the connection did
+    /// ([`AckTaps::closing`]).
+    closed_at: Option<u64>,
 }
 
 impl Tap {
@@ -63,6 +73,10 @@ impl Tap {
     }
 
     fn trim(&mut self) {
+        if self.pending {
+            self.trim_at = (self.log.len() * 2).max(TRIM_AT);
+            return;
+        }
         if let Ok(bytes) = bytes_acked(self.fd) {
             self.settle(bytes);
         }
@@ -88,12 +102,99 @@ impl AckTaps {
     }
 
     /// Starts tracking `key` (socket `fd`, `queued` bytes in its outbox
-    /// not yet written). Returns false if the kernel cannot say where the
-    /// stream is (not TCP, or no `TCP_INFO` byte counts).
+    /// not yet written or in a send not yet complete). Returns false if
+    /// the kernel cannot say where the stream is (not TCP, or no
+    /// `TCP_INFO` byte counts).
     pub(crate) fn start(
         &mut self,
         key: u32,
         fd: RawFd,
+        queued: usize,
+        reader: PositionReader,
+    ) -> bool {
+        self.start_with(key, fd, None, queued, reader)
+    }
+
+    /// As [`start`](Self::start), on a descriptor installed for the
+    /// tracking, which the tracking keeps and closes. With `in_flight`, a
+    /// send of the outbox's head is in flight: how much of it the kernel
+    /// took is known only at its completion, so positions count from the
+    /// outbox's head until [`sent`](Self::sent) places them.
+    pub(crate) fn start_installed(
+        &mut self,
+        key: u32,
+        fd: OwnedFd,
+        queued: usize,
+        in_flight: bool,
+        reader: PositionReader,
+    ) -> bool {
+        if !in_flight {
+            return self.start_with(key, fd.as_raw_fd(), Some(fd), queued, reader);
+        }
+        if bytes_acked(fd.as_raw_fd()).is_err() {
+            return false;
+        }
+        self.taps.insert(
+            key,
+            Tap {
+                fd: fd.as_raw_fd(),
+                _installed: Some(fd),
+                reader,
+                end: queued as u64,
+                log: VecDeque::new(),
+                acked: FxHashMap::default(),
+                trim_at: TRIM_AT,
+                pending: true,
+                closed_at: None,
+            },
+        );
+        true
+    }
+
+    /// `key` ended with `queued` bytes in its outbox, which are dropped
+    /// but for the first `in_flight` (a write handed to the kernel and not
+    /// complete: they go out): its stream ends there.
+    pub(crate) fn closing(&mut self, key: u32, queued: usize, in_flight: usize) {
+        if self.taps.is_empty() {
+            return;
+        }
+        if let Some(t) = self.taps.get_mut(&key) {
+            t.closed_at = Some(t.end.saturating_sub(queued as u64) + in_flight as u64);
+        }
+    }
+
+    /// `key`'s send completed and `advanced` bytes left its outbox's head;
+    /// no other send of it is in flight. A tracking that began during
+    /// that send learns where its positions start: the kernel has taken
+    /// every byte before the head now, the bytes it took of that send
+    /// included.
+    pub(crate) fn sent(&mut self, key: u32, advanced: usize) {
+        if self.taps.is_empty() {
+            return;
+        }
+        let Some(t) = self.taps.get_mut(&key) else {
+            return;
+        };
+        if !t.pending {
+            return;
+        }
+        // The send queue first: see `start_with`.
+        let (Ok(outq), Ok(acked)) = (send_queue(t.fd), bytes_acked(t.fd)) else {
+            return;
+        };
+        let base = (acked + outq as u64).saturating_sub(advanced as u64);
+        t.end += base;
+        for e in &mut t.log {
+            e.0 += base;
+        }
+        t.pending = false;
+    }
+
+    fn start_with(
+        &mut self,
+        key: u32,
+        fd: RawFd,
+        installed: Option<OwnedFd>,
         queued: usize,
         reader: PositionReader,
     ) -> bool {
@@ -111,11 +212,14 @@ impl AckTaps {
             key,
             Tap {
                 fd,
+                _installed: installed,
                 reader,
                 end: acked + outq as u64 + queued as u64,
                 log: VecDeque::new(),
                 acked: FxHashMap::default(),
                 trim_at: TRIM_AT,
+                pending: false,
+                closed_at: None,
             },
         );
         true
@@ -164,24 +268,32 @@ impl AckTaps {
     /// gone), what was known at the last trim.
     pub(crate) fn acked(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
         let t = self.taps.get_mut(&key)?;
-        if let Ok(bytes) = bytes_acked(t.fd) {
-            t.settle(bytes);
+        if !t.pending {
+            if let Ok(bytes) = bytes_acked(t.fd) {
+                t.settle(bytes);
+            }
         }
         Some(t.acked.iter().map(|(k, v)| (k.clone(), *v)).collect())
     }
 
-    /// Like [`acked`](Self::acked), counting every message handed to the
-    /// kernel (acknowledged or still in its send queue) rather than only
-    /// the acknowledged ones: for a connection whose peer closed cleanly,
-    /// which reads what was sent before the close frame.
+    /// Like [`acked`](Self::acked), counting every message written
+    /// rather than only the acknowledged ones: for a connection whose
+    /// peer closed cleanly, which reads what was sent before the close
+    /// frame. Once the connection ended ([`closing`](Self::closing)),
+    /// that is every message up to the end of its last write; before, every
+    /// message handed to the kernel (acknowledged or in its send queue).
     pub(crate) fn written(&mut self, key: u32) -> Option<Vec<(Arc<str>, u64)>> {
         let t = self.taps.get_mut(&key)?;
-        // The send queue first: see `start`.
-        let bytes = send_queue(t.fd)
-            .and_then(|q| Ok(bytes_acked(t.fd)? + q as u64))
-            .or_else(|_| bytes_acked(t.fd));
-        if let Ok(bytes) = bytes {
-            t.settle(bytes);
+        if let Some(at) = t.closed_at {
+            t.settle(at);
+        } else if !t.pending {
+            // The send queue first: see `start`.
+            let bytes = send_queue(t.fd)
+                .and_then(|q| Ok(bytes_acked(t.fd)? + q as u64))
+                .or_else(|_| bytes_acked(t.fd));
+            if let Ok(bytes) = bytes {
+                t.settle(bytes);
+            }
         }
         Some(t.acked.iter().map(|(k, v)| (k.clone(), *v)).collect())
     }
@@ -351,5 +463,45 @@ mod tests {
         assert_eq!(taps.held(1), 3);
         taps.forget(1);
         assert!(!taps.tracks(1));
+    }
+
+    /// A tracking begun while a send of the outbox's head was in flight
+    /// (the direct path) counts from the head until that send completes,
+    /// then knows its place; an ended connection's stream ends with its
+    /// last write.
+    #[test]
+    fn a_tracking_begun_during_a_send_is_placed_when_it_completes() {
+        let (s, mut c) = pair();
+        let fd = OwnedFd::from(s.try_clone().unwrap());
+        let raw = s.as_raw_fd();
+        // 100 bytes went before (a handshake answer, say), then a send of
+        // 20 bytes is in flight: the kernel has taken 100 + 20.
+        (&s).write_all(&[b'x'; 120]).unwrap();
+        let mut taps = AckTaps::default();
+        assert!(taps.start_installed(1, fd, 20, true, reader));
+        let f1 = frame("a:1");
+        taps.on_queued(1, f1.len());
+        taps.on_message(1, &f1);
+        let mut buf = vec![0u8; 120];
+        c.read_exact(&mut buf).unwrap();
+        wait_acked(raw, 120);
+        // Not placed yet: nothing is known acknowledged or written.
+        assert_eq!(taps.acked(1).unwrap(), vec![]);
+        // The send completes having taken its 20 bytes; `a:1` follows.
+        taps.sent(1, 20);
+        (&s).write_all(&f1).unwrap();
+        c.read_exact(&mut buf[..f1.len()]).unwrap();
+        wait_acked(raw, 120 + f1.len() as u64);
+        assert_eq!(taps.acked(1).unwrap(), vec![(Arc::from("a"), 1)]);
+        // Two more queued; the first is in a write in flight when the
+        // connection ends, the second is dropped: only the first counts as
+        // written.
+        let (f2, f3) = (frame("a:2"), frame("a:3"));
+        for f in [&f2, &f3] {
+            taps.on_queued(1, f.len());
+            taps.on_message(1, f);
+        }
+        taps.closing(1, f2.len() + f3.len(), f2.len());
+        assert_eq!(taps.written(1).unwrap(), vec![(Arc::from("a"), 2)]);
     }
 }

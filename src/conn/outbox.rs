@@ -148,6 +148,7 @@ impl Outbox {
         f.hdr = unsafe { std::mem::zeroed() };
         f.hdr.msg_iov = f.iov.as_mut_ptr();
         f.hdr.msg_iovlen = f.iov.len() as _;
+        f.bytes = total;
         total
     }
 
@@ -228,6 +229,8 @@ pub(crate) struct InFlight {
     plan: Plan,
     /// Queued frames it covers (in whole or in part).
     pub(super) frames: usize,
+    /// Bytes it offers.
+    pub(super) bytes: usize,
 }
 
 impl InFlight {
@@ -240,6 +243,7 @@ impl InFlight {
             refs: Vec::new(),
             plan: Plan::default(),
             frames: 0,
+            bytes: 0,
         })
     }
 
@@ -249,6 +253,7 @@ impl InFlight {
         self.refs.clear();
         self.plan.clear();
         self.frames = 0;
+        self.bytes = 0;
     }
 
     /// Drops the frames it held, keeping modest buffers for reuse.

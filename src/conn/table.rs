@@ -571,12 +571,25 @@ impl<D> ConnTable<D> {
         let Some(c) = self.slab.get(key as usize) else {
             return false;
         };
-        // A direct descriptor is no file descriptor: no getsockopt.
-        if matches!(c.sock, Sock::Direct) {
-            return false;
+        let queued = c.outbox.queued();
+        if !matches!(c.sock, Sock::Direct) {
+            return self.acked.start(key, c.fd, queued, reader);
         }
-        let (fd, queued) = (c.fd, c.outbox.queued());
-        self.acked.start(key, fd, queued, reader)
+        // A direct descriptor is no file descriptor: getsockopt needs one
+        // installed for its socket (Linux 6.8), held as long as the
+        // tracking; bytes of a send in flight are still queued.
+        let in_flight =
+            self.sending
+                .contains_key(&crate::uring::user_data(crate::uring::Op::Send, key, c.gen));
+        let Some(fd) = self
+            .direct
+            .as_ref()
+            .and_then(|d| d.install_fd(Slot::unpack(c.fd)))
+        else {
+            return false;
+        };
+        self.acked
+            .start_installed(key, fd, queued, in_flight, reader)
     }
 
     /// Per topic, the last offset of `key` its peer acknowledged (see
@@ -929,6 +942,15 @@ impl<D> ConnTable<D> {
             .take()
             .map_or((CloseCode::ABNORMAL, "".into()), |b| *b);
         c.state = State::Closing;
+        if self.acked.tracks(key) {
+            let in_flight = if c.waiting_writable && matches!(c.sock, Sock::Direct) {
+                let ud = crate::uring::user_data(crate::uring::Op::Send, key, c.gen);
+                self.sending.get(&ud).map_or(0, |f| f.bytes)
+            } else {
+                0
+            };
+            self.acked.closing(key, c.outbox.queued(), in_flight);
+        }
         let lost = c.outbox.clear();
         self.stats[self.core].discarded.bump(lost as u64);
         if was_open {
@@ -1258,6 +1280,7 @@ impl<D> ConnTable<D> {
         }
         let n = (res as usize).min(c.outbox.queued());
         let frames = c.outbox.advance(n);
+        self.acked.sent(key, n);
         stats.write_bytes.bump(n as u64);
         stats.writes.bump(1);
         stats.frames_written.bump(frames as u64);

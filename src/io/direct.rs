@@ -244,7 +244,8 @@ fn on_completion<H: Handler>(core: &Rc<CoreOf<H>>, st: &Rc<Direct>, c: &Completi
             st.io.shutdown_done(c);
             false
         }
-        Some((Op::Quiet, _, _)) | None => false,
+        // Installs are taken by their caller, or closed by the reap.
+        Some((Op::Quiet | Op::Install, _, _)) | None => false,
     }
 }
 

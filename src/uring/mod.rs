@@ -40,6 +40,9 @@ pub(crate) enum Op {
     Quiet = 4,
     /// A shutdown; the key bits hold the packed [`Slot`].
     Shutdown = 5,
+    /// A descriptor installed for a slot ([`DirectIo::install_fd`]), which
+    /// its caller waits for; one that completes later is closed.
+    Install = 6,
 }
 
 /// A submission's user data: `op`, the connection's key and generation.
@@ -56,6 +59,7 @@ pub(crate) fn parse_user_data(ud: u64) -> Option<(Op, u32, u32)> {
         3 => Op::Send,
         4 => Op::Quiet,
         5 => Op::Shutdown,
+        6 => Op::Install,
         _ => return None,
     };
     Some((op, (ud >> 32) as u32, ((ud >> 8) & 0x00ff_ffff) as u32))
@@ -374,6 +378,48 @@ pub(crate) struct DirectIo {
     /// Slots with shutdowns not yet complete: (how many, whether the slot
     /// is to be closed once they are). See [`shutdown`](Self::shutdown).
     shutting: RefCell<rustc_hash::FxHashMap<i32, (u32, bool)>>,
+    /// The kernel installs descriptors for slots (Linux 6.8).
+    fd_install: bool,
+    /// Installs asked for, numbering their user data.
+    installs: Cell<u32>,
+    /// Completions taken out of a ring while waiting for an install: the
+    /// next [`reap`](Self::reap) hands them out first.
+    stash: RefCell<Vec<Completion>>,
+}
+
+/// Whether user data `ud` is an install's.
+fn is_install(ud: u64) -> bool {
+    matches!(parse_user_data(ud), Some((Op::Install, _, _)))
+}
+
+/// Closes the descriptor an install completion (`result`) carries, if it
+/// carries one.
+fn close_installed(result: i32) {
+    if result >= 0 {
+        // SAFETY: a descriptor the kernel installed for this process,
+        // owned by nothing else (its install was given up on).
+        drop(unsafe { OwnedFd::from_raw_fd(result) });
+    }
+}
+
+/// `IORING_OP_FIXED_FD_INSTALL` (Linux 6.8), for which io-uring 0.6 has
+/// no builder.
+const OP_FIXED_FD_INSTALL: u8 = 54;
+
+/// An `IORING_OP_FIXED_FD_INSTALL` of `slot`'s table index: a process
+/// descriptor (close-on-exec) for the socket the slot holds.
+fn fixed_fd_install(index: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `Entry` is `repr(C)` over the kernel's 64-byte SQE, so it
+    // and a byte array of its size convert both ways; every field but
+    // the four bytes set here stays zero, as the opcode requires (no
+    // offset, address, length or buffer; install flags 0).
+    let mut sqe: [u8; 64] = unsafe { std::mem::transmute(io_uring::opcode::Nop::new().build()) };
+    sqe[0] = OP_FIXED_FD_INSTALL; // opcode
+    sqe[1] = 1; // IOSQE_FIXED_FILE: `fd` is a table index
+    sqe[4..8].copy_from_slice(&(index as i32).to_ne_bytes()); // fd
+                                                              // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
 }
 
 impl DirectIo {
@@ -387,6 +433,9 @@ impl DirectIo {
         // SAFETY: a fresh descriptor owned by nothing else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
         let first = SockRing::new(&plan, eventfd.as_raw_fd())?;
+        let mut probe = io_uring::Probe::new();
+        let fd_install = first.ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(OP_FIXED_FD_INSTALL);
         // SAFETY: an all-zero sockaddr_storage is a valid value.
         let zero = || AcceptAddr {
             addr: unsafe { std::mem::zeroed() },
@@ -404,7 +453,92 @@ impl DirectIo {
             stopped: Cell::new(false),
             backoff: Cell::new(false),
             shutting: RefCell::new(rustc_hash::FxHashMap::default()),
+            fd_install,
+            installs: Cell::new(0),
+            stash: RefCell::new(Vec::new()),
         })
+    }
+
+    /// A process descriptor for the socket in `slot`, for what only a
+    /// descriptor can ask (`getsockopt(TCP_INFO)`); `None` where the
+    /// kernel cannot install one (before 6.8) or did not. The socket then
+    /// stays open until both the slot and the descriptor are closed.
+    ///
+    /// Waits (at most 10 ms) for the install, which the kernel does
+    /// inline; other completions met meanwhile go to the next
+    /// [`reap`](Self::reap), and the eventfd is rung so it comes.
+    pub(crate) fn install_fd(&self, slot: Slot) -> Option<OwnedFd> {
+        if !self.fd_install {
+            return None;
+        }
+        // Numbered, so a late completion of an earlier install is never
+        // taken for this one's.
+        let n = self.installs.get().wrapping_add(1);
+        self.installs.set(n);
+        let ud = user_data(Op::Install, n, 0);
+        let entry = fixed_fd_install(slot.index).user_data(ud);
+        // SAFETY: refers to no memory.
+        unsafe { self.push(slot.ring, &entry) };
+        let mut rings = self.rings.borrow_mut();
+        let r = &mut rings[usize::from(slot.ring)];
+        r.unsubmitted.set(false);
+        let mut stash = self.stash.borrow_mut();
+        let stashed = stash.len();
+        let mut got = None;
+        for wait in [false, true] {
+            let done = if wait {
+                let ts = types::Timespec::new().nsec(10_000_000);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                r.ring.submitter().submit_with_args(1, &args)
+            } else {
+                r.ring.submit()
+            };
+            if let Err(e) = done {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) {
+                    tracing::warn!(error = %e, "socket ring submit failed");
+                }
+            }
+            for cqe in r.ring.completion() {
+                if cqe.user_data() == ud {
+                    got = Some(cqe.result());
+                } else if is_install(cqe.user_data()) {
+                    close_installed(cqe.result());
+                } else {
+                    stash.push(Completion {
+                        ring: slot.ring,
+                        user_data: cqe.user_data(),
+                        result: cqe.result(),
+                        flags: cqe.flags(),
+                    });
+                }
+            }
+            if got.is_some() {
+                break;
+            }
+        }
+        if stash.len() > stashed {
+            self.ring_eventfd();
+        }
+        // SAFETY: a descriptor the kernel installed for this process,
+        // owned by nothing else.
+        got.filter(|fd| *fd >= 0)
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Makes the eventfd readable, so the driver reaps.
+    fn ring_eventfd(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from `one` to a nonblocking eventfd.
+        unsafe {
+            libc::write(
+                self.eventfd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
     }
 
     /// The descriptor that becomes readable when a ring has completions.
@@ -462,6 +596,7 @@ impl DirectIo {
                 std::mem::size_of::<u64>(),
             );
         }
+        out.append(&mut self.stash.borrow_mut());
         let mut rings = self.rings.borrow_mut();
         for (i, r) in rings.iter_mut().enumerate() {
             r.unsubmitted.set(false);
@@ -485,6 +620,11 @@ impl DirectIo {
                 }
             }
             for cqe in r.ring.completion() {
+                if is_install(cqe.user_data()) {
+                    // An install its caller gave up waiting for.
+                    close_installed(cqe.result());
+                    continue;
+                }
                 out.push(Completion {
                     ring: i as u8,
                     user_data: cqe.user_data(),
