@@ -225,6 +225,8 @@ start_name() {
         echo shardcast-shootout
     elif [[ $server == shardcast-direct && ($scenario == echo || $scenario == shootout) ]]; then
         echo shardcast-shootout-direct
+    elif [[ $server == shardcast-readiness && ($scenario == echo || $scenario == shootout) ]]; then
+        echo shardcast-shootout-readiness
     elif [[ $scenario == *-deflate ]]; then
         echo "$server-deflate"
     elif [[ $scenario == fanout-history ]]; then
@@ -236,12 +238,13 @@ start_name() {
 
 # Whether SERVER can run SCENARIO (tokio-tungstenite has no compression;
 # only shardcast has history; shardcast-async speaks the shootout's echo
-# and broadcast only; shardcast-direct, shardcast on the direct io_uring
-# path, runs the scenarios without compression or history).
+# and broadcast only; shardcast-direct and shardcast-readiness, shardcast
+# forced onto one io_uring data path, run the scenarios without
+# compression or history).
 runs() {
     case $1 in
     shardcast-async) [[ $2 == echo || $2 == shootout || $2 == idle ]] ;;
-    shardcast-direct) [[ $2 != *-deflate && $2 != fanout-history ]] ;;
+    shardcast-direct | shardcast-readiness) [[ $2 != *-deflate && $2 != fanout-history ]] ;;
     *) [[ ! ($1 == tokio && $2 == *-deflate) && ! ($1 != shardcast && $2 == fanout-history) ]] ;;
     esac
 }

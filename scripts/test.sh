@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test shardcast has: the workspace's Rust tests (unit, integration,
-# doc) on the io_uring driver, the integration tests again on the legacy epoll
+# doc) on the io_uring driver's direct data path (the default), the
+# integration tests again on its readiness path and on the legacy epoll
 # driver, a short connection churn (scripts/churn.sh --short: 300
 # connections, 3 rounds), the real-client tests (Python websockets, Node ws,
 # headless Chromium) against the shardcast binary, then a short soak
@@ -95,12 +96,12 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-echo "== cargo test (io_uring driver where the kernel allows it)"
+echo "== cargo test (the default: the direct io_uring data path where the kernel has it)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 
-echo "== cargo test (direct io_uring data path: SHARDCAST_IO_PATH=direct)"
-SHARDCAST_IO_PATH=direct cargo test --workspace --tests --locked 2>&1 | tee -a "$log"
+echo "== cargo test (readiness io_uring data path: SHARDCAST_IO_PATH=readiness)"
+SHARDCAST_IO_PATH=readiness cargo test --workspace --tests --locked 2>&1 | tee -a "$log"
 
 echo "== cargo test (legacy epoll driver: MONOIO_FORCE_LEGACY_DRIVER=1)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace --tests --locked 2>&1 | tee -a "$log"

@@ -231,8 +231,9 @@ pub struct Config {
     /// Each core's result: [`ServerHandle::task_runs`](crate::ServerHandle::task_runs).
     /// Default: [`TaskRun::Defer`].
     pub task_run: TaskRun,
-    /// Which data path an io_uring core runs. Default:
-    /// [`IoPath::Readiness`]. The environment variable
+    /// Which data path an io_uring core runs. Default: [`IoPath::Direct`]
+    /// (a core whose kernel or ring lacks a feature of it runs
+    /// [`IoPath::Readiness`]). The environment variable
     /// `SHARDCAST_IO_PATH=direct|readiness` overrides it (to run a whole
     /// test suite on either path). Each core's result:
     /// [`ServerHandle::drivers`](crate::ServerHandle::drivers).
@@ -404,7 +405,7 @@ impl Default for Config {
             flush_gather: Duration::ZERO,
             flush_gather_min: 1024,
             task_run: TaskRun::Defer,
-            io_path: IoPath::Readiness,
+            io_path: IoPath::Direct,
             compression: Compression::Off,
             deflate: DeflateConfig::default(),
             max_subscribers_per_topic: usize::MAX,

@@ -16,9 +16,13 @@ fn drivers_follow_the_environment() {
             drivers.iter().all(|d| *d == DriverKind::Legacy),
             "{drivers:?}"
         );
-    } else if std::env::var("SHARDCAST_IO_PATH").is_ok_and(|v| v == "direct")
-        && kernel_version() >= (6, 0)
-    {
+    } else if std::env::var("SHARDCAST_IO_PATH").is_ok_and(|v| v == "readiness") {
+        assert!(
+            drivers.iter().all(|d| *d == DriverKind::IoUring),
+            "{drivers:?}"
+        );
+    } else if kernel_version() >= (6, 0) {
+        // The default; every feature of the direct path is in 6.0.
         // Every feature of the direct path is in 6.0.
         assert!(
             drivers.iter().all(|d| *d == DriverKind::IoUringDirect),

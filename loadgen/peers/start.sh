@@ -24,9 +24,15 @@
 #                        (t*: 100 messages, 60 s): every publish goes
 #                        through its topic's home core and gets an offset
 #   shardcast-direct, shardcast-shootout-direct, shardcast-async-direct
-#                        the same on the direct io_uring data path
+#                        the same forced onto the direct io_uring data path
 #                        (SHARDCAST_IO_PATH=direct: direct descriptors,
-#                        provided buffers, sends as submissions)
+#                        provided buffers, sends as submissions; the
+#                        default where the kernel has it)
+#   shardcast-readiness, shardcast-shootout-readiness,
+#   shardcast-async-readiness
+#                        the same on the readiness data path
+#                        (SHARDCAST_IO_PATH=readiness: readiness, then recv
+#                        and sendmsg calls; a task per connection)
 #   shardcast-deflate, bun-deflate, node-ws-deflate
 #                        the same with permessage-deflate: shardcast
 #                        --compression shared, Bun's shared compressor, ws's
@@ -38,7 +44,7 @@ root=$(cd "$here/../.." && pwd)
 # Where cargo puts its builds (CARGO_TARGET_DIR, relative to the workspace).
 target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$root/$target
-names="shardcast shardcast-shootout shardcast-async shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate shardcast-direct shardcast-shootout-direct shardcast-async-direct"
+names="shardcast shardcast-shootout shardcast-async shardcast-history bun tokio node-ws shardcast-deflate bun-deflate node-ws-deflate shardcast-direct shardcast-shootout-direct shardcast-async-direct shardcast-readiness shardcast-shootout-readiness shardcast-async-readiness"
 
 die() {
     echo "start.sh: $*" >&2
@@ -64,6 +70,10 @@ shardcast-direct | shardcast-shootout-direct | shardcast-async-direct)
     export SHARDCAST_IO_PATH=direct name=${name%-direct}
     ;;
 *-direct) die "$name: only shardcast has the direct path" ;;
+shardcast-readiness | shardcast-shootout-readiness | shardcast-async-readiness)
+    export SHARDCAST_IO_PATH=readiness name=${name%-readiness}
+    ;;
+*-readiness) die "$name: only shardcast has a readiness path" ;;
 esac
 
 deflate=()

@@ -235,7 +235,8 @@ pub struct Cli {
     pub task_run: Option<TaskRunSetting>,
 
     /// io_uring data path: direct (direct descriptors, provided buffers,
-    /// sends as submissions; Linux 5.19+) or readiness. [default: readiness]
+    /// sends as submissions; Linux 5.19+, readiness before) or readiness.
+    /// [default: direct]
     #[arg(long, env = "SHARDCAST_IO_PATH", value_enum)]
     pub io_path: Option<IoPathSetting>,
 

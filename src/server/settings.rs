@@ -303,7 +303,8 @@ pub struct Settings {
     pub flush_gather_min: usize,
     /// io_uring completion mode. Default: `defer`.
     pub task_run: TaskRunSetting,
-    /// io_uring data path. Default: `readiness`.
+    /// io_uring data path. Default: `direct` (`readiness` where the kernel
+    /// lacks what it needs).
     pub io_path: IoPathSetting,
     /// The broker this node shares with the other nodes of its cluster,
     /// `nats://HOST:PORT` or `redis://HOST:PORT`: publications reach
@@ -389,7 +390,7 @@ impl Default for Settings {
             flush_gather_us: 0,
             flush_gather_min: 1024,
             task_run: TaskRunSetting::Defer,
-            io_path: IoPathSetting::Readiness,
+            io_path: IoPathSetting::Direct,
             broker: None,
             broker_prefix: "shardcast".to_owned(),
             compression: CompressionSetting::Off,
