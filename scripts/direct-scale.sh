@@ -11,14 +11,15 @@
 #   - the server's user RSS per connection (from the loadgen) and the
 #     kernel's slab growth per connection (/proc/meminfo Slab);
 # then ROUNDS more rounds of N connections opening, subscribing, being held
-# and closing (churn). After each round: the server's connections (must be
-# back to 0), and its RSS once it has settled (cores give memory back from
-# their once-a-second trim, so the RSS is read every second until it has
-# not fallen for 3 s, at most 20 s) beside the RSS of the fresh process
-# before round 0 (`rss_fresh_kib`). The loadgen's own `server_rss_after_kib`
-# is read the moment the last socket closed, before any trim. Sessions are
-# off (SESSION_TTL=60 turns them on: each closed connection then leaves a
-# kept session, about 730 B, for 60 s, which the RSS after a round holds).
+# and closing (churn). After each round: the server's RSS once it has
+# settled (cores give memory back from their once-a-second trim, so the RSS
+# is read every second until it has not fallen for 3 s, at most 20 s)
+# beside the RSS of the fresh process before round 0 (`rss_fresh_kib`),
+# then its connections (must be back to 0). The loadgen's own
+# `server_rss_after_kib` is read the moment the last socket closed, before
+# any trim. Sessions are off (SESSION_TTL=60 turns them on: each closed
+# connection then leaves a kept session, about 730 B, for 60 s, which the
+# RSS after a round holds).
 # Holds /tmp/shardcast-bench.lock while it runs. Prints JSON lines; takes
 # about 30 s a round at N = 100,000.
 #
@@ -107,5 +108,6 @@ for ((round = 0; round <= rounds; round++)); do
     fi
     wait "$lg" || true
     cat "/tmp/direct-scale-$round.json"
-    echo "{\"round\":$round,\"connections_after\":$(healthz_connections),\"rss_settled_kib\":$(settled_rss_kib),\"rss_fresh_kib\":$rss_fresh}"
+    settled=$(settled_rss_kib)
+    echo "{\"round\":$round,\"connections_after\":$(healthz_connections),\"rss_settled_kib\":$settled,\"rss_fresh_kib\":$rss_fresh}"
 done
