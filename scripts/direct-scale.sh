@@ -11,11 +11,17 @@
 #   - the server's user RSS per connection (from the loadgen) and the
 #     kernel's slab growth per connection (/proc/meminfo Slab);
 # then ROUNDS more rounds of N connections opening, subscribing, being held
-# and closing (churn): after each, the server's connections must be back to
-# 0 and its RSS is printed beside the first round's baseline. Sessions are
-# off (SESSION_TTL=60 turns them on: each closed connection then leaves a
-# kept session, about 730 B, for 60 s, which the RSS after a round holds).
-# Holds /tmp/shardcast-bench.lock while it runs. Prints JSON lines.
+# and closing (churn). After each round: the server's RSS once it has
+# settled (cores give memory back from their once-a-second trim, so the RSS
+# is read every second until it has not fallen for 3 s, at most 20 s)
+# beside the RSS of the fresh process before round 0 (`rss_fresh_kib`),
+# then its connections (must be back to 0). The loadgen's own
+# `server_rss_after_kib` is read the moment the last socket closed, before
+# any trim. Sessions are off (SESSION_TTL=60 turns them on: each closed
+# connection then leaves a kept session, about 730 B, for 60 s, which the
+# RSS after a round holds).
+# Holds /tmp/shardcast-bench.lock while it runs. Prints JSON lines; takes
+# about 30 s a round at N = 100,000.
 #
 #   scripts/direct-scale.sh [N (default 100000)] [ROUNDS (default 5)]
 #
@@ -48,8 +54,28 @@ healthz_connections() {
     curl -s "http://127.0.0.1:$port/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"])'
 }
 slab_kib() { awk '$1 == "Slab:" { print $2 }' /proc/meminfo; }
+rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status"; }
+# The RSS once it has stopped falling: read every second until three reads
+# in a row are no lower than the lowest so far (at most 20 s).
+settled_rss_kib() {
+    local low now still=0
+    low=$(rss_kib)
+    for _ in $(seq 20); do
+        sleep 1
+        now=$(rss_kib)
+        if ((now < low)); then
+            low=$now
+            still=0
+        else
+            ((++still >= 3)) && break
+        fi
+    done
+    echo "$low"
+}
 
-echo "{\"server_pid\":$pid,\"nofile\":$(ulimit -n),\"drivers\":\"$(curl -s "http://127.0.0.1:$port/metrics" | grep -o 'driver="[a-z_-]*"' | sort | uniq -c | tr -s ' ' | tr '\n' ';')\"}"
+sleep 1 # the cores' first trim
+rss_fresh=$(rss_kib)
+echo "{\"server_pid\":$pid,\"rss_fresh_kib\":$rss_fresh,\"nofile\":$(ulimit -n),\"drivers\":\"$(curl -s "http://127.0.0.1:$port/metrics" | grep -o 'driver="[a-z_-]*"' | sort | uniq -c | tr -s ' ' | tr '\n' ';')\"}"
 
 for ((round = 0; round <= rounds; round++)); do
     slab_before=$(slab_kib)
@@ -82,5 +108,6 @@ for ((round = 0; round <= rounds; round++)); do
     fi
     wait "$lg" || true
     cat "/tmp/direct-scale-$round.json"
-    echo "{\"round\":$round,\"connections_after\":$(healthz_connections)}"
+    settled=$(settled_rss_kib)
+    echo "{\"round\":$round,\"connections_after\":$(healthz_connections),\"rss_settled_kib\":$settled,\"rss_fresh_kib\":$rss_fresh}"
 done

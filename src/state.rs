@@ -43,7 +43,9 @@ pub(crate) struct Core<H, D, L> {
     /// The application's per-core state.
     local: L,
     /// The read buffer every readable connection of this core reads into.
-    scratch: RefCell<Vec<u8>>,
+    /// Where the readiness path reads (see [`crate::sys::OwnPages`] for why not
+    /// a `Vec`).
+    scratch: RefCell<crate::sys::OwnPages>,
     /// The links of the connections driven by an async session, by key:
     /// empty (and without memory) on a core serving only callbacks.
     sessions: RefCell<FxHashMap<u32, Rc<SessionLink>>>,
@@ -87,7 +89,7 @@ impl<H, D, L> Core<H, D, L> {
             limits,
             schedule,
             local,
-            scratch: RefCell::new(vec![0; SCRATCH_SIZE]),
+            scratch: RefCell::new(crate::sys::OwnPages::new(SCRATCH_SIZE)),
             sessions: RefCell::new(FxHashMap::default()),
             shutting_down: Cell::new(false),
             stop: LocalNotify::default(),
@@ -141,7 +143,7 @@ impl<H, D, L> Core<H, D, L> {
         self.topics.borrow_mut()
     }
 
-    pub(crate) fn scratch(&self) -> RefMut<'_, Vec<u8>> {
+    pub(crate) fn scratch(&self) -> RefMut<'_, crate::sys::OwnPages> {
         self.scratch.borrow_mut()
     }
 
@@ -421,6 +423,10 @@ impl<H, D, L> Core<H, D, L> {
         let trimmed = self.conns.borrow_mut().trim();
         self.topics.borrow_mut().shrink();
         self.streams.borrow_mut().expire(std::time::Instant::now());
+        if trimmed.emptied.is_some() {
+            // No connection reads into it until the next one arrives.
+            self.scratch.borrow_mut().release();
+        }
         if trimmed.gave_back {
             // Most connections are gone. After the tables, so their memory
             // is part of what goes back.

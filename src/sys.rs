@@ -204,9 +204,98 @@ pub(crate) fn set_nodelay(fd: RawFd) {
     }
 }
 
+/// A core's fixed-size byte buffer (its read scratch, its write batch) in
+/// an anonymous mapping of its own, not from the allocator.
+///
+/// Such a buffer lives as long as its core. From the allocator it would sit
+/// in a page shared with blocks of its size class, and the tables that grow
+/// through that size class with a wave of connections would extend that
+/// page and leave it extended, touched, when they shrink back: mimalloc
+/// returns a page only once all of its blocks are free. Here the buffer
+/// pins nothing, and [`release`](Self::release) gives its own pages back
+/// while its core is idle.
+pub(crate) struct OwnPages {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl OwnPages {
+    /// `len` bytes (rounded up to whole pages by the kernel), zeroed.
+    /// Aborts like a failed allocation when the mapping cannot be made.
+    pub(crate) fn new(len: usize) -> Self {
+        assert!(len > 0);
+        // SAFETY: a fresh private anonymous mapping with no address hint;
+        // it aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(p.cast::<u8>()).filter(|_| p != libc::MAP_FAILED) {
+            Some(ptr) => Self { ptr, len },
+            None => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len, 4096).expect("a page-aligned layout"),
+            ),
+        }
+    }
+
+    /// Gives the buffer's pages back to the system: its bytes read as
+    /// zeros afterwards, and the next write faults a page in again.
+    pub(crate) fn release(&mut self) {
+        // SAFETY: the range is exactly this buffer's own mapping; `&mut
+        // self` means no slice of it is alive. MADV_DONTNEED on private
+        // anonymous memory only drops its contents (zeros on next touch).
+        unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTNEED) };
+    }
+}
+
+impl std::ops::Deref for OwnPages {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` mapped, readable bytes (zeros until written), valid
+        // until drop; shared borrows of `self` only.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for OwnPages {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only
+        // borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for OwnPages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; no slice of it
+        // outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_pages_are_zeroed_writable_and_released() {
+        let mut b = OwnPages::new(64 << 10);
+        assert_eq!(b.len(), 64 << 10);
+        assert!(b.iter().all(|&x| x == 0));
+        b[..5].copy_from_slice(b"hello");
+        b[(64 << 10) - 1] = 7;
+        assert_eq!(&b[..5], b"hello");
+        b.release();
+        assert!(b.iter().all(|&x| x == 0));
+        b[0] = 1; // writable again
+        assert_eq!(b[0], 1);
+    }
     use bytes::Bytes;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;

@@ -72,7 +72,7 @@ impl Outbox {
     /// written, the frames completed and whether the socket took all that
     /// was offered (if not, it is full: wait until it is writable).
     pub(super) fn write_some(&mut self, fd: RawFd, g: &mut Gather) -> io::Result<Written> {
-        g.wbuf.clear();
+        g.wlen = 0;
         g.iov.clear();
         g.plan.clear();
         // First pass: copy small frames; remember where each run starts so
@@ -83,9 +83,10 @@ impl Outbox {
             if g.plan.len() >= sys::MAX_IOVECS - 1 || total >= WRITE_BATCH {
                 break;
             }
-            if bytes.len() <= COALESCE_MAX && g.wbuf.len() + bytes.len() <= g.wbuf.capacity() {
-                let start = g.wbuf.len();
-                g.wbuf.extend_from_slice(bytes);
+            if bytes.len() <= COALESCE_MAX && g.wlen + bytes.len() <= g.wbuf.len() {
+                let start = g.wlen;
+                g.wbuf[start..start + bytes.len()].copy_from_slice(bytes);
+                g.wlen += bytes.len();
                 g.plan.push_copied(start, bytes.len());
             } else {
                 g.plan.push_ref(i);
@@ -203,7 +204,9 @@ fn is_data(frame: &[u8]) -> bool {
 
 /// A core's scratch for gathered writes, reused by every connection.
 pub(super) struct Gather {
-    wbuf: Vec<u8>,
+    /// Small frames copied together, `wlen` bytes of it used.
+    wbuf: sys::OwnPages,
+    wlen: usize,
     iov: Vec<libc::iovec>,
     plan: Plan,
 }
@@ -211,10 +214,17 @@ pub(super) struct Gather {
 impl Gather {
     pub(super) fn new() -> Self {
         Self {
-            wbuf: Vec::with_capacity(WRITE_BATCH),
+            wbuf: sys::OwnPages::new(WRITE_BATCH),
+            wlen: 0,
             iov: Vec::with_capacity(sys::MAX_IOVECS),
             plan: Plan::default(),
         }
+    }
+
+    /// Gives the copy buffer's pages back (its core has no connection).
+    pub(super) fn release(&mut self) {
+        self.wlen = 0;
+        self.wbuf.release();
     }
 }
 

@@ -1325,6 +1325,7 @@ impl<D> ConnTable<D> {
             if self.slab.capacity() > 0 {
                 t.emptied = Some(self.slab.capacity());
                 self.slab = Slab::new();
+                self.gather.release();
                 t.gave_back = true;
             }
         } else if sparse(self.slab.len(), self.slab.capacity()) {
@@ -1346,6 +1347,12 @@ impl<D> ConnTable<D> {
             self.dirty = Vec::new();
             self.flushing = Vec::new();
             self.flushing_at = 0;
+            // The direct path's spare send records (with the room their
+            // vectors grew) wait for sends that no connection will make.
+            self.spare_sends = Vec::new();
+        }
+        if self.sending.is_empty() || sparse(self.sending.len(), self.sending.capacity()) {
+            self.sending.shrink_to_fit();
         }
         if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
             self.dirty = Vec::new();

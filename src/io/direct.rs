@@ -119,9 +119,11 @@ impl Direct {
         v[i] = Some(r);
     }
 
-    /// Gives back the vector's memory once most of it is empty.
-    fn trim(&self, live: usize) {
+    /// Gives back the vector's memory once most of it is empty. Returns
+    /// whether it shrank.
+    fn trim(&self, live: usize) -> bool {
         let mut v = self.readers.borrow_mut();
+        let before = v.capacity();
         if live == 0 && v.capacity() > 0 {
             *v = Vec::new();
         } else if v.capacity() > 1024 && live * 4 < v.capacity() {
@@ -130,6 +132,7 @@ impl Direct {
             }
             v.shrink_to_fit();
         }
+        v.capacity() < before
     }
 }
 
@@ -165,14 +168,20 @@ pub(crate) async fn drive<H: Handler>(core: Rc<CoreOf<H>>, io: Rc<DirectIo>) {
     });
     st.io.arm_accepts();
     st.io.submit();
-    // Once a second, the read states' memory goes back when most of it
-    // is unused (after a wave of closes).
+    // Once a second, the read states' memory and idle rings' buffers go
+    // back when most of them are unused (after a wave of closes); then the
+    // thread's heap is collected, since this can run after the ticker's
+    // collection of the same second.
     let trimmer = (core.clone(), st.clone());
     monoio::spawn(async move {
         let (core, st) = trimmer;
         loop {
             monoio::time::sleep(std::time::Duration::from_secs(1)).await;
-            st.trim(core.conns().len());
+            let readers = st.trim(core.conns().len());
+            let rings = st.io.trim();
+            if readers || rings {
+                crate::alloc::core_emptied();
+            }
         }
     });
     let mut batch = Vec::new();

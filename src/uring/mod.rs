@@ -101,9 +101,11 @@ pub(crate) struct BufRing {
     /// The ring of `count` entries the kernel reads (page aligned).
     entries: *mut types::BufRingEntry,
     entries_layout: std::alloc::Layout,
-    /// The buffers, `count * size` bytes.
+    /// The buffers, `count * size` bytes: a mapping of their own, so that
+    /// their pages can be given back while the ring is idle
+    /// ([`release_pages`](Self::release_pages)).
     bufs: *mut u8,
-    bufs_layout: std::alloc::Layout,
+    bufs_len: usize,
     size: u32,
     mask: u16,
     tail: Cell<u16>,
@@ -115,23 +117,37 @@ impl BufRing {
         assert!(count.is_power_of_two() && count <= 1 << 15);
         let entries_layout = std::alloc::Layout::from_size_align(usize::from(count) * 16, 4096)
             .map_err(io::Error::other)?;
-        let bufs_layout =
-            std::alloc::Layout::from_size_align(usize::from(count) * size as usize, 64)
-                .map_err(io::Error::other)?;
+        let bufs_len = usize::from(count) * size as usize;
         // SAFETY: both layouts have a non-zero size.
         let entries: *mut types::BufRingEntry =
             unsafe { std::alloc::alloc_zeroed(entries_layout) }.cast();
-        // SAFETY: as above; the buffers need no initialisation (the kernel
-        // writes them before they are read).
-        let bufs = unsafe { std::alloc::alloc(bufs_layout) };
-        if entries.is_null() || bufs.is_null() {
+        if entries.is_null() {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        // SAFETY: a fresh private anonymous mapping, no address hint; the
+        // buffers need no initialisation (the kernel writes them before
+        // they are read).
+        let bufs = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bufs_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if bufs == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: allocated just above with this layout.
+            unsafe { std::alloc::dealloc(entries.cast(), entries_layout) };
+            return Err(e);
         }
         let r = Self {
             entries,
             entries_layout,
-            bufs,
-            bufs_layout,
+            bufs: bufs.cast(),
+            bufs_len,
             size,
             mask: count - 1,
             tail: Cell::new(0),
@@ -191,13 +207,31 @@ impl BufRing {
     }
 }
 
+impl BufRing {
+    /// Gives the buffers' pages back to the system; the next receive into
+    /// a buffer faults in a fresh page. For a ring with no receive in
+    /// flight: no buffer is being written by the kernel or read by us.
+    fn release_pages(&self) {
+        // SAFETY: the range is exactly the buffers' own mapping (made in
+        // `new`, page aligned). MADV_DONTNEED on private anonymous memory
+        // only replaces its contents with zeros on the next touch; the
+        // caller guarantees no buffer holds bytes still to be read.
+        let rc = unsafe { libc::madvise(self.bufs.cast(), self.bufs_len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "madvise of idle receive buffers failed");
+        }
+    }
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the ring that used
-        // them was dropped first (field order of `SockRing`).
+        // SAFETY: allocated and mapped in `new` with this layout and
+        // length; the ring that used them was dropped (or had the buffer
+        // ring unregistered) first (field order of `SockRing`, and
+        // `DirectIo::trim`).
         unsafe {
             std::alloc::dealloc(self.entries.cast(), self.entries_layout);
-            std::alloc::dealloc(self.bufs, self.bufs_layout);
+            libc::munmap(self.bufs.cast(), self.bufs_len);
         }
     }
 }
@@ -217,6 +251,17 @@ pub(crate) struct SockRing {
     live: Cell<u32>,
     /// Submissions pushed and not yet submitted.
     unsubmitted: Cell<bool>,
+    /// Submissions pushed whose last completion has not been reaped: with
+    /// none (besides armed accepts) the kernel touches none of the ring's
+    /// buffers, and with none at all the ring can be dropped.
+    inflight: Cell<u32>,
+    /// A receive was armed since the buffers' pages were last given back.
+    bufs_touched: Cell<bool>,
+    /// Trims in a row that found the ring without a connection.
+    idle_trims: Cell<u8>,
+    /// Being emptied to be dropped: no accept is armed on it while
+    /// another ring has room.
+    retiring: Cell<bool>,
 }
 
 /// A completion, copied out of its ring.
@@ -343,6 +388,10 @@ impl SockRing {
             slots: plan.slots,
             live: Cell::new(0),
             unsubmitted: Cell::new(false),
+            inflight: Cell::new(0),
+            bufs_touched: Cell::new(false),
+            idle_trims: Cell::new(0),
+            retiring: Cell::new(false),
         })
     }
 }
@@ -360,7 +409,10 @@ struct AcceptAddr {
 pub(crate) struct DirectIo {
     plan: RingPlan,
     eventfd: OwnedFd,
-    rings: RefCell<Vec<SockRing>>,
+    /// By ring number (a [`Slot`]'s `ring`); `None` where a ring that
+    /// emptied was dropped ([`trim`](Self::trim)), reused by the next ring
+    /// added. Ring 0 is kept.
+    rings: RefCell<Vec<Option<SockRing>>>,
     /// The listener the accepts are armed on (owned by the core).
     listener: RawFd,
     /// The ring whose table the accepts fill.
@@ -444,7 +496,7 @@ impl DirectIo {
         Ok(Self {
             plan,
             eventfd,
-            rings: RefCell::new(vec![first]),
+            rings: RefCell::new(vec![Some(first)]),
             listener,
             accepting: Cell::new(0),
             armed: RefCell::new([None; ACCEPTS]),
@@ -480,7 +532,8 @@ impl DirectIo {
         // SAFETY: refers to no memory.
         unsafe { self.push(slot.ring, &entry) };
         let mut rings = self.rings.borrow_mut();
-        let r = &mut rings[usize::from(slot.ring)];
+        // A ring with a connection in it is never dropped.
+        let r = rings[usize::from(slot.ring)].as_mut()?;
         r.unsubmitted.set(false);
         let mut stash = self.stash.borrow_mut();
         let stashed = stash.len();
@@ -501,7 +554,11 @@ impl DirectIo {
                     tracing::warn!(error = %e, "socket ring submit failed");
                 }
             }
+            let mut done = 0;
             for cqe in r.ring.completion() {
+                // Counted as the reap counts them (stashed ones included:
+                // the reap hands them out without counting them again).
+                done += u32::from(!cqueue::more(cqe.flags()));
                 if cqe.user_data() == ud {
                     got = Some(cqe.result());
                 } else if is_install(cqe.user_data()) {
@@ -515,6 +572,7 @@ impl DirectIo {
                     });
                 }
             }
+            r.inflight.set(r.inflight.get().saturating_sub(done));
             if got.is_some() {
                 break;
             }
@@ -553,9 +611,15 @@ impl DirectIo {
     /// Whatever memory `entry` points to stays valid until its completion.
     unsafe fn push(&self, ring: u8, entry: &squeue::Entry) {
         let mut rings = self.rings.borrow_mut();
-        let r = &mut rings[usize::from(ring)];
+        let Some(r) = rings[usize::from(ring)].as_mut() else {
+            // Only rings without a connection or an operation are dropped,
+            // so nothing refers to one.
+            tracing::error!(ring, "operation for a dropped socket ring; lost");
+            return;
+        };
         r.unsubmitted.set(true);
         if r.ring.submission().push(entry).is_ok() {
+            r.inflight.set(r.inflight.get() + 1);
             return;
         }
         if let Err(e) = r.ring.submit() {
@@ -563,6 +627,8 @@ impl DirectIo {
         }
         if r.ring.submission().push(entry).is_err() {
             tracing::error!("socket ring submission queue stays full; an operation is lost");
+        } else {
+            r.inflight.set(r.inflight.get() + 1);
         }
     }
 
@@ -570,7 +636,7 @@ impl DirectIo {
     /// with something to submit.
     pub(crate) fn submit(&self) {
         let mut rings = self.rings.borrow_mut();
-        for r in rings.iter_mut() {
+        for r in rings.iter_mut().flatten() {
             if r.unsubmitted.replace(false) {
                 if let Err(e) = r.ring.submit() {
                     tracing::warn!(error = %e, "socket ring submit failed");
@@ -599,6 +665,9 @@ impl DirectIo {
         out.append(&mut self.stash.borrow_mut());
         let mut rings = self.rings.borrow_mut();
         for (i, r) in rings.iter_mut().enumerate() {
+            let Some(r) = r else {
+                continue;
+            };
             r.unsubmitted.set(false);
             let to_submit = {
                 let mut sq = r.ring.submission();
@@ -619,7 +688,11 @@ impl DirectIo {
                     tracing::warn!(error = %e, "socket ring enter failed");
                 }
             }
+            let mut done = 0;
             for cqe in r.ring.completion() {
+                // A multishot receive's completions but its last say more
+                // are coming; every other submission has one.
+                done += u32::from(!cqueue::more(cqe.flags()));
                 if is_install(cqe.user_data()) {
                     // An install its caller gave up waiting for.
                     close_installed(cqe.result());
@@ -632,6 +705,7 @@ impl DirectIo {
                     flags: cqe.flags(),
                 });
             }
+            r.inflight.set(r.inflight.get().saturating_sub(done));
         }
     }
 
@@ -639,16 +713,24 @@ impl DirectIo {
     ///
     /// # Safety
     /// As [`BufRing::data`]; the ring (and so the buffers) outlives the
-    /// slice because rings are never dropped while the core runs.
+    /// slice: a ring is dropped only by [`trim`](Self::trim), which runs
+    /// from its own task (never while a completion is being handled) and
+    /// only once the ring has no operation in flight, so no buffer of it
+    /// is held.
     pub(crate) unsafe fn data(&self, ring: u8, bid: u16, len: usize) -> &'static mut [u8] {
         let rings = self.rings.borrow();
-        let b: *const BufRing = &rings[usize::from(ring)].bufs;
+        let r = rings[usize::from(ring)]
+            .as_ref()
+            .expect("a completion's ring is not dropped");
+        let b: *const BufRing = &r.bufs;
         (*b).data(bid, len)
     }
 
     /// Hands a receive buffer back.
     pub(crate) fn recycle(&self, ring: u8, bid: u16) {
-        self.rings.borrow()[usize::from(ring)].bufs.recycle(bid);
+        if let Some(r) = &self.rings.borrow()[usize::from(ring)] {
+            r.bufs.recycle(bid);
+        }
     }
 
     // ----- accepting -----
@@ -698,30 +780,46 @@ impl DirectIo {
     fn ring_with_room(&self, armed: &[Option<u8>]) -> Option<u8> {
         {
             let rings = self.rings.borrow();
-            let room = |i: usize| {
-                let on = armed.iter().filter(|a| **a == Some(i as u8)).count() as u32;
-                rings[i].live.get() + on < rings[i].slots
+            // A ring being retired takes accepts only when no other can.
+            let room = |i: usize, retiring: bool| {
+                rings[i].as_ref().is_some_and(|r| {
+                    let on = armed.iter().filter(|a| **a == Some(i as u8)).count() as u32;
+                    r.retiring.get() == retiring && r.live.get() + on < r.slots
+                })
             };
             let cur = usize::from(self.accepting.get());
-            if room(cur) {
+            if room(cur, false) {
                 return Some(cur as u8);
             }
-            if let Some(i) = (0..rings.len()).find(|&i| room(i)) {
-                self.accepting.set(i as u8);
-                return Some(i as u8);
+            for retiring in [false, true] {
+                if let Some(i) = (0..rings.len()).find(|&i| room(i, retiring)) {
+                    if let Some(r) = &rings[i] {
+                        r.retiring.set(false);
+                    }
+                    self.accepting.set(i as u8);
+                    return Some(i as u8);
+                }
             }
         }
         let mut rings = self.rings.borrow_mut();
-        if rings.len() >= self.plan.max_rings {
+        if rings.iter().flatten().count() >= self.plan.max_rings {
             return None;
         }
         match SockRing::new(&self.plan, self.eventfd.as_raw_fd()) {
             Ok(r) => {
-                rings.push(r);
-                let i = (rings.len() - 1) as u8;
-                self.accepting.set(i);
-                tracing::info!(rings = rings.len(), "socket ring added");
-                Some(i)
+                let i = match rings.iter().position(Option::is_none) {
+                    Some(i) => {
+                        rings[i] = Some(r);
+                        i
+                    }
+                    None => {
+                        rings.push(Some(r));
+                        rings.len() - 1
+                    }
+                };
+                self.accepting.set(i as u8);
+                tracing::info!(rings = rings.iter().flatten().count(), "socket ring added");
+                Some(i as u8)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot add a socket ring");
@@ -776,9 +874,9 @@ impl DirectIo {
             let addrs = self.addrs.borrow();
             sockaddr_to_std(&addrs[i].addr, addrs[i].len)
         };
-        let rings = self.rings.borrow();
-        let r = &rings[usize::from(ring)];
-        r.live.set(r.live.get() + 1);
+        if let Some(r) = &self.rings.borrow()[usize::from(ring)] {
+            r.live.set(r.live.get() + 1);
+        }
         Some((
             Slot {
                 ring,
@@ -791,15 +889,18 @@ impl DirectIo {
     /// Ring `ring`'s table turned out full (an accept failed with
     /// `ENFILE`): counted full, so the next accepts go elsewhere.
     fn table_full(&self, ring: u8) {
-        let rings = self.rings.borrow();
-        let r = &rings[usize::from(ring)];
-        r.live.set(r.slots);
+        if let Some(r) = &self.rings.borrow()[usize::from(ring)] {
+            r.live.set(r.slots);
+        }
     }
 
     // ----- per connection -----
 
     /// Arms the receive of the socket in `slot`.
     pub(crate) fn arm_recv(&self, slot: Slot, key: u32, gen: u32) {
+        if let Some(r) = &self.rings.borrow()[usize::from(slot.ring)] {
+            r.bufs_touched.set(true);
+        }
         let ud = user_data(Op::Recv, key, gen);
         let e = if self.plan.multishot_recv {
             io_uring::opcode::RecvMulti::new(slot.fixed(), BGID)
@@ -909,15 +1010,108 @@ impl DirectIo {
             .user_data(user_data(Op::Quiet, 0, 0));
         // SAFETY: refers to no memory.
         unsafe { self.push(slot.ring, &e) };
-        let rings = self.rings.borrow();
-        let r = &rings[usize::from(slot.ring)];
-        r.live.set(r.live.get().saturating_sub(1));
+        if let Some(r) = &self.rings.borrow()[usize::from(slot.ring)] {
+            r.live.set(r.live.get().saturating_sub(1));
+        }
         if self.full.replace(false) {
             // Slots are free again: accept into the ring that has one.
-            drop(rings);
             self.accepting.set(slot.ring);
             self.arm_accepts();
         }
+    }
+
+    // ----- memory -----
+
+    /// Gives back what idle rings hold; called once a second, never on a
+    /// connection's path. Returns whether anything went back.
+    ///
+    /// A ring without a connection and without an operation in flight
+    /// besides armed accepts has its receive buffers' pages given back
+    /// (they fault in again at the next receive). A ring other than ring 0
+    /// found without a connection at two trims in a row is retired: its
+    /// armed accepts are cancelled and go to a ring with room, and once
+    /// nothing is in flight on it, it is dropped with its buffers, its
+    /// queues and its file table. The one-trim wait keeps a core whose
+    /// connections hover around a table's size from opening and dropping
+    /// a ring every second.
+    pub(crate) fn trim(&self) -> bool {
+        if self.stopped.get() {
+            return false;
+        }
+        let armed = *self.armed.borrow();
+        let accepts_on = |i: usize| armed.iter().filter(|a| **a == Some(i as u8)).count() as u32;
+        let mut gave_back = false;
+        let mut cancel = Vec::new();
+        {
+            let mut rings = self.rings.borrow_mut();
+            for i in 0..rings.len() {
+                let Some(r) = &rings[i] else {
+                    continue;
+                };
+                let on = accepts_on(i);
+                if r.live.get() > 0 || r.inflight.get() > on {
+                    r.idle_trims.set(0);
+                    continue;
+                }
+                if r.bufs_touched.replace(false) {
+                    r.bufs.release_pages();
+                    gave_back = true;
+                }
+                if i == 0 {
+                    continue;
+                }
+                r.idle_trims.set(r.idle_trims.get().saturating_add(1));
+                if r.idle_trims.get() < 2 {
+                    continue;
+                }
+                if r.inflight.get() == 0 {
+                    // Nothing of the kernel's refers to the ring's buffers
+                    // any more; unregistered first all the same, so that
+                    // its teardown, which the kernel finishes later, cannot
+                    // reach them.
+                    if let Err(e) = r.ring.submitter().unregister_buf_ring(BGID) {
+                        tracing::debug!(error = %e, "unregistering a socket ring's buffers failed");
+                    }
+                    rings[i] = None;
+                    gave_back = true;
+                    tracing::info!(
+                        rings = rings.iter().flatten().count(),
+                        "socket ring dropped (no connection left on it)"
+                    );
+                    continue;
+                }
+                let elsewhere = (0..rings.len()).any(|j| {
+                    j != i
+                        && rings[j].as_ref().is_some_and(|o| {
+                            !o.retiring.get()
+                                && o.live.get() + accepts_on(j) + ACCEPTS as u32 <= o.slots
+                        })
+                });
+                if elsewhere && !r.retiring.replace(true) {
+                    cancel.push(i);
+                }
+            }
+        }
+        for i in cancel {
+            if usize::from(self.accepting.get()) == i {
+                self.accepting.set(0);
+            }
+            for (a, on) in armed.iter().enumerate() {
+                if *on == Some(i as u8) {
+                    // The accept completes with ECANCELED and is armed
+                    // again on a ring that is not retiring (or, when one
+                    // got in first, the connection keeps the ring until it
+                    // closes).
+                    let e = io_uring::opcode::AsyncCancel::new(user_data(Op::Accept, a as u32, 0))
+                        .build()
+                        .user_data(user_data(Op::Quiet, 0, 0));
+                    // SAFETY: refers to no memory.
+                    unsafe { self.push(i as u8, &e) };
+                }
+            }
+        }
+        self.submit();
+        gave_back
     }
 }
 
