@@ -2,8 +2,6 @@
 
 mod server_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use server_support::*;
@@ -21,26 +19,15 @@ const MIN_RISE_KIB: u64 = 1_024;
 /// and a ring is dropped after a few trims; slack for a loaded machine.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// The server, stopped (SIGKILL, by PID) on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Server {
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .expect("the server's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
+/// The RSS of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 /// Raises this process's soft open-file limit to its hard limit; returns
@@ -67,22 +54,15 @@ fn raise_nofile() -> u64 {
 /// Starts the binary with one core, sessions off, on the path
 /// `SHARDCAST_IO_PATH` names (direct by default); on the direct path
 /// under an open-file limit of `DIRECT_NOFILE`, otherwise of `nofile`.
-fn start(direct: bool, nofile: u64) -> (Server, std::net::SocketAddr) {
+fn start(direct: bool, nofile: u64) -> (Binary, std::net::SocketAddr) {
     let limit = if direct {
         u64::from(DIRECT_NOFILE)
     } else {
         nofile
     };
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--log-format",
-            "json",
+    Binary::start_limited(
+        limit,
+        &[
             "--cores",
             "1",
             "--io-path",
@@ -93,36 +73,9 @@ fn start(direct: bool, nofile: u64) -> (Server, std::net::SocketAddr) {
             "0",
             "--session-ttl",
             "0",
-        ])
-        .env_remove("RUST_LOG")
-        .env_remove("SHARDCAST_IO_PATH")
-        .env_remove("MIMALLOC_PURGE_DELAY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let start = Instant::now();
-    let addr = loop {
-        assert!(start.elapsed() < TIMEOUT, "no listening line");
-        let line = lines.next().expect("log line").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if let Some(a) = v["fields"]["addr"].as_str() {
-            break a.parse().unwrap();
-        }
-    };
-    // Keep reading its log so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (server, addr)
-}
-
-fn healthz_connections(addr: std::net::SocketAddr) -> u64 {
-    let (st, body) = http(addr, "GET", "/healthz", &[], "");
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["connections"].as_u64().unwrap()
+        ],
+        &["SHARDCAST_IO_PATH", "MIMALLOC_PURGE_DELAY"],
+    )
 }
 
 /// Opens `n` connections, each subscribed to one of 50 topics.
@@ -148,13 +101,13 @@ fn close(addr: std::net::SocketAddr, clients: Vec<Client>) {
 
 /// The lowest RSS seen once it has stopped falling: read every 250 ms
 /// until two seconds pass without a new low (at most `SETTLE`).
-fn settled_rss(server: &Server) -> u64 {
+fn settled_rss(server: &Binary) -> u64 {
     let start = Instant::now();
-    let mut low = server.rss_kib();
+    let mut low = rss_kib(server.pid());
     let mut low_at = Instant::now();
     while low_at.elapsed() < Duration::from_secs(2) && start.elapsed() < SETTLE {
         std::thread::sleep(Duration::from_millis(250));
-        let now = server.rss_kib();
+        let now = rss_kib(server.pid());
         if now < low {
             low = now;
             low_at = Instant::now();
@@ -193,7 +146,7 @@ fn rss_returns_to_its_level_once_every_connection_has_closed() {
 
     let clients = open(addr, n);
     assert_eq!(healthz_connections(addr), n as u64);
-    let held = server.rss_kib();
+    let held = rss_kib(server.pid());
     let rise = held.saturating_sub(before);
     assert!(
         rise >= MIN_RISE_KIB,
@@ -207,10 +160,10 @@ fn rss_returns_to_its_level_once_every_connection_has_closed() {
     // freed pages a while, and a loaded machine varies.)
     let bound = before + rise / 3;
     let start = Instant::now();
-    let mut after = server.rss_kib();
+    let mut after = rss_kib(server.pid());
     while after > bound && start.elapsed() < SETTLE {
         std::thread::sleep(Duration::from_millis(250));
-        after = server.rss_kib();
+        after = rss_kib(server.pid());
     }
     eprintln!(
         "{} path, {n} connections: RSS {before} KiB before, {held} KiB held, {after} KiB after",

@@ -2,10 +2,6 @@
 
 mod server_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
-
 use server_support::*;
 
 /// Connections: several times the server's descriptor limit.
@@ -21,29 +17,12 @@ fn kernel_version() -> (u32, u32) {
     (next(), next())
 }
 
-/// The server, stopped (SIGKILL, by PID) on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the binary on the direct path under a descriptor limit of
-/// `NOFILE`, through a shell that lowers its own limit and execs it.
-fn start_limited() -> (Server, std::net::SocketAddr) {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--log-format",
-            "json",
+/// `NOFILE`.
+fn start_limited() -> (Binary, std::net::SocketAddr) {
+    Binary::start_limited(
+        u64::from(NOFILE),
+        &[
             "--cores",
             "1",
             "--io-path",
@@ -52,36 +31,9 @@ fn start_limited() -> (Server, std::net::SocketAddr) {
             "0",
             "--publish-rate",
             "0",
-        ])
-        .env_remove("RUST_LOG")
-        .env_remove("SHARDCAST_IO_PATH")
-        .env_remove("MONOIO_FORCE_LEGACY_DRIVER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let start = Instant::now();
-    let addr = loop {
-        assert!(start.elapsed() < TIMEOUT, "no listening line");
-        let line = lines.next().expect("log line").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if let Some(a) = v["fields"]["addr"].as_str() {
-            break a.parse().unwrap();
-        }
-    };
-    // Keep reading its log so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (server, addr)
-}
-
-fn healthz_connections(addr: std::net::SocketAddr) -> u64 {
-    let (st, body) = http(addr, "GET", "/healthz", &[], "");
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["connections"].as_u64().unwrap()
+        ],
+        &["SHARDCAST_IO_PATH", "MONOIO_FORCE_LEGACY_DRIVER"],
+    )
 }
 
 #[test]

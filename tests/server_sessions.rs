@@ -667,29 +667,11 @@ fn a_session_still_open_is_taken_over_and_closed_with_4001() {
         // the connection's core: `c` holds the session once its holder
         // `b` is closed, and only then does `d` come (else `d`'s claim,
         // on the other core, could come first and `c` take it from `d`).
-        loop {
-            match b.read() {
-                Ok(tungstenite::Message::Close(Some(f))) => {
-                    assert_eq!(u16::from(f.code), 4001);
-                    break;
-                }
-                Ok(_) => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        assert_eq!(expect_close(&mut b), 4001);
         let (mut d, w) = connect_welcome(addr, &format!("/ws?session={id}"));
         assert_eq!(w["resumed"], true, "{w}");
         assert_eq!(w["topics"], json!(["x"]), "{w}");
-        loop {
-            match c.read() {
-                Ok(tungstenite::Message::Close(Some(f))) => {
-                    assert_eq!(u16::from(f.code), 4001);
-                    break;
-                }
-                Ok(_) => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        assert_eq!(expect_close(&mut c), 4001);
         send(&mut p, r#"{"type":"publish","topic":"x","data":2}"#);
         assert_eq!(recv(&mut d), json!({"type":"message","topic":"x","data":2}));
         b = d;

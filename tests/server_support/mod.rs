@@ -237,3 +237,74 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The `connections` figure of the server's `/healthz`.
+pub fn healthz_connections(addr: SocketAddr) -> u64 {
+    let (st, body) = http(addr, "GET", "/healthz", &[], "");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["connections"].as_u64().unwrap()
+}
+
+/// The `shardcast` binary run as a child process, killed (SIGKILL, by
+/// PID) on drop.
+pub struct Binary(pub std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Binary {
+    /// Starts the binary on a free loopback port with JSON logs, `args`
+    /// after those, under an open-file limit of `nofile` (through a shell
+    /// that lowers its own limit and execs it), without `RUST_LOG` and the
+    /// variables in `unset`; returns it and its address, read from its
+    /// "listening" log line. Its log is read to the end on a thread of its
+    /// own, so it never blocks on a full pipe.
+    pub fn start_limited(nofile: u64, args: &[&str], unset: &[&str]) -> (Self, SocketAddr) {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_shardcast"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-pin",
+                "--log-format",
+                "json",
+            ])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for name in unset {
+            command.env_remove(name);
+        }
+        let mut child = command.spawn().expect("binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let binary = Binary(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let start = Instant::now();
+        let addr = loop {
+            assert!(start.elapsed() < TIMEOUT, "no listening line");
+            let line = lines.next().expect("log line").unwrap();
+            let v: Value = serde_json::from_str(&line).expect("JSON log line");
+            if let Some(a) = v["fields"]["addr"].as_str() {
+                break a.parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        (binary, addr)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
