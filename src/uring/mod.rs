@@ -364,6 +364,11 @@ impl SockRing {
             };
             let mut b = ring_builder(m);
             b.setup_cqsize(SQ_ENTRIES * 4);
+            if m == TaskRun::Defer {
+                // Work the kernel leaves undone in a reap is flagged (see
+                // `reap`); the coop mode sets this flag already.
+                b.setup_taskrun_flag();
+            }
             match b.build(SQ_ENTRIES) {
                 Ok(r) => break r,
                 Err(e) if m.fallback().is_some() => {
@@ -398,6 +403,10 @@ impl SockRing {
 
 /// Accepts kept armed at once, each with its own address buffer.
 pub(crate) const ACCEPTS: usize = 16;
+
+/// Calls a [`reap`](DirectIo::reap) makes on one ring while the kernel
+/// flags work it left undone (each runs at least 20 items).
+const REAP_ENTERS: usize = 64;
 
 /// Room for one accept's peer address.
 struct AcceptAddr {
@@ -649,9 +658,18 @@ impl DirectIo {
     /// first, then has each ring submit what is queued and post what the
     /// kernel holds for it, and copies the completions out. In that order:
     /// on a ring in deferred mode the kernel rings the eventfd when it
-    /// queues work and does the work only when asked (here), so work queued
-    /// after the eventfd was emptied rings it again, and work queued
-    /// before is done by the call that follows.
+    /// queues work onto an empty list and does the work only when asked
+    /// (here), so work queued after the eventfd was emptied rings it again,
+    /// and work queued before is done by the calls that follow.
+    ///
+    /// One call does not always do it all: since Linux 6.13 a call runs at
+    /// most 20 queued items (sockets woken, accepts retried) and keeps the
+    /// rest, flagging them with `IORING_SQ_TASKRUN` but ringing nothing.
+    /// Left there, they would wait for unrelated work to ring the eventfd
+    /// (a receive not handed out, an accept not made, for as long as
+    /// nothing else happens). So a ring is entered again while the flag is
+    /// up, at most [`REAP_ENTERS`] times; past that the eventfd is rung,
+    /// and the driver comes back once it has handled this batch.
     pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
         let mut v = 0u64;
         // SAFETY: reads at most 8 bytes into `v`; a nonblocking eventfd.
@@ -669,43 +687,54 @@ impl DirectIo {
                 continue;
             };
             r.unsubmitted.set(false);
-            let to_submit = {
+            let mut to_submit = {
                 let mut sq = r.ring.submission();
                 sq.sync();
                 sq.len() as u32
             };
-            // SAFETY: no argument is passed.
-            let res = unsafe {
-                r.ring.submitter().enter::<libc::sigset_t>(
-                    to_submit,
-                    0,
-                    IORING_ENTER_GETEVENTS,
-                    None,
-                )
-            };
-            if let Err(e) = res {
-                if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
-                    tracing::warn!(error = %e, "socket ring enter failed");
+            let mut left = true;
+            for _ in 0..REAP_ENTERS {
+                // SAFETY: no argument is passed.
+                let res = unsafe {
+                    r.ring.submitter().enter::<libc::sigset_t>(
+                        to_submit,
+                        0,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                };
+                to_submit = 0;
+                if let Err(e) = res {
+                    if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+                        tracing::warn!(error = %e, "socket ring enter failed");
+                    }
+                }
+                let mut done = 0;
+                for cqe in r.ring.completion() {
+                    // A multishot receive's completions but its last say
+                    // more are coming; every other submission has one.
+                    done += u32::from(!cqueue::more(cqe.flags()));
+                    if is_install(cqe.user_data()) {
+                        // An install its caller gave up waiting for.
+                        close_installed(cqe.result());
+                        continue;
+                    }
+                    out.push(Completion {
+                        ring: i as u8,
+                        user_data: cqe.user_data(),
+                        result: cqe.result(),
+                        flags: cqe.flags(),
+                    });
+                }
+                r.inflight.set(r.inflight.get().saturating_sub(done));
+                if !r.ring.submission().taskrun() {
+                    left = false;
+                    break;
                 }
             }
-            let mut done = 0;
-            for cqe in r.ring.completion() {
-                // A multishot receive's completions but its last say more
-                // are coming; every other submission has one.
-                done += u32::from(!cqueue::more(cqe.flags()));
-                if is_install(cqe.user_data()) {
-                    // An install its caller gave up waiting for.
-                    close_installed(cqe.result());
-                    continue;
-                }
-                out.push(Completion {
-                    ring: i as u8,
-                    user_data: cqe.user_data(),
-                    result: cqe.result(),
-                    flags: cqe.flags(),
-                });
+            if left {
+                self.ring_eventfd();
             }
-            r.inflight.set(r.inflight.get().saturating_sub(done));
         }
     }
 
@@ -1175,5 +1204,64 @@ mod tests {
         ] {
             assert_eq!(Slot::unpack(s.pack()), s);
         }
+    }
+
+    /// More queued work than one `io_uring_enter` runs (20 items since
+    /// Linux 6.13) is all collected by one reap: 64 sockets receive at
+    /// once, and one reap hands out all 64 receives (before, 20 came out
+    /// and the rest waited for an unrelated wake of the eventfd).
+    #[test]
+    fn one_reap_runs_all_queued_work() {
+        use std::io::Write;
+        let f = crate::uring_probe::probe();
+        if !(f.sparse_files && f.accept_direct && f.buffer_ring && f.recv_multishot) {
+            eprintln!("skipped: the kernel lacks what the direct path needs");
+            return;
+        }
+        const N: usize = 64;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let plan = RingPlan::new(crate::config::TaskRun::Defer, 1024, true);
+        let io = DirectIo::new(plan, listener.as_raw_fd()).unwrap();
+        io.arm_accepts();
+        io.submit();
+        let mut clients: Vec<_> = (0..N)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut batch = Vec::new();
+        let mut accepted = 0;
+        while accepted < N {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {accepted} accepted"
+            );
+            io.reap(&mut batch);
+            for c in batch.drain(..) {
+                if let Some((Op::Accept, _, _)) = parse_user_data(c.user_data) {
+                    let (slot, _) = io.accepted(&c).expect("accepted");
+                    io.arm_recv(slot, accepted as u32, 1);
+                    accepted += 1;
+                }
+            }
+            io.arm_accepts();
+            io.submit();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Every receive armed and waiting before any data comes.
+        io.reap(&mut batch);
+        batch.clear();
+        for c in &mut clients {
+            c.write_all(b"x").unwrap();
+        }
+        // Loopback delivers at once; the receives' work is queued by now.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        io.reap(&mut batch);
+        let received = batch
+            .iter()
+            .filter(|c| matches!(parse_user_data(c.user_data), Some((Op::Recv, _, _))))
+            .filter(|c| c.result == 1)
+            .count();
+        assert_eq!(received, N, "one reap collected {received} of {N} receives");
     }
 }
