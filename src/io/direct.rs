@@ -297,10 +297,17 @@ fn received<H: Handler>(core: &Rc<CoreOf<H>>, st: &Rc<Direct>, key: u32, low: u3
     if c.result <= 0 {
         if c.result == -libc::ENOBUFS {
             // Every buffer was in use: they are back by the time this
-            // batch is submitted.
+            // batch is submitted. Not when the receive was stopped (an
+            // async session with no room) earlier in this batch: its
+            // cancel found this receive already ended, and a new one
+            // would read on without bound; it restarts when the session
+            // has room.
             core.stats().recv_no_buffers.bump(1);
+            let stopped = r.recv_stopped;
             st.put(key, r);
-            rearm(core, st, key, gen);
+            if !stopped {
+                rearm(core, st, key, gen);
+            }
             return;
         }
         if c.result == -libc::ECANCELED && r.recv_stopped {
