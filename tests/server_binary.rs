@@ -3,33 +3,10 @@
 mod server_support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use server_support::*;
-
-/// `command` (the binary, or a shell that execs it with the arguments that
-/// follow) on a free loopback port, logging JSON to a pipe.
-fn server_command(mut command: Command) -> Command {
-    command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    command
-}
-
-/// The address in the binary's "listening" JSON log line, if `line` is it.
-fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
-    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
-    v["fields"]["addr"].as_str().map(|a| a.parse().unwrap())
-}
 
 #[test]
 fn the_binary_serves_and_stops_gracefully_on_sigterm() {

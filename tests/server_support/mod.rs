@@ -266,23 +266,13 @@ impl Binary {
     /// own, so it never blocks on a full pipe.
     pub fn start_limited(nofile: u64, args: &[&str], unset: &[&str]) -> (Self, SocketAddr) {
         use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
+        use std::process::Command;
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
             .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_shardcast"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--no-pin",
-                "--log-format",
-                "json",
-            ])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .arg(env!("CARGO_BIN_EXE_shardcast"));
+        let mut command = server_command(sh);
+        command.args(args);
         for name in unset {
             command.env_remove(name);
         }
@@ -294,9 +284,8 @@ impl Binary {
         let addr = loop {
             assert!(start.elapsed() < TIMEOUT, "no listening line");
             let line = lines.next().expect("log line").unwrap();
-            let v: Value = serde_json::from_str(&line).expect("JSON log line");
-            if let Some(a) = v["fields"]["addr"].as_str() {
-                break a.parse().unwrap();
+            if let Some(a) = listening_addr(&line) {
+                break a;
             }
         };
         std::thread::spawn(move || for _ in lines {});
@@ -307,4 +296,27 @@ impl Binary {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+}
+
+/// `command` (the binary, or a shell that execs it with the arguments that
+/// follow) on a free loopback port, logging JSON to a pipe.
+pub fn server_command(mut command: std::process::Command) -> std::process::Command {
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// The address in the binary's "listening" JSON log line, if `line` is it.
+pub fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    v["fields"]["addr"].as_str().map(|a| a.parse().unwrap())
 }
