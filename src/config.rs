@@ -185,7 +185,11 @@ pub struct Config {
     /// publisher's burst. Default: 2 s.
     pub slow_consumer_grace: Duration,
     /// Bytes a connection may have queued at most, lagging or not: the
-    /// policy applies at once beyond this. Default: 16 MiB.
+    /// policy applies at once beyond this. Only messages get this
+    /// allowance: a pong (or keepalive ping) that would take the outbox over
+    /// [`Config::outbox_limit`] gets the policy at once, so a client that
+    /// floods pings and reads nothing cannot make the server hold its pongs.
+    /// Default: 16 MiB.
     pub outbox_burst_limit: usize,
     /// Publishes from other cores (or threads) one core's inbox holds at
     /// most; beyond it, publishes to that core are refused and counted

@@ -483,16 +483,22 @@ impl<D> ConnTable<D> {
     }
 
     /// Whether an open connection's outbox admits `len` more bytes of a
-    /// message (see [`push`](Self::push)).
-    fn admits(&self, c: &Conn<D>, len: usize) -> bool {
+    /// message, or of a control frame when `control` (see
+    /// [`push`](Self::push)).
+    fn admits(&self, c: &Conn<D>, len: usize, control: bool) -> bool {
         let q = c.outbox.queued() + len;
         // Over the limit, only a reader that has stayed over it for
         // the grace period is refused; a burst that a reader is
-        // keeping up with is admitted up to the burst limit.
+        // keeping up with is admitted up to the burst limit. Control
+        // frames (pongs owed to the peer's own pings, keepalive pings)
+        // get no such allowance: a burst of pongs is the peer's doing,
+        // and a flood of pings must not make the server hold more than
+        // the limit.
         c.state == State::Open
             && (q <= self.cfg.outbox_limit
                 || c.outbox.queued() == 0
-                || (q <= self.cfg.outbox_burst_limit
+                || (!control
+                    && q <= self.cfg.outbox_burst_limit
                     && !lagging(c.over_since, self.now, &self.cfg)))
     }
 
@@ -510,7 +516,8 @@ impl<D> ConnTable<D> {
         let admitted = admitted
             || match kind {
                 Kind::Last => true,
-                Kind::Message | Kind::Control => self.admits(c, frame.len()),
+                Kind::Message => self.admits(c, frame.len(), false),
+                Kind::Control => self.admits(c, frame.len(), true),
             };
         if !admitted {
             if c.state == State::Open {
@@ -661,7 +668,7 @@ impl<D> ConnTable<D> {
     /// would leave the compressor's window ahead of the client's.
     fn send_dedicated(&mut self, key: u32, frame: Bytes) -> (SendStatus, usize) {
         let c = &self.slab[key as usize];
-        if !self.admits(c, frame.len()) {
+        if !self.admits(c, frame.len(), false) {
             let n = frame.len();
             return (self.push(key, frame, Kind::Message), n);
         }
