@@ -964,17 +964,27 @@ impl DirectIo {
         unsafe { self.push(slot.ring, &e) };
     }
 
-    /// Queues a `sendmsg` of `msg` on `slot`.
+    /// Queues a send of what `msg` points to on `slot`: a plain `send` when
+    /// it is one buffer (the kernel then copies and imports no msghdr and
+    /// no iovec: the usual case, small frames gathered into one buffer),
+    /// a `sendmsg` otherwise. Both complete with the bytes written.
     ///
     /// # Safety
     /// `msg`, its iovecs and the memory they point to stay valid and
     /// unchanged until the send's completion.
     pub(crate) unsafe fn send(&self, slot: Slot, key: u32, gen: u32, msg: *const libc::msghdr) {
-        let e = io_uring::opcode::SendMsg::new(slot.fixed(), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(user_data(Op::Send, key, gen));
-        self.push(slot.ring, &e);
+        // SAFETY: the caller keeps `msg` and its iovecs valid (above).
+        let one = unsafe { ((*msg).msg_iovlen == 1).then(|| *(*msg).msg_iov) };
+        let one = one.and_then(|v| Some((v.iov_base, u32::try_from(v.iov_len).ok()?)));
+        let e = match one {
+            Some((buf, len)) => io_uring::opcode::Send::new(slot.fixed(), buf as *const u8, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
+            None => io_uring::opcode::SendMsg::new(slot.fixed(), msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build(),
+        };
+        self.push(slot.ring, &e.user_data(user_data(Op::Send, key, gen)));
     }
 
     /// Queues a shutdown of `slot`'s socket.
