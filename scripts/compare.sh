@@ -249,15 +249,19 @@ runs() {
     esac
 }
 
-# shardcast's compression counters, as JSON, from its /metrics on PORT.
-deflate_metrics() {
+# shardcast's write and compression counters, as JSON, from its /metrics on
+# PORT (whole run: warm-up and measurement).
+shardcast_metrics() {
     python3 - "$1" <<'PY' 2>/dev/null || echo null
 import json, sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
 def total(name):
     return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
 print(json.dumps({"compressions": total("shardcast_compressions_total"), "publishes": total("shardcast_publishes_total"),
-                  "messages_out_compressed": total("shardcast_messages_out_compressed_total")}))
+                  "messages_out_compressed": total("shardcast_messages_out_compressed_total"),
+                  "socket_writes": total("shardcast_socket_writes_total"),
+                  "frames_written": total("shardcast_frames_written_total"),
+                  "bytes_out": total("shardcast_bytes_out_total")}))
 PY
 }
 
@@ -323,8 +327,9 @@ run_one() {
             --cores 1 --server-pid "$SERVER_PID" --label "$server" --json -q \
             >"$OUT/raw/$name.json" 2>"$OUT/raw/$name.err" || rc=$?
         metrics=null
-        if [[ $served == shardcast-deflate ]]; then
-            metrics=$(deflate_metrics "$port")
+        # The shardcast binary serves /metrics (examples/shootout does not).
+        if [[ $served == shardcast* && $served != shardcast-shootout* ]]; then
+            metrics=$(shardcast_metrics "$port")
         fi
         stop_server
     fi

@@ -294,6 +294,22 @@ def main():
             md.append("| lost / duplicated / reordered (all runs) | "
                       + " | ".join("{lost} / {duplicated} / {reordered}".format(**checks[sc][s])
                                    for s in servers) + " | |")
+        # Frames per socket write (and bytes per write), per round, for every
+        # shardcast server that serves /metrics: how much each write gathered.
+        per_write = {}
+        for s in servers:
+            ms = [(r["round"], r["server_metrics"]) for r in ok.get(s, [])
+                  if (r.get("server_metrics") or {}).get("socket_writes")]
+            if ms:
+                per_write[s] = [{"round": rd, "frames_per_write": m["frames_written"] / m["socket_writes"],
+                                 "bytes_per_write": m["bytes_out"] / m["socket_writes"]} for rd, m in ms]
+        if per_write:
+            out["scenarios"][sc]["shardcast_writes_per_round"] = per_write
+            for key, label, f in (("frames_per_write", "frames per socket write", "{:.2f}"),
+                                  ("bytes_per_write", "bytes per socket write", "{:,.0f}")):
+                md.append(f"| {label} (shardcast /metrics, whole run, per round) | "
+                          + " | ".join(" / ".join(f.format(x[key]) for x in per_write.get(s, []))
+                                       for s in servers) + " | |")
         zipped = [r.get("server_metrics") for r in ok.get("shardcast", []) if r.get("server_metrics")]
         if zipped and sum(m["publishes"] for m in zipped):
             c = sum(m["compressions"] for m in zipped)
