@@ -14,16 +14,18 @@
 # target/test-venv with `websockets` and `prometheus_client` (pip runs only
 # when they are missing; tests/clients/run.sh gets it as $PYTHON), `npm ci`
 # in tests/clients when node_modules is missing, and, from the system's
-# packages when they are missing, Debian's `chromium` and `python3-venv`
+# packages when they are missing, Debian's `nodejs`, `npm`, `chromium` and
+# `python3-venv`, and the cluster tests' `nats-server` and `redis-server`
 # (apt-get as root, else through passwordless sudo; otherwise the run fails
-# naming the package). Node 18+ must be installed. If clients/js/test.sh
+# naming the package). If clients/js/test.sh
 # exists it runs after the client tests and its "N passed, M failed" line
 # joins the total. scripts/compare.sh --smoke installs the peer servers
 # (Bun and Node ws from npm, the tokio peer) and runs every comparison
 # scenario at toy size against each (log: target/compare-smoke.log).
 # SKIP_CLIENTS=1 leaves out the client tests and their setup (and
 # clients/js), SKIP_CHROMIUM=1 only the browser, SKIP_COMPARE=1 the
-# comparison, SKIP_SOAK=1 the soak.
+# comparison, SKIP_SOAK=1 the soak, SKIP_BROKERS=1 the installation of
+# nats-server and redis-server (the cluster tests then skip their broker cases).
 # `bash scripts/test.sh --setup` only sets up and exits. A failed churn,
 # client run or soak still reaches the closing total, then fails the script.
 set -euo pipefail
@@ -53,8 +55,9 @@ apt_install() {
 
 # Everything the client tests need that does not come with Rust.
 setup_clients() {
-    command -v node >/dev/null && command -v npm >/dev/null ||
-        die "node 18+ and npm are required for the client tests: install Node.js (e.g. apt-get install nodejs npm), or set SKIP_CLIENTS=1"
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install "Or install Node.js 18+ with npm, or set SKIP_CLIENTS=1 to leave out the client tests." nodejs npm
+    fi
 
     local venv="$root/target/test-venv"
     if [[ ! -x "$venv/bin/python" ]]; then
@@ -86,8 +89,26 @@ setup_clients() {
     fi
 }
 
+# The brokers of the cluster tests (tests/cluster.rs): Debian's nats-server
+# and redis-server (installed into /usr/sbin, not always on PATH). Once
+# they are here the cluster tests must find them: a missing broker fails
+# them instead of skipping them.
+setup_brokers() {
+    local missing=() b
+    for b in nats-server redis-server; do
+        command -v "$b" >/dev/null || [[ -x /usr/sbin/$b ]] || missing+=("$b")
+    done
+    if ((${#missing[@]})); then
+        apt_install "Or set SKIP_BROKERS=1: the cluster tests then skip their broker cases." "${missing[@]}"
+    fi
+    export SHARDCAST_REQUIRE_BROKERS=1
+}
+
 if [[ "${SKIP_CLIENTS:-0}" != 1 ]]; then
     setup_clients
+fi
+if [[ "${SKIP_BROKERS:-0}" != 1 ]]; then
+    setup_brokers
 fi
 if [[ "${1:-}" == --setup ]]; then
     exit 0
