@@ -516,8 +516,7 @@ impl<D> ConnTable<D> {
         let admitted = admitted
             || match kind {
                 Kind::Last => true,
-                Kind::Message => self.admits(c, frame.len(), false),
-                Kind::Control => self.admits(c, frame.len(), true),
+                Kind::Message | Kind::Control => self.admits(c, frame.len(), kind == Kind::Control),
             };
         if !admitted {
             if c.state == State::Open {
