@@ -224,14 +224,16 @@ pub struct Config {
     /// Graceful shutdown waits this long for close handshakes before it drops
     /// what is left. Default: 5 s.
     pub shutdown_timeout: Duration,
-    /// Write coalescing under load: when a core's turn leaves at least
-    /// [`flush_gather_min`](Self::flush_gather_min) connections with frames
-    /// to write, the core waits up to this long, reading whatever input
-    /// arrives meanwhile, before it writes, so that frames for the same
-    /// connection leave in one write. Smaller turns are written at once.
-    /// Zero turns it off. Default: 0 (off).
+    /// Write coalescing under load: while at least
+    /// [`flush_gather_min`](Self::flush_gather_min) connections have frames
+    /// to write, the core waits this long, reading whatever input arrives
+    /// meanwhile, before each step of 512 writes, so that frames for the
+    /// same connection leave in one write. Fewer connections are written
+    /// at once, so a core that is not busy adds no delay; a flush of `n`
+    /// connections is delayed by at most `ceil(n / 512)` of these waits.
+    /// Zero turns it off. Default: 500 µs.
     pub flush_gather: Duration,
-    /// Connections with frames to write from which a turn waits
+    /// Connections with frames to write from which the core waits
     /// [`flush_gather`](Self::flush_gather) before writing. Default: 1,024.
     pub flush_gather_min: usize,
     /// How an io_uring core is told of completions: the most wanted mode;
@@ -411,7 +413,7 @@ impl Default for Config {
             backlog: 4096,
             interest_buckets: 1 << 16,
             shutdown_timeout: Duration::from_secs(5),
-            flush_gather: Duration::ZERO,
+            flush_gather: Duration::from_micros(500),
             flush_gather_min: 1024,
             task_run: TaskRun::Defer,
             io_path: IoPath::Direct,

@@ -73,7 +73,7 @@ pub struct CoreStats {
     pub writes: Counter,
     /// Frames (messages and control frames) completely written to sockets.
     pub frames_written: Counter,
-    /// Turns whose writes waited [`Config::flush_gather`](crate::Config::flush_gather).
+    /// Waits of [`Config::flush_gather`](crate::Config::flush_gather) before a step of writes.
     pub gathers: Counter,
     /// Direct path: receives that found every provided buffer in use
     /// (re-armed at once; the bytes wait in the socket meanwhile).
@@ -227,7 +227,7 @@ pub struct StatsSnapshot {
     pub writes: u64,
     /// Frames completely written to sockets.
     pub frames_written: u64,
-    /// Turns whose writes waited for `flush_gather`.
+    /// Waits of `flush_gather` before a step of writes.
     pub gathers: u64,
     /// Direct path receives that found no free buffer.
     pub recv_no_buffers: u64,

@@ -257,6 +257,50 @@ fn under_load_writes_gather_for_the_budget_and_at_low_load_leave_at_once() {
 }
 
 #[test]
+fn a_long_flush_under_load_waits_the_gather_before_each_step() {
+    // 1,200 subscribers, a threshold of 600: one publish is written in
+    // three steps of at most 512. Before the first (1,200 to write) and
+    // the second (688) the core waits the budget; the third (176, under
+    // the threshold) goes at once.
+    let gather = Duration::from_millis(60);
+    let (h, _) = start(config(1).flush_gather(gather).flush_gather_min(600));
+    let mut subs: Vec<Raw> = (0..1200).map(|_| Raw::connect(h.local_addr())).collect();
+    for s in &mut subs {
+        s.send_frame(true, 1, b"sub:big");
+    }
+    for s in &mut subs {
+        let (_, _, p) = s.read_frame().unwrap();
+        assert!(p.starts_with(b"subscribed:big"));
+    }
+    let mut p = Raw::connect(h.local_addr());
+    wait_until("the subscriptions are written", || {
+        h.stats().frames_written == 1200 * 2 + 1
+    });
+    let before = h.stats();
+    let sent = Instant::now();
+    p.send_frame(true, 1, b"pub:big:x");
+    let mut last = Duration::ZERO;
+    for s in &mut subs {
+        let (_, op, m) = s.read_frame().unwrap();
+        assert_eq!((op, m.as_slice()), (1, &b"x"[..]));
+        last = last.max(sent.elapsed());
+    }
+    let (_, _, m) = p.read_frame().unwrap();
+    assert_eq!(m, b"published:1200");
+    let after = h.stats();
+    stop(h);
+    assert_eq!(
+        after.gathers - before.gathers,
+        2,
+        "a wait before each of the first two steps"
+    );
+    assert!(
+        last >= 2 * gather - Duration::from_millis(5),
+        "the last write came after {last:?}"
+    );
+}
+
+#[test]
 fn a_fanout_larger_than_a_flush_step_reaches_everyone_in_order() {
     // 1,200 subscribers on one core: each publish is written in steps
     // (512 connections at a time, the core reading between steps).

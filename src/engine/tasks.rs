@@ -130,9 +130,7 @@ impl RateLimitedLog {
 /// Connections the flusher writes before it lets the core read again.
 const FLUSH_STEP: usize = 512;
 
-/// Writes every connection that got frames since the last turn; under
-/// load (a large dirty set), first gathers for up to
-/// [`Config::flush_gather`](crate::Config::flush_gather).
+/// Writes every connection that got frames since the last turn.
 ///
 /// A long flush (a publish to thousands of local subscribers) goes in
 /// steps of [`FLUSH_STEP`] connections, and between two steps the core
@@ -141,6 +139,15 @@ const FLUSH_STEP: usize = 512;
 /// deferred mode): the next publish then reaches the connections not yet
 /// written in the same write as this one, and a flush of 10,000
 /// connections does not keep input waiting until it ends.
+///
+/// Under load — at least [`Config::flush_gather_min`](crate::Config::flush_gather_min)
+/// connections still to write — the wait before a step is
+/// [`Config::flush_gather`](crate::Config::flush_gather) instead of zero:
+/// the publishes that arrive meanwhile leave in the same writes. A write
+/// on loopback costs the kernel about the same whatever it carries, so a
+/// busy core that writes each connection as soon as it can spends its
+/// time on writes of one or two frames; pausing a little between steps
+/// lets every write carry more.
 async fn flusher<H: Handler>(core: Rc<CoreOf<H>>) {
     let gather = core.config().flush_gather;
     let gather_min = core.config().flush_gather_min;
@@ -157,12 +164,18 @@ async fn flusher<H: Handler>(core: Rc<CoreOf<H>>) {
             flush(&core);
             continue;
         };
-        if !gather.is_zero() && core.conns().dirty_len() >= gather_min {
+        let gather_now = || !gather.is_zero() && core.conns().dirty_len() >= gather_min;
+        if gather_now() {
             t.wait(gather).await;
             core.stats().gathers.bump(1);
         }
         while flush_some(&core, FLUSH_STEP) {
-            t.wait(Duration::ZERO).await;
+            if gather_now() {
+                t.wait(gather).await;
+                core.stats().gathers.bump(1);
+            } else {
+                t.wait(Duration::ZERO).await;
+            }
         }
     }
 }

@@ -221,12 +221,12 @@ pub struct Cli {
     #[arg(long, env = "SHARDCAST_STATS_INTERVAL_MS", value_name = "MS")]
     pub stats_interval_ms: Option<u64>,
 
-    /// Microseconds a core lets frames gather before writing when a turn leaves at least
-    /// --flush-gather-min connections to write; 0: write at once. [default: 0]
+    /// Microseconds a core lets frames gather before each step of 512 writes while at least
+    /// --flush-gather-min connections have frames to write; 0: write at once. [default: 500]
     #[arg(long, env = "SHARDCAST_FLUSH_GATHER_US", value_name = "US")]
     pub flush_gather_us: Option<u64>,
 
-    /// Connections to write from which a turn gathers. [default: 1024]
+    /// Connections with frames to write from which the core gathers. [default: 1024]
     #[arg(long, env = "SHARDCAST_FLUSH_GATHER_MIN", value_name = "N")]
     pub flush_gather_min: Option<usize>,
 

@@ -354,7 +354,7 @@ pub fn render(cores: &[StatsSnapshot], server: &[ServerCounters], uptime_secs: f
         (
             "shardcast_write_gathers_total",
             "counter",
-            "Turns whose writes waited flush_gather for more frames (write coalescing under load).",
+            "Waits of flush_gather for more frames before a step of writes (write coalescing under load).",
             |s| s.gathers,
         ),
         (

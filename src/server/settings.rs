@@ -295,9 +295,9 @@ pub struct Settings {
     /// Milliseconds between two `$sys.stats` messages, which the status
     /// page shows. Zero disables them. Default: 1,000.
     pub stats_interval_ms: u64,
-    /// Microseconds a core lets frames gather before writing when a turn
-    /// leaves at least `flush_gather_min` connections to write (write
-    /// coalescing under load); 0: write at once. Default: 0.
+    /// Microseconds a core lets frames gather before each step of 512
+    /// writes while at least `flush_gather_min` connections have frames to
+    /// write (write coalescing under load); 0: write at once. Default: 500.
     pub flush_gather_us: u64,
     /// Connections to write from which a turn gathers. Default: 1,024.
     pub flush_gather_min: usize,
@@ -387,7 +387,7 @@ impl Default for Settings {
             idle_timeout_secs: 120,
             shutdown_timeout_secs: 5,
             stats_interval_ms: 1_000,
-            flush_gather_us: 0,
+            flush_gather_us: 500,
             flush_gather_min: 1024,
             task_run: TaskRunSetting::Defer,
             io_path: IoPathSetting::Direct,
@@ -597,7 +597,7 @@ mod tests {
         let d = Settings::default().engine_config();
         assert_eq!(
             (d.flush_gather, d.task_run),
-            (Duration::ZERO, TaskRun::Defer)
+            (Duration::from_micros(500), TaskRun::Defer)
         );
         assert!(Settings::from_toml("task_run = \"sqpoll\"\n").is_err());
     }
