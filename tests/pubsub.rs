@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use shardcast::ServerHandle;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -188,14 +189,22 @@ fn frames_queued_in_one_turn_leave_in_one_write_and_are_counted() {
 /// Three subscribers of `t` and a publisher on one core; the publisher
 /// sends two publishes 5 ms apart. Returns (the subscribers' write count
 /// delta, gathers, the time until the first delivery).
+/// `n` connections, each subscribed to `topic` (its answer read).
+fn subscribed(h: &ServerHandle, n: usize, topic: &str) -> Vec<Raw> {
+    let mut subs: Vec<Raw> = (0..n).map(|_| Raw::connect(h.local_addr())).collect();
+    for s in &mut subs {
+        s.send_frame(true, 1, format!("sub:{topic}").as_bytes());
+    }
+    for s in &mut subs {
+        let (_, _, p) = s.read_frame().unwrap();
+        assert!(p.starts_with(format!("subscribed:{topic}").as_bytes()));
+    }
+    subs
+}
+
 fn two_publishes(cfg: shardcast::Config) -> (u64, u64, Duration) {
     let (h, _) = start(cfg);
-    let mut subs: Vec<Raw> = (0..3).map(|_| Raw::connect(h.local_addr())).collect();
-    for s in &mut subs {
-        s.send_frame(true, 1, b"sub:t");
-        let (_, _, p) = s.read_frame().unwrap();
-        assert!(p.starts_with(b"subscribed:t"));
-    }
+    let mut subs = subscribed(&h, 3, "t");
     let mut p = Raw::connect(h.local_addr());
     wait_until("the handshakes are counted", || {
         h.stats().frames_written == 3 * 2 + 1
@@ -264,14 +273,7 @@ fn a_long_flush_under_load_waits_the_gather_before_each_step() {
     // the threshold) goes at once.
     let gather = Duration::from_millis(60);
     let (h, _) = start(config(1).flush_gather(gather).flush_gather_min(600));
-    let mut subs: Vec<Raw> = (0..1200).map(|_| Raw::connect(h.local_addr())).collect();
-    for s in &mut subs {
-        s.send_frame(true, 1, b"sub:big");
-    }
-    for s in &mut subs {
-        let (_, _, p) = s.read_frame().unwrap();
-        assert!(p.starts_with(b"subscribed:big"));
-    }
+    let mut subs = subscribed(&h, 1200, "big");
     let mut p = Raw::connect(h.local_addr());
     wait_until("the subscriptions are written", || {
         h.stats().frames_written == 1200 * 2 + 1
@@ -305,14 +307,7 @@ fn a_fanout_larger_than_a_flush_step_reaches_everyone_in_order() {
     // 1,200 subscribers on one core: each publish is written in steps
     // (512 connections at a time, the core reading between steps).
     let (h, _) = start(config(1));
-    let mut subs: Vec<Raw> = (0..1200).map(|_| Raw::connect(h.local_addr())).collect();
-    for s in &mut subs {
-        s.send_frame(true, 1, b"sub:big");
-    }
-    for s in &mut subs {
-        let (_, _, p) = s.read_frame().unwrap();
-        assert!(p.starts_with(b"subscribed:big"));
-    }
+    let mut subs = subscribed(&h, 1200, "big");
     let mut p = Raw::connect(h.local_addr());
     for i in 0..20 {
         p.send_frame(true, 1, format!("pub:big:{i}").as_bytes());

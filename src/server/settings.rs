@@ -299,7 +299,8 @@ pub struct Settings {
     /// writes while at least `flush_gather_min` connections have frames to
     /// write (write coalescing under load); 0: write at once. Default: 500.
     pub flush_gather_us: u64,
-    /// Connections to write from which a turn gathers. Default: 1,024.
+    /// Connections with frames to write from which the core gathers.
+    /// Default: 1,024.
     pub flush_gather_min: usize,
     /// io_uring completion mode. Default: `defer`.
     pub task_run: TaskRunSetting,
